@@ -1,0 +1,1099 @@
+//! The Kafka codec generator: reads the protocol's JSON message specs and writes one Rust module
+//! per message into `crates/wire/src/messages/`, plus `mod.rs` with the api key table and the
+//! request/response enums.
+//!
+//! The generated code depends only on `wire::codec`. It is committed, so a fresh clone builds
+//! without the specs; `tests::generated_code_is_up_to_date` fails when regenerating would change it.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    api_key: Option<i16>,
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    valid_versions: String,
+    #[serde(default)]
+    flexible_versions: Option<String>,
+    #[serde(default)]
+    fields: Vec<Field>,
+    #[serde(default)]
+    common_structs: Vec<StructSpec>,
+}
+
+#[derive(Deserialize)]
+struct StructSpec {
+    name: String,
+    #[serde(default)]
+    fields: Vec<Field>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct Field {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    versions: Option<String>,
+    #[serde(default)]
+    nullable_versions: Option<String>,
+    #[serde(default)]
+    tagged_versions: Option<String>,
+    #[serde(default)]
+    tag: Option<Value>,
+    #[serde(default)]
+    default: Option<Value>,
+    #[serde(default)]
+    flexible_versions: Option<String>,
+    #[serde(default)]
+    fields: Option<Vec<Field>>,
+    #[serde(default)]
+    about: Option<String>,
+}
+
+/// An inclusive version range; `lo > hi` is the empty range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Range {
+    lo: i16,
+    hi: i16,
+}
+
+impl Range {
+    const NONE: Range = Range { lo: 1, hi: 0 };
+
+    fn parse(s: &str) -> Result<Range> {
+        let s = s.trim();
+        if s == "none" || s.is_empty() {
+            return Ok(Range::NONE);
+        }
+        if let Some(lo) = s.strip_suffix('+') {
+            return Ok(Range {
+                lo: lo.trim().parse()?,
+                hi: i16::MAX,
+            });
+        }
+        if let Some((lo, hi)) = s.split_once('-') {
+            return Ok(Range {
+                lo: lo.trim().parse()?,
+                hi: hi.trim().parse()?,
+            });
+        }
+        let v = s.parse()?;
+        Ok(Range { lo: v, hi: v })
+    }
+
+    fn intersect(self, o: Range) -> Range {
+        Range {
+            lo: self.lo.max(o.lo),
+            hi: self.hi.min(o.hi),
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.lo > self.hi
+    }
+
+    /// A Rust boolean expression in `version` that is true exactly in `self`, given that
+    /// `version` lies in `valid`.
+    fn cond(self, valid: Range) -> String {
+        let r = self.intersect(valid);
+        if r.is_empty() {
+            return "false".into();
+        }
+        let mut parts = vec![];
+        if r.lo > valid.lo {
+            parts.push(format!("version >= {}", r.lo));
+        }
+        if r.hi < valid.hi {
+            parts.push(format!("version <= {}", r.hi));
+        }
+        if parts.is_empty() {
+            "true".into()
+        } else {
+            parts.join(" && ")
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Ty {
+    Bool,
+    Int8,
+    Int16,
+    Uint16,
+    Int32,
+    Uint32,
+    Int64,
+    Float64,
+    Str,
+    Bytes,
+    Records,
+    Uuid,
+    Struct(String),
+    Array(Box<Ty>),
+}
+
+impl Ty {
+    fn parse(s: &str) -> Result<Ty> {
+        if let Some(inner) = s.strip_prefix("[]") {
+            return Ok(Ty::Array(Box::new(Ty::parse(inner)?)));
+        }
+        Ok(match s {
+            "bool" => Ty::Bool,
+            "int8" => Ty::Int8,
+            "int16" => Ty::Int16,
+            "uint16" => Ty::Uint16,
+            "int32" => Ty::Int32,
+            "uint32" => Ty::Uint32,
+            "int64" => Ty::Int64,
+            "float64" => Ty::Float64,
+            "string" => Ty::Str,
+            "bytes" => Ty::Bytes,
+            "records" => Ty::Records,
+            "uuid" => Ty::Uuid,
+            s if s.starts_with(|c: char| c.is_ascii_uppercase()) => Ty::Struct(s.to_string()),
+            other => bail!("unknown type {other}"),
+        })
+    }
+
+    fn rust(&self) -> String {
+        match self {
+            Ty::Bool => "bool".into(),
+            Ty::Int8 => "i8".into(),
+            Ty::Int16 => "i16".into(),
+            Ty::Uint16 => "u16".into(),
+            Ty::Int32 => "i32".into(),
+            Ty::Uint32 => "u32".into(),
+            Ty::Int64 => "i64".into(),
+            Ty::Float64 => "f64".into(),
+            Ty::Str => "String".into(),
+            Ty::Bytes | Ty::Records => "::bytes::Bytes".into(),
+            Ty::Uuid => "c::Uuid".into(),
+            Ty::Struct(n) => n.clone(),
+            Ty::Array(t) => format!("Vec<{}>", t.rust()),
+        }
+    }
+}
+
+/// One field, resolved against the message it belongs to.
+struct FieldInfo {
+    kafka_name: String,
+    rust_name: String,
+    ty: Ty,
+    versions: Range,
+    nullable: Range,
+    tagged: Range,
+    tag: Option<u32>,
+    /// Versions in which strings, bytes and arrays use the compact form; `None` means the
+    /// message's flexible versions.
+    flexible_override: Option<Range>,
+    default: Option<Value>,
+    about: Option<String>,
+}
+
+impl FieldInfo {
+    fn is_option(&self, valid: Range) -> bool {
+        !self
+            .nullable
+            .intersect(self.versions)
+            .intersect(valid)
+            .is_empty()
+    }
+}
+
+struct Ctx {
+    valid: Range,
+    flexible: Range,
+    out: String,
+    defined: BTreeSet<String>,
+    common: BTreeMap<String, Vec<Field>>,
+    message: String,
+}
+
+pub fn snake(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut s = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = if i > 0 { Some(chars[i - 1]) } else { None };
+            let next = chars.get(i + 1).copied();
+            let boundary = match prev {
+                None => false,
+                Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                _ => false,
+            };
+            if boundary {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    const KEYWORDS: &[&str] = &[
+        "type", "match", "ref", "mod", "fn", "struct", "async", "in", "loop",
+    ];
+    if KEYWORDS.contains(&s.as_str()) {
+        format!("r#{s}")
+    } else {
+        s
+    }
+}
+
+fn strip_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn value_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn doc(out: &mut String, indent: &str, text: &Option<String>) {
+    if let Some(t) = text {
+        for line in t.lines() {
+            let _ = writeln!(out, "{indent}/// {}", line.trim());
+        }
+    }
+}
+
+impl Ctx {
+    fn field_info(&self, f: &Field) -> Result<FieldInfo> {
+        let versions = Range::parse(f.versions.as_deref().unwrap_or("0+"))?;
+        let tag = match &f.tag {
+            None => None,
+            Some(v) => Some(value_str(v).parse::<u32>().context("tag")?),
+        };
+        Ok(FieldInfo {
+            kafka_name: f.name.clone(),
+            rust_name: snake(&f.name),
+            ty: Ty::parse(&f.ty).with_context(|| format!("field {}", f.name))?,
+            versions,
+            nullable: Range::parse(f.nullable_versions.as_deref().unwrap_or("none"))?,
+            tagged: Range::parse(f.tagged_versions.as_deref().unwrap_or("none"))?,
+            tag,
+            flexible_override: f
+                .flexible_versions
+                .as_deref()
+                .map(Range::parse)
+                .transpose()?,
+            default: f.default.clone(),
+            about: f.about.clone(),
+        })
+    }
+
+    fn field_type(&self, fi: &FieldInfo) -> String {
+        if fi.is_option(self.valid) {
+            format!("Option<{}>", fi.ty.rust())
+        } else {
+            fi.ty.rust()
+        }
+    }
+
+    fn zero(&self, ty: &Ty) -> String {
+        match ty {
+            Ty::Bool => "false".into(),
+            Ty::Float64 => "0.0".into(),
+            Ty::Str => "String::new()".into(),
+            Ty::Bytes | Ty::Records => "::bytes::Bytes::new()".into(),
+            Ty::Uuid => "c::Uuid::ZERO".into(),
+            Ty::Struct(n) => format!("{n}::default()"),
+            Ty::Array(_) => "Vec::new()".into(),
+            _ => "0".into(),
+        }
+    }
+
+    fn default_expr(&self, fi: &FieldInfo) -> Result<String> {
+        let option = fi.is_option(self.valid);
+        let given = fi.default.as_ref().map(value_str);
+        if given.as_deref() == Some("null") {
+            if !option {
+                bail!("{}: default null on a non-nullable field", fi.kafka_name);
+            }
+            return Ok("None".into());
+        }
+        let inner = match (&fi.ty, given) {
+            (_, None) => {
+                if option && matches!(fi.ty, Ty::Records | Ty::Struct(_)) {
+                    return Ok("None".into());
+                }
+                self.zero(&fi.ty)
+            }
+            (Ty::Bool, Some(d)) => match d.as_str() {
+                "true" | "false" => d,
+                other => bail!("bad bool default {other}"),
+            },
+            (Ty::Str, Some(d)) => {
+                if d.is_empty() {
+                    "String::new()".into()
+                } else {
+                    format!("String::from({d:?})")
+                }
+            }
+            (Ty::Float64, Some(d)) => format!("{:?}", d.parse::<f64>()?),
+            (Ty::Int8 | Ty::Int16 | Ty::Uint16 | Ty::Int32 | Ty::Uint32 | Ty::Int64, Some(d)) => {
+                let v: i64 = if let Some(hex) = d.strip_prefix("0x") {
+                    i64::from_str_radix(hex, 16)?
+                } else {
+                    d.parse()?
+                };
+                v.to_string()
+            }
+            (t, Some(d)) => bail!(
+                "{}: default {d} for type {t:?} not supported",
+                fi.kafka_name
+            ),
+        };
+        Ok(if option {
+            format!("Some({inner})")
+        } else {
+            inner
+        })
+    }
+
+    fn compact_expr(&self, fi: &FieldInfo) -> String {
+        match fi.flexible_override {
+            Some(r) => r.cond(self.valid),
+            None => "flexible".into(),
+        }
+    }
+
+    /// Collects every struct a list of fields defines, depth first.
+    fn structs_in(&mut self, fields: &[Field], todo: &mut Vec<(String, Vec<Field>)>) -> Result<()> {
+        for f in fields {
+            let ty = Ty::parse(&f.ty)?;
+            let name = match &ty {
+                Ty::Struct(n) => Some(n.clone()),
+                Ty::Array(inner) => match inner.as_ref() {
+                    Ty::Struct(n) => Some(n.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(name) = name else { continue };
+            let body =
+                match &f.fields {
+                    Some(fs) => fs.clone(),
+                    None => self.common.get(&name).cloned().ok_or_else(|| {
+                        anyhow!("{}: struct {name} has no definition", self.message)
+                    })?,
+                };
+            if self.defined.insert(name.clone()) {
+                self.structs_in(&body, todo)?;
+                todo.push((name, body));
+            }
+        }
+        Ok(())
+    }
+
+    fn gen_struct(&mut self, name: &str, fields: &[Field], top: Option<&Spec>) -> Result<()> {
+        let infos: Vec<FieldInfo> = fields
+            .iter()
+            .map(|f| self.field_info(f))
+            .collect::<Result<_>>()?;
+        let mut o = String::new();
+        if let Some(spec) = top {
+            let _ = writeln!(
+                o,
+                "/// {} (valid versions {}, flexible versions {}).",
+                spec.name,
+                spec.valid_versions,
+                spec.flexible_versions.as_deref().unwrap_or("none")
+            );
+        }
+        o.push_str("#[derive(Debug, Clone, PartialEq)]\n");
+        o.push_str("#[cfg_attr(feature = \"arbitrary\", derive(arbitrary::Arbitrary))]\n");
+        let _ = writeln!(o, "pub struct {name} {{");
+        for fi in &infos {
+            doc(&mut o, "    ", &fi.about);
+            let ty = self.field_type(fi);
+            match (&fi.ty, fi.is_option(self.valid)) {
+                (Ty::Bytes | Ty::Records, false) => {
+                    o.push_str("    #[cfg_attr(feature = \"arbitrary\", arbitrary(with = c::arbitrary_bytes))]\n")
+                }
+                (Ty::Bytes | Ty::Records, true) => o.push_str(
+                    "    #[cfg_attr(feature = \"arbitrary\", arbitrary(with = c::arbitrary_opt_bytes))]\n",
+                ),
+                _ => {}
+            }
+            let _ = writeln!(o, "    pub {}: {ty},", fi.rust_name);
+        }
+        o.push_str("}\n\n");
+
+        // Default
+        let _ = writeln!(
+            o,
+            "impl Default for {name} {{\n    fn default() -> Self {{\n        Self {{"
+        );
+        for fi in &infos {
+            let _ = writeln!(
+                o,
+                "            {}: {},",
+                fi.rust_name,
+                self.default_expr(fi)?
+            );
+        }
+        o.push_str("        }\n    }\n}\n\n");
+
+        let flexible_cond = self.flexible.cond(self.valid);
+        let check_version = |o: &mut String, err: &str| {
+            if let Some(spec) = top {
+                let _ = writeln!(
+                    o,
+                    "        if !({}..={}).contains(&version) {{\n            return Err(c::{err}::UnsupportedVersion {{ message: {:?}, version }});\n        }}",
+                    self.valid.lo, self.valid.hi, spec.name
+                );
+            }
+        };
+
+        // Encode
+        let _ = writeln!(o, "impl c::Encode for {name} {{");
+        o.push_str("    fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {\n");
+        check_version(&mut o, "EncodeError");
+        let _ = writeln!(o, "        let flexible = {flexible_cond};");
+        for fi in &infos {
+            let present = fi.versions.cond(self.valid);
+            if present == "false" {
+                continue;
+            }
+            let cond = self.regular_cond(fi);
+            if cond == "false" {
+                continue;
+            }
+            let body = self.encode_field(fi, &format!("self.{}", fi.rust_name), "buf", name)?;
+            wrap_if(&mut o, &cond, &body, 2);
+        }
+        let mut tagged: Vec<&FieldInfo> = infos.iter().filter(|f| !f.tagged.is_empty()).collect();
+        tagged.sort_by_key(|f| f.tag);
+        if self.flexible.is_empty() {
+            // no tagged fields section
+        } else {
+            o.push_str("        if flexible {\n");
+            if tagged.is_empty() {
+                o.push_str("            c::put_uvarint(buf, 0);\n");
+            } else {
+                o.push_str("            let mut tagged_count = 0u32;\n");
+                for fi in &tagged {
+                    let cond = self.tagged_present(fi)?;
+                    let _ = writeln!(o, "            if {cond} {{\n                tagged_count += 1;\n            }}");
+                }
+                o.push_str("            c::put_uvarint(buf, tagged_count);\n");
+                for fi in &tagged {
+                    let cond = self.tagged_present(fi)?;
+                    let tag = fi
+                        .tag
+                        .ok_or_else(|| anyhow!("{}: tagged field without tag", fi.kafka_name))?;
+                    let body =
+                        self.encode_field(fi, &format!("self.{}", fi.rust_name), "&mut tmp", name)?;
+                    let _ = writeln!(
+                        o,
+                        "            if {cond} {{\n                c::put_uvarint(buf, {tag});\n                let mut tmp = ::bytes::BytesMut::new();\n{}                c::put_uvarint(buf, tmp.len() as u32);\n                buf.extend_from_slice(&tmp);\n            }}",
+                        indent(&body, 4)
+                    );
+                }
+            }
+            o.push_str("        }\n");
+        }
+        o.push_str("        Ok(())\n    }\n}\n\n");
+
+        // Decode
+        let _ = writeln!(o, "impl c::Decode for {name} {{");
+        o.push_str("    fn decode(buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {\n");
+        check_version(&mut o, "DecodeError");
+        let _ = writeln!(o, "        let flexible = {flexible_cond};");
+        o.push_str("        let mut this = Self::default();\n");
+        for fi in &infos {
+            let present = fi.versions.cond(self.valid);
+            if present == "false" {
+                continue;
+            }
+            let cond = self.regular_cond(fi);
+            if cond == "false" {
+                continue;
+            }
+            let expr = self.decode_field(fi, "buf")?;
+            wrap_if(
+                &mut o,
+                &cond,
+                &format!("this.{} = {expr};\n", fi.rust_name),
+                2,
+            );
+        }
+        if !self.flexible.is_empty() {
+            o.push_str("        if flexible {\n");
+            o.push_str("            let tagged_count = c::get_uvarint(buf)?;\n");
+            o.push_str("            for _ in 0..tagged_count {\n");
+            o.push_str("                let tag = c::get_uvarint(buf)?;\n");
+            o.push_str("                let size = c::get_uvarint(buf)? as usize;\n");
+            if tagged.is_empty() {
+                o.push_str("                let _ = (tag, c::take(buf, size)?);\n");
+            } else {
+                o.push_str("                let mut field = c::take(buf, size)?;\n");
+                o.push_str("                match tag {\n");
+                for fi in &tagged {
+                    let cond = fi.tagged.intersect(fi.versions).cond(self.valid);
+                    let tag = fi.tag.unwrap_or(0);
+                    let expr = self.decode_field(fi, "&mut field")?;
+                    let guard = if cond == "true" {
+                        String::new()
+                    } else {
+                        format!(" if {cond}")
+                    };
+                    let _ = writeln!(
+                        o,
+                        "                    {tag}{guard} => this.{} = {expr},",
+                        fi.rust_name
+                    );
+                }
+                o.push_str("                    _ => {}\n                }\n");
+            }
+            o.push_str("            }\n        }\n");
+        }
+        o.push_str("        Ok(this)\n    }\n}\n\n");
+
+        if let Some(spec) = top {
+            let _ = writeln!(
+                o,
+                "impl c::Message for {name} {{\n    const NAME: &'static str = {:?};\n    const MIN_VERSION: i16 = {};\n    const MAX_VERSION: i16 = {};\n    const FLEXIBLE_MIN: i16 = {};\n}}\n",
+                spec.name,
+                self.valid.lo,
+                self.valid.hi,
+                if self.flexible.is_empty() { i16::MAX } else { self.flexible.lo }
+            );
+            if let Some(k) = spec.api_key {
+                let _ = writeln!(
+                    o,
+                    "impl c::ApiMessage for {name} {{\n    const API_KEY: i16 = {k};\n}}\n"
+                );
+            }
+        }
+        self.out.push_str(&o);
+        Ok(())
+    }
+
+    /// The versions in which a field sits in the fixed part of the message (not tagged).
+    fn regular_cond(&self, fi: &FieldInfo) -> String {
+        let present = fi.versions.intersect(self.valid);
+        let tagged = fi.tagged.intersect(present);
+        if tagged.is_empty() {
+            present.cond(self.valid)
+        } else if tagged == present {
+            "false".into()
+        } else {
+            format!(
+                "({}) && !({})",
+                present.cond(self.valid),
+                tagged.cond(self.valid)
+            )
+        }
+    }
+
+    fn tagged_present(&self, fi: &FieldInfo) -> Result<String> {
+        let cond = fi.tagged.intersect(fi.versions).cond(self.valid);
+        let default = self.default_expr(fi)?;
+        let differs = match (&fi.ty, fi.is_option(self.valid)) {
+            (Ty::Array(_), false) => format!("!self.{}.is_empty()", fi.rust_name),
+            _ => format!("self.{} != {default}", fi.rust_name),
+        };
+        Ok(if cond == "true" {
+            differs
+        } else {
+            format!("({cond}) && {differs}")
+        })
+    }
+
+    /// Statements that write field `fi`, held at place expression `place`, into `buf`.
+    fn encode_field(&self, fi: &FieldInfo, place: &str, buf: &str, owner: &str) -> Result<String> {
+        let compact = self.compact_expr(fi);
+        if fi.is_option(self.valid) {
+            let nullable = fi.nullable.cond(self.valid);
+            let null = match &fi.ty {
+                Ty::Str => format!("c::put_null_string({buf}, {compact});"),
+                Ty::Bytes | Ty::Records => format!("c::put_null_bytes({buf}, {compact});"),
+                Ty::Array(_) => format!("c::put_null_array({buf}, {compact});"),
+                Ty::Struct(_) => format!("c::put_i8({buf}, -1);"),
+                other => bail!("nullable {other:?} is not supported"),
+            };
+            let some = match &fi.ty {
+                Ty::Struct(_) => format!(
+                    "if {nullable} {{\n    c::put_i8({buf}, 1);\n}}\n{}",
+                    self.encode_value(&fi.ty, "v", buf, &compact)
+                ),
+                t => self.encode_value(t, "v", buf, &compact),
+            };
+            let err = format!(
+                "return Err(c::EncodeError::NullNotAllowed(\"{owner}.{}\"));",
+                fi.kafka_name
+            );
+            let none = if nullable == "true" {
+                null
+            } else {
+                format!("if {nullable} {{\n    {null}\n}} else {{\n    {err}\n}}")
+            };
+            Ok(format!(
+                "match &{place} {{\n    Some(v) => {{\n{}    }}\n    None => {{\n{}    }}\n}}\n",
+                indent(&some, 2),
+                indent(&none, 2)
+            ))
+        } else {
+            Ok(self.encode_value(&fi.ty, &format!("&{place}"), buf, &compact))
+        }
+    }
+
+    /// Statements that write a non-null value of type `ty`; `r` is an expression of type `&T`.
+    fn encode_value(&self, ty: &Ty, r: &str, buf: &str, compact: &str) -> String {
+        // `r` is `&place` or a reference variable: write `place` / `*var` for copies and
+        // `place.len()` / `var.len()` for method calls.
+        let (val, obj) = match r.strip_prefix('&') {
+            Some(place) => (place.to_string(), place.to_string()),
+            None => (format!("*{r}"), r.to_string()),
+        };
+        match ty {
+            Ty::Bool => format!("c::put_bool({buf}, {val});\n"),
+            Ty::Int8 => format!("c::put_i8({buf}, {val});\n"),
+            Ty::Int16 => format!("c::put_i16({buf}, {val});\n"),
+            Ty::Uint16 => format!("c::put_u16({buf}, {val});\n"),
+            Ty::Int32 => format!("c::put_i32({buf}, {val});\n"),
+            Ty::Uint32 => format!("c::put_u32({buf}, {val});\n"),
+            Ty::Int64 => format!("c::put_i64({buf}, {val});\n"),
+            Ty::Float64 => format!("c::put_f64({buf}, {val});\n"),
+            Ty::Uuid => format!("c::put_uuid({buf}, {r});\n"),
+            Ty::Str => format!("c::put_string({buf}, {r}, {compact})?;\n"),
+            Ty::Bytes | Ty::Records => format!("c::put_bytes({buf}, {r}, {compact})?;\n"),
+            Ty::Struct(_) => format!("c::Encode::encode({r}, {buf}, version)?;\n"),
+            Ty::Array(inner) => format!(
+                "c::put_array_len({buf}, {obj}.len(), {compact})?;\nfor item in {obj}.iter() {{\n{}}}\n",
+                indent(&self.encode_value(inner, "item", buf, compact), 1)
+            ),
+        }
+    }
+
+    /// An expression that reads field `fi` from `buf`, of the field's Rust type.
+    fn decode_field(&self, fi: &FieldInfo, buf: &str) -> Result<String> {
+        let compact = self.compact_expr(fi);
+        if !fi.is_option(self.valid) {
+            return Ok(self.decode_value(&fi.ty, buf, &compact));
+        }
+        let nullable = fi.nullable.cond(self.valid);
+        let maybe = match &fi.ty {
+            Ty::Str => format!("c::get_nullable_string({buf}, {compact})?"),
+            Ty::Bytes | Ty::Records => format!("c::get_nullable_bytes({buf}, {compact})?"),
+            Ty::Array(inner) => format!(
+                "match c::get_array_len({buf}, {compact})? {{\n    None => None,\n    Some(n) => Some({}),\n}}",
+                self.decode_array_body(inner, buf, &compact)
+            ),
+            Ty::Struct(n) => format!(
+                "if c::get_i8({buf})? < 0 {{\n    None\n}} else {{\n    Some(<{n} as c::Decode>::decode({buf}, version)?)\n}}"
+            ),
+            other => bail!("nullable {other:?} is not supported"),
+        };
+        if nullable == "true" {
+            return Ok(maybe);
+        }
+        let strict = format!("Some({})", self.decode_value(&fi.ty, buf, &compact));
+        Ok(format!(
+            "if {nullable} {{\n    {}\n}} else {{\n    {strict}\n}}",
+            maybe.replace('\n', "\n    ")
+        ))
+    }
+
+    fn decode_array_body(&self, inner: &Ty, buf: &str, compact: &str) -> String {
+        format!(
+            "{{\n    let mut v = Vec::with_capacity(c::capacity_for::<{}>(n, {buf}));\n    for _ in 0..n {{\n        v.push({});\n    }}\n    v\n}}",
+            inner.rust(),
+            self.decode_value(inner, buf, compact).replace('\n', "\n        ")
+        )
+    }
+
+    fn decode_value(&self, ty: &Ty, buf: &str, compact: &str) -> String {
+        match ty {
+            Ty::Bool => format!("c::get_bool({buf})?"),
+            Ty::Int8 => format!("c::get_i8({buf})?"),
+            Ty::Int16 => format!("c::get_i16({buf})?"),
+            Ty::Uint16 => format!("c::get_u16({buf})?"),
+            Ty::Int32 => format!("c::get_i32({buf})?"),
+            Ty::Uint32 => format!("c::get_u32({buf})?"),
+            Ty::Int64 => format!("c::get_i64({buf})?"),
+            Ty::Float64 => format!("c::get_f64({buf})?"),
+            Ty::Uuid => format!("c::get_uuid({buf})?"),
+            Ty::Str => format!("c::get_string({buf}, {compact})?"),
+            Ty::Bytes | Ty::Records => format!("c::get_bytes({buf}, {compact})?"),
+            Ty::Struct(n) => format!("<{n} as c::Decode>::decode({buf}, version)?"),
+            Ty::Array(inner) => format!(
+                "match c::get_array_len({buf}, {compact})? {{\n    None => return Err(c::DecodeError::UnexpectedNull(-1)),\n    Some(n) => {},\n}}",
+                self.decode_array_body(inner, buf, compact)
+            ),
+        }
+    }
+}
+
+fn indent(s: &str, levels: usize) -> String {
+    let pad = "    ".repeat(levels);
+    let mut out = String::new();
+    for line in s.lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "{pad}{line}");
+        }
+    }
+    out
+}
+
+fn wrap_if(o: &mut String, cond: &str, body: &str, levels: usize) {
+    if cond == "true" {
+        o.push_str(&indent(body, levels));
+    } else {
+        o.push_str(&indent(
+            &format!("if {cond} {{\n{}}}\n", indent(body, 1)),
+            levels,
+        ));
+    }
+}
+
+struct Generated {
+    module: String,
+    spec_name: String,
+    kind: String,
+    api_key: Option<i16>,
+    valid: Range,
+    flexible: Range,
+}
+
+fn gen_spec(spec: &Spec) -> Result<(String, Generated)> {
+    let valid = Range::parse(&spec.valid_versions)?;
+    let flexible = Range::parse(spec.flexible_versions.as_deref().unwrap_or("none"))?;
+    let mut ctx = Ctx {
+        valid,
+        flexible,
+        out: String::new(),
+        defined: BTreeSet::new(),
+        common: spec
+            .common_structs
+            .iter()
+            .map(|s| (s.name.clone(), s.fields.clone()))
+            .collect(),
+        message: spec.name.clone(),
+    };
+    let _ = writeln!(
+        ctx.out,
+        "//! {} — generated by `cargo xtask codegen` from the Kafka message spec; do not edit.\n",
+        spec.name
+    );
+    ctx.out.push_str(
+        "#![allow(unused_variables, unused_mut, clippy::all)]\n\nuse crate::codec as c;\n\n",
+    );
+    ctx.gen_struct(&spec.name, &spec.fields, Some(spec))?;
+    let mut todo = vec![];
+    ctx.defined.insert(spec.name.clone());
+    ctx.structs_in(&spec.fields, &mut todo)?;
+    for (name, fields) in todo {
+        ctx.gen_struct(&name, &fields, None)?;
+    }
+    let g = Generated {
+        module: snake(&spec.name),
+        spec_name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        api_key: spec.api_key,
+        valid,
+        flexible,
+    };
+    Ok((ctx.out, g))
+}
+
+fn gen_mod(gens: &[Generated]) -> Result<String> {
+    let mut o = String::new();
+    o.push_str("//! Every Kafka message, generated by `cargo xtask codegen` from the protocol's JSON specs; do not edit.\n\n");
+    o.push_str("#![allow(clippy::all)]\n\nuse crate::codec as c;\n\n");
+    for g in gens {
+        let _ = writeln!(o, "pub mod {};", g.module);
+    }
+    o.push('\n');
+    for g in gens {
+        let _ = writeln!(o, "pub use {}::{};", g.module, g.spec_name);
+    }
+    o.push('\n');
+
+    // api keys: request and response per key
+    let mut apis: BTreeMap<i16, (Option<&Generated>, Option<&Generated>)> = BTreeMap::new();
+    for g in gens {
+        if let Some(k) = g.api_key {
+            let e = apis.entry(k).or_default();
+            match g.kind.as_str() {
+                "request" => e.0 = Some(g),
+                "response" => e.1 = Some(g),
+                _ => {}
+            }
+        }
+    }
+    let mut rows = vec![];
+    for (k, (req, resp)) in &apis {
+        let (Some(req), Some(resp)) = (req, resp) else {
+            bail!("api key {k} lacks a request or a response");
+        };
+        let variant = req
+            .spec_name
+            .strip_suffix("Request")
+            .unwrap_or(&req.spec_name)
+            .to_string();
+        rows.push((*k, variant, *req, *resp));
+    }
+
+    o.push_str("/// Every API of the protocol, by its numeric key.\n");
+    o.push_str("#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n#[repr(i16)]\npub enum ApiKey {\n");
+    for (k, v, _, _) in &rows {
+        let _ = writeln!(o, "    {v} = {k},");
+    }
+    o.push_str("}\n\n");
+
+    o.push_str("impl ApiKey {\n    pub const ALL: &'static [ApiKey] = &[\n");
+    for (_, v, _, _) in &rows {
+        let _ = writeln!(o, "        ApiKey::{v},");
+    }
+    o.push_str("    ];\n\n");
+    o.push_str("    pub fn from_i16(key: i16) -> Option<ApiKey> {\n        match key {\n");
+    for (k, v, _, _) in &rows {
+        let _ = writeln!(o, "            {k} => Some(ApiKey::{v}),");
+    }
+    o.push_str("            _ => None,\n        }\n    }\n\n");
+    o.push_str("    pub fn name(self) -> &'static str {\n        match self {\n");
+    for (_, v, _, _) in &rows {
+        let _ = writeln!(o, "            ApiKey::{v} => {v:?},");
+    }
+    o.push_str("        }\n    }\n\n");
+    o.push_str("    /// The versions of the request the codec can read and write: (min, max).\n");
+    o.push_str("    pub fn versions(self) -> (i16, i16) {\n        match self {\n");
+    for (_, v, req, _) in &rows {
+        let _ = writeln!(
+            o,
+            "            ApiKey::{v} => ({}, {}),",
+            req.valid.lo, req.valid.hi
+        );
+    }
+    o.push_str("        }\n    }\n\n");
+    o.push_str(
+        "    /// The request header version that goes with `version` of this API's request.\n",
+    );
+    o.push_str(
+        "    pub fn request_header_version(self, version: i16) -> i16 {\n        match self {\n",
+    );
+    o.push_str(
+        "            // Version 0 of ControlledShutdown predates the client id in the header.\n",
+    );
+    o.push_str("            ApiKey::ControlledShutdown if version == 0 => 0,\n");
+    for (_, v, req, _) in &rows {
+        if req.flexible.is_empty() {
+            let _ = writeln!(o, "            ApiKey::{v} => 1,");
+        } else {
+            let _ = writeln!(
+                o,
+                "            ApiKey::{v} => if version >= {} {{ 2 }} else {{ 1 }},",
+                req.flexible.lo
+            );
+        }
+    }
+    o.push_str("        }\n    }\n\n");
+    o.push_str(
+        "    /// The response header version that goes with `version` of this API's response.\n",
+    );
+    o.push_str(
+        "    pub fn response_header_version(self, version: i16) -> i16 {\n        match self {\n",
+    );
+    o.push_str("            // ApiVersions responses always use header v0, so that a client that does not\n            // yet know the broker's versions can read the reply.\n");
+    o.push_str("            ApiKey::ApiVersions => 0,\n");
+    for (_, v, _, resp) in &rows {
+        if v == "ApiVersions" {
+            continue;
+        }
+        if resp.flexible.is_empty() {
+            let _ = writeln!(o, "            ApiKey::{v} => 0,");
+        } else {
+            let _ = writeln!(
+                o,
+                "            ApiKey::{v} => if version >= {} {{ 1 }} else {{ 0 }},",
+                resp.flexible.lo
+            );
+        }
+    }
+    o.push_str("        }\n    }\n}\n\n");
+
+    for (label, idx) in [("Request", 0usize), ("Response", 1usize)] {
+        let _ = writeln!(
+            o,
+            "/// The body of any {}, by api key.",
+            label.to_lowercase()
+        );
+        let _ = writeln!(
+            o,
+            "#[derive(Debug, Clone, PartialEq)]\npub enum {label}Body {{"
+        );
+        for (_, v, req, resp) in &rows {
+            let g = if idx == 0 { req } else { resp };
+            let _ = writeln!(o, "    {v}({}),", g.spec_name);
+        }
+        o.push_str("}\n\n");
+        let _ = writeln!(o, "impl {label}Body {{");
+        o.push_str("    pub fn api_key(&self) -> ApiKey {\n        match self {\n");
+        for (_, v, _, _) in &rows {
+            let _ = writeln!(o, "            {label}Body::{v}(_) => ApiKey::{v},");
+        }
+        o.push_str("        }\n    }\n\n");
+        o.push_str("    pub fn decode(api_key: ApiKey, buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {\n        Ok(match api_key {\n");
+        for (_, v, _, _) in &rows {
+            let _ = writeln!(
+                o,
+                "            ApiKey::{v} => {label}Body::{v}(c::Decode::decode(buf, version)?),"
+            );
+        }
+        o.push_str("        })\n    }\n\n");
+        o.push_str("    pub fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {\n        match self {\n");
+        for (_, v, _, _) in &rows {
+            let _ = writeln!(
+                o,
+                "            {label}Body::{v}(m) => c::Encode::encode(m, buf, version),"
+            );
+        }
+        o.push_str("        }\n    }\n}\n\n");
+    }
+
+    // A list every test can iterate over: (module path of the type, api key or -1).
+    o.push_str(
+        "/// Calls `$m!(Type)` for every generated top-level message (for tests and fuzzing).\n",
+    );
+    o.push_str("#[macro_export]\nmacro_rules! for_each_message {\n    ($m:ident) => {\n");
+    for g in gens {
+        let _ = writeln!(o, "        $m!({});", g.spec_name);
+    }
+    o.push_str("    };\n}\n");
+    Ok(o)
+}
+
+fn rustfmt(src: &str) -> Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("rustfmt")
+        .args([
+            "--edition",
+            "2021",
+            "--emit",
+            "stdout",
+            "--config",
+            "max_width=120",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running rustfmt (is the rustfmt component installed?)")?;
+    child
+        .stdin
+        .take()
+        .context("rustfmt stdin")?
+        .write_all(src.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("rustfmt failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Generates every file: (file name relative to the messages directory, contents).
+pub fn generate(spec_dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(spec_dir)
+        .with_context(|| format!("reading {}", spec_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    let mut files = vec![];
+    let mut gens = vec![];
+    for p in &paths {
+        let text = std::fs::read_to_string(p)?;
+        // Through `Value` first: a few specs repeat a key inside one field, which the typed
+        // deserializer rejects and Kafka's own generator tolerates (the last one wins).
+        let value: Value = serde_json::from_str(&strip_comments(&text))
+            .with_context(|| format!("parsing {}", p.display()))?;
+        let spec: Spec =
+            serde_json::from_value(value).with_context(|| format!("reading {}", p.display()))?;
+        let (src, g) = gen_spec(&spec).with_context(|| format!("generating {}", p.display()))?;
+        files.push((format!("{}.rs", g.module), rustfmt(&src)?));
+        gens.push(g);
+    }
+    files.push(("mod.rs".into(), rustfmt(&gen_mod(&gens)?)?));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_names() {
+        assert_eq!(snake("ThrottleTimeMs"), "throttle_time_ms");
+        assert_eq!(snake("ProducerID"), "producer_id");
+        assert_eq!(snake("IsInternal"), "is_internal");
+        assert_eq!(snake("Type"), "r#type");
+        assert_eq!(snake("KRaftVersionRecord"), "k_raft_version_record");
+    }
+
+    #[test]
+    fn version_conditions() {
+        let valid = Range { lo: 0, hi: 11 };
+        assert_eq!(Range::parse("0+").unwrap().cond(valid), "true");
+        assert_eq!(Range::parse("3+").unwrap().cond(valid), "version >= 3");
+        assert_eq!(
+            Range::parse("1-2").unwrap().cond(valid),
+            "version >= 1 && version <= 2"
+        );
+        assert_eq!(Range::parse("none").unwrap().cond(valid), "false");
+        assert_eq!(Range::parse("12+").unwrap().cond(valid), "false");
+    }
+
+    /// The committed generated code is what the generator writes today.
+    #[test]
+    fn generated_code_is_up_to_date() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let specs = root.join("../shared/kafka-message-specs");
+        if !specs.exists() {
+            eprintln!(
+                "SKIPPED: {} is absent; cannot check the generated code",
+                specs.display()
+            );
+            return;
+        }
+        let out = root.join("crates/wire/src/messages");
+        let files = generate(&specs).expect("generate");
+        let mut stale = vec![];
+        for (name, text) in &files {
+            let committed = std::fs::read_to_string(out.join(name)).unwrap_or_default();
+            if &committed != text {
+                stale.push(name.clone());
+            }
+        }
+        let expected: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        for e in std::fs::read_dir(&out).expect("messages dir").flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if !expected.contains(&n) {
+                stale.push(format!("{n} (no spec)"));
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "run `cargo xtask codegen`: stale generated files {stale:?}"
+        );
+    }
+}
