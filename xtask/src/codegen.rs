@@ -201,11 +201,7 @@ struct FieldInfo {
 
 impl FieldInfo {
     fn is_option(&self, valid: Range) -> bool {
-        !self
-            .nullable
-            .intersect(self.versions)
-            .intersect(valid)
-            .is_empty()
+        !self.nullable.intersect(self.versions).intersect(valid).is_empty()
     }
 }
 
@@ -239,9 +235,7 @@ pub fn snake(name: &str) -> String {
             s.push(c);
         }
     }
-    const KEYWORDS: &[&str] = &[
-        "type", "match", "ref", "mod", "fn", "struct", "async", "in", "loop",
-    ];
+    const KEYWORDS: &[&str] = &["type", "match", "ref", "mod", "fn", "struct", "async", "in", "loop"];
     if KEYWORDS.contains(&s.as_str()) {
         format!("r#{s}")
     } else {
@@ -286,11 +280,7 @@ impl Ctx {
             nullable: Range::parse(f.nullable_versions.as_deref().unwrap_or("none"))?,
             tagged: Range::parse(f.tagged_versions.as_deref().unwrap_or("none"))?,
             tag,
-            flexible_override: f
-                .flexible_versions
-                .as_deref()
-                .map(Range::parse)
-                .transpose()?,
+            flexible_override: f.flexible_versions.as_deref().map(Range::parse).transpose()?,
             default: f.default.clone(),
             about: f.about.clone(),
         })
@@ -353,16 +343,9 @@ impl Ctx {
                 };
                 v.to_string()
             }
-            (t, Some(d)) => bail!(
-                "{}: default {d} for type {t:?} not supported",
-                fi.kafka_name
-            ),
+            (t, Some(d)) => bail!("{}: default {d} for type {t:?} not supported", fi.kafka_name),
         };
-        Ok(if option {
-            format!("Some({inner})")
-        } else {
-            inner
-        })
+        Ok(if option { format!("Some({inner})") } else { inner })
     }
 
     fn compact_expr(&self, fi: &FieldInfo) -> String {
@@ -385,13 +368,14 @@ impl Ctx {
                 _ => None,
             };
             let Some(name) = name else { continue };
-            let body =
-                match &f.fields {
-                    Some(fs) => fs.clone(),
-                    None => self.common.get(&name).cloned().ok_or_else(|| {
-                        anyhow!("{}: struct {name} has no definition", self.message)
-                    })?,
-                };
+            let body = match &f.fields {
+                Some(fs) => fs.clone(),
+                None => self
+                    .common
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{}: struct {name} has no definition", self.message))?,
+            };
             if self.defined.insert(name.clone()) {
                 self.structs_in(&body, todo)?;
                 todo.push((name, body));
@@ -401,10 +385,7 @@ impl Ctx {
     }
 
     fn gen_struct(&mut self, name: &str, fields: &[Field], top: Option<&Spec>) -> Result<()> {
-        let infos: Vec<FieldInfo> = fields
-            .iter()
-            .map(|f| self.field_info(f))
-            .collect::<Result<_>>()?;
+        let infos: Vec<FieldInfo> = fields.iter().map(|f| self.field_info(f)).collect::<Result<_>>()?;
         let mut o = String::new();
         if let Some(spec) = top {
             let _ = writeln!(
@@ -425,9 +406,9 @@ impl Ctx {
                 (Ty::Bytes | Ty::Records, false) => {
                     o.push_str("    #[cfg_attr(feature = \"arbitrary\", arbitrary(with = c::arbitrary_bytes))]\n")
                 }
-                (Ty::Bytes | Ty::Records, true) => o.push_str(
-                    "    #[cfg_attr(feature = \"arbitrary\", arbitrary(with = c::arbitrary_opt_bytes))]\n",
-                ),
+                (Ty::Bytes | Ty::Records, true) => {
+                    o.push_str("    #[cfg_attr(feature = \"arbitrary\", arbitrary(with = c::arbitrary_opt_bytes))]\n")
+                }
                 _ => {}
             }
             let _ = writeln!(o, "    pub {}: {ty},", fi.rust_name);
@@ -440,12 +421,7 @@ impl Ctx {
             "impl Default for {name} {{\n    fn default() -> Self {{\n        Self {{"
         );
         for fi in &infos {
-            let _ = writeln!(
-                o,
-                "            {}: {},",
-                fi.rust_name,
-                self.default_expr(fi)?
-            );
+            let _ = writeln!(o, "            {}: {},", fi.rust_name, self.default_expr(fi)?);
         }
         o.push_str("        }\n    }\n}\n\n");
 
@@ -489,7 +465,10 @@ impl Ctx {
                 o.push_str("            let mut tagged_count = 0u32;\n");
                 for fi in &tagged {
                     let cond = self.tagged_present(fi)?;
-                    let _ = writeln!(o, "            if {cond} {{\n                tagged_count += 1;\n            }}");
+                    let _ = writeln!(
+                        o,
+                        "            if {cond} {{\n                tagged_count += 1;\n            }}"
+                    );
                 }
                 o.push_str("            c::put_uvarint(buf, tagged_count);\n");
                 for fi in &tagged {
@@ -497,8 +476,7 @@ impl Ctx {
                     let tag = fi
                         .tag
                         .ok_or_else(|| anyhow!("{}: tagged field without tag", fi.kafka_name))?;
-                    let body =
-                        self.encode_field(fi, &format!("self.{}", fi.rust_name), "&mut tmp", name)?;
+                    let body = self.encode_field(fi, &format!("self.{}", fi.rust_name), "&mut tmp", name)?;
                     let _ = writeln!(
                         o,
                         "            if {cond} {{\n                c::put_uvarint(buf, {tag});\n                let mut tmp = ::bytes::BytesMut::new();\n{}                c::put_uvarint(buf, tmp.len() as u32);\n                buf.extend_from_slice(&tmp);\n            }}",
@@ -526,12 +504,7 @@ impl Ctx {
                 continue;
             }
             let expr = self.decode_field(fi, "buf")?;
-            wrap_if(
-                &mut o,
-                &cond,
-                &format!("this.{} = {expr};\n", fi.rust_name),
-                2,
-            );
+            wrap_if(&mut o, &cond, &format!("this.{} = {expr};\n", fi.rust_name), 2);
         }
         if !self.flexible.is_empty() {
             o.push_str("        if flexible {\n");
@@ -553,11 +526,7 @@ impl Ctx {
                     } else {
                         format!(" if {cond}")
                     };
-                    let _ = writeln!(
-                        o,
-                        "                    {tag}{guard} => this.{} = {expr},",
-                        fi.rust_name
-                    );
+                    let _ = writeln!(o, "                    {tag}{guard} => this.{} = {expr},", fi.rust_name);
                 }
                 o.push_str("                    _ => {}\n                }\n");
             }
@@ -594,11 +563,7 @@ impl Ctx {
         } else if tagged == present {
             "false".into()
         } else {
-            format!(
-                "({}) && !({})",
-                present.cond(self.valid),
-                tagged.cond(self.valid)
-            )
+            format!("({}) && !({})", present.cond(self.valid), tagged.cond(self.valid))
         }
     }
 
@@ -758,10 +723,7 @@ fn wrap_if(o: &mut String, cond: &str, body: &str, levels: usize) {
     if cond == "true" {
         o.push_str(&indent(body, levels));
     } else {
-        o.push_str(&indent(
-            &format!("if {cond} {{\n{}}}\n", indent(body, 1)),
-            levels,
-        ));
+        o.push_str(&indent(&format!("if {cond} {{\n{}}}\n", indent(body, 1)), levels));
     }
 }
 
@@ -794,9 +756,8 @@ fn gen_spec(spec: &Spec) -> Result<(String, Generated)> {
         "//! {} — generated by `cargo xtask codegen` from the Kafka message spec; do not edit.\n",
         spec.name
     );
-    ctx.out.push_str(
-        "#![allow(unused_variables, unused_mut, clippy::all)]\n\nuse crate::codec as c;\n\n",
-    );
+    ctx.out
+        .push_str("#![allow(unused_variables, unused_mut, clippy::all)]\n\nuse crate::codec as c;\n\n");
     ctx.gen_struct(&spec.name, &spec.fields, Some(spec))?;
     let mut todo = vec![];
     ctx.defined.insert(spec.name.clone());
@@ -817,7 +778,9 @@ fn gen_spec(spec: &Spec) -> Result<(String, Generated)> {
 
 fn gen_mod(gens: &[Generated]) -> Result<String> {
     let mut o = String::new();
-    o.push_str("//! Every Kafka message, generated by `cargo xtask codegen` from the protocol's JSON specs; do not edit.\n\n");
+    o.push_str(
+        "//! Every Kafka message, generated by `cargo xtask codegen` from the protocol's JSON specs; do not edit.\n\n",
+    );
     o.push_str("#![allow(clippy::all)]\n\nuse crate::codec as c;\n\n");
     for g in gens {
         let _ = writeln!(o, "pub mod {};", g.module);
@@ -854,7 +817,9 @@ fn gen_mod(gens: &[Generated]) -> Result<String> {
     }
 
     o.push_str("/// Every API of the protocol, by its numeric key.\n");
-    o.push_str("#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n#[repr(i16)]\npub enum ApiKey {\n");
+    o.push_str(
+        "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]\n#[repr(i16)]\npub enum ApiKey {\n",
+    );
     for (k, v, _, _) in &rows {
         let _ = writeln!(o, "    {v} = {k},");
     }
@@ -878,22 +843,12 @@ fn gen_mod(gens: &[Generated]) -> Result<String> {
     o.push_str("    /// The versions of the request the codec can read and write: (min, max).\n");
     o.push_str("    pub fn versions(self) -> (i16, i16) {\n        match self {\n");
     for (_, v, req, _) in &rows {
-        let _ = writeln!(
-            o,
-            "            ApiKey::{v} => ({}, {}),",
-            req.valid.lo, req.valid.hi
-        );
+        let _ = writeln!(o, "            ApiKey::{v} => ({}, {}),", req.valid.lo, req.valid.hi);
     }
     o.push_str("        }\n    }\n\n");
-    o.push_str(
-        "    /// The request header version that goes with `version` of this API's request.\n",
-    );
-    o.push_str(
-        "    pub fn request_header_version(self, version: i16) -> i16 {\n        match self {\n",
-    );
-    o.push_str(
-        "            // Version 0 of ControlledShutdown predates the client id in the header.\n",
-    );
+    o.push_str("    /// The request header version that goes with `version` of this API's request.\n");
+    o.push_str("    pub fn request_header_version(self, version: i16) -> i16 {\n        match self {\n");
+    o.push_str("            // Version 0 of ControlledShutdown predates the client id in the header.\n");
     o.push_str("            ApiKey::ControlledShutdown if version == 0 => 0,\n");
     for (_, v, req, _) in &rows {
         if req.flexible.is_empty() {
@@ -907,12 +862,8 @@ fn gen_mod(gens: &[Generated]) -> Result<String> {
         }
     }
     o.push_str("        }\n    }\n\n");
-    o.push_str(
-        "    /// The response header version that goes with `version` of this API's response.\n",
-    );
-    o.push_str(
-        "    pub fn response_header_version(self, version: i16) -> i16 {\n        match self {\n",
-    );
+    o.push_str("    /// The response header version that goes with `version` of this API's response.\n");
+    o.push_str("    pub fn response_header_version(self, version: i16) -> i16 {\n        match self {\n");
     o.push_str("            // ApiVersions responses always use header v0, so that a client that does not\n            // yet know the broker's versions can read the reply.\n");
     o.push_str("            ApiKey::ApiVersions => 0,\n");
     for (_, v, _, resp) in &rows {
@@ -932,15 +883,8 @@ fn gen_mod(gens: &[Generated]) -> Result<String> {
     o.push_str("        }\n    }\n}\n\n");
 
     for (label, idx) in [("Request", 0usize), ("Response", 1usize)] {
-        let _ = writeln!(
-            o,
-            "/// The body of any {}, by api key.",
-            label.to_lowercase()
-        );
-        let _ = writeln!(
-            o,
-            "#[derive(Debug, Clone, PartialEq)]\npub enum {label}Body {{"
-        );
+        let _ = writeln!(o, "/// The body of any {}, by api key.", label.to_lowercase());
+        let _ = writeln!(o, "#[derive(Debug, Clone, PartialEq)]\npub enum {label}Body {{");
         for (_, v, req, resp) in &rows {
             let g = if idx == 0 { req } else { resp };
             let _ = writeln!(o, "    {v}({}),", g.spec_name);
@@ -971,9 +915,7 @@ fn gen_mod(gens: &[Generated]) -> Result<String> {
     }
 
     // A list every test can iterate over: (module path of the type, api key or -1).
-    o.push_str(
-        "/// Calls `$m!(Type)` for every generated top-level message (for tests and fuzzing).\n",
-    );
+    o.push_str("/// Calls `$m!(Type)` for every generated top-level message (for tests and fuzzing).\n");
     o.push_str("#[macro_export]\nmacro_rules! for_each_message {\n    ($m:ident) => {\n");
     for g in gens {
         let _ = writeln!(o, "        $m!({});", g.spec_name);
@@ -986,24 +928,13 @@ fn rustfmt(src: &str) -> Result<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("rustfmt")
-        .args([
-            "--edition",
-            "2021",
-            "--emit",
-            "stdout",
-            "--config",
-            "max_width=120",
-        ])
+        .args(["--edition", "2021", "--emit", "stdout", "--config", "max_width=120"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("running rustfmt (is the rustfmt component installed?)")?;
-    child
-        .stdin
-        .take()
-        .context("rustfmt stdin")?
-        .write_all(src.as_bytes())?;
+    child.stdin.take().context("rustfmt stdin")?.write_all(src.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("rustfmt failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -1025,10 +956,9 @@ pub fn generate(spec_dir: &Path) -> Result<Vec<(String, String)>> {
         let text = std::fs::read_to_string(p)?;
         // Through `Value` first: a few specs repeat a key inside one field, which the typed
         // deserializer rejects and Kafka's own generator tolerates (the last one wins).
-        let value: Value = serde_json::from_str(&strip_comments(&text))
-            .with_context(|| format!("parsing {}", p.display()))?;
-        let spec: Spec =
-            serde_json::from_value(value).with_context(|| format!("reading {}", p.display()))?;
+        let value: Value =
+            serde_json::from_str(&strip_comments(&text)).with_context(|| format!("parsing {}", p.display()))?;
+        let spec: Spec = serde_json::from_value(value).with_context(|| format!("reading {}", p.display()))?;
         let (src, g) = gen_spec(&spec).with_context(|| format!("generating {}", p.display()))?;
         files.push((format!("{}.rs", g.module), rustfmt(&src)?));
         gens.push(g);
@@ -1055,10 +985,7 @@ mod tests {
         let valid = Range { lo: 0, hi: 11 };
         assert_eq!(Range::parse("0+").unwrap().cond(valid), "true");
         assert_eq!(Range::parse("3+").unwrap().cond(valid), "version >= 3");
-        assert_eq!(
-            Range::parse("1-2").unwrap().cond(valid),
-            "version >= 1 && version <= 2"
-        );
+        assert_eq!(Range::parse("1-2").unwrap().cond(valid), "version >= 1 && version <= 2");
         assert_eq!(Range::parse("none").unwrap().cond(valid), "false");
         assert_eq!(Range::parse("12+").unwrap().cond(valid), "false");
     }

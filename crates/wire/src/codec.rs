@@ -346,13 +346,7 @@ fn uvarlong_len(mut v: u64) -> usize {
     n
 }
 
-fn put_len(
-    buf: &mut BytesMut,
-    len: usize,
-    compact: bool,
-    wide: bool,
-    what: &'static str,
-) -> Result<(), EncodeError> {
+fn put_len(buf: &mut BytesMut, len: usize, compact: bool, wide: bool, what: &'static str) -> Result<(), EncodeError> {
     let max = if wide || compact {
         i32::MAX as usize - 1
     } else {
@@ -466,9 +460,7 @@ pub fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result
 }
 
 #[cfg(feature = "arbitrary")]
-pub fn arbitrary_opt_bytes(
-    u: &mut arbitrary::Unstructured<'_>,
-) -> arbitrary::Result<Option<Bytes>> {
+pub fn arbitrary_opt_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Option<Bytes>> {
     let v: Option<Vec<u8>> = arbitrary::Arbitrary::arbitrary(u)?;
     Ok(v.map(Bytes::from))
 }

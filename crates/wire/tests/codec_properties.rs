@@ -25,18 +25,9 @@ fn round_trip<M: Message + for<'a> Arbitrary<'a>>(seed: &[u8]) -> Result<usize, 
             continue;
         }
         let mut input = first.clone().freeze();
-        let decoded = M::decode(&mut input, v).map_err(|e| {
-            TestCaseError::fail(format!(
-                "{} v{v}: decode of own encoding failed: {e}",
-                M::NAME
-            ))
-        })?;
-        prop_assert!(
-            input.is_empty(),
-            "{} v{v}: {} bytes left over",
-            M::NAME,
-            input.len()
-        );
+        let decoded = M::decode(&mut input, v)
+            .map_err(|e| TestCaseError::fail(format!("{} v{v}: decode of own encoding failed: {e}", M::NAME)))?;
+        prop_assert!(input.is_empty(), "{} v{v}: {} bytes left over", M::NAME, input.len());
         let mut second = BytesMut::new();
         decoded
             .encode(&mut second, v)
@@ -74,9 +65,7 @@ proptest! {
 /// The round trip must actually exercise versions, not skip them all as encode errors.
 #[test]
 fn round_trips_cover_most_versions() {
-    let seed: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let seed: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let (mut checked, mut total) = (0usize, 0usize);
     macro_rules! check {
         ($t:ident) => {
@@ -94,9 +83,7 @@ fn round_trips_cover_most_versions() {
 mod differential {
     use super::*;
     include!("support/common_messages.rs");
-    use kafka_protocol::protocol::{
-        Decodable as TheirDecode, Encodable as TheirEncode, Message as TheirMessage,
-    };
+    use kafka_protocol::protocol::{Decodable as TheirDecode, Encodable as TheirEncode, Message as TheirMessage};
 
     /// Encodes a random message of ours at every version both codecs support, decodes it with
     /// `kafka-protocol`, re-encodes it there, and compares bytes. Returns the versions compared.
@@ -121,11 +108,7 @@ mod differential {
             let theirs = T::decode(&mut input, v)
                 .map_err(|e| format!("{} v{v}: kafka-protocol cannot decode ours: {e}", M::NAME))?;
             if !input.is_empty() {
-                return Err(format!(
-                    "{} v{v}: kafka-protocol left {} bytes",
-                    M::NAME,
-                    input.len()
-                ));
+                return Err(format!("{} v{v}: kafka-protocol left {} bytes", M::NAME, input.len()));
             }
             let mut again = BytesMut::new();
             theirs

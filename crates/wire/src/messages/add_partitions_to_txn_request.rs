@@ -83,13 +83,9 @@ impl c::Decode for AddPartitionsToTxnRequest {
             this.transactions = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v = Vec::with_capacity(
-                        c::capacity_for::<AddPartitionsToTxnTransaction>(n, buf),
-                    );
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTransaction>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnTransaction as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnTransaction as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -108,12 +104,9 @@ impl c::Decode for AddPartitionsToTxnRequest {
             this.v3_and_below_topics = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopic>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopic>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnTopic as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnTopic as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -277,12 +270,9 @@ impl c::Decode for AddPartitionsToTxnTransaction {
             this.topics = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopic>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopic>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnTopic as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnTopic as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

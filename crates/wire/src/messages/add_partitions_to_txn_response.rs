@@ -79,12 +79,9 @@ impl c::Decode for AddPartitionsToTxnResponse {
             this.results_by_transaction = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnResult>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnResult>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnResult as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnResult as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -94,13 +91,9 @@ impl c::Decode for AddPartitionsToTxnResponse {
             this.results_by_topic_v3_and_below = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v = Vec::with_capacity(
-                        c::capacity_for::<AddPartitionsToTxnTopicResult>(n, buf),
-                    );
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopicResult>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnTopicResult as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnTopicResult as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -218,13 +211,9 @@ impl c::Decode for AddPartitionsToTxnTopicResult {
         this.results_by_partition = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v = Vec::with_capacity(
-                    c::capacity_for::<AddPartitionsToTxnPartitionResult>(n, buf),
-                );
+                let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnPartitionResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<AddPartitionsToTxnPartitionResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<AddPartitionsToTxnPartitionResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -289,13 +278,9 @@ impl c::Decode for AddPartitionsToTxnResult {
             this.topic_results = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v = Vec::with_capacity(
-                        c::capacity_for::<AddPartitionsToTxnTopicResult>(n, buf),
-                    );
+                    let mut v = Vec::with_capacity(c::capacity_for::<AddPartitionsToTxnTopicResult>(n, buf));
                     for _ in 0..n {
-                        v.push(<AddPartitionsToTxnTopicResult as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<AddPartitionsToTxnTopicResult as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

@@ -75,12 +75,9 @@ impl c::Decode for AlterPartitionReassignmentsResponse {
         this.responses = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ReassignableTopicResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ReassignableTopicResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ReassignableTopicResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ReassignableTopicResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -209,12 +206,9 @@ impl c::Decode for ReassignableTopicResponse {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ReassignablePartitionResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ReassignablePartitionResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ReassignablePartitionResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ReassignablePartitionResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

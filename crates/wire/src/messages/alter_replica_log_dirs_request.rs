@@ -184,9 +184,7 @@ impl c::Decode for AlterReplicaLogDir {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<AlterReplicaLogDirTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<AlterReplicaLogDirTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<AlterReplicaLogDirTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -58,12 +58,9 @@ impl c::Decode for AlterReplicaLogDirsResponse {
         this.results = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<AlterReplicaLogDirTopicResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<AlterReplicaLogDirTopicResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<AlterReplicaLogDirTopicResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<AlterReplicaLogDirTopicResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -180,13 +177,9 @@ impl c::Decode for AlterReplicaLogDirTopicResult {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v = Vec::with_capacity(
-                    c::capacity_for::<AlterReplicaLogDirPartitionResult>(n, buf),
-                );
+                let mut v = Vec::with_capacity(c::capacity_for::<AlterReplicaLogDirPartitionResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<AlterReplicaLogDirPartitionResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<AlterReplicaLogDirPartitionResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -62,9 +62,7 @@ impl c::Decode for AlterUserScramCredentialsRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<ScramCredentialDeletion>(n, buf));
                 for _ in 0..n {
-                    v.push(<ScramCredentialDeletion as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ScramCredentialDeletion as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -74,9 +72,7 @@ impl c::Decode for AlterUserScramCredentialsRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<ScramCredentialUpsertion>(n, buf));
                 for _ in 0..n {
-                    v.push(<ScramCredentialUpsertion as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ScramCredentialUpsertion as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -144,14 +144,9 @@ impl c::Decode for ApiVersionsResponse {
                         this.supported_features = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v =
-                                    Vec::with_capacity(c::capacity_for::<SupportedFeatureKey>(
-                                        n, &mut field,
-                                    ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<SupportedFeatureKey>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<SupportedFeatureKey as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<SupportedFeatureKey as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }
@@ -162,14 +157,9 @@ impl c::Decode for ApiVersionsResponse {
                         this.finalized_features = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v =
-                                    Vec::with_capacity(c::capacity_for::<FinalizedFeatureKey>(
-                                        n, &mut field,
-                                    ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<FinalizedFeatureKey>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<FinalizedFeatureKey as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<FinalizedFeatureKey as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }

@@ -96,8 +96,7 @@ impl c::Decode for BrokerHeartbeatRequest {
                         this.offline_log_dirs = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v =
-                                    Vec::with_capacity(c::capacity_for::<c::Uuid>(n, &mut field));
+                                let mut v = Vec::with_capacity(c::capacity_for::<c::Uuid>(n, &mut field));
                                 for _ in 0..n {
                                     v.push(c::get_uuid(&mut field)?);
                                 }

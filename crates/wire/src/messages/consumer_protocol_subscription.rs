@@ -67,9 +67,7 @@ impl c::Encode for ConsumerProtocolSubscription {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "ConsumerProtocolSubscription.RackId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("ConsumerProtocolSubscription.RackId"));
                     }
                 }
             }

@@ -14,9 +14,7 @@ pub struct CreateAclsRequest {
 
 impl Default for CreateAclsRequest {
     fn default() -> Self {
-        Self {
-            creations: Vec::new(),
-        }
+        Self { creations: Vec::new() }
     }
 }
 

@@ -102,9 +102,7 @@ pub struct CreatePartitionsAssignment {
 
 impl Default for CreatePartitionsAssignment {
     fn default() -> Self {
-        Self {
-            broker_ids: Vec::new(),
-        }
+        Self { broker_ids: Vec::new() }
     }
 }
 
@@ -201,12 +199,9 @@ impl c::Decode for CreatePartitionsTopic {
         this.assignments = match c::get_array_len(buf, flexible)? {
             None => None,
             Some(n) => Some({
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<CreatePartitionsAssignment>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<CreatePartitionsAssignment>(n, buf));
                 for _ in 0..n {
-                    v.push(<CreatePartitionsAssignment as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<CreatePartitionsAssignment as c::Decode>::decode(buf, version)?);
                 }
                 v
             }),

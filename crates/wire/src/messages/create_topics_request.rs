@@ -270,12 +270,9 @@ impl c::Decode for CreatableTopic {
         this.assignments = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<CreatableReplicaAssignment>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<CreatableReplicaAssignment>(n, buf));
                 for _ in 0..n {
-                    v.push(<CreatableReplicaAssignment as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<CreatableReplicaAssignment as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -134,9 +134,7 @@ impl c::Encode for CreatableTopicConfigs {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "CreatableTopicConfigs.Value",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("CreatableTopicConfigs.Value"));
                     }
                 }
             }
@@ -264,9 +262,7 @@ impl c::Encode for CreatableTopicResult {
                     if version >= 5 {
                         c::put_null_array(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "CreatableTopicResult.Configs",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("CreatableTopicResult.Configs"));
                     }
                 }
             }
@@ -312,8 +308,7 @@ impl c::Decode for CreatableTopicResult {
                 match c::get_array_len(buf, flexible)? {
                     None => None,
                     Some(n) => Some({
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<CreatableTopicConfigs>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<CreatableTopicConfigs>(n, buf));
                         for _ in 0..n {
                             v.push(<CreatableTopicConfigs as c::Decode>::decode(buf, version)?);
                         }
@@ -324,8 +319,7 @@ impl c::Decode for CreatableTopicResult {
                 Some(match c::get_array_len(buf, flexible)? {
                     None => return Err(c::DecodeError::UnexpectedNull(-1)),
                     Some(n) => {
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<CreatableTopicConfigs>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<CreatableTopicConfigs>(n, buf));
                         for _ in 0..n {
                             v.push(<CreatableTopicConfigs as c::Decode>::decode(buf, version)?);
                         }

@@ -14,9 +14,7 @@ pub struct DeleteAclsRequest {
 
 impl Default for DeleteAclsRequest {
     fn default() -> Self {
-        Self {
-            filters: Vec::new(),
-        }
+        Self { filters: Vec::new() }
     }
 }
 

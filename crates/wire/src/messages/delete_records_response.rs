@@ -60,9 +60,7 @@ impl c::Decode for DeleteRecordsResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<DeleteRecordsTopicResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<DeleteRecordsTopicResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DeleteRecordsTopicResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -184,12 +182,9 @@ impl c::Decode for DeleteRecordsTopicResult {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<DeleteRecordsPartitionResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DeleteRecordsPartitionResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<DeleteRecordsPartitionResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DeleteRecordsPartitionResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -14,9 +14,7 @@ pub struct DeleteShareGroupStateResponse {
 
 impl Default for DeleteShareGroupStateResponse {
     fn default() -> Self {
-        Self {
-            results: Vec::new(),
-        }
+        Self { results: Vec::new() }
     }
 }
 

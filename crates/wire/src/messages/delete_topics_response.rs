@@ -144,9 +144,7 @@ impl c::Encode for DeletableTopicResult {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "DeletableTopicResult.ErrorMessage",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("DeletableTopicResult.ErrorMessage"));
                     }
                 }
             }

@@ -67,9 +67,7 @@ impl c::Decode for DescribeConfigsRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<DescribeConfigsResource>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribeConfigsResource as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribeConfigsResource as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -263,8 +263,7 @@ impl c::Decode for DescribeConfigsResourceResult {
             this.synonyms = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<DescribeConfigsSynonym>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<DescribeConfigsSynonym>(n, buf));
                     for _ in 0..n {
                         v.push(<DescribeConfigsSynonym as c::Decode>::decode(buf, version)?);
                     }
@@ -353,12 +352,9 @@ impl c::Decode for DescribeConfigsResult {
         this.configs = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<DescribeConfigsResourceResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribeConfigsResourceResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribeConfigsResourceResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribeConfigsResourceResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

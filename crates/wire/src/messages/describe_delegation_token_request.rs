@@ -60,12 +60,9 @@ impl c::Decode for DescribeDelegationTokenRequest {
         this.owners = match c::get_array_len(buf, flexible)? {
             None => None,
             Some(n) => Some({
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<DescribeDelegationTokenOwner>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribeDelegationTokenOwner>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribeDelegationTokenOwner as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribeDelegationTokenOwner as c::Decode>::decode(buf, version)?);
                 }
                 v
             }),

@@ -64,9 +64,7 @@ impl c::Decode for DescribeDelegationTokenResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<DescribedDelegationToken>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribedDelegationToken as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribedDelegationToken as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -233,12 +231,9 @@ impl c::Decode for DescribedDelegationToken {
         this.renewers = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<DescribedDelegationTokenRenewer>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribedDelegationTokenRenewer>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribedDelegationTokenRenewer as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribedDelegationTokenRenewer as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

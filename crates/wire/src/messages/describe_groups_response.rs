@@ -137,9 +137,7 @@ impl c::Encode for DescribedGroupMember {
                     if version >= 4 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "DescribedGroupMember.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("DescribedGroupMember.GroupInstanceId"));
                     }
                 }
             }

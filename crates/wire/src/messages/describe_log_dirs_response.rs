@@ -197,9 +197,7 @@ impl c::Decode for DescribeLogDirsTopic {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<DescribeLogDirsPartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribeLogDirsPartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribeLogDirsPartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

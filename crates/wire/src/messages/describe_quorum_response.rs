@@ -46,9 +46,7 @@ impl c::Encode for DescribeQuorumResponse {
                     if version >= 2 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "DescribeQuorumResponse.ErrorMessage",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("DescribeQuorumResponse.ErrorMessage"));
                     }
                 }
             }

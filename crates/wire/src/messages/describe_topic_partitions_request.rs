@@ -116,9 +116,7 @@ pub struct TopicRequest {
 
 impl Default for TopicRequest {
     fn default() -> Self {
-        Self {
-            name: String::new(),
-        }
+        Self { name: String::new() }
     }
 }
 

@@ -72,9 +72,7 @@ impl c::Decode for DescribeTopicPartitionsResponse {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v = Vec::with_capacity(c::capacity_for::<
-                    DescribeTopicPartitionsResponseTopic,
-                >(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribeTopicPartitionsResponseTopic>(n, buf));
                 for _ in 0..n {
                     v.push(<DescribeTopicPartitionsResponseTopic as c::Decode>::decode(
                         buf, version,
@@ -335,15 +333,11 @@ impl c::Decode for DescribeTopicPartitionsResponseTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v = Vec::with_capacity(c::capacity_for::<
-                    DescribeTopicPartitionsResponsePartition,
-                >(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribeTopicPartitionsResponsePartition>(n, buf));
                 for _ in 0..n {
-                    v.push(
-                        <DescribeTopicPartitionsResponsePartition as c::Decode>::decode(
-                            buf, version,
-                        )?,
-                    );
+                    v.push(<DescribeTopicPartitionsResponsePartition as c::Decode>::decode(
+                        buf, version,
+                    )?);
                 }
                 v
             }

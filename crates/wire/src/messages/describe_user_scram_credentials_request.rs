@@ -99,9 +99,7 @@ pub struct UserName {
 
 impl Default for UserName {
     fn default() -> Self {
-        Self {
-            name: String::new(),
-        }
+        Self { name: String::new() }
     }
 }
 

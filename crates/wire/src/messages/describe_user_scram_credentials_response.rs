@@ -75,13 +75,9 @@ impl c::Decode for DescribeUserScramCredentialsResponse {
         this.results = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v = Vec::with_capacity(
-                    c::capacity_for::<DescribeUserScramCredentialsResult>(n, buf),
-                );
+                let mut v = Vec::with_capacity(c::capacity_for::<DescribeUserScramCredentialsResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<DescribeUserScramCredentialsResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<DescribeUserScramCredentialsResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

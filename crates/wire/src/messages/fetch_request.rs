@@ -197,8 +197,7 @@ impl c::Decode for FetchRequest {
                         }
                     }
                     1 if version >= 15 => {
-                        this.replica_state =
-                            <ReplicaState as c::Decode>::decode(&mut field, version)?
+                        this.replica_state = <ReplicaState as c::Decode>::decode(&mut field, version)?
                     }
                     _ => {}
                 }

@@ -115,13 +115,9 @@ impl c::Decode for FetchResponse {
                         this.node_endpoints = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(
-                                    n, &mut field,
-                                ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<NodeEndpoint as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<NodeEndpoint as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }
@@ -427,9 +423,7 @@ impl c::Encode for PartitionData {
                     if version >= 4 {
                         c::put_null_array(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "PartitionData.AbortedTransactions",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("PartitionData.AbortedTransactions"));
                     }
                 }
             }
@@ -501,8 +495,7 @@ impl c::Decode for PartitionData {
                 match c::get_array_len(buf, flexible)? {
                     None => None,
                     Some(n) => Some({
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<AbortedTransaction>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<AbortedTransaction>(n, buf));
                         for _ in 0..n {
                             v.push(<AbortedTransaction as c::Decode>::decode(buf, version)?);
                         }
@@ -513,8 +506,7 @@ impl c::Decode for PartitionData {
                 Some(match c::get_array_len(buf, flexible)? {
                     None => return Err(c::DecodeError::UnexpectedNull(-1)),
                     Some(n) => {
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<AbortedTransaction>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<AbortedTransaction>(n, buf));
                         for _ in 0..n {
                             v.push(<AbortedTransaction as c::Decode>::decode(buf, version)?);
                         }
@@ -535,16 +527,12 @@ impl c::Decode for PartitionData {
                 let mut field = c::take(buf, size)?;
                 match tag {
                     0 if version >= 12 => {
-                        this.diverging_epoch =
-                            <EpochEndOffset as c::Decode>::decode(&mut field, version)?
+                        this.diverging_epoch = <EpochEndOffset as c::Decode>::decode(&mut field, version)?
                     }
                     1 if version >= 12 => {
-                        this.current_leader =
-                            <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?
+                        this.current_leader = <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?
                     }
-                    2 if version >= 12 => {
-                        this.snapshot_id = <SnapshotId as c::Decode>::decode(&mut field, version)?
-                    }
+                    2 if version >= 12 => this.snapshot_id = <SnapshotId as c::Decode>::decode(&mut field, version)?,
                     _ => {}
                 }
             }

@@ -98,13 +98,9 @@ impl c::Decode for FetchSnapshotResponse {
                         this.node_endpoints = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(
-                                    n, &mut field,
-                                ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<NodeEndpoint as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<NodeEndpoint as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }
@@ -300,10 +296,7 @@ impl c::Decode for PartitionSnapshot {
                 let size = c::get_uvarint(buf)? as usize;
                 let mut field = c::take(buf, size)?;
                 match tag {
-                    0 => {
-                        this.current_leader =
-                            <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?
-                    }
+                    0 => this.current_leader = <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?,
                     _ => {}
                 }
             }

@@ -62,9 +62,7 @@ impl c::Encode for FindCoordinatorResponse {
                     if version >= 1 && version <= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "FindCoordinatorResponse.ErrorMessage",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("FindCoordinatorResponse.ErrorMessage"));
                     }
                 }
             }

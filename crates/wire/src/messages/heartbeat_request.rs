@@ -50,9 +50,7 @@ impl c::Encode for HeartbeatRequest {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "HeartbeatRequest.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("HeartbeatRequest.GroupInstanceId"));
                     }
                 }
             }

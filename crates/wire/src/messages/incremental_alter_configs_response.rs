@@ -58,12 +58,9 @@ impl c::Decode for IncrementalAlterConfigsResponse {
         this.responses = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<AlterConfigsResourceResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<AlterConfigsResourceResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<AlterConfigsResourceResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<AlterConfigsResourceResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -14,9 +14,7 @@ pub struct InitializeShareGroupStateResponse {
 
 impl Default for InitializeShareGroupStateResponse {
     fn default() -> Self {
-        Self {
-            results: Vec::new(),
-        }
+        Self { results: Vec::new() }
     }
 }
 

@@ -65,9 +65,7 @@ impl c::Encode for JoinGroupRequest {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "JoinGroupRequest.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("JoinGroupRequest.GroupInstanceId"));
                     }
                 }
             }
@@ -127,9 +125,7 @@ impl c::Decode for JoinGroupRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<JoinGroupRequestProtocol>(n, buf));
                 for _ in 0..n {
-                    v.push(<JoinGroupRequestProtocol as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<JoinGroupRequestProtocol as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -66,9 +66,7 @@ impl c::Encode for JoinGroupResponse {
                     if version >= 7 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "JoinGroupResponse.ProtocolType",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("JoinGroupResponse.ProtocolType"));
                     }
                 }
             }
@@ -81,9 +79,7 @@ impl c::Encode for JoinGroupResponse {
                 if version >= 7 {
                     c::put_null_string(buf, flexible);
                 } else {
-                    return Err(c::EncodeError::NullNotAllowed(
-                        "JoinGroupResponse.ProtocolName",
-                    ));
+                    return Err(c::EncodeError::NullNotAllowed("JoinGroupResponse.ProtocolName"));
                 }
             }
         }
@@ -140,9 +136,7 @@ impl c::Decode for JoinGroupResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<JoinGroupResponseMember>(n, buf));
                 for _ in 0..n {
-                    v.push(<JoinGroupResponseMember as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<JoinGroupResponseMember as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

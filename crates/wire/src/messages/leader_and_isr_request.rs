@@ -109,12 +109,9 @@ impl c::Decode for LeaderAndIsrRequest {
             this.ungrouped_partition_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionState>(n, buf));
                     for _ in 0..n {
-                        v.push(<LeaderAndIsrPartitionState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<LeaderAndIsrPartitionState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -124,8 +121,7 @@ impl c::Decode for LeaderAndIsrRequest {
             this.topic_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrTopicState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrTopicState>(n, buf));
                     for _ in 0..n {
                         v.push(<LeaderAndIsrTopicState as c::Decode>::decode(buf, version)?);
                     }
@@ -389,12 +385,9 @@ impl c::Decode for LeaderAndIsrTopicState {
             this.partition_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionState>(n, buf));
                     for _ in 0..n {
-                        v.push(<LeaderAndIsrPartitionState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<LeaderAndIsrPartitionState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

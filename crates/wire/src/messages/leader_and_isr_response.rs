@@ -70,12 +70,9 @@ impl c::Decode for LeaderAndIsrResponse {
             this.partition_errors = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionError>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionError>(n, buf));
                     for _ in 0..n {
-                        v.push(<LeaderAndIsrPartitionError as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<LeaderAndIsrPartitionError as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -85,8 +82,7 @@ impl c::Decode for LeaderAndIsrResponse {
             this.topics = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrTopicError>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrTopicError>(n, buf));
                     for _ in 0..n {
                         v.push(<LeaderAndIsrTopicError as c::Decode>::decode(buf, version)?);
                     }
@@ -222,12 +218,9 @@ impl c::Decode for LeaderAndIsrTopicError {
             this.partition_errors = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionError>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<LeaderAndIsrPartitionError>(n, buf));
                     for _ in 0..n {
-                        v.push(<LeaderAndIsrPartitionError as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<LeaderAndIsrPartitionError as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

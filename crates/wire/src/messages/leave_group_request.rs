@@ -137,9 +137,7 @@ impl c::Encode for MemberIdentity {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "MemberIdentity.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("MemberIdentity.GroupInstanceId"));
                     }
                 }
             }

@@ -137,9 +137,7 @@ impl c::Encode for MemberResponse {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "MemberResponse.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("MemberResponse.GroupInstanceId"));
                     }
                 }
             }

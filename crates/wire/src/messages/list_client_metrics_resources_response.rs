@@ -102,9 +102,7 @@ pub struct ClientMetricsResource {
 
 impl Default for ClientMetricsResource {
     fn default() -> Self {
-        Self {
-            name: String::new(),
-        }
+        Self { name: String::new() }
     }
 }
 

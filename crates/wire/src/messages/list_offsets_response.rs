@@ -64,9 +64,7 @@ impl c::Decode for ListOffsetsResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<ListOffsetsTopicResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ListOffsetsTopicResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ListOffsetsTopicResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -230,12 +228,9 @@ impl c::Decode for ListOffsetsTopicResponse {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ListOffsetsPartitionResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ListOffsetsPartitionResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ListOffsetsPartitionResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ListOffsetsPartitionResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -65,12 +65,9 @@ impl c::Decode for ListPartitionReassignmentsRequest {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => None,
             Some(n) => Some({
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ListPartitionReassignmentsTopics>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ListPartitionReassignmentsTopics>(n, buf));
                 for _ in 0..n {
-                    v.push(<ListPartitionReassignmentsTopics as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ListPartitionReassignmentsTopics as c::Decode>::decode(buf, version)?);
                 }
                 v
             }),

@@ -77,9 +77,7 @@ impl c::Decode for ListPartitionReassignmentsResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<OngoingTopicReassignment>(n, buf));
                 for _ in 0..n {
-                    v.push(<OngoingTopicReassignment as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OngoingTopicReassignment as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -242,12 +240,9 @@ impl c::Decode for OngoingTopicReassignment {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OngoingPartitionReassignment>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OngoingPartitionReassignment>(n, buf));
                 for _ in 0..n {
-                    v.push(<OngoingPartitionReassignment as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OngoingPartitionReassignment as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -190,9 +190,7 @@ impl c::Encode for MetadataResponseBroker {
                     if version >= 1 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "MetadataResponseBroker.Rack",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("MetadataResponseBroker.Rack"));
                     }
                 }
             }
@@ -432,12 +430,9 @@ impl c::Decode for MetadataResponseTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<MetadataResponsePartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<MetadataResponsePartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<MetadataResponsePartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<MetadataResponsePartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -2251,11 +2251,7 @@ impl RequestBody {
         }
     }
 
-    pub fn decode(
-        api_key: ApiKey,
-        buf: &mut ::bytes::Bytes,
-        version: i16,
-    ) -> Result<Self, c::DecodeError> {
+    pub fn decode(api_key: ApiKey, buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
         Ok(match api_key {
             ApiKey::Produce => RequestBody::Produce(c::Decode::decode(buf, version)?),
             ApiKey::Fetch => RequestBody::Fetch(c::Decode::decode(buf, version)?),
@@ -2264,14 +2260,10 @@ impl RequestBody {
             ApiKey::LeaderAndIsr => RequestBody::LeaderAndIsr(c::Decode::decode(buf, version)?),
             ApiKey::StopReplica => RequestBody::StopReplica(c::Decode::decode(buf, version)?),
             ApiKey::UpdateMetadata => RequestBody::UpdateMetadata(c::Decode::decode(buf, version)?),
-            ApiKey::ControlledShutdown => {
-                RequestBody::ControlledShutdown(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::ControlledShutdown => RequestBody::ControlledShutdown(c::Decode::decode(buf, version)?),
             ApiKey::OffsetCommit => RequestBody::OffsetCommit(c::Decode::decode(buf, version)?),
             ApiKey::OffsetFetch => RequestBody::OffsetFetch(c::Decode::decode(buf, version)?),
-            ApiKey::FindCoordinator => {
-                RequestBody::FindCoordinator(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::FindCoordinator => RequestBody::FindCoordinator(c::Decode::decode(buf, version)?),
             ApiKey::JoinGroup => RequestBody::JoinGroup(c::Decode::decode(buf, version)?),
             ApiKey::Heartbeat => RequestBody::Heartbeat(c::Decode::decode(buf, version)?),
             ApiKey::LeaveGroup => RequestBody::LeaveGroup(c::Decode::decode(buf, version)?),
@@ -2284,58 +2276,28 @@ impl RequestBody {
             ApiKey::DeleteTopics => RequestBody::DeleteTopics(c::Decode::decode(buf, version)?),
             ApiKey::DeleteRecords => RequestBody::DeleteRecords(c::Decode::decode(buf, version)?),
             ApiKey::InitProducerId => RequestBody::InitProducerId(c::Decode::decode(buf, version)?),
-            ApiKey::OffsetForLeaderEpoch => {
-                RequestBody::OffsetForLeaderEpoch(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AddPartitionsToTxn => {
-                RequestBody::AddPartitionsToTxn(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AddOffsetsToTxn => {
-                RequestBody::AddOffsetsToTxn(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::OffsetForLeaderEpoch => RequestBody::OffsetForLeaderEpoch(c::Decode::decode(buf, version)?),
+            ApiKey::AddPartitionsToTxn => RequestBody::AddPartitionsToTxn(c::Decode::decode(buf, version)?),
+            ApiKey::AddOffsetsToTxn => RequestBody::AddOffsetsToTxn(c::Decode::decode(buf, version)?),
             ApiKey::EndTxn => RequestBody::EndTxn(c::Decode::decode(buf, version)?),
-            ApiKey::WriteTxnMarkers => {
-                RequestBody::WriteTxnMarkers(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::TxnOffsetCommit => {
-                RequestBody::TxnOffsetCommit(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::WriteTxnMarkers => RequestBody::WriteTxnMarkers(c::Decode::decode(buf, version)?),
+            ApiKey::TxnOffsetCommit => RequestBody::TxnOffsetCommit(c::Decode::decode(buf, version)?),
             ApiKey::DescribeAcls => RequestBody::DescribeAcls(c::Decode::decode(buf, version)?),
             ApiKey::CreateAcls => RequestBody::CreateAcls(c::Decode::decode(buf, version)?),
             ApiKey::DeleteAcls => RequestBody::DeleteAcls(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeConfigs => {
-                RequestBody::DescribeConfigs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeConfigs => RequestBody::DescribeConfigs(c::Decode::decode(buf, version)?),
             ApiKey::AlterConfigs => RequestBody::AlterConfigs(c::Decode::decode(buf, version)?),
-            ApiKey::AlterReplicaLogDirs => {
-                RequestBody::AlterReplicaLogDirs(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeLogDirs => {
-                RequestBody::DescribeLogDirs(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::SaslAuthenticate => {
-                RequestBody::SaslAuthenticate(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::CreatePartitions => {
-                RequestBody::CreatePartitions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::CreateDelegationToken => {
-                RequestBody::CreateDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::RenewDelegationToken => {
-                RequestBody::RenewDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ExpireDelegationToken => {
-                RequestBody::ExpireDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeDelegationToken => {
-                RequestBody::DescribeDelegationToken(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::AlterReplicaLogDirs => RequestBody::AlterReplicaLogDirs(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeLogDirs => RequestBody::DescribeLogDirs(c::Decode::decode(buf, version)?),
+            ApiKey::SaslAuthenticate => RequestBody::SaslAuthenticate(c::Decode::decode(buf, version)?),
+            ApiKey::CreatePartitions => RequestBody::CreatePartitions(c::Decode::decode(buf, version)?),
+            ApiKey::CreateDelegationToken => RequestBody::CreateDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::RenewDelegationToken => RequestBody::RenewDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::ExpireDelegationToken => RequestBody::ExpireDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeDelegationToken => RequestBody::DescribeDelegationToken(c::Decode::decode(buf, version)?),
             ApiKey::DeleteGroups => RequestBody::DeleteGroups(c::Decode::decode(buf, version)?),
             ApiKey::ElectLeaders => RequestBody::ElectLeaders(c::Decode::decode(buf, version)?),
-            ApiKey::IncrementalAlterConfigs => {
-                RequestBody::IncrementalAlterConfigs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::IncrementalAlterConfigs => RequestBody::IncrementalAlterConfigs(c::Decode::decode(buf, version)?),
             ApiKey::AlterPartitionReassignments => {
                 RequestBody::AlterPartitionReassignments(c::Decode::decode(buf, version)?)
             }
@@ -2343,12 +2305,8 @@ impl RequestBody {
                 RequestBody::ListPartitionReassignments(c::Decode::decode(buf, version)?)
             }
             ApiKey::OffsetDelete => RequestBody::OffsetDelete(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeClientQuotas => {
-                RequestBody::DescribeClientQuotas(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AlterClientQuotas => {
-                RequestBody::AlterClientQuotas(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeClientQuotas => RequestBody::DescribeClientQuotas(c::Decode::decode(buf, version)?),
+            ApiKey::AlterClientQuotas => RequestBody::AlterClientQuotas(c::Decode::decode(buf, version)?),
             ApiKey::DescribeUserScramCredentials => {
                 RequestBody::DescribeUserScramCredentials(c::Decode::decode(buf, version)?)
             }
@@ -2356,90 +2314,46 @@ impl RequestBody {
                 RequestBody::AlterUserScramCredentials(c::Decode::decode(buf, version)?)
             }
             ApiKey::Vote => RequestBody::Vote(c::Decode::decode(buf, version)?),
-            ApiKey::BeginQuorumEpoch => {
-                RequestBody::BeginQuorumEpoch(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::BeginQuorumEpoch => RequestBody::BeginQuorumEpoch(c::Decode::decode(buf, version)?),
             ApiKey::EndQuorumEpoch => RequestBody::EndQuorumEpoch(c::Decode::decode(buf, version)?),
             ApiKey::DescribeQuorum => RequestBody::DescribeQuorum(c::Decode::decode(buf, version)?),
             ApiKey::AlterPartition => RequestBody::AlterPartition(c::Decode::decode(buf, version)?),
             ApiKey::UpdateFeatures => RequestBody::UpdateFeatures(c::Decode::decode(buf, version)?),
             ApiKey::Envelope => RequestBody::Envelope(c::Decode::decode(buf, version)?),
             ApiKey::FetchSnapshot => RequestBody::FetchSnapshot(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeCluster => {
-                RequestBody::DescribeCluster(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeProducers => {
-                RequestBody::DescribeProducers(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::BrokerRegistration => {
-                RequestBody::BrokerRegistration(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::BrokerHeartbeat => {
-                RequestBody::BrokerHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::UnregisterBroker => {
-                RequestBody::UnregisterBroker(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeTransactions => {
-                RequestBody::DescribeTransactions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ListTransactions => {
-                RequestBody::ListTransactions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AllocateProducerIds => {
-                RequestBody::AllocateProducerIds(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ConsumerGroupHeartbeat => {
-                RequestBody::ConsumerGroupHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ConsumerGroupDescribe => {
-                RequestBody::ConsumerGroupDescribe(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ControllerRegistration => {
-                RequestBody::ControllerRegistration(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeCluster => RequestBody::DescribeCluster(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeProducers => RequestBody::DescribeProducers(c::Decode::decode(buf, version)?),
+            ApiKey::BrokerRegistration => RequestBody::BrokerRegistration(c::Decode::decode(buf, version)?),
+            ApiKey::BrokerHeartbeat => RequestBody::BrokerHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::UnregisterBroker => RequestBody::UnregisterBroker(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeTransactions => RequestBody::DescribeTransactions(c::Decode::decode(buf, version)?),
+            ApiKey::ListTransactions => RequestBody::ListTransactions(c::Decode::decode(buf, version)?),
+            ApiKey::AllocateProducerIds => RequestBody::AllocateProducerIds(c::Decode::decode(buf, version)?),
+            ApiKey::ConsumerGroupHeartbeat => RequestBody::ConsumerGroupHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::ConsumerGroupDescribe => RequestBody::ConsumerGroupDescribe(c::Decode::decode(buf, version)?),
+            ApiKey::ControllerRegistration => RequestBody::ControllerRegistration(c::Decode::decode(buf, version)?),
             ApiKey::GetTelemetrySubscriptions => {
                 RequestBody::GetTelemetrySubscriptions(c::Decode::decode(buf, version)?)
             }
             ApiKey::PushTelemetry => RequestBody::PushTelemetry(c::Decode::decode(buf, version)?),
-            ApiKey::AssignReplicasToDirs => {
-                RequestBody::AssignReplicasToDirs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::AssignReplicasToDirs => RequestBody::AssignReplicasToDirs(c::Decode::decode(buf, version)?),
             ApiKey::ListClientMetricsResources => {
                 RequestBody::ListClientMetricsResources(c::Decode::decode(buf, version)?)
             }
-            ApiKey::DescribeTopicPartitions => {
-                RequestBody::DescribeTopicPartitions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ShareGroupHeartbeat => {
-                RequestBody::ShareGroupHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ShareGroupDescribe => {
-                RequestBody::ShareGroupDescribe(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeTopicPartitions => RequestBody::DescribeTopicPartitions(c::Decode::decode(buf, version)?),
+            ApiKey::ShareGroupHeartbeat => RequestBody::ShareGroupHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::ShareGroupDescribe => RequestBody::ShareGroupDescribe(c::Decode::decode(buf, version)?),
             ApiKey::ShareFetch => RequestBody::ShareFetch(c::Decode::decode(buf, version)?),
-            ApiKey::ShareAcknowledge => {
-                RequestBody::ShareAcknowledge(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::ShareAcknowledge => RequestBody::ShareAcknowledge(c::Decode::decode(buf, version)?),
             ApiKey::AddRaftVoter => RequestBody::AddRaftVoter(c::Decode::decode(buf, version)?),
-            ApiKey::RemoveRaftVoter => {
-                RequestBody::RemoveRaftVoter(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::UpdateRaftVoter => {
-                RequestBody::UpdateRaftVoter(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::RemoveRaftVoter => RequestBody::RemoveRaftVoter(c::Decode::decode(buf, version)?),
+            ApiKey::UpdateRaftVoter => RequestBody::UpdateRaftVoter(c::Decode::decode(buf, version)?),
             ApiKey::InitializeShareGroupState => {
                 RequestBody::InitializeShareGroupState(c::Decode::decode(buf, version)?)
             }
-            ApiKey::ReadShareGroupState => {
-                RequestBody::ReadShareGroupState(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::WriteShareGroupState => {
-                RequestBody::WriteShareGroupState(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DeleteShareGroupState => {
-                RequestBody::DeleteShareGroupState(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::ReadShareGroupState => RequestBody::ReadShareGroupState(c::Decode::decode(buf, version)?),
+            ApiKey::WriteShareGroupState => RequestBody::WriteShareGroupState(c::Decode::decode(buf, version)?),
+            ApiKey::DeleteShareGroupState => RequestBody::DeleteShareGroupState(c::Decode::decode(buf, version)?),
             ApiKey::ReadShareGroupStateSummary => {
                 RequestBody::ReadShareGroupStateSummary(c::Decode::decode(buf, version)?)
             }
@@ -2727,11 +2641,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn decode(
-        api_key: ApiKey,
-        buf: &mut ::bytes::Bytes,
-        version: i16,
-    ) -> Result<Self, c::DecodeError> {
+    pub fn decode(api_key: ApiKey, buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
         Ok(match api_key {
             ApiKey::Produce => ResponseBody::Produce(c::Decode::decode(buf, version)?),
             ApiKey::Fetch => ResponseBody::Fetch(c::Decode::decode(buf, version)?),
@@ -2739,85 +2649,45 @@ impl ResponseBody {
             ApiKey::Metadata => ResponseBody::Metadata(c::Decode::decode(buf, version)?),
             ApiKey::LeaderAndIsr => ResponseBody::LeaderAndIsr(c::Decode::decode(buf, version)?),
             ApiKey::StopReplica => ResponseBody::StopReplica(c::Decode::decode(buf, version)?),
-            ApiKey::UpdateMetadata => {
-                ResponseBody::UpdateMetadata(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ControlledShutdown => {
-                ResponseBody::ControlledShutdown(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::UpdateMetadata => ResponseBody::UpdateMetadata(c::Decode::decode(buf, version)?),
+            ApiKey::ControlledShutdown => ResponseBody::ControlledShutdown(c::Decode::decode(buf, version)?),
             ApiKey::OffsetCommit => ResponseBody::OffsetCommit(c::Decode::decode(buf, version)?),
             ApiKey::OffsetFetch => ResponseBody::OffsetFetch(c::Decode::decode(buf, version)?),
-            ApiKey::FindCoordinator => {
-                ResponseBody::FindCoordinator(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::FindCoordinator => ResponseBody::FindCoordinator(c::Decode::decode(buf, version)?),
             ApiKey::JoinGroup => ResponseBody::JoinGroup(c::Decode::decode(buf, version)?),
             ApiKey::Heartbeat => ResponseBody::Heartbeat(c::Decode::decode(buf, version)?),
             ApiKey::LeaveGroup => ResponseBody::LeaveGroup(c::Decode::decode(buf, version)?),
             ApiKey::SyncGroup => ResponseBody::SyncGroup(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeGroups => {
-                ResponseBody::DescribeGroups(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeGroups => ResponseBody::DescribeGroups(c::Decode::decode(buf, version)?),
             ApiKey::ListGroups => ResponseBody::ListGroups(c::Decode::decode(buf, version)?),
             ApiKey::SaslHandshake => ResponseBody::SaslHandshake(c::Decode::decode(buf, version)?),
             ApiKey::ApiVersions => ResponseBody::ApiVersions(c::Decode::decode(buf, version)?),
             ApiKey::CreateTopics => ResponseBody::CreateTopics(c::Decode::decode(buf, version)?),
             ApiKey::DeleteTopics => ResponseBody::DeleteTopics(c::Decode::decode(buf, version)?),
             ApiKey::DeleteRecords => ResponseBody::DeleteRecords(c::Decode::decode(buf, version)?),
-            ApiKey::InitProducerId => {
-                ResponseBody::InitProducerId(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::OffsetForLeaderEpoch => {
-                ResponseBody::OffsetForLeaderEpoch(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AddPartitionsToTxn => {
-                ResponseBody::AddPartitionsToTxn(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AddOffsetsToTxn => {
-                ResponseBody::AddOffsetsToTxn(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::InitProducerId => ResponseBody::InitProducerId(c::Decode::decode(buf, version)?),
+            ApiKey::OffsetForLeaderEpoch => ResponseBody::OffsetForLeaderEpoch(c::Decode::decode(buf, version)?),
+            ApiKey::AddPartitionsToTxn => ResponseBody::AddPartitionsToTxn(c::Decode::decode(buf, version)?),
+            ApiKey::AddOffsetsToTxn => ResponseBody::AddOffsetsToTxn(c::Decode::decode(buf, version)?),
             ApiKey::EndTxn => ResponseBody::EndTxn(c::Decode::decode(buf, version)?),
-            ApiKey::WriteTxnMarkers => {
-                ResponseBody::WriteTxnMarkers(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::TxnOffsetCommit => {
-                ResponseBody::TxnOffsetCommit(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::WriteTxnMarkers => ResponseBody::WriteTxnMarkers(c::Decode::decode(buf, version)?),
+            ApiKey::TxnOffsetCommit => ResponseBody::TxnOffsetCommit(c::Decode::decode(buf, version)?),
             ApiKey::DescribeAcls => ResponseBody::DescribeAcls(c::Decode::decode(buf, version)?),
             ApiKey::CreateAcls => ResponseBody::CreateAcls(c::Decode::decode(buf, version)?),
             ApiKey::DeleteAcls => ResponseBody::DeleteAcls(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeConfigs => {
-                ResponseBody::DescribeConfigs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeConfigs => ResponseBody::DescribeConfigs(c::Decode::decode(buf, version)?),
             ApiKey::AlterConfigs => ResponseBody::AlterConfigs(c::Decode::decode(buf, version)?),
-            ApiKey::AlterReplicaLogDirs => {
-                ResponseBody::AlterReplicaLogDirs(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeLogDirs => {
-                ResponseBody::DescribeLogDirs(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::SaslAuthenticate => {
-                ResponseBody::SaslAuthenticate(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::CreatePartitions => {
-                ResponseBody::CreatePartitions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::CreateDelegationToken => {
-                ResponseBody::CreateDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::RenewDelegationToken => {
-                ResponseBody::RenewDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ExpireDelegationToken => {
-                ResponseBody::ExpireDelegationToken(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeDelegationToken => {
-                ResponseBody::DescribeDelegationToken(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::AlterReplicaLogDirs => ResponseBody::AlterReplicaLogDirs(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeLogDirs => ResponseBody::DescribeLogDirs(c::Decode::decode(buf, version)?),
+            ApiKey::SaslAuthenticate => ResponseBody::SaslAuthenticate(c::Decode::decode(buf, version)?),
+            ApiKey::CreatePartitions => ResponseBody::CreatePartitions(c::Decode::decode(buf, version)?),
+            ApiKey::CreateDelegationToken => ResponseBody::CreateDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::RenewDelegationToken => ResponseBody::RenewDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::ExpireDelegationToken => ResponseBody::ExpireDelegationToken(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeDelegationToken => ResponseBody::DescribeDelegationToken(c::Decode::decode(buf, version)?),
             ApiKey::DeleteGroups => ResponseBody::DeleteGroups(c::Decode::decode(buf, version)?),
             ApiKey::ElectLeaders => ResponseBody::ElectLeaders(c::Decode::decode(buf, version)?),
-            ApiKey::IncrementalAlterConfigs => {
-                ResponseBody::IncrementalAlterConfigs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::IncrementalAlterConfigs => ResponseBody::IncrementalAlterConfigs(c::Decode::decode(buf, version)?),
             ApiKey::AlterPartitionReassignments => {
                 ResponseBody::AlterPartitionReassignments(c::Decode::decode(buf, version)?)
             }
@@ -2825,12 +2695,8 @@ impl ResponseBody {
                 ResponseBody::ListPartitionReassignments(c::Decode::decode(buf, version)?)
             }
             ApiKey::OffsetDelete => ResponseBody::OffsetDelete(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeClientQuotas => {
-                ResponseBody::DescribeClientQuotas(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AlterClientQuotas => {
-                ResponseBody::AlterClientQuotas(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeClientQuotas => ResponseBody::DescribeClientQuotas(c::Decode::decode(buf, version)?),
+            ApiKey::AlterClientQuotas => ResponseBody::AlterClientQuotas(c::Decode::decode(buf, version)?),
             ApiKey::DescribeUserScramCredentials => {
                 ResponseBody::DescribeUserScramCredentials(c::Decode::decode(buf, version)?)
             }
@@ -2838,98 +2704,46 @@ impl ResponseBody {
                 ResponseBody::AlterUserScramCredentials(c::Decode::decode(buf, version)?)
             }
             ApiKey::Vote => ResponseBody::Vote(c::Decode::decode(buf, version)?),
-            ApiKey::BeginQuorumEpoch => {
-                ResponseBody::BeginQuorumEpoch(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::EndQuorumEpoch => {
-                ResponseBody::EndQuorumEpoch(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeQuorum => {
-                ResponseBody::DescribeQuorum(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AlterPartition => {
-                ResponseBody::AlterPartition(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::UpdateFeatures => {
-                ResponseBody::UpdateFeatures(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::BeginQuorumEpoch => ResponseBody::BeginQuorumEpoch(c::Decode::decode(buf, version)?),
+            ApiKey::EndQuorumEpoch => ResponseBody::EndQuorumEpoch(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeQuorum => ResponseBody::DescribeQuorum(c::Decode::decode(buf, version)?),
+            ApiKey::AlterPartition => ResponseBody::AlterPartition(c::Decode::decode(buf, version)?),
+            ApiKey::UpdateFeatures => ResponseBody::UpdateFeatures(c::Decode::decode(buf, version)?),
             ApiKey::Envelope => ResponseBody::Envelope(c::Decode::decode(buf, version)?),
             ApiKey::FetchSnapshot => ResponseBody::FetchSnapshot(c::Decode::decode(buf, version)?),
-            ApiKey::DescribeCluster => {
-                ResponseBody::DescribeCluster(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeProducers => {
-                ResponseBody::DescribeProducers(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::BrokerRegistration => {
-                ResponseBody::BrokerRegistration(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::BrokerHeartbeat => {
-                ResponseBody::BrokerHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::UnregisterBroker => {
-                ResponseBody::UnregisterBroker(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DescribeTransactions => {
-                ResponseBody::DescribeTransactions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ListTransactions => {
-                ResponseBody::ListTransactions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::AllocateProducerIds => {
-                ResponseBody::AllocateProducerIds(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ConsumerGroupHeartbeat => {
-                ResponseBody::ConsumerGroupHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ConsumerGroupDescribe => {
-                ResponseBody::ConsumerGroupDescribe(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ControllerRegistration => {
-                ResponseBody::ControllerRegistration(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeCluster => ResponseBody::DescribeCluster(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeProducers => ResponseBody::DescribeProducers(c::Decode::decode(buf, version)?),
+            ApiKey::BrokerRegistration => ResponseBody::BrokerRegistration(c::Decode::decode(buf, version)?),
+            ApiKey::BrokerHeartbeat => ResponseBody::BrokerHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::UnregisterBroker => ResponseBody::UnregisterBroker(c::Decode::decode(buf, version)?),
+            ApiKey::DescribeTransactions => ResponseBody::DescribeTransactions(c::Decode::decode(buf, version)?),
+            ApiKey::ListTransactions => ResponseBody::ListTransactions(c::Decode::decode(buf, version)?),
+            ApiKey::AllocateProducerIds => ResponseBody::AllocateProducerIds(c::Decode::decode(buf, version)?),
+            ApiKey::ConsumerGroupHeartbeat => ResponseBody::ConsumerGroupHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::ConsumerGroupDescribe => ResponseBody::ConsumerGroupDescribe(c::Decode::decode(buf, version)?),
+            ApiKey::ControllerRegistration => ResponseBody::ControllerRegistration(c::Decode::decode(buf, version)?),
             ApiKey::GetTelemetrySubscriptions => {
                 ResponseBody::GetTelemetrySubscriptions(c::Decode::decode(buf, version)?)
             }
             ApiKey::PushTelemetry => ResponseBody::PushTelemetry(c::Decode::decode(buf, version)?),
-            ApiKey::AssignReplicasToDirs => {
-                ResponseBody::AssignReplicasToDirs(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::AssignReplicasToDirs => ResponseBody::AssignReplicasToDirs(c::Decode::decode(buf, version)?),
             ApiKey::ListClientMetricsResources => {
                 ResponseBody::ListClientMetricsResources(c::Decode::decode(buf, version)?)
             }
-            ApiKey::DescribeTopicPartitions => {
-                ResponseBody::DescribeTopicPartitions(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ShareGroupHeartbeat => {
-                ResponseBody::ShareGroupHeartbeat(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::ShareGroupDescribe => {
-                ResponseBody::ShareGroupDescribe(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::DescribeTopicPartitions => ResponseBody::DescribeTopicPartitions(c::Decode::decode(buf, version)?),
+            ApiKey::ShareGroupHeartbeat => ResponseBody::ShareGroupHeartbeat(c::Decode::decode(buf, version)?),
+            ApiKey::ShareGroupDescribe => ResponseBody::ShareGroupDescribe(c::Decode::decode(buf, version)?),
             ApiKey::ShareFetch => ResponseBody::ShareFetch(c::Decode::decode(buf, version)?),
-            ApiKey::ShareAcknowledge => {
-                ResponseBody::ShareAcknowledge(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::ShareAcknowledge => ResponseBody::ShareAcknowledge(c::Decode::decode(buf, version)?),
             ApiKey::AddRaftVoter => ResponseBody::AddRaftVoter(c::Decode::decode(buf, version)?),
-            ApiKey::RemoveRaftVoter => {
-                ResponseBody::RemoveRaftVoter(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::UpdateRaftVoter => {
-                ResponseBody::UpdateRaftVoter(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::RemoveRaftVoter => ResponseBody::RemoveRaftVoter(c::Decode::decode(buf, version)?),
+            ApiKey::UpdateRaftVoter => ResponseBody::UpdateRaftVoter(c::Decode::decode(buf, version)?),
             ApiKey::InitializeShareGroupState => {
                 ResponseBody::InitializeShareGroupState(c::Decode::decode(buf, version)?)
             }
-            ApiKey::ReadShareGroupState => {
-                ResponseBody::ReadShareGroupState(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::WriteShareGroupState => {
-                ResponseBody::WriteShareGroupState(c::Decode::decode(buf, version)?)
-            }
-            ApiKey::DeleteShareGroupState => {
-                ResponseBody::DeleteShareGroupState(c::Decode::decode(buf, version)?)
-            }
+            ApiKey::ReadShareGroupState => ResponseBody::ReadShareGroupState(c::Decode::decode(buf, version)?),
+            ApiKey::WriteShareGroupState => ResponseBody::WriteShareGroupState(c::Decode::decode(buf, version)?),
+            ApiKey::DeleteShareGroupState => ResponseBody::DeleteShareGroupState(c::Decode::decode(buf, version)?),
             ApiKey::ReadShareGroupStateSummary => {
                 ResponseBody::ReadShareGroupStateSummary(c::Decode::decode(buf, version)?)
             }

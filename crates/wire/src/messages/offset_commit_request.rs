@@ -60,9 +60,7 @@ impl c::Encode for OffsetCommitRequest {
                     if version >= 7 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "OffsetCommitRequest.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("OffsetCommitRequest.GroupInstanceId"));
                     }
                 }
             }
@@ -113,9 +111,7 @@ impl c::Decode for OffsetCommitRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<OffsetCommitRequestTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetCommitRequestTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetCommitRequestTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -262,12 +258,9 @@ impl c::Decode for OffsetCommitRequestTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetCommitRequestPartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetCommitRequestPartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetCommitRequestPartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetCommitRequestPartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

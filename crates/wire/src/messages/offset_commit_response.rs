@@ -62,12 +62,9 @@ impl c::Decode for OffsetCommitResponse {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetCommitResponseTopic>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetCommitResponseTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetCommitResponseTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetCommitResponseTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -184,12 +181,9 @@ impl c::Decode for OffsetCommitResponseTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetCommitResponsePartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetCommitResponsePartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetCommitResponsePartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetCommitResponsePartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -57,9 +57,7 @@ impl c::Decode for OffsetDeleteRequest {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<OffsetDeleteRequestTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetDeleteRequestTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetDeleteRequestTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -147,12 +145,9 @@ impl c::Decode for OffsetDeleteRequestTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetDeleteRequestPartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetDeleteRequestPartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetDeleteRequestPartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetDeleteRequestPartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

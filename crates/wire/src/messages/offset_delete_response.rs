@@ -60,12 +60,9 @@ impl c::Decode for OffsetDeleteResponse {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetDeleteResponseTopic>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetDeleteResponseTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetDeleteResponseTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetDeleteResponseTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -160,12 +157,9 @@ impl c::Decode for OffsetDeleteResponseTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetDeleteResponsePartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetDeleteResponsePartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetDeleteResponsePartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetDeleteResponsePartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

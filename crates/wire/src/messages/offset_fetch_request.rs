@@ -92,12 +92,9 @@ impl c::Decode for OffsetFetchRequest {
                 match c::get_array_len(buf, flexible)? {
                     None => None,
                     Some(n) => Some({
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopic>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopic>(n, buf));
                         for _ in 0..n {
-                            v.push(<OffsetFetchRequestTopic as c::Decode>::decode(
-                                buf, version,
-                            )?);
+                            v.push(<OffsetFetchRequestTopic as c::Decode>::decode(buf, version)?);
                         }
                         v
                     }),
@@ -106,12 +103,9 @@ impl c::Decode for OffsetFetchRequest {
                 Some(match c::get_array_len(buf, flexible)? {
                     None => return Err(c::DecodeError::UnexpectedNull(-1)),
                     Some(n) => {
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopic>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopic>(n, buf));
                         for _ in 0..n {
-                            v.push(<OffsetFetchRequestTopic as c::Decode>::decode(
-                                buf, version,
-                            )?);
+                            v.push(<OffsetFetchRequestTopic as c::Decode>::decode(buf, version)?);
                         }
                         v
                     }
@@ -122,12 +116,9 @@ impl c::Decode for OffsetFetchRequest {
             this.groups = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<OffsetFetchRequestGroup>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchRequestGroup>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchRequestGroup as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchRequestGroup as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -334,9 +325,7 @@ impl c::Encode for OffsetFetchRequestGroup {
                     if version >= 9 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "OffsetFetchRequestGroup.MemberId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("OffsetFetchRequestGroup.MemberId"));
                     }
                 }
             }
@@ -356,9 +345,7 @@ impl c::Encode for OffsetFetchRequestGroup {
                     if version >= 8 {
                         c::put_null_array(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "OffsetFetchRequestGroup.Topics",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("OffsetFetchRequestGroup.Topics"));
                     }
                 }
             }
@@ -392,12 +379,9 @@ impl c::Decode for OffsetFetchRequestGroup {
                 match c::get_array_len(buf, flexible)? {
                     None => None,
                     Some(n) => Some({
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopics>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopics>(n, buf));
                         for _ in 0..n {
-                            v.push(<OffsetFetchRequestTopics as c::Decode>::decode(
-                                buf, version,
-                            )?);
+                            v.push(<OffsetFetchRequestTopics as c::Decode>::decode(buf, version)?);
                         }
                         v
                     }),
@@ -406,12 +390,9 @@ impl c::Decode for OffsetFetchRequestGroup {
                 Some(match c::get_array_len(buf, flexible)? {
                     None => return Err(c::DecodeError::UnexpectedNull(-1)),
                     Some(n) => {
-                        let mut v =
-                            Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopics>(n, buf));
+                        let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchRequestTopics>(n, buf));
                         for _ in 0..n {
-                            v.push(<OffsetFetchRequestTopics as c::Decode>::decode(
-                                buf, version,
-                            )?);
+                            v.push(<OffsetFetchRequestTopics as c::Decode>::decode(buf, version)?);
                         }
                         v
                     }

@@ -80,12 +80,9 @@ impl c::Decode for OffsetFetchResponse {
             this.topics = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<OffsetFetchResponseTopic>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchResponseTopic>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchResponseTopic as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchResponseTopic as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -98,12 +95,9 @@ impl c::Decode for OffsetFetchResponse {
             this.groups = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<OffsetFetchResponseGroup>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchResponseGroup>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchResponseGroup as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchResponseGroup as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -180,9 +174,7 @@ impl c::Encode for OffsetFetchResponsePartition {
                     if version <= 7 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "OffsetFetchResponsePartition.Metadata",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("OffsetFetchResponsePartition.Metadata"));
                     }
                 }
             }
@@ -280,12 +272,9 @@ impl c::Decode for OffsetFetchResponseTopic {
             this.partitions = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<OffsetFetchResponsePartition>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchResponsePartition>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchResponsePartition as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchResponsePartition as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -351,9 +340,7 @@ impl c::Encode for OffsetFetchResponsePartitions {
                     if version >= 8 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "OffsetFetchResponsePartitions.Metadata",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("OffsetFetchResponsePartitions.Metadata"));
                     }
                 }
             }
@@ -451,13 +438,9 @@ impl c::Decode for OffsetFetchResponseTopics {
             this.partitions = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v = Vec::with_capacity(
-                        c::capacity_for::<OffsetFetchResponsePartitions>(n, buf),
-                    );
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchResponsePartitions>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchResponsePartitions as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchResponsePartitions as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -529,12 +512,9 @@ impl c::Decode for OffsetFetchResponseGroup {
             this.topics = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<OffsetFetchResponseTopics>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<OffsetFetchResponseTopics>(n, buf));
                     for _ in 0..n {
-                        v.push(<OffsetFetchResponseTopics as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<OffsetFetchResponseTopics as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

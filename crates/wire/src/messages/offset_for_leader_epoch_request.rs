@@ -192,9 +192,7 @@ impl c::Decode for OffsetForLeaderTopic {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<OffsetForLeaderPartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetForLeaderPartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetForLeaderPartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -62,12 +62,9 @@ impl c::Decode for OffsetForLeaderEpochResponse {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<OffsetForLeaderTopicResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<OffsetForLeaderTopicResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<OffsetForLeaderTopicResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<OffsetForLeaderTopicResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

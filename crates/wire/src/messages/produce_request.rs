@@ -47,9 +47,7 @@ impl c::Encode for ProduceRequest {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "ProduceRequest.TransactionalId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("ProduceRequest.TransactionalId"));
                     }
                 }
             }

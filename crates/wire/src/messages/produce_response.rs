@@ -97,13 +97,9 @@ impl c::Decode for ProduceResponse {
                         this.node_endpoints = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(
-                                    n, &mut field,
-                                ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<NodeEndpoint as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<NodeEndpoint as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }
@@ -319,9 +315,7 @@ impl c::Encode for PartitionProduceResponse {
                     if version >= 8 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "PartitionProduceResponse.ErrorMessage",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("PartitionProduceResponse.ErrorMessage"));
                     }
                 }
             }
@@ -361,12 +355,9 @@ impl c::Decode for PartitionProduceResponse {
             this.record_errors = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<BatchIndexAndErrorMessage>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<BatchIndexAndErrorMessage>(n, buf));
                     for _ in 0..n {
-                        v.push(<BatchIndexAndErrorMessage as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<BatchIndexAndErrorMessage as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -387,8 +378,7 @@ impl c::Decode for PartitionProduceResponse {
                 let mut field = c::take(buf, size)?;
                 match tag {
                     0 if version >= 10 => {
-                        this.current_leader =
-                            <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?
+                        this.current_leader = <LeaderIdAndEpoch as c::Decode>::decode(&mut field, version)?
                     }
                     _ => {}
                 }
@@ -441,9 +431,7 @@ impl c::Decode for TopicProduceResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<PartitionProduceResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<PartitionProduceResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<PartitionProduceResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

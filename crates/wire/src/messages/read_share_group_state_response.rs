@@ -14,9 +14,7 @@ pub struct ReadShareGroupStateResponse {
 
 impl Default for ReadShareGroupStateResponse {
     fn default() -> Self {
-        Self {
-            results: Vec::new(),
-        }
+        Self { results: Vec::new() }
     }
 }
 

@@ -14,9 +14,7 @@ pub struct ReadShareGroupStateSummaryResponse {
 
 impl Default for ReadShareGroupStateSummaryResponse {
     fn default() -> Self {
-        Self {
-            results: Vec::new(),
-        }
+        Self { results: Vec::new() }
     }
 }
 

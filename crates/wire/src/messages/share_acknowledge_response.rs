@@ -82,12 +82,9 @@ impl c::Decode for ShareAcknowledgeResponse {
         this.responses = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ShareAcknowledgeTopicResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ShareAcknowledgeTopicResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ShareAcknowledgeTopicResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ShareAcknowledgeTopicResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

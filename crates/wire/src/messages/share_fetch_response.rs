@@ -82,12 +82,9 @@ impl c::Decode for ShareFetchResponse {
         this.responses = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<ShareFetchableTopicResponse>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<ShareFetchableTopicResponse>(n, buf));
                 for _ in 0..n {
-                    v.push(<ShareFetchableTopicResponse as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<ShareFetchableTopicResponse as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -111,8 +111,7 @@ impl c::Decode for StopReplicaRequest {
             this.ungrouped_partitions = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<StopReplicaPartitionV0>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<StopReplicaPartitionV0>(n, buf));
                     for _ in 0..n {
                         v.push(<StopReplicaPartitionV0 as c::Decode>::decode(buf, version)?);
                     }
@@ -136,8 +135,7 @@ impl c::Decode for StopReplicaRequest {
             this.topic_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<StopReplicaTopicState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<StopReplicaTopicState>(n, buf));
                     for _ in 0..n {
                         v.push(<StopReplicaTopicState as c::Decode>::decode(buf, version)?);
                     }
@@ -405,12 +403,9 @@ impl c::Decode for StopReplicaTopicState {
             this.partition_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<StopReplicaPartitionState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<StopReplicaPartitionState>(n, buf));
                     for _ in 0..n {
-                        v.push(<StopReplicaPartitionState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<StopReplicaPartitionState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }

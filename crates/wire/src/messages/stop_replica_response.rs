@@ -58,12 +58,9 @@ impl c::Decode for StopReplicaResponse {
         this.partition_errors = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<StopReplicaPartitionError>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<StopReplicaPartitionError>(n, buf));
                 for _ in 0..n {
-                    v.push(<StopReplicaPartitionError as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<StopReplicaPartitionError as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

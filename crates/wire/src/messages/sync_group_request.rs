@@ -59,9 +59,7 @@ impl c::Encode for SyncGroupRequest {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "SyncGroupRequest.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("SyncGroupRequest.GroupInstanceId"));
                     }
                 }
             }
@@ -75,9 +73,7 @@ impl c::Encode for SyncGroupRequest {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "SyncGroupRequest.ProtocolType",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("SyncGroupRequest.ProtocolType"));
                     }
                 }
             }
@@ -91,9 +87,7 @@ impl c::Encode for SyncGroupRequest {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "SyncGroupRequest.ProtocolName",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("SyncGroupRequest.ProtocolName"));
                     }
                 }
             }
@@ -146,12 +140,9 @@ impl c::Decode for SyncGroupRequest {
         this.assignments = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<SyncGroupRequestAssignment>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<SyncGroupRequestAssignment>(n, buf));
                 for _ in 0..n {
-                    v.push(<SyncGroupRequestAssignment as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<SyncGroupRequestAssignment as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

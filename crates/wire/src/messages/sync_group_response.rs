@@ -55,9 +55,7 @@ impl c::Encode for SyncGroupResponse {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "SyncGroupResponse.ProtocolType",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("SyncGroupResponse.ProtocolType"));
                     }
                 }
             }
@@ -71,9 +69,7 @@ impl c::Encode for SyncGroupResponse {
                     if version >= 5 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "SyncGroupResponse.ProtocolName",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("SyncGroupResponse.ProtocolName"));
                     }
                 }
             }

@@ -69,9 +69,7 @@ impl c::Encode for TxnOffsetCommitRequest {
                     if version >= 3 {
                         c::put_null_string(buf, flexible);
                     } else {
-                        return Err(c::EncodeError::NullNotAllowed(
-                            "TxnOffsetCommitRequest.GroupInstanceId",
-                        ));
+                        return Err(c::EncodeError::NullNotAllowed("TxnOffsetCommitRequest.GroupInstanceId"));
                     }
                 }
             }
@@ -117,12 +115,9 @@ impl c::Decode for TxnOffsetCommitRequest {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<TxnOffsetCommitRequestTopic>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<TxnOffsetCommitRequestTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<TxnOffsetCommitRequestTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<TxnOffsetCommitRequestTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -260,12 +255,9 @@ impl c::Decode for TxnOffsetCommitRequestTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<TxnOffsetCommitRequestPartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<TxnOffsetCommitRequestPartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<TxnOffsetCommitRequestPartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<TxnOffsetCommitRequestPartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -58,12 +58,9 @@ impl c::Decode for TxnOffsetCommitResponse {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<TxnOffsetCommitResponseTopic>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<TxnOffsetCommitResponseTopic>(n, buf));
                 for _ in 0..n {
-                    v.push(<TxnOffsetCommitResponseTopic as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<TxnOffsetCommitResponseTopic as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -180,12 +177,9 @@ impl c::Decode for TxnOffsetCommitResponseTopic {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<TxnOffsetCommitResponsePartition>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<TxnOffsetCommitResponsePartition>(n, buf));
                 for _ in 0..n {
-                    v.push(<TxnOffsetCommitResponsePartition as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<TxnOffsetCommitResponsePartition as c::Decode>::decode(buf, version)?);
                 }
                 v
             }

@@ -78,8 +78,7 @@ impl c::Decode for UpdateFeaturesResponse {
             this.results = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<UpdatableFeatureResult>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<UpdatableFeatureResult>(n, buf));
                     for _ in 0..n {
                         v.push(<UpdatableFeatureResult as c::Decode>::decode(buf, version)?);
                     }

@@ -113,12 +113,9 @@ impl c::Decode for UpdateMetadataRequest {
             this.ungrouped_partition_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<UpdateMetadataPartitionState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<UpdateMetadataPartitionState>(n, buf));
                     for _ in 0..n {
-                        v.push(<UpdateMetadataPartitionState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<UpdateMetadataPartitionState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -128,12 +125,9 @@ impl c::Decode for UpdateMetadataRequest {
             this.topic_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<UpdateMetadataTopicState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<UpdateMetadataTopicState>(n, buf));
                     for _ in 0..n {
-                        v.push(<UpdateMetadataTopicState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<UpdateMetadataTopicState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -360,12 +354,9 @@ impl c::Decode for UpdateMetadataTopicState {
             this.partition_states = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<UpdateMetadataPartitionState>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<UpdateMetadataPartitionState>(n, buf));
                     for _ in 0..n {
-                        v.push(<UpdateMetadataPartitionState as c::Decode>::decode(
-                            buf, version,
-                        )?);
+                        v.push(<UpdateMetadataPartitionState as c::Decode>::decode(buf, version)?);
                     }
                     v
                 }
@@ -532,8 +523,7 @@ impl c::Decode for UpdateMetadataBroker {
             this.endpoints = match c::get_array_len(buf, flexible)? {
                 None => return Err(c::DecodeError::UnexpectedNull(-1)),
                 Some(n) => {
-                    let mut v =
-                        Vec::with_capacity(c::capacity_for::<UpdateMetadataEndpoint>(n, buf));
+                    let mut v = Vec::with_capacity(c::capacity_for::<UpdateMetadataEndpoint>(n, buf));
                     for _ in 0..n {
                         v.push(<UpdateMetadataEndpoint as c::Decode>::decode(buf, version)?);
                     }

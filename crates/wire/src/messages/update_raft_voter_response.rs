@@ -73,10 +73,7 @@ impl c::Decode for UpdateRaftVoterResponse {
                 let size = c::get_uvarint(buf)? as usize;
                 let mut field = c::take(buf, size)?;
                 match tag {
-                    0 => {
-                        this.current_leader =
-                            <CurrentLeader as c::Decode>::decode(&mut field, version)?
-                    }
+                    0 => this.current_leader = <CurrentLeader as c::Decode>::decode(&mut field, version)?,
                     _ => {}
                 }
             }

@@ -92,13 +92,9 @@ impl c::Decode for VoteResponse {
                         this.node_endpoints = match c::get_array_len(&mut field, flexible)? {
                             None => return Err(c::DecodeError::UnexpectedNull(-1)),
                             Some(n) => {
-                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(
-                                    n, &mut field,
-                                ));
+                                let mut v = Vec::with_capacity(c::capacity_for::<NodeEndpoint>(n, &mut field));
                                 for _ in 0..n {
-                                    v.push(<NodeEndpoint as c::Decode>::decode(
-                                        &mut field, version,
-                                    )?);
+                                    v.push(<NodeEndpoint as c::Decode>::decode(&mut field, version)?);
                                 }
                                 v
                             }

@@ -14,9 +14,7 @@ pub struct WriteShareGroupStateResponse {
 
 impl Default for WriteShareGroupStateResponse {
     fn default() -> Self {
-        Self {
-            results: Vec::new(),
-        }
+        Self { results: Vec::new() }
     }
 }
 

@@ -14,9 +14,7 @@ pub struct WriteTxnMarkersRequest {
 
 impl Default for WriteTxnMarkersRequest {
     fn default() -> Self {
-        Self {
-            markers: Vec::new(),
-        }
+        Self { markers: Vec::new() }
     }
 }
 

@@ -14,9 +14,7 @@ pub struct WriteTxnMarkersResponse {
 
 impl Default for WriteTxnMarkersResponse {
     fn default() -> Self {
-        Self {
-            markers: Vec::new(),
-        }
+        Self { markers: Vec::new() }
     }
 }
 
@@ -55,9 +53,7 @@ impl c::Decode for WriteTxnMarkersResponse {
             Some(n) => {
                 let mut v = Vec::with_capacity(c::capacity_for::<WritableTxnMarkerResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<WritableTxnMarkerResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<WritableTxnMarkerResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -174,12 +170,9 @@ impl c::Decode for WritableTxnMarkerTopicResult {
         this.partitions = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<WritableTxnMarkerPartitionResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<WritableTxnMarkerPartitionResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<WritableTxnMarkerPartitionResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<WritableTxnMarkerPartitionResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
@@ -237,12 +230,9 @@ impl c::Decode for WritableTxnMarkerResult {
         this.topics = match c::get_array_len(buf, flexible)? {
             None => return Err(c::DecodeError::UnexpectedNull(-1)),
             Some(n) => {
-                let mut v =
-                    Vec::with_capacity(c::capacity_for::<WritableTxnMarkerTopicResult>(n, buf));
+                let mut v = Vec::with_capacity(c::capacity_for::<WritableTxnMarkerTopicResult>(n, buf));
                 for _ in 0..n {
-                    v.push(<WritableTxnMarkerTopicResult as c::Decode>::decode(
-                        buf, version,
-                    )?);
+                    v.push(<WritableTxnMarkerTopicResult as c::Decode>::decode(buf, version)?);
                 }
                 v
             }
