@@ -1,1 +1,20 @@
-//! placeholder
+//! The Sluice broker: listeners and connections (`server`), the request dispatch and one module
+//! per Kafka API (`handlers`), configuration (`config`) and the node's identity on disk (`meta`).
+//!
+//! Bytes are parsed only by `wire`; data is stored only by `storage`. This crate turns requests
+//! into calls on those and responses back into bytes.
+
+pub mod config;
+pub mod handlers;
+pub mod meta;
+pub mod server;
+
+pub use config::{BrokerConfig, ConfigLayers};
+pub use server::Server;
+
+/// What every handler can see of the broker.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+}

@@ -1,1 +1,142 @@
-fn main() {}
+//! The `sluice` binary: `sluice server` runs a broker. Argument parsing and process setup only;
+//! everything else lives in the library crates.
+
+use anyhow::Result;
+use broker::config::{ConfigLayers, Source, SETTINGS};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible event streaming platform in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (a single node by default, listening on 127.0.0.1:9092).
+    #[command(after_help = server_help())]
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML file of settings (keys as listed below); also SLUICE_CONFIG.
+    #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// This broker's numeric id (node.id).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Address to accept clients on, host:port (listeners).
+    #[arg(long)]
+    listeners: Option<String>,
+    /// Address clients are told to connect to (advertised.listeners).
+    #[arg(long)]
+    advertised_listeners: Option<String>,
+    /// Directory for the broker's data (log.dirs).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Any setting as key=value; may be repeated.
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn server_help() -> String {
+    let mut s = String::from(
+        "Settings come from, later winning: defaults, the --config file, SLUICE_* environment variables\n\
+         (SLUICE_NODE_ID for node.id), flags. Log verbosity: SLUICE_LOG (e.g. debug, or broker=debug).\n\nSettings:\n",
+    );
+    for (k, v, about) in SETTINGS {
+        s.push_str(&format!(
+            "  {k:<26} {about} (default: {})\n",
+            if v.is_empty() { "-" } else { v }
+        ));
+    }
+    s.push_str(
+        "\nExamples:\n  sluice server\n  sluice server --data-dir /var/lib/sluice --listeners 127.0.0.1:19092\n",
+    );
+    s
+}
+
+fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
+    let mut l = ConfigLayers::new();
+    if let Some(path) = &args.config {
+        l.load_toml(path)?;
+    }
+    l.load_env(std::env::vars())?;
+    let flags = [
+        ("node.id", &args.node_id),
+        ("listeners", &args.listeners),
+        ("advertised.listeners", &args.advertised_listeners),
+        ("log.dirs", &args.data_dir),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            l.set(key, v.clone(), Source::Flag)?;
+        }
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            anyhow::bail!("--set {kv:?}: expected KEY=VALUE");
+        };
+        l.set(k.trim(), v.to_string(), Source::Flag)?;
+    }
+    Ok(l)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the broker");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Server(args) => run_server(args),
+    };
+    if let Err(e) = result {
+        eprintln!("sluice: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run_server(args: ServerArgs) -> Result<()> {
+    let config = layers(&args)?.build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let server = broker::Server::bind(config).await?;
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}

@@ -1,0 +1,360 @@
+//! Broker configuration: every setting, its default, and how layers combine.
+//!
+//! A setting comes from, in increasing precedence: its default, the TOML file, a `SLUICE_*`
+//! environment variable, a command-line flag. All layers speak the same keys (`node.id`,
+//! `listeners`, …, as in Kafka's `server.properties`); the environment spells them upper case
+//! with `_` for `.` (`SLUICE_NODE_ID`). Every error names the key, the layer and what was wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => write!(f, "the default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag => write!(f, "the command line"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: unknown setting `{key}` (known: {known})")]
+    UnknownKey { key: String, origin: Source, known: String },
+    #[error("{origin}: `{key}` = {value:?} is invalid: {why}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: Source,
+        why: String,
+    },
+    #[error("cannot read config file {path}: {why}")]
+    File { path: PathBuf, why: String },
+}
+
+/// A listener: where to bind, and what to tell clients to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`: this broker's numeric id.
+    pub node_id: i32,
+    /// `listeners`: the address clients connect to (`host:port`, or `PLAINTEXT://host:port`).
+    pub listener: Listener,
+    /// `log.dirs`: where data lives.
+    pub data_dir: PathBuf,
+    /// `max.connections`: connections held at once; past it, accepting pauses until one closes.
+    pub connections_max: usize,
+    /// `socket.request.max.bytes`: the largest request frame; a larger one closes the connection.
+    pub request_frame_bytes_max: usize,
+    /// `queued.max.request.bytes`: request bytes held in memory across all connections; past it,
+    /// connections wait before reading the next request body.
+    pub queued_request_bytes_max: usize,
+}
+
+/// Every key, its default and what it means (for `--help` and error messages).
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("node.id", "1", "this broker's numeric id"),
+    (
+        "listeners",
+        "127.0.0.1:9092",
+        "address to accept Kafka clients on (host:port)",
+    ),
+    (
+        "advertised.listeners",
+        "",
+        "address clients are told to connect to (default: listeners)",
+    ),
+    ("log.dirs", "./sluice-data", "directory that holds the broker's data"),
+    ("max.connections", "10000", "client connections held at once"),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        "largest request frame accepted",
+    ),
+    (
+        "queued.max.request.bytes",
+        "536870912",
+        "request bytes held in memory across connections",
+    ),
+];
+
+/// Layers of raw `key = value` strings, applied in order; later layers win.
+#[derive(Debug, Default)]
+pub struct ConfigLayers {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+fn known_keys() -> String {
+    SETTINGS.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", ")
+}
+
+impl ConfigLayers {
+    pub fn new() -> Self {
+        let mut layers = ConfigLayers::default();
+        for (k, v, _) in SETTINGS {
+            layers
+                .values
+                .insert((*k).to_string(), ((*v).to_string(), Source::Default));
+        }
+        layers
+    }
+
+    pub fn set(&mut self, key: &str, value: String, source: Source) -> Result<(), ConfigError> {
+        if !SETTINGS.iter().any(|(k, _, _)| *k == key) {
+            return Err(ConfigError::UnknownKey {
+                key: key.to_string(),
+                origin: source,
+                known: known_keys(),
+            });
+        }
+        self.values.insert(key.to_string(), (value, source));
+        Ok(())
+    }
+
+    /// Reads a TOML file of `key = value` pairs (keys as in [`SETTINGS`], dotted keys quoted or
+    /// nested: `node.id = 1` in TOML is the table `node` with key `id`, which is accepted too).
+    pub fn load_toml(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        self.load_toml_str(&text, path)
+    }
+
+    pub fn load_toml_str(&mut self, text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let mut flat = vec![];
+        flatten("", &table, &mut flat);
+        for (key, value) in flat {
+            self.set(&key, value, Source::File(path.to_path_buf()))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `SLUICE_*` variables from `vars` (pass `std::env::vars()`).
+    pub fn load_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("SLUICE_") else {
+                continue;
+            };
+            // SLUICE_LOG (log filter) and SLUICE_CONFIG (file path) are read by the binary.
+            if matches!(rest, "LOG" | "CONFIG") {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace('_', ".");
+            self.set(&key, value, Source::Env(name.clone()))?;
+        }
+        Ok(())
+    }
+
+    pub fn build(&self) -> Result<BrokerConfig, ConfigError> {
+        let get = |key: &str| -> (&String, &Source) {
+            let (v, s) = &self.values[key];
+            (v, s)
+        };
+        let invalid = |key: &str, why: String| {
+            let (v, s) = get(key);
+            ConfigError::Invalid {
+                key: key.to_string(),
+                value: v.clone(),
+                origin: s.clone(),
+                why,
+            }
+        };
+        let num = |key: &str| -> Result<u64, ConfigError> {
+            get(key)
+                .0
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| invalid(key, format!("expected a whole number ({e})")))
+        };
+        let node_id = get("node.id")
+            .0
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| invalid("node.id", "expected a whole number from 0 to 2147483647".into()))?;
+        let bind_text = get("listeners").0.clone();
+        let bind = parse_addr(&bind_text).map_err(|why| invalid("listeners", why))?;
+        let adv_text = get("advertised.listeners").0.clone();
+        let (advertised_host, advertised_port) = if adv_text.trim().is_empty() {
+            if bind.ip().is_unspecified() {
+                return Err(invalid(
+                    "listeners",
+                    "binding to all interfaces needs advertised.listeners: clients must be told a reachable address"
+                        .into(),
+                ));
+            }
+            (bind.ip().to_string(), bind.port())
+        } else {
+            parse_host_port(&adv_text).map_err(|why| invalid("advertised.listeners", why))?
+        };
+        let data_dir = PathBuf::from(get("log.dirs").0.trim());
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("log.dirs", "must not be empty".into()));
+        }
+        let connections_max = num("max.connections")? as usize;
+        if connections_max == 0 {
+            return Err(invalid("max.connections", "must be at least 1".into()));
+        }
+        let request_frame_bytes_max = num("socket.request.max.bytes")?;
+        if !(1024..=i32::MAX as u64).contains(&request_frame_bytes_max) {
+            return Err(invalid(
+                "socket.request.max.bytes",
+                "must be between 1024 and 2147483647".into(),
+            ));
+        }
+        let queued_request_bytes_max = num("queued.max.request.bytes")?;
+        if queued_request_bytes_max < request_frame_bytes_max {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                "must be at least socket.request.max.bytes".into(),
+            ));
+        }
+        Ok(BrokerConfig {
+            node_id,
+            listener: Listener {
+                bind,
+                advertised_host,
+                advertised_port,
+            },
+            data_dir,
+            connections_max,
+            request_frame_bytes_max: request_frame_bytes_max as usize,
+            queued_request_bytes_max: queued_request_bytes_max as usize,
+        })
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+fn strip_scheme(s: &str) -> &str {
+    let s = s.trim();
+    match s.split_once("://") {
+        Some((_, rest)) => rest,
+        None => s,
+    }
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    if s.contains(',') {
+        return Err("only one listener is supported so far".into());
+    }
+    let s = strip_scheme(s);
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    Ok((host.to_string(), port))
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let (host, port) = parse_host_port(s)?;
+    let host = if host == "localhost" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| format!("`{host}` is not an IP address to bind to"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_single_local_node() {
+        let c = ConfigLayers::new().build().unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listener.bind, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(c.listener.advertised_host, "127.0.0.1");
+        assert_eq!(c.request_frame_bytes_max, 104857600);
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let mut l = ConfigLayers::new();
+        l.load_toml_str(
+            "node.id = 5\nlisteners = \"127.0.0.1:9000\"\n[log]\ndirs = \"/tmp/x\"\n",
+            "f.toml".as_ref(),
+        )
+        .unwrap();
+        l.load_env([
+            ("SLUICE_NODE_ID".to_string(), "6".to_string()),
+            ("HOME".into(), "/".into()),
+        ])
+        .unwrap();
+        l.set("listeners", "PLAINTEXT://127.0.0.1:9001".into(), Source::Flag)
+            .unwrap();
+        let c = l.build().unwrap();
+        assert_eq!(c.node_id, 6);
+        assert_eq!(c.listener.bind.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn errors_name_the_key_the_source_and_the_problem() {
+        let mut l = ConfigLayers::new();
+        l.load_env([("SLUICE_NODE_ID".to_string(), "abc".to_string())]).unwrap();
+        let e = l.build().unwrap_err().to_string();
+        assert!(
+            e.contains("SLUICE_NODE_ID") && e.contains("node.id") && e.contains("whole number"),
+            "{e}"
+        );
+
+        let e = ConfigLayers::new()
+            .load_toml_str("nodeid = 1", "s.toml".as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml") && e.contains("unknown setting `nodeid`"), "{e}");
+
+        let mut l = ConfigLayers::new();
+        l.set("listeners", "0.0.0.0:9092".into(), Source::Flag).unwrap();
+        assert!(l.build().unwrap_err().to_string().contains("advertised.listeners"));
+        l.set("advertised.listeners", "broker1:9092".into(), Source::Flag)
+            .unwrap();
+        assert_eq!(l.build().unwrap().listener.advertised_host, "broker1");
+    }
+}

@@ -1,0 +1,76 @@
+//! Request dispatch: reads the header, checks the API and version against what this broker
+//! serves, decodes the body with `wire`, calls the API's handler, encodes the response.
+//!
+//! One module per API. Handlers take the decoded request and return the response value; they
+//! never see bytes.
+
+mod api_versions;
+mod metadata;
+
+use crate::Broker;
+use bytes::{Bytes, BytesMut};
+use wire::messages::{ApiKey, RequestBody, RequestHeader};
+use wire::{frame, Encode};
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Write this whole response frame.
+    Respond(BytesMut),
+    /// Nothing to send (a produce with acks=0).
+    NoResponse,
+    /// Close the connection, as Kafka does for requests it cannot read or does not serve.
+    Close(String),
+}
+
+/// The APIs this broker serves, with the versions it accepts: what ApiVersions advertises.
+/// Only APIs with a real handler are listed; clients do not send what is not advertised.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[(ApiKey::Metadata, 0, 12), (ApiKey::ApiVersions, 0, 4)];
+
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+fn respond<B: Encode>(header: &RequestHeader, api_key: ApiKey, version: i16, body: &B) -> Outcome {
+    let mut out = BytesMut::new();
+    match frame::encode_response(&mut out, header.correlation_id, api_key, version, body) {
+        Ok(()) => Outcome::Respond(out),
+        Err(e) => Outcome::Close(format!("cannot encode {} v{version} response: {e}", api_key.name())),
+    }
+}
+
+pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
+    let header = match frame::decode_request_header(&mut frame) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("unreadable request header: {e}")),
+    };
+    let version = header.request_api_version;
+    let Some(api_key) = ApiKey::from_i16(header.request_api_key) else {
+        return Outcome::Close(format!("unknown api key {}", header.request_api_key));
+    };
+    if api_key == ApiKey::ApiVersions {
+        // ApiVersions is answered even for versions we lack, so clients can find ours.
+        let response = api_versions::handle(&header, frame);
+        return respond(&header, api_key, response.version, &response.body);
+    }
+    let Some((lo, hi)) = supported_versions(api_key) else {
+        return Outcome::Close(format!("{} is not served by this broker", api_key.name()));
+    };
+    if !(lo..=hi).contains(&version) {
+        return Outcome::Close(format!(
+            "{} v{version} is not supported (versions {lo}-{hi})",
+            api_key.name()
+        ));
+    }
+    let body = match RequestBody::decode(api_key, &mut frame, version) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Close(format!("malformed {} v{version} request: {e}", api_key.name())),
+    };
+    match body {
+        RequestBody::Metadata(req) => respond(&header, api_key, version, &metadata::handle(broker, version, req)),
+        other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
+    }
+}

@@ -1,0 +1,165 @@
+//! The node's identity on disk: `meta.properties` in the data directory (cluster id and node
+//! id, as Kafka keeps them) and an exclusive lock so two processes never share a directory.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot use data directory {path}: {why}")]
+    Io { path: PathBuf, why: String },
+    #[error("data directory {0} is in use by another sluice process")]
+    Locked(PathBuf),
+    #[error("{path} belongs to node.id {found}, but this broker is node.id {configured}")]
+    NodeIdMismatch { path: PathBuf, found: i32, configured: i32 },
+    #[error("{path} is corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// Holds the data directory's lock for as long as it lives.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> MetaError + '_ {
+    move |e| MetaError::Io {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// Creates the data directory if need be and locks it.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
+}
+
+/// Reads the cluster id from `meta.properties`, creating the file (with a new random cluster
+/// id) on first start. The file is written atomically: temp file, fsync, rename, fsync dir.
+pub fn load_or_create(dir: &Path, node_id: i32) -> Result<String, MetaError> {
+    let path = dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut cluster_id = None;
+            let mut found_node = None;
+            for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+                if let Some(v) = line.strip_prefix("cluster.id=") {
+                    cluster_id = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("node.id=") {
+                    found_node = v.parse::<i32>().ok();
+                }
+            }
+            let corrupt = |why: &str| MetaError::Corrupt {
+                path: path.clone(),
+                why: why.to_string(),
+            };
+            let cluster_id = cluster_id
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| corrupt("no cluster.id"))?;
+            let found = found_node.ok_or_else(|| corrupt("no valid node.id"))?;
+            if found != node_id {
+                return Err(MetaError::NodeIdMismatch {
+                    path,
+                    found,
+                    configured: node_id,
+                });
+            }
+            Ok(cluster_id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = new_cluster_id();
+            let text = format!("# Written by sluice on first start; do not edit.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            write_atomically(&path, text.as_bytes())?;
+            Ok(cluster_id)
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Writes `path` so that a crash leaves either the old file or the new one, never a mix.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), MetaError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+/// A random 16-byte id in Kafka's form: URL-safe base64 without padding (22 characters).
+fn new_cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's random source; two of them give 16 random bytes.
+    let mut bytes = [0u8; 16];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    base64_url(&bytes)
+}
+
+fn base64_url(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas_and_differ() {
+        let a = new_cluster_id();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, new_cluster_id());
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+    }
+
+    #[test]
+    fn the_cluster_id_is_stable_and_the_node_id_checked() {
+        let dir = std::env::temp_dir().join(format!("sluice-meta-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lock = lock_data_dir(&dir).unwrap();
+        assert!(matches!(lock_data_dir(&dir), Err(MetaError::Locked(_))));
+        let id = load_or_create(&dir, 3).unwrap();
+        assert_eq!(load_or_create(&dir, 3).unwrap(), id);
+        assert!(matches!(
+            load_or_create(&dir, 4),
+            Err(MetaError::NodeIdMismatch { found: 3, .. })
+        ));
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

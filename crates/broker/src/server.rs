@@ -1,0 +1,196 @@
+//! Listeners and connections.
+//!
+//! Limits, and what happens at each:
+//! - `max.connections`: the accept loop waits for a free slot; new clients queue in the kernel's
+//!   backlog until one closes.
+//! - `socket.request.max.bytes`: a frame announcing more (or a negative size) closes the
+//!   connection, as Kafka does, before any of it is buffered.
+//! - `queued.max.request.bytes`: a connection waits for memory before it reads a request body,
+//!   so the sum of buffered request bodies never exceeds it.
+//! - In flight per connection: one request is handled at a time and responses are written in
+//!   request order; pipelined requests wait in the socket buffer (Kafka does the same).
+
+use crate::handlers::{self, Outcome};
+use crate::meta::{self, DataDirLock, MetaError};
+use crate::{Broker, BrokerConfig};
+use bytes::BytesMut;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A bound broker, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    _lock: DataDirLock,
+}
+
+impl Server {
+    /// Locks and prepares the data directory and binds the listener.
+    pub async fn bind(mut config: BrokerConfig) -> Result<Server, StartError> {
+        let lock = meta::lock_data_dir(&config.data_dir)?;
+        let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
+        let addr = config.listener.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        if config.listener.advertised_port == 0 {
+            config.listener.advertised_port = local.port();
+        }
+        config.listener.bind = local;
+        Ok(Server {
+            listener,
+            broker: Arc::new(Broker { config, cluster_id }),
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.broker.config.listener.bind
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Accepts and serves clients until `shutdown` completes, then lets each connection finish
+    /// the request it is handling and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let broker = self.broker;
+        let c = &broker.config;
+        info!(
+            node_id = c.node_id,
+            listener = %c.listener.bind,
+            advertised = %format!("{}:{}", c.listener.advertised_host, c.listener.advertised_port),
+            data_dir = %c.data_dir.display(),
+            cluster_id = %broker.cluster_id,
+            "sluice broker started"
+        );
+        let connections = Arc::new(Semaphore::new(c.connections_max));
+        let memory = Arc::new(Semaphore::new(c.queued_request_bytes_max));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = &mut shutdown => break,
+            };
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let broker = broker.clone();
+            let memory = memory.clone();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                debug!(%peer, "connection opened");
+                if let Err(e) = serve(stream, &broker, &memory, stop).await {
+                    debug!(%peer, error = %e, "connection closed");
+                }
+            });
+            // Reap finished connections so the set does not grow with every client ever seen.
+            while tasks.try_join_next().is_some() {}
+        }
+        info!("shutting down: no new connections; finishing requests in progress");
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        info!("sluice broker stopped");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("request frame of {0} bytes is outside 0..={1} (socket.request.max.bytes)")]
+    FrameSize(i64, usize),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// True when `buf` starts with a whole size-prefixed frame.
+fn holds_whole_frame(buf: &[u8]) -> bool {
+    if buf.len() < 4 {
+        return false;
+    }
+    let n = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    n >= 0 && buf.len() - 4 >= n as usize
+}
+
+async fn serve(
+    stream: TcpStream,
+    broker: &Broker,
+    memory: &Semaphore,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let max = broker.config.request_frame_bytes_max;
+    loop {
+        let size = tokio::select! {
+            r = rd.read_i32() => match r {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        if size < 0 || size as usize > max {
+            warn!(size, max, "closing connection: request frame size out of bounds");
+            return Err(ConnError::FrameSize(size.into(), max));
+        }
+        let size = size as usize;
+        // `size <= max <= i32::MAX`, and the semaphore holds at least `max` permits.
+        let _mem = memory
+            .acquire_many(size as u32)
+            .await
+            .map_err(|_| ConnError::Protocol("memory pool closed".into()))?;
+        let mut frame = BytesMut::zeroed(size);
+        rd.read_exact(&mut frame).await?;
+        match handlers::handle_frame(broker, frame.freeze()).await {
+            Outcome::Respond(bytes) => wr.write_all(&bytes).await?,
+            Outcome::NoResponse => {}
+            Outcome::Close(why) => {
+                wr.flush().await?;
+                warn!(reason = %why, "closing connection");
+                return Err(ConnError::Protocol(why));
+            }
+        }
+        // Flush unless the next request is already here in full (pipelining): its response
+        // then goes out in the same write.
+        if !holds_whole_frame(rd.buffer()) {
+            wr.flush().await?;
+        }
+    }
+}
