@@ -166,7 +166,7 @@ impl RecordBatch {
         be_i32(&self.raw, 23)
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset().wrapping_add(i64::from(self.last_offset_delta()))
     }
     pub fn base_timestamp(&self) -> i64 {
         be_i64(&self.raw, 27)
@@ -310,7 +310,7 @@ impl Records {
             )));
         }
         Ok(Record {
-            offset: self.base_offset + i64::from(offset_delta),
+            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
             timestamp: self.base_timestamp.wrapping_add(timestamp_delta),
             key,
             value,
@@ -404,7 +404,7 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let mut r = BytesMut::new();
         r.put_i8(0);
-        codec::put_varlong(&mut r, timestamp - base);
+        codec::put_varlong(&mut r, timestamp.wrapping_sub(base));
         codec::put_varint(&mut r, self.count);
         let put_varbytes = |r: &mut BytesMut, b: Option<&[u8]>| match b {
             None => codec::put_varint(r, -1),

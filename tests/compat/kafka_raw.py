@@ -1,0 +1,60 @@
+"""A minimal hand-rolled Kafka framing helper for protocol edge cases no real client will send
+(oversized frames, unknown versions, garbage). Real-client behaviour is tested with the real
+clients; this only pokes at the edges."""
+
+import socket
+import struct
+
+
+def connect(port: int, timeout=5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return s
+
+
+def request_v1(api_key: int, version: int, correlation_id: int, body: bytes = b"", client_id: bytes = b"raw") -> bytes:
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def request_v2(api_key: int, version: int, correlation_id: int, body: bytes = b"\x00", client_id: bytes = b"raw") -> bytes:
+    # flexible header: client id stays a classic string, then an empty tagged-field section
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id + b"\x00"
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(out)} of {n} bytes")
+        out += chunk
+    return out
+
+
+def read_frame(s: socket.socket) -> bytes:
+    (n,) = struct.unpack(">i", recv_exact(s, 4))
+    return recv_exact(s, n)
+
+
+def is_closed(s: socket.socket, timeout=5.0) -> bool:
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def parse_api_versions_v0(frame: bytes):
+    corr, err, n = struct.unpack(">ihi", frame[:10])
+    keys = {}
+    off = 10
+    for _ in range(n):
+        k, lo, hi = struct.unpack(">hhh", frame[off : off + 6])
+        keys[k] = (lo, hi)
+        off += 6
+    return corr, err, keys
