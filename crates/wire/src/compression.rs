@@ -81,6 +81,8 @@ fn read_bounded(codec: Compression, r: impl Read, max_bytes: usize) -> Result<Ve
     Ok(out)
 }
 
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 
 /// Decompresses `data`, producing at most `max_bytes`.
@@ -90,7 +92,12 @@ pub fn decompress(codec: Compression, data: &[u8], max_bytes: usize) -> Result<B
         Compression::Gzip => read_bounded(codec, flate2::read::GzDecoder::new(data), max_bytes)?,
         Compression::Lz4 => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), max_bytes)?,
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(data).map_err(|e| corrupt(codec, e))?;
+            let mut decoder = zstd::stream::read::Decoder::new(data).map_err(|e| corrupt(codec, e))?;
+            // A frame header may ask for a window of up to 2 GiB; producers use at most a few
+            // MiB (level 19 uses 8 MiB). Refuse more than 16 MiB instead of allocating it.
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| corrupt(codec, e))?;
             read_bounded(codec, decoder, max_bytes)?
         }
         Compression::Snappy => {
