@@ -152,8 +152,11 @@ impl ConfigLayers {
         Ok(())
     }
 
-    /// Applies `SLUICE_*` variables from `vars` (pass `std::env::vars()`).
-    pub fn load_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    /// Applies `SLUICE_*` variables from `vars` (pass `std::env::vars()`). Variables that name
+    /// no setting are returned, not refused: other tools share the prefix (scripts set
+    /// `SLUICE_BIN`, say), so the caller warns about them instead.
+    pub fn load_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<String>, ConfigError> {
+        let mut ignored = vec![];
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix("SLUICE_") else {
                 continue;
@@ -163,9 +166,13 @@ impl ConfigLayers {
                 continue;
             }
             let key = rest.to_ascii_lowercase().replace('_', ".");
-            self.set(&key, value, Source::Env(name.clone()))?;
+            if SETTINGS.iter().any(|(k, _, _)| *k == key) {
+                self.set(&key, value, Source::Env(name.clone()))?;
+            } else {
+                ignored.push(name);
+            }
         }
-        Ok(())
+        Ok(ignored)
     }
 
     pub fn build(&self) -> Result<BrokerConfig, ConfigError> {

@@ -68,7 +68,9 @@ fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
     if let Some(path) = &args.config {
         l.load_toml(path)?;
     }
-    l.load_env(std::env::vars())?;
+    for name in l.load_env(std::env::vars())? {
+        tracing::warn!(variable = %name, "environment variable names no setting; ignored (see `sluice server --help`)");
+    }
     let flags = [
         ("node.id", &args.node_id),
         ("listeners", &args.listeners),
