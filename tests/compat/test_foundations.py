@@ -154,3 +154,25 @@ def test_sigint_stops_the_broker_cleanly(make_broker):
     b = make_broker().start()
     assert b.stop(signal.SIGINT) == 0
     assert "sluice broker stopped" in b.logs()
+
+
+def test_stalled_and_idle_connections_are_closed(make_broker):
+    b = make_broker(extra_args=["--set", "connections.max.idle.ms=300"]).start()
+    stalled = raw.connect(b.port)
+    stalled.sendall(struct.pack(">i", 1000) + b"\x00\x12")  # announces 1000 bytes, sends 2
+    idle = raw.connect(b.port)
+    assert raw.is_closed(stalled, timeout=10)
+    assert raw.is_closed(idle, timeout=10)
+    fresh = raw.connect(b.port)
+    fresh.sendall(raw.request_v1(API_VERSIONS, 0, 3))
+    assert raw.parse_api_versions_v0(raw.read_frame(fresh))[:2] == (3, 0)
+
+
+def test_shutdown_does_not_wait_for_a_stalled_client(make_broker):
+    b = make_broker().start()
+    stalled = raw.connect(b.port)
+    stalled.sendall(struct.pack(">i", 1000) + b"\x00\x12")
+    fresh = raw.connect(b.port)
+    fresh.sendall(raw.request_v1(API_VERSIONS, 0, 1))
+    raw.read_frame(fresh)
+    assert b.stop(timeout=15) == 0

@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     /// `queued.max.request.bytes`: request bytes held in memory across all connections; past it,
     /// connections wait before reading the next request body.
     pub queued_request_bytes_max: usize,
+    /// `connections.max.idle.ms`: a connection idle, or stalled mid-request, this long is closed.
+    pub connection_idle_max: std::time::Duration,
 }
 
 /// Every key, its default and what it means (for `--help` and error messages).
@@ -93,6 +95,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "queued.max.request.bytes",
         "536870912",
         "request bytes held in memory across connections",
+    ),
+    (
+        "connections.max.idle.ms",
+        "600000",
+        "close a connection idle (or stalled mid-request) this long",
     ),
 ];
 
@@ -234,11 +241,15 @@ impl ConfigLayers {
             ));
         }
         let queued_request_bytes_max = num("queued.max.request.bytes")?;
-        if queued_request_bytes_max < request_frame_bytes_max {
+        if !(request_frame_bytes_max..=1 << 40).contains(&queued_request_bytes_max) {
             return Err(invalid(
                 "queued.max.request.bytes",
-                "must be at least socket.request.max.bytes".into(),
+                "must be between socket.request.max.bytes and 1 TiB".into(),
             ));
+        }
+        let idle_ms = num("connections.max.idle.ms")?;
+        if idle_ms == 0 {
+            return Err(invalid("connections.max.idle.ms", "must be at least 1".into()));
         }
         Ok(BrokerConfig {
             node_id,
@@ -251,6 +262,7 @@ impl ConfigLayers {
             connections_max,
             request_frame_bytes_max: request_frame_bytes_max as usize,
             queued_request_bytes_max: queued_request_bytes_max as usize,
+            connection_idle_max: std::time::Duration::from_millis(idle_ms),
         })
     }
 }

@@ -7,6 +7,8 @@
 //!   connection, as Kafka does, before any of it is buffered.
 //! - `queued.max.request.bytes`: a connection waits for memory before it reads a request body,
 //!   so the sum of buffered request bodies never exceeds it.
+//! - `connections.max.idle.ms`: a connection that sends nothing, stalls inside a request, or
+//!   stops reading responses for that long is closed.
 //! - In flight per connection: one request is handled at a time and responses are written in
 //!   request order; pipelined requests wait in the socket buffer (Kafka does the same).
 
@@ -21,6 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
+
+/// How long requests in progress may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -122,7 +127,15 @@ impl Server {
         }
         info!("shutting down: no new connections; finishing requests in progress");
         let _ = stop_tx.send(true);
-        while tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            warn!(
+                connections = tasks.len(),
+                "connections still busy after the grace period; closing them"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
         info!("sluice broker stopped");
     }
 }
@@ -135,6 +148,8 @@ enum ConnError {
     FrameSize(i64, usize),
     #[error("{0}")]
     Protocol(String),
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
 }
 
 /// True when `buf` starts with a whole size-prefixed frame.
@@ -154,15 +169,18 @@ async fn serve(
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
-    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    // Small buffers: an idle connection should cost little (large frames bypass them).
+    let mut rd = BufReader::with_capacity(8 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(8 * 1024, wr);
     let max = broker.config.request_frame_bytes_max;
+    let idle = broker.config.connection_idle_max;
     loop {
         let size = tokio::select! {
-            r = rd.read_i32() => match r {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
+            r = tokio::time::timeout(idle, rd.read_i32()) => match r {
+                Err(_) => return Err(ConnError::Idle),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(e.into()),
             },
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
@@ -171,26 +189,50 @@ async fn serve(
             return Err(ConnError::FrameSize(size.into(), max));
         }
         let size = size as usize;
-        // `size <= max <= i32::MAX`, and the semaphore holds at least `max` permits.
-        let _mem = memory
-            .acquire_many(size as u32)
-            .await
-            .map_err(|_| ConnError::Protocol("memory pool closed".into()))?;
-        let mut frame = BytesMut::zeroed(size);
-        rd.read_exact(&mut frame).await?;
-        match handlers::handle_frame(broker, frame.freeze()).await {
-            Outcome::Respond(bytes) => wr.write_all(&bytes).await?,
-            Outcome::NoResponse => {}
+        // Memory for the body is reserved before it is read, as Kafka's memory pool does; a
+        // client that announces a frame and then stalls holds it until `connections.max.idle.ms`.
+        let read_body = async {
+            // `size <= max <= i32::MAX`, and the semaphore holds at least `max` permits.
+            let permit = memory
+                .acquire_many(size as u32)
+                .await
+                .map_err(|_| ConnError::Protocol("memory pool closed".into()))?;
+            let mut frame = BytesMut::zeroed(size);
+            match tokio::time::timeout(idle, rd.read_exact(&mut frame)).await {
+                Err(_) => Err(ConnError::Idle),
+                Ok(r) => r.map(|_| (frame.freeze(), permit)).map_err(ConnError::from),
+            }
+        };
+        let (frame, permit) = tokio::select! {
+            r = read_body => r?,
+            // A request cut off by shutdown was never acknowledged: drop it.
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let outcome = handlers::handle_frame(broker, frame).await;
+        drop(permit);
+        let bytes = match outcome {
+            Outcome::Respond(bytes) => bytes,
+            Outcome::NoResponse => BytesMut::new(),
             Outcome::Close(why) => {
-                wr.flush().await?;
+                let _ = tokio::time::timeout(idle, wr.flush()).await;
                 warn!(reason = %why, "closing connection");
                 return Err(ConnError::Protocol(why));
             }
-        }
+        };
         // Flush unless the next request is already here in full (pipelining): its response
-        // then goes out in the same write.
-        if !holds_whole_frame(rd.buffer()) {
-            wr.flush().await?;
+        // then goes out in the same write. A client that stops reading is dropped after the
+        // idle timeout rather than holding the connection forever.
+        let flush = !holds_whole_frame(rd.buffer());
+        let write = async {
+            wr.write_all(&bytes).await?;
+            if flush {
+                wr.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        match tokio::time::timeout(idle, write).await {
+            Err(_) => return Err(ConnError::Idle),
+            Ok(r) => r?,
         }
     }
 }

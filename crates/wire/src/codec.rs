@@ -18,8 +18,6 @@ pub enum DecodeError {
     InvalidLength(i64),
     #[error("varint is longer than allowed")]
     VarintTooLong,
-    #[error("string is not valid UTF-8")]
-    InvalidUtf8,
     #[error("version {version} of {message} is not supported")]
     UnsupportedVersion { message: &'static str, version: i16 },
     #[error("unknown api key {0}")]
@@ -214,11 +212,10 @@ pub fn get_nullable_string(buf: &mut Bytes, compact: bool) -> Result<Option<Stri
     match get_len(buf, compact, false)? {
         None => Ok(None),
         Some(n) => {
+            // Invalid UTF-8 becomes U+FFFD, as Java's `new String(bytes, UTF_8)` does: a client
+            // id in Latin-1 must not make a request unreadable. Names are validated later.
             let raw = buf.split_to(n);
-            match std::str::from_utf8(&raw) {
-                Ok(s) => Ok(Some(s.to_owned())),
-                Err(_) => Err(DecodeError::InvalidUtf8),
-            }
+            Ok(Some(String::from_utf8_lossy(&raw).into_owned()))
         }
     }
 }

@@ -72,7 +72,7 @@ fn corrupt(codec: Compression, e: impl std::fmt::Display) -> CompressionError {
 /// Reads all of `r`, failing once more than `max_bytes` come out.
 fn read_bounded(codec: Compression, r: impl Read, max_bytes: usize) -> Result<Vec<u8>, CompressionError> {
     let mut out = Vec::new();
-    r.take(max_bytes as u64 + 1)
+    r.take((max_bytes as u64).saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| corrupt(codec, e))?;
     if out.len() > max_bytes {
@@ -81,7 +81,7 @@ fn read_bounded(codec: Compression, r: impl Read, max_bytes: usize) -> Result<Ve
     Ok(out)
 }
 
-const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 
@@ -89,12 +89,12 @@ const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 pub fn decompress(codec: Compression, data: &[u8], max_bytes: usize) -> Result<Bytes, CompressionError> {
     let out = match codec {
         Compression::None => return Ok(Bytes::copy_from_slice(data)),
-        Compression::Gzip => read_bounded(codec, flate2::read::GzDecoder::new(data), max_bytes)?,
+        Compression::Gzip => read_bounded(codec, flate2::read::MultiGzDecoder::new(data), max_bytes)?,
         Compression::Lz4 => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), max_bytes)?,
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::new(data).map_err(|e| corrupt(codec, e))?;
-            // A frame header may ask for a window of up to 2 GiB; producers use at most a few
-            // MiB (level 19 uses 8 MiB). Refuse more than 16 MiB instead of allocating it.
+            // A frame header may ask for a window of up to 2 GiB. Refuse more than zstd's own
+            // default limit (128 MiB), which the Java client and librdkafka also apply.
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt(codec, e))?;

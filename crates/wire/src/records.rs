@@ -211,6 +211,31 @@ impl RecordBatch {
         Ok(())
     }
 
+    /// Checks everything a broker must before it accepts a batch: the CRC, that the records
+    /// parse, that their offset deltas run 0, 1, … and end at the header's last offset delta,
+    /// and that nothing follows the last record. Returns the record count.
+    pub fn validate(&self, max_bytes: usize) -> Result<i32, BatchError> {
+        self.verify_crc()?;
+        let mut n: i32 = 0;
+        for record in self.records(max_bytes)? {
+            let record = record?;
+            let delta = record.offset.wrapping_sub(self.base_offset());
+            if delta != i64::from(n) {
+                return Err(BatchError::InvalidRecord(format!(
+                    "record {n} has offset delta {delta}"
+                )));
+            }
+            n += 1;
+        }
+        if n == 0 || self.last_offset_delta() != n - 1 {
+            return Err(BatchError::InvalidRecord(format!(
+                "{n} records but last offset delta {}",
+                self.last_offset_delta()
+            )));
+        }
+        Ok(n)
+    }
+
     /// The records of this batch, decompressed (at most `max_bytes` of them) if need be.
     pub fn records(&self, max_bytes: usize) -> Result<Records, BatchError> {
         let body = self.raw.slice(HEADER_BYTES..);
@@ -218,9 +243,13 @@ impl RecordBatch {
             Compression::None => body,
             c => compression::decompress(c, &body, max_bytes)?,
         };
+        let count = self.record_count();
+        if count < 0 {
+            return Err(BatchError::InvalidRecord(format!("negative record count {count}")));
+        }
         Ok(Records {
             data,
-            remaining: self.record_count().max(0) as usize,
+            remaining: count as usize,
             base_offset: self.base_offset(),
             base_timestamp: self.base_timestamp(),
         })
@@ -297,7 +326,7 @@ impl Records {
                 "invalid header count {header_count}"
             )));
         }
-        let mut headers = Vec::with_capacity(header_count as usize);
+        let mut headers = Vec::with_capacity(codec::capacity_for::<Header>(header_count as usize, &r));
         for _ in 0..header_count {
             let key = varbytes(&mut r)?.ok_or_else(|| BatchError::InvalidRecord("null header key".into()))?;
             let value = varbytes(&mut r)?;
@@ -324,6 +353,14 @@ impl Iterator for Records {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
+            if !self.data.is_empty() {
+                // Bytes beyond the records the header counts: the batch is corrupt.
+                let n = self.data.len();
+                self.data.clear();
+                return Some(Err(BatchError::InvalidRecord(format!(
+                    "{n} bytes after the last record"
+                ))));
+            }
             return None;
         }
         self.remaining -= 1;
@@ -498,6 +535,24 @@ mod tests {
             assert_eq!(records[2].timestamp, 999);
             assert_eq!(records[2].headers[0].value, None);
         }
+    }
+
+    #[test]
+    fn validation_checks_counts_and_deltas() {
+        let mut data = sample(Compression::Lz4);
+        let batch = RecordBatch::parse(&mut data).unwrap();
+        assert_eq!(batch.validate(1 << 20).unwrap(), 3);
+        // A header that claims fewer records than the body holds.
+        let mut raw = BytesMut::from(&sample(Compression::None)[..]);
+        raw[57..61].copy_from_slice(&2i32.to_be_bytes());
+        raw[23..27].copy_from_slice(&1i32.to_be_bytes());
+        let crc = crc32c::crc32c(&raw[CRC_START..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = RecordBatch::parse(&mut raw.freeze()).unwrap();
+        assert!(batch.validate(1 << 20).is_err());
+        // An empty batch is not a valid produce.
+        let empty = RecordBatch::parse(&mut BatchBuilder::new(Compression::None).build()).unwrap();
+        assert!(empty.validate(1 << 20).is_err());
     }
 
     #[test]

@@ -1,25 +1,39 @@
 //! Metadata: the brokers of the cluster, its id and controller, and topic layouts.
 //!
 //! Topics do not exist yet (the log and topic management come with issues 3 and 4): every
-//! named topic is answered with `UNKNOWN_TOPIC_OR_PARTITION`, and "all topics" is empty.
+//! named topic is answered with `UNKNOWN_TOPIC_OR_PARTITION` (or `UNKNOWN_TOPIC_ID` when asked
+//! for by id), and "all topics" is empty.
 
 use crate::Broker;
 use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_REQUEST: i16 = 42;
+const UNKNOWN_TOPIC_ID: i16 = 100;
 
-pub fn handle(broker: &Broker, _version: i16, request: MetadataRequest) -> MetadataResponse {
+pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     let c = &broker.config;
-    let topics = request
-        .topics
-        .unwrap_or_default()
+    // Null means all topics; so does an empty list in version 0.
+    let requested = match request.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => t,
+        _ => vec![],
+    };
+    let topics = requested
         .into_iter()
-        .map(|t| MetadataResponseTopic {
-            error_code: UNKNOWN_TOPIC_OR_PARTITION,
-            name: t.name,
-            topic_id: t.topic_id,
-            ..Default::default()
+        .map(|t| {
+            let (name, error_code) = match t.name {
+                Some(name) => (Some(name), UNKNOWN_TOPIC_OR_PARTITION),
+                // By id: only version 12+ may leave the name out of the response.
+                None if version >= 12 => (None, UNKNOWN_TOPIC_ID),
+                None => (Some(String::new()), INVALID_REQUEST),
+            };
+            MetadataResponseTopic {
+                error_code,
+                name,
+                topic_id: t.topic_id,
+                ..Default::default()
+            }
         })
         .collect();
     MetadataResponse {
