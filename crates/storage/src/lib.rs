@@ -1,4 +1,28 @@
-//! The partition log on disk: `LogManager` → `Log` → `Segment` with offset and time indexes,
-//! recovery, retention and checkpoints.
+//! The partition log on disk: `Log` → `Segment` (a `.log` file of record batches as received
+//! plus a sparse offset index), with recovery of a torn tail on open.
 //!
-//! Not built yet (issue 3). Nothing in the broker stores data so far.
+//! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open): segmented
+//! append and read, rolling, offset index, recovery of the last segment. Not yet: time index,
+//! retention, checkpoints, clean-shutdown fast start, flush policy and group commit, a
+//! fault-injecting backend, bounded open files.
+
+mod log;
+mod segment;
+
+pub use crate::log::{AppendInfo, Log, LogConfig};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("offset {offset} is outside the log ({start}..={end})")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("batch of {size} bytes exceeds the limit of {max}")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error("{path} is corrupt at byte {position}: {why}")]
+    Corrupt { path: PathBuf, position: u64, why: String },
+}

@@ -1,0 +1,190 @@
+//! The log against an in-memory model: random appends, reads, restarts and torn tails.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use storage::{Log, LogConfig};
+use wire::records::{BatchBuilder, RecordBatch};
+use wire::Compression;
+
+fn batch(first_value: u32, count: u32, value_bytes: usize) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..count {
+        let v = format!("{:0width$}", first_value + i, width = value_bytes.max(8));
+        b.push(1_000 + i64::from(i), Some(b"k"), Some(v.as_bytes()), &[]);
+    }
+    b.build()
+}
+
+/// Every record value readable from `offset` on, in order.
+fn read_values(log: &Log, mut offset: i64, max_bytes: usize) -> Vec<(i64, String)> {
+    let mut out = vec![];
+    loop {
+        let data = log.read(offset, max_bytes).expect("read");
+        if data.is_empty() {
+            return out;
+        }
+        for b in RecordBatch::iter_all(data) {
+            let b = b.expect("whole batches");
+            b.verify_crc().expect("crc");
+            for r in b.records(1 << 20).unwrap() {
+                let r = r.unwrap();
+                if r.offset >= offset {
+                    out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+                }
+            }
+            offset = b.last_offset() + 1;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { count: u32, value_bytes: usize },
+    Read { at: u8, max_bytes: usize },
+    Reopen,
+    TearTail { bytes: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u32..20, 8usize..300).prop_map(|(count, value_bytes)| Op::Append { count, value_bytes }),
+        3 => (any::<u8>(), 1usize..4000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => Just(Op::Reopen),
+        1 => (1u16..200).prop_map(|bytes| Op::TearTail { bytes }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_the_model(ops in proptest::collection::vec(op(), 1..60), segment_bytes in 500u64..20_000) {
+        let dir = tempdir();
+        let config = LogConfig { segment_bytes, index_interval_bytes: 256, ..LogConfig::default() };
+        let mut log = Log::open(&dir, config.clone()).unwrap();
+        // The model: (offset, value) of every record, and batch boundaries for tearing.
+        let mut model: Vec<(i64, String)> = vec![];
+        let mut batch_starts: Vec<i64> = vec![];
+        let mut next_value = 0u32;
+        for op in ops {
+            match op {
+                Op::Append { count, value_bytes } => {
+                    let info = log.append(batch(next_value, count, value_bytes), 3).unwrap();
+                    prop_assert_eq!(info.base_offset, model.len() as i64);
+                    prop_assert_eq!(info.last_offset, info.base_offset + i64::from(count) - 1);
+                    batch_starts.push(info.base_offset);
+                    for i in 0..count {
+                        let v = format!("{:0width$}", next_value + i, width = value_bytes.max(8));
+                        model.push((info.base_offset + i64::from(i), v));
+                    }
+                    next_value += count;
+                }
+                Op::Read { at, max_bytes } => {
+                    let offset = if model.is_empty() { 0 } else { i64::from(at) % (model.len() as i64 + 1) };
+                    let got = read_values(&log, offset, max_bytes);
+                    prop_assert_eq!(&got[..], &model[offset as usize..]);
+                }
+                Op::Reopen => {
+                    drop(log);
+                    log = Log::open(&dir, config.clone()).unwrap();
+                    prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+                }
+                Op::TearTail { bytes } => {
+                    // A crash mid-write: the last batch loses its tail and must disappear whole.
+                    let Some(&last_start) = batch_starts.last() else { continue };
+                    drop(log);
+                    let newest = std::fs::read_dir(&dir).unwrap()
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                        .max().unwrap();
+                    let len = std::fs::metadata(&newest).unwrap().len();
+                    if len == 0 {
+                        log = Log::open(&dir, config.clone()).unwrap();
+                        continue;
+                    }
+                    let f = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
+                    f.set_len(len.saturating_sub(u64::from(bytes))).unwrap();
+                    log = Log::open(&dir, config.clone()).unwrap();
+                    model.truncate(last_start as usize);
+                    batch_starts.pop();
+                    // Tearing more than the last batch removes earlier ones of that segment too.
+                    let end = log.log_end_offset();
+                    prop_assert!(end <= last_start);
+                    model.truncate(end as usize);
+                    batch_starts.retain(|s| *s < end);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+        }
+        let got = read_values(&log, 0, 1 << 16);
+        prop_assert_eq!(got, model);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn reading_outside_the_log_is_an_error_and_the_end_is_empty() {
+    let dir = tempdir();
+    let mut log = Log::open(&dir, LogConfig::default()).unwrap();
+    log.append(batch(0, 5, 10), 0).unwrap();
+    assert!(log.read(5, 100).unwrap().is_empty());
+    assert!(matches!(
+        log.read(6, 100),
+        Err(storage::StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100),
+        Err(storage::StorageError::OffsetOutOfRange { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_batch_larger_than_max_bytes_is_still_returned_whole() {
+    let dir = tempdir();
+    let mut log = Log::open(&dir, LogConfig::default()).unwrap();
+    let big = batch(0, 10, 2000);
+    let size = big.len();
+    log.append(big, 0).unwrap();
+    log.append(batch(10, 1, 10), 0).unwrap();
+    assert_eq!(log.read(3, 100).unwrap().len(), size);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn corrupt_and_oversized_batches_are_refused() {
+    let dir = tempdir();
+    let mut log = Log::open(
+        &dir,
+        LogConfig {
+            batch_bytes_max: 1000,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        log.append(batch(0, 10, 200), 0),
+        Err(storage::StorageError::BatchTooLarge { .. })
+    ));
+    let mut bad = bytes::BytesMut::from(&batch(0, 1, 10)[..]);
+    let n = bad.len();
+    bad[n - 3] ^= 1;
+    assert!(matches!(
+        log.append(bad.freeze(), 0),
+        Err(storage::StorageError::InvalidBatch(_))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "sluice-log-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
