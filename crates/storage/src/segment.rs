@@ -95,23 +95,34 @@ fn read_batch_info(file: &File, position: u64, file_size: u64) -> Result<Option<
 }
 
 impl Segment {
-    /// Creates a new, empty segment (truncating any leftover files of the same name).
-    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment, StorageError> {
+    /// Opens the segment's files: the log created empty when `fresh`, else it must exist; the
+    /// index always starts empty (it is rebuilt from the log).
+    fn open_files(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        fresh: bool,
+    ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let index_path = dir.join(file_name(base_offset, "index"));
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(p)
-                .map_err(io(p))
-        };
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(fresh)
+            .truncate(fresh)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
+        let index_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&index_path)
+            .map_err(io(&index_path))?;
         Ok(Segment {
             base_offset,
-            log: open(&log_path)?,
-            index_file: open(&index_path)?,
+            log,
+            index_file,
             log_path,
             index_path,
             size: 0,
@@ -121,6 +132,11 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: -1,
         })
+    }
+
+    /// Creates a new, empty segment (truncating any leftover files of the same name).
+    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment, StorageError> {
+        Self::open_files(dir, base_offset, index_interval_bytes, true)
     }
 
     /// Opens an existing segment and checks it: every batch's framing (and its CRC, when
@@ -136,34 +152,8 @@ impl Segment {
         index_interval_bytes: u64,
         verify_crc: bool,
     ) -> Result<(Segment, u64), StorageError> {
-        let log_path = dir.join(file_name(base_offset, "log"));
-        let index_path = dir.join(file_name(base_offset, "index"));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(io(&log_path))?;
-        let index_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&index_path)
-            .map_err(io(&index_path))?;
-        let file_size = log.metadata().map_err(io(&log_path))?.len();
-        let mut seg = Segment {
-            base_offset,
-            log,
-            index_file,
-            log_path,
-            index_path,
-            size: 0,
-            index: vec![],
-            bytes_since_index: 0,
-            index_interval_bytes,
-            next_offset: base_offset,
-            max_timestamp: -1,
-        };
+        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false)?;
+        let file_size = seg.log.metadata().map_err(io(&seg.log_path))?.len();
         let mut position = 0u64;
         let mut expected_base = base_offset;
         loop {
