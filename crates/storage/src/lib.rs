@@ -2,9 +2,10 @@
 //! plus a sparse offset index), with recovery of a torn tail on open.
 //!
 //! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open): segmented
-//! append and read, rolling, offset index, recovery of the last segment. Not yet: time index,
-//! retention, checkpoints, clean-shutdown fast start, flush policy and group commit, a
-//! fault-injecting backend, bounded open files.
+//! append and read, rolling, offset index, recovery of the last segment, retention by time and
+//! size, DeleteRecords with a log start offset checkpoint. Not yet: time index, clean-shutdown
+//! fast start, recovery-point checkpoint, flush policy and group commit, a fault-injecting
+//! backend, bounded open files, asynchronous file deletion.
 
 mod log;
 mod segment;

@@ -85,13 +85,25 @@ impl Log {
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
         }
-        let log_start_offset = *segments.keys().next().unwrap_or(&0);
-        Ok(Log {
+        let first_base = *segments.keys().next().unwrap_or(&0);
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments,
-            log_start_offset,
-        })
+            log_start_offset: first_base,
+        };
+        // DeleteRecords may have moved the start past the first segment's base.
+        if let Some(saved) = read_checkpoint(&dir.join(LOG_START_CHECKPOINT))? {
+            if saved > log.log_end_offset() {
+                // Records below `saved` were deleted on purpose and the tail above the log end
+                // was lost in a crash. Offsets are never reused, so the log starts again, empty,
+                // at the saved start (Kafka does the same).
+                log.truncate_fully_and_start_at(saved)?;
+            } else {
+                log.log_start_offset = saved.max(first_base);
+            }
+        }
+        Ok(log)
     }
 
     fn active(&self) -> &Segment {
@@ -186,6 +198,93 @@ impl Log {
         Ok(Bytes::new())
     }
 
+    /// Advances the log start offset to `offset` (DeleteRecords): records below it are no
+    /// longer readable, and segments wholly below it are deleted. The new start is written to
+    /// a checkpoint before any file is removed. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let end = self.log_end_offset();
+        if offset < 0 || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start_offset(offset)?;
+            self.delete_segments_below_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes the oldest segments that retention no longer keeps: those whose newest record is
+    /// older than `retention_ms` before `now_ms`, and those that take the log over
+    /// `retention_bytes`. Whole segments only, never the active one; the log start offset
+    /// moves first. Returns how many segments were deleted.
+    pub fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: Option<i64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<usize, StorageError> {
+        let mut size = self.size_bytes();
+        let mut new_start = None;
+        for (_, seg) in self.segments.iter().take(self.segments.len() - 1) {
+            let expired = retention_ms.is_some_and(|r| seg.max_timestamp() < now_ms.saturating_sub(r));
+            let oversize = retention_bytes.is_some_and(|r| size > r);
+            if !(expired || oversize) {
+                break;
+            }
+            size -= seg.size();
+            new_start = Some(seg.next_offset());
+        }
+        match new_start {
+            Some(start) if start > self.log_start_offset => {
+                self.set_log_start_offset(start)?;
+                self.delete_segments_below_start()
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Drops every record and continues, empty, at `offset`.
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+        for (base, seg) in std::mem::take(&mut self.segments) {
+            if base != offset {
+                seg.delete()?;
+            }
+        }
+        self.segments.insert(offset, fresh);
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
+        assert!(offset >= self.log_start_offset, "the log start offset only grows");
+        write_checkpoint(&self.dir.join(LOG_START_CHECKPOINT), offset)?;
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
+    /// Deletes every segment other than the active one whose records all lie below the start.
+    fn delete_segments_below_start(&mut self) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let Some(mut first) = self.segments.first_entry() else {
+                break;
+            };
+            if first.get_mut().next_offset() > self.log_start_offset {
+                break;
+            }
+            let seg = first.remove();
+            tracing::info!(dir = %self.dir.display(), next_offset = seg.next_offset(), "deleting segment");
+            seg.delete()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.active().sync()
@@ -198,4 +297,42 @@ impl Log {
     pub fn segment_file(&self, base_offset: i64) -> PathBuf {
         self.dir.join(segment::file_name(base_offset, "log"))
     }
+}
+
+const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
+
+fn read_checkpoint(path: &Path) -> Result<Option<i64>, StorageError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<i64>().map(Some).map_err(|e| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            why: format!("checkpoint is not an offset: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a checkpoint so that a crash leaves the old value or the new one: temp file, fsync,
+/// rename, fsync of the directory.
+fn write_checkpoint(path: &Path, value: i64) -> Result<(), StorageError> {
+    use std::io::Write;
+    fn err(p: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
+        move |source| StorageError::Io {
+            path: p.to_path_buf(),
+            source,
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+    f.write_all(format!("{value}\n").as_bytes()).map_err(err(&tmp))?;
+    f.sync_all().map_err(err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(err(path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))?;
+    }
+    Ok(())
 }

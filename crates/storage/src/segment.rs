@@ -306,4 +306,16 @@ impl Segment {
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
+    /// The largest batch max timestamp in the segment, or -1 when it has none.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    /// Removes the segment's files.
+    pub fn delete(self) -> Result<(), StorageError> {
+        std::fs::remove_file(&self.log_path).map_err(io(&self.log_path))?;
+        match std::fs::remove_file(&self.index_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.index_path)(e)),
+            _ => Ok(()),
+        }
+    }
 }

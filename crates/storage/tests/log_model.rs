@@ -43,6 +43,8 @@ enum Op {
     Read { at: u8, max_bytes: usize },
     Reopen,
     TearTail { bytes: u16 },
+    DeleteBefore { at: u8 },
+    RetainBytes { bytes: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +53,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), 1usize..4000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => Just(Op::Reopen),
         1 => (1u16..200).prop_map(|bytes| Op::TearTail { bytes }),
+        1 => any::<u8>().prop_map(|at| Op::DeleteBefore { at }),
+        1 => (0u64..30_000).prop_map(|bytes| Op::RetainBytes { bytes }),
     ]
 }
 
@@ -66,6 +70,8 @@ proptest! {
         let mut model: Vec<(i64, String)> = vec![];
         let mut batch_starts: Vec<i64> = vec![];
         let mut next_value = 0u32;
+        // The log start offset: records below it are gone.
+        let mut start = 0i64;
         for op in ops {
             match op {
                 Op::Append { count, value_bytes } => {
@@ -80,9 +86,13 @@ proptest! {
                     next_value += count;
                 }
                 Op::Read { at, max_bytes } => {
-                    let offset = if model.is_empty() { 0 } else { i64::from(at) % (model.len() as i64 + 1) };
+                    let len = model.len() as i64;
+                    let offset = start + i64::from(at) % (len - start + 1);
                     let got = read_values(&log, offset, max_bytes);
                     prop_assert_eq!(&got[..], &model[offset as usize..]);
+                    if start > 0 {
+                        prop_assert!(log.read(start - 1, max_bytes).is_err(), "read below the log start");
+                    }
                 }
                 Op::Reopen => {
                     drop(log);
@@ -105,19 +115,38 @@ proptest! {
                     let f = std::fs::OpenOptions::new().write(true).open(&newest).unwrap();
                     f.set_len(len.saturating_sub(u64::from(bytes))).unwrap();
                     log = Log::open(&dir, config.clone()).unwrap();
-                    model.truncate(last_start as usize);
                     batch_starts.pop();
                     // Tearing more than the last batch removes earlier ones of that segment too.
+                    // If the tear reaches below the log start, the log restarts empty there:
+                    // offsets are never reused. Model entries below the start are never read.
                     let end = log.log_end_offset();
-                    prop_assert!(end <= last_start);
+                    prop_assert!(end <= last_start.max(start));
+                    prop_assert!(end >= start);
                     model.truncate(end as usize);
                     batch_starts.retain(|s| *s < end);
                 }
+                Op::DeleteBefore { at } => {
+                    let len = model.len() as i64;
+                    let target = i64::from(at) % (len + 1);
+                    let new_start = log.delete_records_before(target).unwrap();
+                    prop_assert_eq!(new_start, start.max(target));
+                    start = new_start;
+                }
+                Op::RetainBytes { bytes } => {
+                    log.enforce_retention(0, None, Some(bytes)).unwrap();
+                    prop_assert!(log.size_bytes() <= bytes || log.segment_count() == 1);
+                    prop_assert!(log.log_start_offset() >= start, "the log start offset only grows");
+                    start = log.log_start_offset();
+                }
             }
             prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+            prop_assert_eq!(log.log_start_offset(), start);
         }
-        let got = read_values(&log, 0, 1 << 16);
-        prop_assert_eq!(got, model);
+        let got = read_values(&log, start, 1 << 16);
+        prop_assert_eq!(&got[..], &model[start as usize..]);
+        drop(log);
+        let log = Log::open(&dir, config).unwrap();
+        prop_assert_eq!(log.log_start_offset(), start, "the log start offset survives a restart");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
@@ -174,6 +203,33 @@ fn corrupt_and_oversized_batches_are_refused() {
         Err(storage::StorageError::InvalidBatch(_))
     ));
     assert_eq!(log.log_end_offset(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn time_retention_deletes_only_expired_whole_segments() {
+    let dir = tempdir();
+    let mut log = Log::open(
+        &dir,
+        LogConfig {
+            segment_bytes: 300,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
+        log.append(batch(i, 1, 100), 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 3, "{segments} segments");
+    // Every record has a timestamp near 1000: at now=1000+50 with 10 ms retention, all
+    // segments but the active one have expired.
+    assert_eq!(log.enforce_retention(1_050, Some(10), None).unwrap(), segments - 1);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), log.log_end_offset() - 1);
+    // Nothing expires under a long retention.
+    log.append(batch(10, 1, 100), 0).unwrap();
+    assert_eq!(log.enforce_retention(1_050, Some(1_000_000), None).unwrap(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
