@@ -3,7 +3,8 @@
 //!
 //! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open): segmented
 //! append and read, rolling, offset index, recovery of the last segment, retention by time and
-//! size, DeleteRecords with a log start offset checkpoint. Not yet: time index, clean-shutdown
+//! size, DeleteRecords with a log start offset checkpoint, timestamp lookups (an in-memory time
+//! index rebuilt on open). Not yet: a persisted time index, clean-shutdown
 //! fast start, recovery-point checkpoint, flush policy and group commit, a fault-injecting
 //! backend, bounded open files, asynchronous file deletion.
 

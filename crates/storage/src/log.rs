@@ -285,6 +285,22 @@ impl Log {
         Ok(deleted)
     }
 
+    /// The earliest record whose timestamp is at least `target` (ListOffsets by time):
+    /// (offset, timestamp), or `None` when every record is older.
+    pub fn offset_for_timestamp(&self, target: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let first = self
+            .segments
+            .range(..=self.log_start_offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for (_, seg) in self.segments.range(first..) {
+            if let Some(found) = seg.find_timestamp(target, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.active().sync()

@@ -20,6 +20,9 @@ struct IndexEntry {
 
 const INDEX_ENTRY_BYTES: usize = 8;
 
+/// The most a batch may decompress to when the log reads inside it (timestamp lookups).
+const BATCH_DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
+
 /// The fields of a stored batch header a segment needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -39,6 +42,10 @@ pub struct Segment {
     /// Bytes in the log file that hold whole, valid batches.
     size: u64,
     index: Vec<IndexEntry>,
+    /// For each index entry, the largest timestamp of the batches before its position: a
+    /// nondecreasing list that narrows timestamp lookups (the time index, kept in memory and
+    /// rebuilt with the offset index).
+    index_prior_max_timestamp: Vec<i64>,
     bytes_since_index: u64,
     index_interval_bytes: u64,
     /// The offset after the last batch (the segment's log end), or the base if empty.
@@ -127,6 +134,7 @@ impl Segment {
             index_path,
             size: 0,
             index: vec![],
+            index_prior_max_timestamp: vec![],
             bytes_since_index: 0,
             index_interval_bytes,
             next_offset: base_offset,
@@ -201,6 +209,7 @@ impl Segment {
             let at = (self.index.len() * INDEX_ENTRY_BYTES) as u64;
             self.index_file.write_all_at(&b, at).map_err(io(&self.index_path))?;
             self.index.push(entry);
+            self.index_prior_max_timestamp.push(self.max_timestamp);
             self.bytes_since_index = 0;
         }
         self.bytes_since_index += u64::from(info.size);
@@ -290,6 +299,65 @@ impl Segment {
             .read_exact_at(&mut buf, first.position)
             .map_err(io(&self.log_path))?;
         Ok(Some(bytes::Bytes::from(buf)))
+    }
+
+    /// The first record at or after `min_offset` whose timestamp is at least `target`:
+    /// (offset, timestamp). Batches are skipped by their max timestamp; only the batch that
+    /// holds the answer is decompressed.
+    pub fn find_timestamp(&self, target: i64, min_offset: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        if self.max_timestamp < target {
+            return Ok(None);
+        }
+        let by_time = self.index_prior_max_timestamp.partition_point(|t| *t < target);
+        let by_offset = self
+            .index
+            .partition_point(|e| i64::from(e.relative_offset) <= min_offset - self.base_offset);
+        let entry = by_time.min(by_offset);
+        let mut position = if entry == 0 {
+            0
+        } else {
+            u64::from(self.index[entry - 1].position)
+        };
+        while position < self.size {
+            let info = read_batch_info(&self.log, position, self.size)
+                .map_err(io(&self.log_path))?
+                .ok_or_else(|| StorageError::Corrupt {
+                    path: self.log_path.clone(),
+                    position,
+                    why: "batch header unreadable inside the valid region".into(),
+                })?;
+            position += u64::from(info.size);
+            if info.max_timestamp < target || info.last_offset < min_offset {
+                continue;
+            }
+            let mut raw = vec![0u8; info.size as usize];
+            self.log
+                .read_exact_at(&mut raw, info.position)
+                .map_err(io(&self.log_path))?;
+            let corrupt = |why: String| StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position: info.position,
+                why,
+            };
+            let batch =
+                wire::records::RecordBatch::parse(&mut bytes::Bytes::from(raw)).map_err(|e| corrupt(e.to_string()))?;
+            for record in batch
+                .records(BATCH_DECOMPRESSED_BYTES_MAX)
+                .map_err(|e| corrupt(e.to_string()))?
+            {
+                let record = record.map_err(|e| corrupt(e.to_string()))?;
+                // With LogAppendTime every record carries the batch's max timestamp.
+                let ts = if batch.is_log_append_time() {
+                    batch.max_timestamp()
+                } else {
+                    record.timestamp
+                };
+                if record.offset >= min_offset && ts >= target {
+                    return Ok(Some((record.offset, ts)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     pub fn sync(&self) -> Result<(), StorageError> {

@@ -233,6 +233,68 @@ fn time_retention_deletes_only_expired_whole_segments() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn timestamps_find_the_first_record_at_or_after_them() {
+    let dir = tempdir();
+    let mut log = Log::open(
+        &dir,
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    // Batch i holds records at timestamps 10*i+1 .. 10*i+5 (offsets 5i .. 5i+4), out of order
+    // inside the batch to check that the lookup reads records, not just batch bounds.
+    for i in 0..20i64 {
+        let mut b = BatchBuilder::new(if i % 2 == 0 {
+            Compression::Lz4
+        } else {
+            Compression::None
+        });
+        for ts in [3, 1, 2, 5, 4] {
+            b.push(10 * i + ts, None, Some(b"v"), &[]);
+        }
+        log.append(b.build(), 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.offset_for_timestamp(i64::MIN).unwrap(), Some((0, 3)));
+    assert_eq!(
+        log.offset_for_timestamp(54).unwrap(),
+        Some((28, 55)),
+        "batch 5: ts 53,51,52,55 → offset 28"
+    );
+    assert_eq!(
+        log.offset_for_timestamp(51).unwrap(),
+        Some((25, 53)),
+        "first record with ts >= 51 is the first"
+    );
+    assert_eq!(log.offset_for_timestamp(196).unwrap(), None);
+    log.delete_records_before(27).unwrap();
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((27, 52)),
+        "records below the start are gone"
+    );
+    drop(log);
+    let log = Log::open(
+        &dir,
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        log.offset_for_timestamp(54).unwrap(),
+        Some((28, 55)),
+        "after a restart too"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn tempdir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
