@@ -12,4 +12,4 @@ pub mod records;
 
 pub use codec::{ApiMessage, Decode, DecodeError, Encode, EncodeError, Message, Uuid};
 pub use compression::Compression;
-pub use messages::ApiKey;
+pub use messages::{ApiKey, ErrorCode};

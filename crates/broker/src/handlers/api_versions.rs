@@ -8,10 +8,10 @@ use super::SUPPORTED;
 use bytes::Bytes;
 use wire::messages::api_versions_response::ApiVersion;
 use wire::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use wire::Decode;
+use wire::{Decode, ErrorCode};
 
-const UNSUPPORTED_VERSION: i16 = 35;
-const INVALID_REQUEST: i16 = 42;
+const UNSUPPORTED_VERSION: i16 = ErrorCode::UnsupportedVersion as i16;
+const INVALID_REQUEST: i16 = ErrorCode::InvalidRequest as i16;
 
 pub struct Reply {
     pub version: i16,

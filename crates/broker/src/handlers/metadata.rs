@@ -8,9 +8,11 @@ use crate::Broker;
 use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_REQUEST: i16 = 42;
-const UNKNOWN_TOPIC_ID: i16 = 100;
+use wire::ErrorCode;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = ErrorCode::UnknownTopicOrPartition as i16;
+const INVALID_REQUEST: i16 = ErrorCode::InvalidRequest as i16;
+const UNKNOWN_TOPIC_ID: i16 = ErrorCode::UnknownTopicId as i16;
 
 pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     let c = &broker.config;

@@ -4,6 +4,9 @@
 
 use crate::codec as c;
 
+pub mod error_code;
+pub use error_code::ErrorCode;
+
 pub mod add_offsets_to_txn_request;
 pub mod add_offsets_to_txn_response;
 pub mod add_partitions_to_txn_request;
