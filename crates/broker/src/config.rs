@@ -69,6 +69,19 @@ pub struct BrokerConfig {
     pub queued_request_bytes_max: usize,
     /// `connections.max.idle.ms`: a connection idle, or stalled mid-request, this long is closed.
     pub connection_idle_max: std::time::Duration,
+    /// Topic defaults and creation policy.
+    pub topic_defaults: TopicDefaults,
+}
+
+/// Broker-wide defaults for topics (`num.partitions`, `log.*`, `message.max.bytes`).
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    pub num_partitions: i32,
+    pub auto_create: bool,
+    pub message_bytes_max: i64,
+    pub segment_bytes: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
 }
 
 /// Every key, its default and what it means (for `--help` and error messages).
@@ -100,6 +113,32 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "connections.max.idle.ms",
         "600000",
         "close a connection idle (or stalled mid-request) this long",
+    ),
+    ("num.partitions", "1", "partitions of a topic created without a count"),
+    (
+        "auto.create.topics.enable",
+        "true",
+        "create a topic when a client asks for its metadata",
+    ),
+    (
+        "message.max.bytes",
+        "1048588",
+        "largest record batch accepted (topic default)",
+    ),
+    (
+        "log.segment.bytes",
+        "1073741824",
+        "segment size before a new one is rolled (topic default)",
+    ),
+    (
+        "log.retention.ms",
+        "604800000",
+        "keep records this long; -1 forever (topic default)",
+    ),
+    (
+        "log.retention.bytes",
+        "-1",
+        "keep at most this many bytes per partition; -1 no limit (topic default)",
     ),
 ];
 
@@ -251,6 +290,32 @@ impl ConfigLayers {
         if idle_ms == 0 {
             return Err(invalid("connections.max.idle.ms", "must be at least 1".into()));
         }
+        let int = |key: &str, min: i64| -> Result<i64, ConfigError> {
+            let v = get(key)
+                .0
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| invalid(key, format!("expected a whole number ({e})")))?;
+            if v < min {
+                return Err(invalid(key, format!("must be at least {min}")));
+            }
+            Ok(v)
+        };
+        let flag = |key: &str| -> Result<bool, ConfigError> {
+            match get(key).0.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(invalid(key, "expected true or false".into())),
+            }
+        };
+        let topic_defaults = TopicDefaults {
+            num_partitions: int("num.partitions", 1)?.min(i64::from(i32::MAX)) as i32,
+            auto_create: flag("auto.create.topics.enable")?,
+            message_bytes_max: int("message.max.bytes", 0)?,
+            segment_bytes: int("log.segment.bytes", 14)?,
+            retention_ms: int("log.retention.ms", -1)?,
+            retention_bytes: int("log.retention.bytes", -1)?,
+        };
         Ok(BrokerConfig {
             node_id,
             listener: Listener {
@@ -263,6 +328,7 @@ impl ConfigLayers {
             request_frame_bytes_max: request_frame_bytes_max as usize,
             queued_request_bytes_max: queued_request_bytes_max as usize,
             connection_idle_max: std::time::Duration::from_millis(idle_ms),
+            topic_defaults,
         })
     }
 }

@@ -8,13 +8,16 @@ pub mod config;
 pub mod handlers;
 pub mod meta;
 pub mod server;
+pub mod topics;
 
 pub use config::{BrokerConfig, ConfigLayers};
 pub use server::Server;
 
 /// What every handler can see of the broker.
-#[derive(Debug)]
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    pub topics: topics::Topics,
+    /// Woken after every append, so waiting fetches look again.
+    pub data_arrived: tokio::sync::Notify,
 }

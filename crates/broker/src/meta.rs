@@ -102,10 +102,10 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), MetaError> {
     Ok(())
 }
 
-/// A random 16-byte id in Kafka's form: URL-safe base64 without padding (22 characters).
-fn new_cluster_id() -> String {
+/// 16 random bytes (for cluster and topic ids). `RandomState` is seeded from the OS's random
+/// source; two of them, mixed with the time, give 16 bytes.
+pub fn random_id() -> [u8; 16] {
     use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS's random source; two of them give 16 random bytes.
     let mut bytes = [0u8; 16];
     for (i, chunk) in bytes.chunks_mut(8).enumerate() {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -117,7 +117,12 @@ fn new_cluster_id() -> String {
         );
         chunk.copy_from_slice(&h.finish().to_le_bytes());
     }
-    base64_url(&bytes)
+    bytes
+}
+
+/// A random id in Kafka's form: URL-safe base64 without padding (22 characters).
+fn new_cluster_id() -> String {
+    base64_url(&random_id())
 }
 
 fn base64_url(data: &[u8]) -> String {

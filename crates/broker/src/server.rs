@@ -31,6 +31,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub enum StartError {
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error("{0}")]
+    Topics(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -47,6 +49,8 @@ impl Server {
     pub async fn bind(mut config: BrokerConfig) -> Result<Server, StartError> {
         let lock = meta::lock_data_dir(&config.data_dir)?;
         let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
+        let topics =
+            crate::topics::Topics::open(&config.data_dir, config.topic_defaults.clone()).map_err(StartError::Topics)?;
         let addr = config.listener.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -58,9 +62,15 @@ impl Server {
             config.listener.advertised_port = local.port();
         }
         config.listener.bind = local;
+        let broker = Broker {
+            config,
+            cluster_id,
+            topics,
+            data_arrived: tokio::sync::Notify::new(),
+        };
         Ok(Server {
             listener,
-            broker: Arc::new(Broker { config, cluster_id }),
+            broker: Arc::new(broker),
             _lock: lock,
         })
     }
@@ -84,6 +94,7 @@ impl Server {
             advertised = %format!("{}:{}", c.listener.advertised_host, c.listener.advertised_port),
             data_dir = %c.data_dir.display(),
             cluster_id = %broker.cluster_id,
+            topics = broker.topics.list().len(),
             "sluice broker started"
         );
         let connections = Arc::new(Semaphore::new(c.connections_max));

@@ -1,43 +1,86 @@
 //! Metadata: the brokers of the cluster, its id and controller, and topic layouts.
 //!
-//! Topics do not exist yet (the log and topic management come with issues 3 and 4): every
-//! named topic is answered with `UNKNOWN_TOPIC_OR_PARTITION` (or `UNKNOWN_TOPIC_ID` when asked
-//! for by id), and "all topics" is empty.
+//! A topic asked for by name that does not exist is created when `auto.create.topics.enable`
+//! is on and the client allows it (v4+), as Kafka does.
 
+use crate::topics::Topic;
 use crate::Broker;
-use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
+use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
-
 use wire::ErrorCode;
 
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = ErrorCode::UnknownTopicOrPartition as i16;
-const INVALID_REQUEST: i16 = ErrorCode::InvalidRequest as i16;
-const UNKNOWN_TOPIC_ID: i16 = ErrorCode::UnknownTopicId as i16;
+fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = broker.config.node_id;
+    MetadataResponseTopic {
+        error_code: 0,
+        name: Some(topic.name.clone()),
+        topic_id: topic.id,
+        is_internal: topic.name.starts_with("__"),
+        partitions: topic
+            .partitions
+            .iter()
+            .map(|p| MetadataResponsePartition {
+                error_code: 0,
+                partition_index: p.index,
+                leader_id: node,
+                leader_epoch: p.leader_epoch,
+                replica_nodes: vec![node],
+                isr_nodes: vec![node],
+                offline_replicas: vec![],
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn failed(name: Option<String>, topic_id: wire::Uuid, code: ErrorCode) -> MetadataResponseTopic {
+    MetadataResponseTopic {
+        error_code: code as i16,
+        name,
+        topic_id,
+        ..Default::default()
+    }
+}
 
 pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     let c = &broker.config;
     // Null means all topics; so does an empty list in version 0.
-    let requested = match request.topics {
-        Some(t) if !(version == 0 && t.is_empty()) => t,
-        _ => vec![],
-    };
-    let topics = requested
-        .into_iter()
-        .map(|t| {
-            let (name, error_code) = match t.name {
-                Some(name) => (Some(name), UNKNOWN_TOPIC_OR_PARTITION),
+    let topics = match request.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => t
+            .into_iter()
+            .map(|t| match t.name {
+                Some(name) => match broker.topics.get(&name) {
+                    Some(topic) => describe(broker, &topic),
+                    None => {
+                        // Before v4 there is no flag, and Kafka auto-creates.
+                        let allowed = version < 4 || request.allow_auto_topic_creation;
+                        if allowed && broker.topics.defaults().auto_create {
+                            match broker.topics.create(&name, -1, -1, Default::default()) {
+                                // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
+                                // are elected; here creation is synchronous and the partitions are
+                                // ready, so the client gets the topic at once (no retry delay).
+                                Ok(topic) => describe(broker, &topic),
+                                Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {
+                                    Some(topic) => describe(broker, &topic),
+                                    None => failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition),
+                                },
+                                Err(e) => failed(Some(name), t.topic_id, e.code),
+                            }
+                        } else {
+                            failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)
+                        }
+                    }
+                },
                 // By id: only version 12+ may leave the name out of the response.
-                None if version >= 12 => (None, UNKNOWN_TOPIC_ID),
-                None => (Some(String::new()), INVALID_REQUEST),
-            };
-            MetadataResponseTopic {
-                error_code,
-                name,
-                topic_id: t.topic_id,
-                ..Default::default()
-            }
-        })
-        .collect();
+                None if version >= 12 => match broker.topics.get_by_id(&t.topic_id) {
+                    Some(topic) => describe(broker, &topic),
+                    None => failed(None, t.topic_id, ErrorCode::UnknownTopicId),
+                },
+                None => failed(Some(String::new()), t.topic_id, ErrorCode::InvalidRequest),
+            })
+            .collect(),
+        _ => broker.topics.list().iter().map(|t| describe(broker, t)).collect(),
+    };
     MetadataResponse {
         brokers: vec![MetadataResponseBroker {
             node_id: c.node_id,

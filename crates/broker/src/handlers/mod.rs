@@ -5,7 +5,12 @@
 //! never see bytes.
 
 mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod list_offsets;
 mod metadata;
+mod produce;
 
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
@@ -25,7 +30,15 @@ pub enum Outcome {
 
 /// The APIs this broker serves, with the versions it accepts: what ApiVersions advertises.
 /// Only APIs with a real handler are listed; clients do not send what is not advertised.
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[(ApiKey::Metadata, 0, 12), (ApiKey::ApiVersions, 0, 4)];
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -70,7 +83,21 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
         Err(e) => return Outcome::Close(format!("malformed {} v{version} request: {e}", api_key.name())),
     };
     match body {
+        RequestBody::Produce(req) => match produce::handle(broker, version, req) {
+            Some(resp) => respond(&header, api_key, version, &resp),
+            None => Outcome::NoResponse,
+        },
+        RequestBody::Fetch(req) => respond(&header, api_key, version, &fetch::handle(broker, version, req).await),
+        RequestBody::ListOffsets(req) => {
+            respond(&header, api_key, version, &list_offsets::handle(broker, version, req))
+        }
         RequestBody::Metadata(req) => respond(&header, api_key, version, &metadata::handle(broker, version, req)),
+        RequestBody::CreateTopics(req) => {
+            respond(&header, api_key, version, &create_topics::handle(broker, version, req))
+        }
+        RequestBody::DeleteTopics(req) => {
+            respond(&header, api_key, version, &delete_topics::handle(broker, version, req))
+        }
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }
 }

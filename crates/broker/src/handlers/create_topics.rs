@@ -1,0 +1,77 @@
+//! CreateTopics: validated as Kafka does (name, partitions, replication factor, configs,
+//! collisions), with `validate_only`.
+
+use crate::Broker;
+use std::collections::BTreeMap;
+use wire::messages::create_topics_response::CreatableTopicResult;
+use wire::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use wire::ErrorCode;
+
+pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut seen = std::collections::HashSet::new();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let mut result = CreatableTopicResult {
+                name: t.name.clone(),
+                ..Default::default()
+            };
+            let mut fail = |code: ErrorCode, message: String| {
+                result.error_code = code as i16;
+                result.error_message = Some(message);
+                result.num_partitions = -1;
+                result.replication_factor = -1;
+                result.clone()
+            };
+            if !seen.insert(t.name.clone()) {
+                return fail(
+                    ErrorCode::InvalidRequest,
+                    format!("topic {} appears more than once", t.name),
+                );
+            }
+            if !t.assignments.is_empty() {
+                return fail(
+                    ErrorCode::InvalidRequest,
+                    "manual replica assignment is not supported yet".into(),
+                );
+            }
+            let mut overrides = BTreeMap::new();
+            for c in t.configs {
+                match c.value {
+                    Some(v) => {
+                        overrides.insert(c.name, v);
+                    }
+                    None => return fail(ErrorCode::InvalidConfig, format!("config {} has a null value", c.name)),
+                }
+            }
+            let outcome = if request.validate_only {
+                broker
+                    .topics
+                    .check_create(&t.name, t.num_partitions, t.replication_factor, &overrides)
+                    .map(|(p, r)| (wire::Uuid::ZERO, p, r))
+            } else {
+                broker
+                    .topics
+                    .create(&t.name, t.num_partitions, t.replication_factor, overrides)
+                    .map(|topic| (topic.id, topic.partitions.len() as i32, 1))
+            };
+            match outcome {
+                Ok((id, partitions, replication)) => {
+                    result.topic_id = id;
+                    result.num_partitions = partitions;
+                    result.replication_factor = replication;
+                    if version >= 5 {
+                        result.configs = Some(vec![]);
+                    }
+                    result
+                }
+                Err(e) => fail(e.code, e.message),
+            }
+        })
+        .collect();
+    CreateTopicsResponse {
+        topics,
+        ..Default::default()
+    }
+}

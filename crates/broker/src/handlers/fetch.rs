@@ -1,0 +1,180 @@
+//! Fetch: whole batches from each partition's log, up to the per-partition and response byte
+//! limits (the first batch always, so a consumer never stalls on a large one), with long
+//! polling: the response waits up to `max_wait_ms` for `min_bytes`, waking when data arrives,
+//! and never longer.
+//!
+//! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which clients
+//! take as "no session" and answer with full fetches.
+
+use crate::topics::{Partition, Topic};
+use crate::Broker;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use wire::messages::{FetchRequest, FetchResponse};
+use wire::{ErrorCode, Uuid};
+
+/// Upper bound on how long any fetch waits, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+struct Wanted {
+    topic_name: String,
+    topic_id: Uuid,
+    /// The topic, if it exists, and the error to report for it otherwise.
+    topic: Result<Arc<Topic>, ErrorCode>,
+    partitions: Vec<wire::messages::fetch_request::FetchPartition>,
+}
+
+fn read_partition(
+    part: &Partition,
+    p: &wire::messages::fetch_request::FetchPartition,
+    room: usize,
+    is_first: bool,
+) -> PartitionData {
+    let mut r = PartitionData {
+        partition_index: p.partition,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        // Never null: librdkafka treats null records as a parse failure.
+        records: Some(Bytes::new()),
+        ..Default::default()
+    };
+    if p.current_leader_epoch > part.leader_epoch {
+        r.error_code = ErrorCode::UnknownLeaderEpoch as i16;
+        return r;
+    }
+    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
+        r.error_code = ErrorCode::FencedLeaderEpoch as i16;
+        return r;
+    }
+    let log = part.log();
+    let hw = part.high_watermark();
+    r.high_watermark = hw;
+    r.last_stable_offset = hw;
+    r.log_start_offset = log.log_start_offset();
+    if p.fetch_offset < log.log_start_offset() || p.fetch_offset > hw {
+        r.error_code = ErrorCode::OffsetOutOfRange as i16;
+        return r;
+    }
+    if p.fetch_offset == hw || (room == 0 && !is_first) {
+        return r;
+    }
+    let limit = (p.partition_max_bytes.max(0) as usize).min(room);
+    match log.read(p.fetch_offset, limit) {
+        Ok(data) => {
+            // A batch larger than the limits is still sent whole when it is the first thing in
+            // the response (Kafka's rule, so consumers make progress); otherwise it waits.
+            if data.len() <= limit || is_first {
+                r.records = Some(data);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "fetch read failed");
+            r.error_code = ErrorCode::KafkaStorageError as i16;
+        }
+    }
+    r
+}
+
+fn collect(wanted: &[Wanted], version: i16, max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize) {
+    let mut total = 0usize;
+    let mut responses = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let partitions = w
+            .partitions
+            .iter()
+            .map(|p| match &w.topic {
+                Err(code) => PartitionData {
+                    partition_index: p.partition,
+                    error_code: *code as i16,
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    records: Some(Bytes::new()),
+                    ..Default::default()
+                },
+                Ok(topic) => match topic.partition(p.partition) {
+                    None => PartitionData {
+                        partition_index: p.partition,
+                        error_code: ErrorCode::UnknownTopicOrPartition as i16,
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1,
+                        records: Some(Bytes::new()),
+                        ..Default::default()
+                    },
+                    Some(part) => {
+                        let r = read_partition(part, p, max_bytes.saturating_sub(total), total == 0);
+                        total += r.records.as_ref().map_or(0, Bytes::len);
+                        r
+                    }
+                },
+            })
+            .collect();
+        responses.push(FetchableTopicResponse {
+            topic: if version >= 13 {
+                String::new()
+            } else {
+                w.topic_name.clone()
+            },
+            topic_id: w.topic_id,
+            partitions,
+        });
+    }
+    (responses, total)
+}
+
+pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> FetchResponse {
+    let wanted: Vec<Wanted> = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = if version >= 13 {
+                broker.topics.get_by_id(&t.topic_id).ok_or(ErrorCode::UnknownTopicId)
+            } else {
+                broker.topics.get(&t.topic).ok_or(ErrorCode::UnknownTopicOrPartition)
+            };
+            let topic_id = topic.as_ref().map_or(t.topic_id, |topic| topic.id);
+            Wanted {
+                topic_name: t.topic,
+                topic_id,
+                topic,
+                partitions: t.partitions,
+            }
+        })
+        .collect();
+    let max_bytes = if version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        i32::MAX as usize
+    };
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for wake-ups before reading, so an append between the read and the wait
+        // is not missed.
+        let arrived = broker.data_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let (responses, total) = collect(&wanted, version, max_bytes);
+        let errors = responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
+        if total >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
+            return FetchResponse {
+                responses,
+                session_id: 0,
+                ..Default::default()
+            };
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            let (responses, _) = collect(&wanted, version, max_bytes);
+            return FetchResponse {
+                responses,
+                session_id: 0,
+                ..Default::default()
+            };
+        }
+    }
+}

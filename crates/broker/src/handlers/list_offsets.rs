@@ -1,0 +1,77 @@
+//! ListOffsets: earliest (-2), latest (-1) and by timestamp. Version 0's list of old-style
+//! offsets is not served (Kafka 4 dropped it too).
+
+use crate::Broker;
+use wire::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use wire::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use wire::ErrorCode;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.name);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let mut r = ListOffsetsPartitionResponse {
+                        partition_index: p.partition_index,
+                        timestamp: -1,
+                        offset: -1,
+                        leader_epoch: -1,
+                        ..Default::default()
+                    };
+                    let Some(part) = topic.as_ref().and_then(|topic| topic.partition(p.partition_index)) else {
+                        r.error_code = ErrorCode::UnknownTopicOrPartition as i16;
+                        return r;
+                    };
+                    if p.current_leader_epoch > part.leader_epoch {
+                        r.error_code = ErrorCode::UnknownLeaderEpoch as i16;
+                        return r;
+                    }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
+                        r.error_code = ErrorCode::FencedLeaderEpoch as i16;
+                        return r;
+                    }
+                    let log = part.log();
+                    match p.timestamp {
+                        LATEST => {
+                            r.offset = part.high_watermark();
+                            r.leader_epoch = part.leader_epoch;
+                        }
+                        EARLIEST => {
+                            r.offset = log.log_start_offset();
+                            r.leader_epoch = part.leader_epoch;
+                        }
+                        ts if ts >= 0 => match log.offset_for_timestamp(ts) {
+                            // Only committed records (below the high watermark) are visible.
+                            Ok(Some((offset, found))) if offset < part.high_watermark() => {
+                                r.offset = offset;
+                                r.timestamp = found;
+                                r.leader_epoch = part.leader_epoch;
+                            }
+                            Ok(_) => {}
+                            Err(_) => r.error_code = ErrorCode::KafkaStorageError as i16,
+                        },
+                        // -3 (max timestamp) and newer specials come with newer versions.
+                        _ => r.error_code = ErrorCode::InvalidRequest as i16,
+                    }
+                    r
+                })
+                .collect();
+            ListOffsetsTopicResponse {
+                name: t.name,
+                partitions,
+            }
+        })
+        .collect();
+    ListOffsetsResponse {
+        topics,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,178 @@
+//! Produce: batches are checked (framing, CRC, records, size) and appended exactly as
+//! received, stamped with base offset and leader epoch; `LogAppendTime` topics also get the
+//! append time stamped into the batch.
+//!
+//! Single node: with acks=1 or acks=all the write is replicated to the whole ISR (this node)
+//! once it is appended, so the response goes out at once.
+//!
+//! Not yet: idempotent and transactional producers (InitProducerId is not advertised, so
+//! clients do not send producer ids), recompression for `compression.type` other than
+//! `producer` (batches are kept as the producer compressed them).
+
+use crate::topics::{Partition, TimestampType};
+use crate::Broker;
+use bytes::{Bytes, BytesMut};
+use wire::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use wire::messages::{ProduceRequest, ProduceResponse};
+use wire::records::{self, BatchError, RecordBatch};
+use wire::ErrorCode;
+
+/// The most one produced batch may decompress to while it is validated.
+const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Appended {
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+}
+
+fn error(code: ErrorCode, message: String) -> (ErrorCode, String) {
+    (code, message)
+}
+
+fn append(
+    broker: &Broker,
+    partition: &Partition,
+    message_bytes_max: i64,
+    timestamp_type: TimestampType,
+    records: Option<Bytes>,
+) -> Result<Appended, (ErrorCode, String)> {
+    let data = records
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| error(ErrorCode::InvalidRecord, "no records".into()))?;
+    // Check every batch before appending any, so a bad request changes nothing.
+    let mut batches = vec![];
+    for batch in RecordBatch::iter_all(data) {
+        let batch = batch.map_err(|e| match e {
+            BatchError::UnsupportedMagic(_) => error(ErrorCode::UnsupportedForMessageFormat, e.to_string()),
+            e => error(ErrorCode::CorruptMessage, e.to_string()),
+        })?;
+        if batch.size_bytes() as i64 > message_bytes_max {
+            return Err(error(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {message_bytes_max}",
+                    batch.size_bytes()
+                ),
+            ));
+        }
+        if batch.producer_id() >= 0 || batch.is_transactional() || batch.is_control() {
+            return Err(error(
+                ErrorCode::UnsupportedVersion,
+                "idempotent and transactional producers are not supported yet".into(),
+            ));
+        }
+        batch.validate(DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| match e {
+            BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
+            e => error(ErrorCode::InvalidRecord, e.to_string()),
+        })?;
+        batches.push(batch);
+    }
+    let log_append_time = match timestamp_type {
+        TimestampType::LogAppendTime => now_ms(),
+        TimestampType::CreateTime => -1,
+    };
+    let mut log = partition.log();
+    let mut base_offset = None;
+    for batch in batches {
+        let raw = match timestamp_type {
+            TimestampType::CreateTime => batch.into_bytes(),
+            TimestampType::LogAppendTime => {
+                let mut b = BytesMut::from(&batch.as_bytes()[..]);
+                records::stamp_log_append_time(&mut b, log_append_time);
+                b.freeze()
+            }
+        };
+        let info = log
+            .append(raw, partition.leader_epoch)
+            .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
+        base_offset.get_or_insert(info.base_offset);
+    }
+    partition.advance_high_watermark(log.log_end_offset());
+    let log_start_offset = log.log_start_offset();
+    drop(log);
+    broker.data_arrived.notify_waiters();
+    Ok(Appended {
+        base_offset: base_offset.unwrap_or(-1),
+        log_append_time,
+        log_start_offset,
+    })
+}
+
+/// Returns the response, or `None` for acks=0 (no response is sent).
+pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.name);
+            let partition_responses = t
+                .partition_data
+                .into_iter()
+                .map(|p| {
+                    let mut r = PartitionProduceResponse {
+                        index: p.index,
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                        ..Default::default()
+                    };
+                    let outcome = if !valid_acks {
+                        Err(error(
+                            ErrorCode::InvalidRequiredAcks,
+                            format!("acks must be -1, 0 or 1, not {acks}"),
+                        ))
+                    } else {
+                        match topic
+                            .as_ref()
+                            .and_then(|topic| topic.partition(p.index).map(|part| (topic, part)))
+                        {
+                            None => Err(error(
+                                ErrorCode::UnknownTopicOrPartition,
+                                format!("{}-{} does not exist", t.name, p.index),
+                            )),
+                            Some((topic, part)) => append(
+                                broker,
+                                part,
+                                topic.config.message_bytes_max,
+                                topic.config.timestamp_type,
+                                p.records,
+                            ),
+                        }
+                    };
+                    match outcome {
+                        Ok(a) => {
+                            r.base_offset = a.base_offset;
+                            r.log_append_time_ms = a.log_append_time;
+                            r.log_start_offset = a.log_start_offset;
+                        }
+                        Err((code, message)) => {
+                            r.error_code = code as i16;
+                            r.error_message = Some(message);
+                        }
+                    }
+                    r
+                })
+                .collect();
+            TopicProduceResponse {
+                name: t.name,
+                partition_responses,
+            }
+        })
+        .collect();
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse {
+        responses,
+        ..Default::default()
+    })
+}

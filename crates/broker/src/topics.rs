@@ -1,0 +1,504 @@
+//! Topics and partitions on this node: creation with Kafka's name rules and per-topic configs,
+//! deletion, lookup by name or id, and the partition state handlers use (log, leader epoch,
+//! high watermark). The topic list is persisted in `<data dir>/topics.json` (written
+//! atomically); each partition's log lives in `<data dir>/<topic>-<partition>/`.
+//!
+//! Single node for now: this node leads every partition and is its only in-sync replica, so
+//! the high watermark follows the log end. The shape (epoch, high watermark beside the log)
+//! is what replication will extend.
+
+use crate::config::TopicDefaults;
+use crate::meta;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use storage::{Log, LogConfig, StorageError};
+use wire::{ErrorCode, Uuid};
+
+/// A request-level failure: the error code the client gets and a message for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// How record timestamps are set (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// A topic's effective configuration: its overrides over the broker defaults.
+#[derive(Debug, Clone)]
+pub struct TopicConfig {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: i64,
+    pub message_bytes_max: i64,
+    pub min_insync_replicas: i32,
+    pub timestamp_type: TimestampType,
+    pub cleanup_policy: String,
+    pub compression_type: String,
+}
+
+/// The topic configs Sluice understands, with how to check a value. Others are refused with
+/// `INVALID_CONFIG` rather than silently ignored.
+pub const TOPIC_CONFIGS: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "max.message.bytes",
+    "min.insync.replicas",
+    "message.timestamp.type",
+    "cleanup.policy",
+    "compression.type",
+];
+
+impl TopicConfig {
+    pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, ApiError> {
+        let mut c = TopicConfig {
+            retention_ms: defaults.retention_ms,
+            retention_bytes: defaults.retention_bytes,
+            segment_bytes: defaults.segment_bytes,
+            message_bytes_max: defaults.message_bytes_max,
+            min_insync_replicas: 1,
+            timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: "delete".into(),
+            compression_type: "producer".into(),
+        };
+        for (key, value) in overrides {
+            let bad = |why: &str| ApiError::new(ErrorCode::InvalidConfig, format!("{key}={value}: {why}"));
+            let int = |min: i64| -> Result<i64, ApiError> {
+                let v: i64 = value.trim().parse().map_err(|_| bad("expected a whole number"))?;
+                if v < min {
+                    return Err(bad(&format!("must be at least {min}")));
+                }
+                Ok(v)
+            };
+            match key.as_str() {
+                "retention.ms" => c.retention_ms = int(-1)?,
+                "retention.bytes" => c.retention_bytes = int(-1)?,
+                "segment.bytes" => c.segment_bytes = int(14)?,
+                // Accepted and checked; time-based rolling is not implemented yet.
+                "segment.ms" => {
+                    int(1)?;
+                }
+                "max.message.bytes" => c.message_bytes_max = int(0)?,
+                "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
+                "message.timestamp.type" => {
+                    c.timestamp_type = match value.as_str() {
+                        "CreateTime" => TimestampType::CreateTime,
+                        "LogAppendTime" => TimestampType::LogAppendTime,
+                        _ => return Err(bad("expected CreateTime or LogAppendTime")),
+                    }
+                }
+                "cleanup.policy" => match value.as_str() {
+                    "delete" => c.cleanup_policy = value.clone(),
+                    "compact" | "compact,delete" | "delete,compact" => {
+                        return Err(bad("log compaction is not supported yet"))
+                    }
+                    _ => return Err(bad("expected delete")),
+                },
+                "compression.type" => match value.as_str() {
+                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                        c.compression_type = value.clone()
+                    }
+                    _ => return Err(bad("expected producer, uncompressed, gzip, snappy, lz4 or zstd")),
+                },
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("unknown topic config {key}"),
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes.max(14) as u64,
+            index_interval_bytes: 4096,
+            // The batch limit is checked by the produce handler (it knows the error code);
+            // the log refuses only what could never be stored.
+            batch_bytes_max: i32::MAX as usize,
+        }
+    }
+}
+
+/// One partition: its log and its replication state.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub leader_epoch: i32,
+    log: Mutex<Log>,
+    high_watermark: AtomicI64,
+}
+
+impl Partition {
+    /// The log, locked. Appends and reads are short file operations done under this lock.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock leaves the log as consistent as any crash would;
+        // keep serving rather than poisoning every later request.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Single node: everything appended is replicated to the whole ISR (this node).
+    pub fn advance_high_watermark(&self, log_end: i64) {
+        let prev = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);
+        assert!(prev <= log_end, "the high watermark never passes the log end");
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub config: TopicConfig,
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: String,
+    partitions: i32,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+}
+
+pub struct Topics {
+    dir: PathBuf,
+    defaults: TopicDefaults,
+    inner: RwLock<Inner>,
+    /// Serializes creations and deletions (and their writes of topics.json).
+    changes: Mutex<()>,
+}
+
+/// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        Err(ApiError::new(
+            ErrorCode::InvalidTopicException,
+            format!("topic name {name:?} {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name == "." || name == ".." {
+        return bad("cannot be \".\" or \"..\"");
+    }
+    if name.len() > 249 {
+        return bad("is longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Names that differ only in '.' versus '_' collide in metric names, so Kafka refuses both.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(Uuid(id))
+}
+
+fn storage_error(e: StorageError) -> ApiError {
+    ApiError::new(ErrorCode::KafkaStorageError, e.to_string())
+}
+
+impl Topics {
+    /// Loads every topic in `topics.json` and opens (recovering) its partitions' logs.
+    pub fn open(dir: &Path, defaults: TopicDefaults) -> Result<Topics, String> {
+        let topics = Topics {
+            dir: dir.to_path_buf(),
+            defaults,
+            inner: RwLock::default(),
+            changes: Mutex::new(()),
+        };
+        let path = dir.join("topics.json");
+        let records: Vec<TopicRecord> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        for r in records {
+            let id = parse_uuid(&r.id).ok_or_else(|| format!("{}: bad topic id {}", path.display(), r.id))?;
+            let topic = topics
+                .materialize(&r.name, id, r.partitions, r.configs)
+                .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
+            topics.insert(topic);
+        }
+        Ok(topics)
+    }
+
+    fn materialize(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Topic, ApiError> {
+        let config = TopicConfig::resolve(&self.defaults, &overrides)?;
+        let mut parts = Vec::with_capacity(partitions.max(0) as usize);
+        for index in 0..partitions {
+            let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
+            let end = log.log_end_offset();
+            parts.push(Arc::new(Partition {
+                topic: name.to_string(),
+                index,
+                leader_epoch: 0,
+                log: Mutex::new(log),
+                high_watermark: AtomicI64::new(end),
+            }));
+        }
+        Ok(Topic {
+            name: name.to_string(),
+            id,
+            partitions: parts,
+            config,
+            overrides,
+        })
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{index}"))
+    }
+
+    fn insert(&self, topic: Topic) -> Arc<Topic> {
+        let topic = Arc::new(topic);
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.by_name.insert(topic.name.clone(), topic.clone());
+        inner.by_id.insert(topic.id, topic.clone());
+        topic
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .get(name)
+            .cloned()
+    }
+
+    pub fn get_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(id)
+            .cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self
+            .inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn persist(&self) -> Result<(), ApiError> {
+        let records: Vec<TopicRecord> = self
+            .list()
+            .iter()
+            .map(|t| TopicRecord {
+                name: t.name.clone(),
+                id: t.id.to_string(),
+                partitions: t.partitions.len() as i32,
+                configs: t.overrides.clone(),
+            })
+            .collect();
+        let json = serde_json::to_vec_pretty(&records)
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?;
+        meta::write_atomically(&self.dir.join("topics.json"), &json)
+            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))
+    }
+
+    /// Checks a creation request (`validate_only` stops here): name, partitions, replication
+    /// factor against this single node, configs, and collisions with existing topics.
+    pub fn check_create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(i32, i16), ApiError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.defaults.num_partitions
+        } else {
+            partitions
+        };
+        if partitions < 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                "the number of partitions must be at least 1",
+            ));
+        }
+        let replication_factor = if replication_factor == -1 {
+            1
+        } else {
+            replication_factor
+        };
+        if replication_factor < 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                "replication factor must be at least 1",
+            ));
+        }
+        if replication_factor > 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} is larger than the 1 available broker"),
+            ));
+        }
+        TopicConfig::resolve(&self.defaults, overrides)?;
+        if self.get(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        let key = collision_key(name);
+        if let Some(other) = self.list().into_iter().find(|t| collision_key(&t.name) == key) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTopicException,
+                format!(
+                    "topic {name} collides with existing topic {} ('.' and '_' are interchangeable)",
+                    other.name
+                ),
+            ));
+        }
+        Ok((partitions, replication_factor))
+    }
+
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let (partitions, _) = self.check_create(name, partitions, replication_factor, &overrides)?;
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides)?;
+        let topic = self.insert(topic);
+        if let Err(e) = self.persist() {
+            self.remove(name);
+            return Err(e);
+        }
+        tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
+        Ok(topic)
+    }
+
+    fn remove(&self, name: &str) -> Option<Arc<Topic>> {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let topic = inner.by_name.remove(name)?;
+        inner.by_id.remove(&topic.id);
+        Some(topic)
+    }
+
+    /// Deletes a topic: it disappears from metadata at once, then its files are removed.
+    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self.remove(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        self.persist()?;
+        for p in &topic.partitions {
+            let dir = self.partition_dir(name, p.index);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's files");
+            }
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "has space", "ü", &"a".repeat(250)] {
+            assert_eq!(
+                validate_topic_name(bad).unwrap_err().code,
+                ErrorCode::InvalidTopicException,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uuids_round_trip_through_text() {
+        let id = Uuid(meta::random_id());
+        assert_eq!(parse_uuid(&id.to_string()), Some(id));
+        assert_eq!(parse_uuid("nope"), None);
+    }
+}
