@@ -58,3 +58,29 @@ def parse_api_versions_v0(frame: bytes):
         keys[k] = (lo, hi)
         off += 6
     return corr, err, keys
+
+
+def string(s):
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def init_producer_id_v0(s, correlation_id=1):
+    s.sendall(request_v1(22, 0, correlation_id, string(None) + struct.pack(">i", 60000)))
+    frame = read_frame(s)
+    _corr, _throttle, err, pid, epoch = struct.unpack(">iihqh", frame[:20])
+    return err, pid, epoch
+
+
+def produce_v3(s, topic, partition, batch: bytes, correlation_id=1, acks=-1):
+    body = string(None) + struct.pack(">hi", acks, 30000) + struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(batch)) + batch
+    s.sendall(request_v1(0, 3, correlation_id, body))
+    frame = read_frame(s)
+    off = 4 + 4  # correlation id, topic count
+    (name_len,) = struct.unpack(">h", frame[off : off + 2])
+    off += 2 + name_len + 4  # name, partition count
+    _index, err, base_offset = struct.unpack(">ihq", frame[off : off + 14])
+    return err, base_offset

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod handlers;
 pub mod meta;
+pub mod producers;
 pub mod server;
 pub mod topics;
 
@@ -18,6 +19,7 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub topics: topics::Topics,
+    pub producer_ids: producers::ProducerIds,
     /// Woken after every append, so waiting fetches look again.
     pub data_arrived: tokio::sync::Notify,
 }

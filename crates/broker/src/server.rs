@@ -62,10 +62,12 @@ impl Server {
             config.listener.advertised_port = local.port();
         }
         config.listener.bind = local;
+        let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
         let broker = Broker {
             config,
             cluster_id,
             topics,
+            producer_ids,
             data_arrived: tokio::sync::Notify::new(),
         };
         Ok(Server {

@@ -9,6 +9,7 @@
 
 use crate::config::TopicDefaults;
 use crate::meta;
+use crate::producers::{ProducerBatch, ProducerStates};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -140,22 +141,30 @@ impl TopicConfig {
     }
 }
 
+/// What a partition's lock guards: the log and the producer state that must change with it.
+#[derive(Debug)]
+pub struct PartitionState {
+    pub log: Log,
+    pub producers: ProducerStates,
+}
+
 /// One partition: its log and its replication state.
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub leader_epoch: i32,
-    log: Mutex<Log>,
+    state: Mutex<PartitionState>,
     high_watermark: AtomicI64,
 }
 
 impl Partition {
-    /// The log, locked. Appends and reads are short file operations done under this lock.
-    pub fn log(&self) -> MutexGuard<'_, Log> {
+    /// The log and producer state, locked. Appends and reads are short file operations done
+    /// under this lock.
+    pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
         // A panic while holding the lock leaves the log as consistent as any crash would;
         // keep serving rather than poisoning every later request.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -290,12 +299,22 @@ impl Topics {
         let mut parts = Vec::with_capacity(partitions.max(0) as usize);
         for index in 0..partitions {
             let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
+            // Producer state is rebuilt from the batch headers still in the log.
+            let mut producers = ProducerStates::default();
+            log.for_each_batch(|b| {
+                if b.producer_id >= 0 {
+                    let delta = (b.last_offset - b.base_offset) as i32;
+                    let batch = ProducerBatch::new(b.producer_id, b.producer_epoch, b.base_sequence, delta);
+                    producers.record(&batch, b.base_offset);
+                }
+            })
+            .map_err(storage_error)?;
             let end = log.log_end_offset();
             parts.push(Arc::new(Partition {
                 topic: name.to_string(),
                 index,
                 leader_epoch: 0,
-                log: Mutex::new(log),
+                state: Mutex::new(PartitionState { log, producers }),
                 high_watermark: AtomicI64::new(end),
             }));
         }

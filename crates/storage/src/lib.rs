@@ -12,6 +12,7 @@ mod log;
 mod segment;
 
 pub use crate::log::{AppendInfo, Log, LogConfig};
+pub use crate::segment::BatchInfo;
 
 use std::path::PathBuf;
 

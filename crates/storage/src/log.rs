@@ -5,7 +5,7 @@
 //! - offsets only grow: each batch starts at the log end offset;
 //! - segments are contiguous and sorted by base offset; only the last one is written to.
 
-use crate::segment::{self, Segment};
+use crate::segment::{self, BatchInfo, Segment};
 use crate::StorageError;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -299,6 +299,20 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// Calls `f` with the header of every batch from the log start on, in offset order
+    /// (rebuilding producer state on startup, for instance).
+    pub fn for_each_batch(&self, mut f: impl FnMut(&BatchInfo)) -> Result<(), StorageError> {
+        let start = self.log_start_offset;
+        for seg in self.segments.values() {
+            seg.for_each_batch(&mut |b: &BatchInfo| {
+                if b.last_offset >= start {
+                    f(b)
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Makes everything appended so far durable.

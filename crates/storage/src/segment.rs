@@ -31,6 +31,10 @@ pub struct BatchInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// Idempotent producer fields (-1 when the batch has none).
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 pub struct Segment {
@@ -98,6 +102,9 @@ fn read_batch_info(file: &File, position: u64, file_size: u64) -> Result<Option<
         base_offset,
         last_offset: base_offset.saturating_add(i64::from(last_delta)),
         max_timestamp,
+        producer_id: i64::from_be_bytes(h[43..51].try_into().unwrap_or_default()),
+        producer_epoch: i16::from_be_bytes(h[51..53].try_into().unwrap_or_default()),
+        base_sequence: i32::from_be_bytes(h[53..57].try_into().unwrap_or_default()),
     }))
 }
 
@@ -251,6 +258,9 @@ impl Segment {
             base_offset,
             last_offset,
             max_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
         })
     }
 
@@ -358,6 +368,23 @@ impl Segment {
             }
         }
         Ok(None)
+    }
+
+    /// Calls `f` with the header of every batch, in offset order (reads headers only).
+    pub fn for_each_batch(&self, f: &mut dyn FnMut(&BatchInfo)) -> Result<(), StorageError> {
+        let mut position = 0;
+        while position < self.size {
+            let info = read_batch_info(&self.log, position, self.size)
+                .map_err(io(&self.log_path))?
+                .ok_or_else(|| StorageError::Corrupt {
+                    path: self.log_path.clone(),
+                    position,
+                    why: "batch header unreadable inside the valid region".into(),
+                })?;
+            f(&info);
+            position += u64::from(info.size);
+        }
+        Ok(())
     }
 
     pub fn sync(&self) -> Result<(), StorageError> {

@@ -49,7 +49,8 @@ fn read_partition(
         r.error_code = ErrorCode::FencedLeaderEpoch as i16;
         return r;
     }
-    let log = part.log();
+    let state = part.lock();
+    let log = &state.log;
     let hw = part.high_watermark();
     r.high_watermark = hw;
     r.last_stable_offset = hw;

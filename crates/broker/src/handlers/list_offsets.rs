@@ -38,7 +38,8 @@ pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> Li
                         r.error_code = ErrorCode::FencedLeaderEpoch as i16;
                         return r;
                     }
-                    let log = part.log();
+                    let state = part.lock();
+                    let log = &state.log;
                     match p.timestamp {
                         LATEST => {
                             r.offset = part.high_watermark();

@@ -8,6 +8,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -38,6 +39,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -98,6 +100,12 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
         RequestBody::DeleteTopics(req) => {
             respond(&header, api_key, version, &delete_topics::handle(broker, version, req))
         }
+        RequestBody::InitProducerId(req) => respond(
+            &header,
+            api_key,
+            version,
+            &init_producer_id::handle(broker, version, req),
+        ),
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }
 }

@@ -5,10 +5,13 @@
 //! Single node: with acks=1 or acks=all the write is replicated to the whole ISR (this node)
 //! once it is appended, so the response goes out at once.
 //!
-//! Not yet: idempotent and transactional producers (InitProducerId is not advertised, so
-//! clients do not send producer ids), recompression for `compression.type` other than
+//! Idempotent producers: a retried batch is answered with its original offset and not stored
+//! twice; gaps and stale epochs are refused (`producers.rs`).
+//!
+//! Not yet: transactional producers, recompression for `compression.type` other than
 //! `producer` (batches are kept as the producer compressed them).
 
+use crate::producers::{ProducerBatch, SequenceCheck};
 use crate::topics::{Partition, TimestampType};
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
@@ -43,63 +46,83 @@ fn append(
     timestamp_type: TimestampType,
     records: Option<Bytes>,
 ) -> Result<Appended, (ErrorCode, String)> {
-    let data = records
+    let mut data = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| error(ErrorCode::InvalidRecord, "no records".into()))?;
-    // Check every batch before appending any, so a bad request changes nothing.
-    let mut batches = vec![];
-    for batch in RecordBatch::iter_all(data) {
-        let batch = batch.map_err(|e| match e {
-            BatchError::UnsupportedMagic(_) => error(ErrorCode::UnsupportedForMessageFormat, e.to_string()),
-            e => error(ErrorCode::CorruptMessage, e.to_string()),
-        })?;
-        if batch.size_bytes() as i64 > message_bytes_max {
-            return Err(error(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "batch of {} bytes exceeds max.message.bytes {message_bytes_max}",
-                    batch.size_bytes()
-                ),
-            ));
-        }
-        if batch.producer_id() >= 0 || batch.is_transactional() || batch.is_control() {
-            return Err(error(
-                ErrorCode::UnsupportedVersion,
-                "idempotent and transactional producers are not supported yet".into(),
-            ));
-        }
-        batch.validate(DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| match e {
-            BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
-            e => error(ErrorCode::InvalidRecord, e.to_string()),
-        })?;
-        batches.push(batch);
+    let batch = RecordBatch::parse(&mut data).map_err(|e| match e {
+        BatchError::UnsupportedMagic(_) => error(ErrorCode::UnsupportedForMessageFormat, e.to_string()),
+        e => error(ErrorCode::CorruptMessage, e.to_string()),
+    })?;
+    // As Kafka: from Produce v3 on, exactly one batch per partition.
+    if !data.is_empty() {
+        return Err(error(
+            ErrorCode::InvalidRecord,
+            "exactly one record batch per partition is allowed".into(),
+        ));
     }
+    if batch.size_bytes() as i64 > message_bytes_max {
+        return Err(error(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "batch of {} bytes exceeds max.message.bytes {message_bytes_max}",
+                batch.size_bytes()
+            ),
+        ));
+    }
+    if batch.is_transactional() || batch.is_control() {
+        return Err(error(
+            ErrorCode::UnsupportedVersion,
+            "transactional producers are not supported yet".into(),
+        ));
+    }
+    batch.validate(DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| match e {
+        BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
+        e => error(ErrorCode::InvalidRecord, e.to_string()),
+    })?;
+    let producer = (batch.producer_id() >= 0).then(|| {
+        ProducerBatch::new(
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+            batch.last_offset_delta(),
+        )
+    });
     let log_append_time = match timestamp_type {
         TimestampType::LogAppendTime => now_ms(),
         TimestampType::CreateTime => -1,
     };
-    let mut log = partition.log();
-    let mut base_offset = None;
-    for batch in batches {
-        let raw = match timestamp_type {
-            TimestampType::CreateTime => batch.into_bytes(),
-            TimestampType::LogAppendTime => {
-                let mut b = BytesMut::from(&batch.as_bytes()[..]);
-                records::stamp_log_append_time(&mut b, log_append_time);
-                b.freeze()
-            }
-        };
-        let info = log
-            .append(raw, partition.leader_epoch)
-            .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
-        base_offset.get_or_insert(info.base_offset);
+    let raw = match timestamp_type {
+        TimestampType::CreateTime => batch.into_bytes(),
+        TimestampType::LogAppendTime => {
+            let mut b = BytesMut::from(&batch.as_bytes()[..]);
+            records::stamp_log_append_time(&mut b, log_append_time);
+            b.freeze()
+        }
+    };
+    let mut state = partition.lock();
+    if let Some(p) = &producer {
+        if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
+            // A retry of a batch already appended: the original's offset, and no second copy.
+            return Ok(Appended {
+                base_offset,
+                log_append_time,
+                log_start_offset: state.log.log_start_offset(),
+            });
+        }
     }
-    partition.advance_high_watermark(log.log_end_offset());
-    let log_start_offset = log.log_start_offset();
-    drop(log);
+    let info = state
+        .log
+        .append(raw, partition.leader_epoch)
+        .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
+    if let Some(p) = &producer {
+        state.producers.record(p, info.base_offset);
+    }
+    partition.advance_high_watermark(state.log.log_end_offset());
+    let log_start_offset = state.log.log_start_offset();
+    drop(state);
     broker.data_arrived.notify_waiters();
     Ok(Appended {
-        base_offset: base_offset.unwrap_or(-1),
+        base_offset: info.base_offset,
         log_append_time,
         log_start_offset,
     })

@@ -1,0 +1,289 @@
+//! Idempotent producers: producer id allocation, and per-partition producer state that turns
+//! a retried batch into success without a second copy and refuses gaps and stale epochs.
+//!
+//! The state machine does no I/O. Partition state is rebuilt from the log's batch headers on
+//! startup (so it survives restarts without a file of its own); ids are handed out in blocks
+//! whose end is written to `<data dir>/producer-ids` before any id of the block is used, so an
+//! id is never given out twice, even across crashes.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use wire::ErrorCode;
+
+/// Batches remembered per producer: Kafka's limit of in-flight requests per connection for
+/// idempotence (`max.in.flight.requests.per.connection` ≤ 5).
+const CACHED_BATCHES: usize = 5;
+
+/// Producers remembered per partition. Past it, the producer that appended least recently
+/// is forgotten (Kafka expires them after `producer.id.expiration.ms`); a forgotten producer
+/// that comes back is accepted as new.
+const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CachedBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+#[derive(Debug, Clone)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<CachedBatch>,
+    /// A counter value for least-recently-used eviction.
+    last_used: u64,
+}
+
+/// What to do with an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it.
+    Append,
+    /// Already appended at this base offset: answer success, append nothing.
+    Duplicate { base_offset: i64 },
+}
+
+/// The idempotence fields of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    /// `first_seq + record count - 1`, wrapping past `i32::MAX` to 0 as Kafka's sequences do.
+    pub last_seq: i32,
+}
+
+impl ProducerBatch {
+    pub fn new(producer_id: i64, epoch: i16, first_seq: i32, last_offset_delta: i32) -> ProducerBatch {
+        let last_seq = ((i64::from(first_seq) + i64::from(last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32;
+        ProducerBatch {
+            producer_id,
+            epoch,
+            first_seq,
+            last_seq,
+        }
+    }
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX {
+        0
+    } else {
+        seq + 1
+    }
+}
+
+/// The producer state of one partition.
+#[derive(Debug, Default)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+    clock: u64,
+}
+
+impl ProducerStates {
+    /// Decides what to do with `b`; changes nothing.
+    pub fn check(&self, b: &ProducerBatch) -> Result<SequenceCheck, (ErrorCode, String)> {
+        let Some(entry) = self.producers.get(&b.producer_id) else {
+            // A producer we do not know (new, or forgotten): accept it as it is.
+            return Ok(SequenceCheck::Append);
+        };
+        if b.epoch < entry.epoch {
+            return Err((
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "producer {} epoch {} is older than the current {}",
+                    b.producer_id, b.epoch, entry.epoch
+                ),
+            ));
+        }
+        if b.epoch > entry.epoch {
+            // A bumped epoch starts its sequences again at 0.
+            return if b.first_seq == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err((
+                    ErrorCode::OutOfOrderSequenceNumber,
+                    format!("a new epoch must start at sequence 0, not {}", b.first_seq),
+                ))
+            };
+        }
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|c| c.first_seq == b.first_seq && c.last_seq == b.last_seq)
+        {
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+            });
+        }
+        match entry.batches.back() {
+            Some(last) if b.first_seq != next_seq(last.last_seq) => Err((
+                ErrorCode::OutOfOrderSequenceNumber,
+                format!(
+                    "producer {} sent sequence {} after {}; expected {}",
+                    b.producer_id,
+                    b.first_seq,
+                    last.last_seq,
+                    next_seq(last.last_seq)
+                ),
+            )),
+            _ => Ok(SequenceCheck::Append),
+        }
+    }
+
+    /// Records that `b` was appended at `base_offset`.
+    pub fn record(&mut self, b: &ProducerBatch, base_offset: i64) {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.producers.contains_key(&b.producer_id) && self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+            if let Some(oldest) = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(id, _)| *id)
+            {
+                self.producers.remove(&oldest);
+            }
+        }
+        let entry = self.producers.entry(b.producer_id).or_insert_with(|| ProducerEntry {
+            epoch: b.epoch,
+            batches: VecDeque::with_capacity(CACHED_BATCHES),
+            last_used: clock,
+        });
+        if b.epoch != entry.epoch {
+            entry.epoch = b.epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == CACHED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(CachedBatch {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq,
+            base_offset,
+        });
+        entry.last_used = clock;
+    }
+}
+
+/// Hands out producer ids, never the same one twice.
+#[derive(Debug)]
+pub struct ProducerIds {
+    path: PathBuf,
+    /// (next id to hand out, end of the block reserved on disk)
+    state: Mutex<(i64, i64)>,
+}
+
+const ID_BLOCK: i64 = 1000;
+
+impl ProducerIds {
+    pub fn open(data_dir: &std::path::Path) -> Result<ProducerIds, String> {
+        let path = data_dir.join("producer-ids");
+        let next = match std::fs::read_to_string(&path) {
+            Ok(t) => t
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        // Ids below the recorded block end may have been handed out before a crash: start after.
+        Ok(ProducerIds {
+            path,
+            state: Mutex::new((next, next)),
+        })
+    }
+
+    pub fn allocate(&self) -> Result<i64, String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 >= state.1 {
+            let end = state.0 + ID_BLOCK;
+            crate::meta::write_atomically(&self.path, format!("{end}\n").as_bytes()).map_err(|e| e.to_string())?;
+            state.1 = end;
+        }
+        let id = state.0;
+        state.0 += 1;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(epoch: i16, first: i32, count: i32) -> ProducerBatch {
+        ProducerBatch::new(7, epoch, first, count - 1)
+    }
+
+    #[test]
+    fn in_order_batches_append_and_retries_are_duplicates() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(&batch(0, 0, 3)), Ok(SequenceCheck::Append));
+        s.record(&batch(0, 0, 3), 100);
+        assert_eq!(s.check(&batch(0, 3, 2)), Ok(SequenceCheck::Append));
+        s.record(&batch(0, 3, 2), 103);
+        assert_eq!(
+            s.check(&batch(0, 0, 3)),
+            Ok(SequenceCheck::Duplicate { base_offset: 100 })
+        );
+        assert_eq!(
+            s.check(&batch(0, 3, 2)),
+            Ok(SequenceCheck::Duplicate { base_offset: 103 })
+        );
+    }
+
+    #[test]
+    fn gaps_and_stale_epochs_are_refused() {
+        let mut s = ProducerStates::default();
+        s.record(&batch(2, 0, 3), 0);
+        assert_eq!(
+            s.check(&batch(2, 4, 1)).unwrap_err().0,
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+        assert_eq!(s.check(&batch(1, 3, 1)).unwrap_err().0, ErrorCode::InvalidProducerEpoch);
+        assert_eq!(
+            s.check(&batch(3, 5, 1)).unwrap_err().0,
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+        assert_eq!(s.check(&batch(3, 0, 1)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut s = ProducerStates::default();
+        for i in 0..6 {
+            s.record(&batch(0, i, 1), i64::from(i));
+        }
+        assert_eq!(
+            s.check(&batch(0, 1, 1)),
+            Ok(SequenceCheck::Duplicate { base_offset: 1 })
+        );
+        assert!(
+            s.check(&batch(0, 0, 1)).is_err(),
+            "too old to be recognised; out of order"
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let b = ProducerBatch::new(1, 0, i32::MAX - 1, 2);
+        assert_eq!(b.last_seq, 0);
+        let mut s = ProducerStates::default();
+        s.record(&b, 0);
+        assert_eq!(s.check(&ProducerBatch::new(1, 0, 1, 0)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn ids_are_unique_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("sluice-pids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = ProducerIds::open(&dir).unwrap();
+        let first: Vec<i64> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        drop(a);
+        let b = ProducerIds::open(&dir).unwrap();
+        let next = b.allocate().unwrap();
+        assert!(next > *first.iter().max().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
