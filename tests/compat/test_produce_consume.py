@@ -279,3 +279,23 @@ def test_a_retried_batch_is_stored_once(broker):
     assert raw.produce_v3(s, topic, 0, batch(3, 2), 5) == (0, 3)
     got = consume_all(broker.bootstrap, topic, [0], 5)
     assert [m.value() for m in got] == [b"seq0", b"seq1", b"seq2", b"seq3", b"seq4"]
+
+
+def test_retention_removes_old_segments(make_broker):
+    b = make_broker(extra_args=["--set", "log.retention.check.interval.ms=200"]).start()
+    topic = topic_name("ret")
+    create_topic(b.bootstrap, topic, config={"segment.bytes": "2000", "retention.bytes": "4000"})
+    produce(b.bootstrap, topic, [{"value": b"x" * 500} for _ in range(100)], **{"linger.ms": 0, "batch.num.messages": 1})
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "ret"})
+    deadline = time.monotonic() + 15
+    lo = 0
+    while time.monotonic() < deadline:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        if lo > 0:
+            break
+        time.sleep(0.2)
+    c.close()
+    assert hi == 100
+    assert lo > 80, f"retention kept offsets from {lo}"
+    got = consume_all(b.bootstrap, topic, [0], 100 - lo)
+    assert got[0].offset() == lo

@@ -82,6 +82,7 @@ pub struct TopicDefaults {
     pub segment_bytes: i64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    pub retention_check_interval_ms: i64,
 }
 
 /// Every key, its default and what it means (for `--help` and error messages).
@@ -140,6 +141,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "-1",
         "keep at most this many bytes per partition; -1 no limit (topic default)",
     ),
+    ("log.retention.check.interval.ms", "300000", "how often retention runs"),
 ];
 
 /// Layers of raw `key = value` strings, applied in order; later layers win.
@@ -315,6 +317,7 @@ impl ConfigLayers {
             segment_bytes: int("log.segment.bytes", 14)?,
             retention_ms: int("log.retention.ms", -1)?,
             retention_bytes: int("log.retention.bytes", -1)?,
+            retention_check_interval_ms: int("log.retention.check.interval.ms", 1)?,
         };
         Ok(BrokerConfig {
             node_id,

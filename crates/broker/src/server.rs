@@ -102,6 +102,7 @@ impl Server {
         let connections = Arc::new(Semaphore::new(c.connections_max));
         let memory = Arc::new(Semaphore::new(c.queued_request_bytes_max));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -149,7 +150,29 @@ impl Server {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+        let _ = retention.await;
         info!("sluice broker stopped");
+    }
+}
+
+/// Applies retention every `log.retention.check.interval.ms` until shutdown.
+async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = std::time::Duration::from_millis(broker.config.topic_defaults.retention_check_interval_ms as u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let b = broker.clone();
+        // File deletion is blocking work: keep it off the connection threads.
+        match tokio::task::spawn_blocking(move || b.topics.enforce_retention(now)).await {
+            Ok(0) => {}
+            Ok(n) => info!(segments = n, "retention deleted segments"),
+            Err(e) => warn!(error = %e, "retention task failed"),
+        }
     }
 }
 

@@ -476,6 +476,27 @@ impl Topics {
         Some(topic)
     }
 
+    /// Applies each topic's retention (`retention.ms`, `retention.bytes`) to its partitions.
+    /// Returns how many segments were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> usize {
+        let mut deleted = 0;
+        for topic in self.list() {
+            let c = &topic.config;
+            let ms = (c.retention_ms >= 0).then_some(c.retention_ms);
+            let bytes = (c.retention_bytes >= 0).then_some(c.retention_bytes as u64);
+            if ms.is_none() && bytes.is_none() {
+                continue;
+            }
+            for p in &topic.partitions {
+                match p.lock().log.enforce_retention(now_ms, ms, bytes) {
+                    Ok(n) => deleted += n,
+                    Err(e) => tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed"),
+                }
+            }
+        }
+        deleted
+    }
+
     /// Deletes a topic: it disappears from metadata at once, then its files are removed.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());

@@ -238,13 +238,12 @@ impl Log {
             size -= seg.size();
             new_start = Some(seg.next_offset());
         }
-        match new_start {
-            Some(start) if start > self.log_start_offset => {
-                self.set_log_start_offset(start)?;
-                self.delete_segments_below_start()
-            }
-            _ => Ok(0),
+        if let Some(start) = new_start.filter(|s| *s > self.log_start_offset) {
+            self.set_log_start_offset(start)?;
         }
+        // Also removes segments that fell below the start while they were still active
+        // (DeleteRecords inside the active segment, which has since rolled).
+        self.delete_segments_below_start()
     }
 
     /// Drops every record and continues, empty, at `offset`.

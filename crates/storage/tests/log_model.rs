@@ -134,7 +134,7 @@ proptest! {
                 }
                 Op::RetainBytes { bytes } => {
                     log.enforce_retention(0, None, Some(bytes)).unwrap();
-                    prop_assert!(log.size_bytes() <= bytes || log.segment_count() == 1);
+                    prop_assert!(log.size_bytes() <= bytes || log.segment_count() == 1, "size {} segments {} start {} end {}", log.size_bytes(), log.segment_count(), log.log_start_offset(), log.log_end_offset());
                     prop_assert!(log.log_start_offset() >= start, "the log start offset only grows");
                     start = log.log_start_offset();
                 }
