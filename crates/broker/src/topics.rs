@@ -167,6 +167,17 @@ impl Partition {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Checks the leader epoch a client believes current (-1: it does not say).
+    pub fn check_leader_epoch(&self, current: i32) -> Result<(), ErrorCode> {
+        if current > self.leader_epoch {
+            Err(ErrorCode::UnknownLeaderEpoch)
+        } else if current >= 0 && current < self.leader_epoch {
+            Err(ErrorCode::FencedLeaderEpoch)
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
     }

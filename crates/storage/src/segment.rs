@@ -264,6 +264,18 @@ impl Segment {
         })
     }
 
+    /// The header of the batch at `position`, which lies inside the recovered region, where
+    /// every batch was checked on open: an unreadable one there is corruption.
+    fn header_at(&self, position: u64) -> Result<BatchInfo, StorageError> {
+        read_batch_info(&self.log, position, self.size)
+            .map_err(io(&self.log_path))?
+            .ok_or_else(|| StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position,
+                why: "batch header unreadable inside the valid region".into(),
+            })
+    }
+
     /// The position of the first batch whose last offset is at least `offset`, if any.
     fn find(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
         let rel = (offset - self.base_offset).max(0);
@@ -273,13 +285,7 @@ impl Segment {
         };
         let mut position = start;
         while position < self.size {
-            let info = read_batch_info(&self.log, position, self.size)
-                .map_err(io(&self.log_path))?
-                .ok_or_else(|| StorageError::Corrupt {
-                    path: self.log_path.clone(),
-                    position,
-                    why: "batch header unreadable inside the valid region".into(),
-                })?;
+            let info = self.header_at(position)?;
             if info.last_offset >= offset {
                 return Ok(Some(info));
             }
@@ -329,13 +335,7 @@ impl Segment {
             u64::from(self.index[entry - 1].position)
         };
         while position < self.size {
-            let info = read_batch_info(&self.log, position, self.size)
-                .map_err(io(&self.log_path))?
-                .ok_or_else(|| StorageError::Corrupt {
-                    path: self.log_path.clone(),
-                    position,
-                    why: "batch header unreadable inside the valid region".into(),
-                })?;
+            let info = self.header_at(position)?;
             position += u64::from(info.size);
             if info.max_timestamp < target || info.last_offset < min_offset {
                 continue;
@@ -374,13 +374,7 @@ impl Segment {
     pub fn for_each_batch(&self, f: &mut dyn FnMut(&BatchInfo)) -> Result<(), StorageError> {
         let mut position = 0;
         while position < self.size {
-            let info = read_batch_info(&self.log, position, self.size)
-                .map_err(io(&self.log_path))?
-                .ok_or_else(|| StorageError::Corrupt {
-                    path: self.log_path.clone(),
-                    position,
-                    why: "batch header unreadable inside the valid region".into(),
-                })?;
+            let info = self.header_at(position)?;
             f(&info);
             position += u64::from(info.size);
         }

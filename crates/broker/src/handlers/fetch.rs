@@ -41,12 +41,8 @@ fn read_partition(
         records: Some(Bytes::new()),
         ..Default::default()
     };
-    if p.current_leader_epoch > part.leader_epoch {
-        r.error_code = ErrorCode::UnknownLeaderEpoch as i16;
-        return r;
-    }
-    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
-        r.error_code = ErrorCode::FencedLeaderEpoch as i16;
+    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
+        r.error_code = code as i16;
         return r;
     }
     let state = part.lock();

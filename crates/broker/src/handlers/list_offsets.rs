@@ -30,12 +30,8 @@ pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> Li
                         r.error_code = ErrorCode::UnknownTopicOrPartition as i16;
                         return r;
                     };
-                    if p.current_leader_epoch > part.leader_epoch {
-                        r.error_code = ErrorCode::UnknownLeaderEpoch as i16;
-                        return r;
-                    }
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < part.leader_epoch {
-                        r.error_code = ErrorCode::FencedLeaderEpoch as i16;
+                    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
+                        r.error_code = code as i16;
                         return r;
                     }
                     let state = part.lock();
