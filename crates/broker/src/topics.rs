@@ -54,20 +54,6 @@ pub struct TopicConfig {
     pub compression_type: String,
 }
 
-/// The topic configs Sluice understands, with how to check a value. Others are refused with
-/// `INVALID_CONFIG` rather than silently ignored.
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "min.insync.replicas",
-    "message.timestamp.type",
-    "cleanup.policy",
-    "compression.type",
-];
-
 impl TopicConfig {
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, ApiError> {
         let mut c = TopicConfig {

@@ -5,7 +5,7 @@
 //! - offsets only grow: each batch starts at the log end offset;
 //! - segments are contiguous and sorted by base offset; only the last one is written to.
 
-use crate::segment::{self, BatchInfo, Segment};
+use crate::segment::{BatchInfo, Segment};
 use crate::StorageError;
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
@@ -317,14 +317,6 @@ impl Log {
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.active().sync()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn segment_file(&self, base_offset: i64) -> PathBuf {
-        self.dir.join(segment::file_name(base_offset, "log"))
     }
 }
 
