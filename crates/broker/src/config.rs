@@ -71,6 +71,8 @@ pub struct BrokerConfig {
     pub connection_idle_max: std::time::Duration,
     /// Topic defaults and creation policy.
     pub topic_defaults: TopicDefaults,
+    /// Consumer group coordinator settings (`group.*`, `offsets.*`).
+    pub groups: crate::group::coordinator::GroupConfig,
 }
 
 /// Broker-wide defaults for topics (`num.partitions`, `log.*`, `message.max.bytes`).
@@ -142,6 +144,51 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "keep at most this many bytes per partition; -1 no limit (topic default)",
     ),
     ("log.retention.check.interval.ms", "300000", "how often retention runs"),
+    (
+        "group.min.session.timeout.ms",
+        "6000",
+        "shortest session timeout a group member may ask for",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "1800000",
+        "longest session timeout a group member may ask for",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        "how long an empty group waits for more members before its first assignment",
+    ),
+    (
+        "group.max.size",
+        "10000",
+        "members a consumer group may hold (Kafka: unlimited)",
+    ),
+    (
+        "offsets.topic.num.partitions",
+        "50",
+        "partitions of __consumer_offsets (fixed once it exists)",
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        "104857600",
+        "segment size of __consumer_offsets",
+    ),
+    (
+        "offsets.retention.minutes",
+        "10080",
+        "keep a group's committed offsets this long after it empties",
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        "600000",
+        "how often expired committed offsets are removed",
+    ),
+    (
+        "offset.metadata.max.bytes",
+        "4096",
+        "largest metadata string stored with a committed offset",
+    ),
 ];
 
 /// Layers of raw `key = value` strings, applied in order; later layers win.
@@ -319,7 +366,24 @@ impl ConfigLayers {
             retention_bytes: int("log.retention.bytes", -1)?,
             retention_check_interval_ms: int("log.retention.check.interval.ms", 1)?,
         };
+        let min_session = int("group.min.session.timeout.ms", 1)?;
+        let max_session = int("group.max.session.timeout.ms", min_session)?;
+        let as_i32 = |v: i64| v.min(i64::from(i32::MAX)) as i32;
+        let groups = crate::group::coordinator::GroupConfig {
+            limits: crate::group::state::Limits {
+                session_timeout_min_ms: as_i32(min_session),
+                session_timeout_max_ms: as_i32(max_session),
+                initial_rebalance_delay_ms: as_i32(int("group.initial.rebalance.delay.ms", 0)?),
+                members_max: int("group.max.size", 1)? as usize,
+            },
+            offsets_partitions: as_i32(int("offsets.topic.num.partitions", 1)?),
+            offsets_segment_bytes: int("offsets.topic.segment.bytes", 14)?,
+            offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
+            offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
+            offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
+        };
         Ok(BrokerConfig {
+            groups,
             node_id,
             listener: Listener {
                 bind,

@@ -5,6 +5,7 @@
 //! into calls on those and responses back into bytes.
 
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod meta;
 pub mod producers;
@@ -20,6 +21,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub topics: topics::Topics,
     pub producer_ids: producers::ProducerIds,
+    pub groups: group::coordinator::Coordinator,
     /// Woken after every append, so waiting fetches look again.
     pub data_arrived: tokio::sync::Notify,
 }

@@ -63,11 +63,14 @@ impl Server {
         }
         config.listener.bind = local;
         let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
+        let groups =
+            crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
         let broker = Broker {
             config,
             cluster_id,
             topics,
             producer_ids,
+            groups,
             data_arrived: tokio::sync::Notify::new(),
         };
         Ok(Server {
@@ -103,6 +106,7 @@ impl Server {
         let memory = Arc::new(Semaphore::new(c.queued_request_bytes_max));
         let (stop_tx, stop_rx) = watch::channel(false);
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
+        let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -132,7 +136,7 @@ impl Server {
             tasks.spawn(async move {
                 let _permit = permit;
                 debug!(%peer, "connection opened");
-                if let Err(e) = serve(stream, &broker, &memory, stop).await {
+                if let Err(e) = serve(stream, peer, &broker, &memory, stop).await {
                     debug!(%peer, error = %e, "connection closed");
                 }
             });
@@ -151,6 +155,7 @@ impl Server {
             while tasks.join_next().await.is_some() {}
         }
         let _ = retention.await;
+        let _ = group_timers.await;
         info!("sluice broker stopped");
     }
 }
@@ -172,6 +177,30 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => info!(segments = n, "retention deleted segments"),
             Err(e) => warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// How often group timers (session and rebalance timeouts) are checked: their resolution.
+const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Drives the group coordinator's timers, and expires committed offsets every
+/// `offsets.retention.check.interval.ms`, until shutdown.
+async fn group_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let expire_every = std::time::Duration::from_millis(broker.groups.config().offsets_retention_check_ms as u64);
+    let mut next_expiry = tokio::time::Instant::now() + expire_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GROUP_TICK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        broker.groups.tick();
+        if tokio::time::Instant::now() >= next_expiry {
+            next_expiry += expire_every;
+            let n = broker.groups.expire_offsets();
+            if n > 0 {
+                info!(offsets = n, "expired committed offsets");
+            }
         }
     }
 }
@@ -199,6 +228,7 @@ fn holds_whole_frame(buf: &[u8]) -> bool {
 
 async fn serve(
     stream: TcpStream,
+    peer: SocketAddr,
     broker: &Broker,
     memory: &Semaphore,
     mut stop: watch::Receiver<bool>,
@@ -244,7 +274,7 @@ async fn serve(
             // A request cut off by shutdown was never acknowledged: drop it.
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let outcome = handlers::handle_frame(broker, frame).await;
+        let outcome = handlers::handle_frame(broker, peer, frame).await;
         drop(permit);
         let bytes = match outcome {
             Outcome::Respond(bytes) => bytes,

@@ -34,6 +34,15 @@ impl ApiError {
     }
 }
 
+/// The topic that holds consumer groups and their committed offsets.
+pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
+
+/// Topics the broker keeps for itself (as Kafka's `Topic.isInternal`): clients may read them
+/// but not write, create or delete them.
+pub fn is_internal(name: &str) -> bool {
+    name == CONSUMER_OFFSETS || name == "__transaction_state"
+}
+
 /// How record timestamps are set (`message.timestamp.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {
@@ -55,7 +64,13 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, ApiError> {
+    /// `internal`: the topic is one of the broker's own, which may be `compact`: the broker
+    /// compacts those itself (see `group::coordinator`); general log compaction is not built.
+    pub fn resolve(
+        defaults: &TopicDefaults,
+        overrides: &BTreeMap<String, String>,
+        internal: bool,
+    ) -> Result<TopicConfig, ApiError> {
         let mut c = TopicConfig {
             retention_ms: defaults.retention_ms,
             retention_bytes: defaults.retention_bytes,
@@ -94,6 +109,7 @@ impl TopicConfig {
                 }
                 "cleanup.policy" => match value.as_str() {
                     "delete" => c.cleanup_policy = value.clone(),
+                    "compact" if internal => c.cleanup_policy = value.clone(),
                     "compact" | "compact,delete" | "delete,compact" => {
                         return Err(bad("log compaction is not supported yet"))
                     }
@@ -292,7 +308,7 @@ impl Topics {
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Topic, ApiError> {
-        let config = TopicConfig::resolve(&self.defaults, &overrides)?;
+        let config = TopicConfig::resolve(&self.defaults, &overrides, is_internal(name))?;
         let mut parts = Vec::with_capacity(partitions.max(0) as usize);
         for index in 0..partitions {
             let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
@@ -427,11 +443,17 @@ impl Topics {
                 format!("replication factor {replication_factor} is larger than the 1 available broker"),
             ));
         }
-        TopicConfig::resolve(&self.defaults, overrides)?;
+        TopicConfig::resolve(&self.defaults, overrides, false)?;
         if self.get(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic {name} already exists"),
+            ));
+        }
+        if is_internal(name) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic; the broker creates it when it is needed"),
             ));
         }
         let key = collision_key(name);
@@ -466,6 +488,29 @@ impl Topics {
         Ok(topic)
     }
 
+    /// Creates one of the broker's internal topics (no name checks, `compact` allowed), or
+    /// returns it if it exists.
+    pub fn create_internal(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
+        debug_assert!(is_internal(name));
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides)?;
+        let topic = self.insert(topic);
+        if let Err(e) = self.persist() {
+            self.remove(name);
+            return Err(e);
+        }
+        tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
+        Ok(topic)
+    }
+
     fn remove(&self, name: &str) -> Option<Arc<Topic>> {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let topic = inner.by_name.remove(name)?;
@@ -479,6 +524,10 @@ impl Topics {
         let mut deleted = 0;
         for topic in self.list() {
             let c = &topic.config;
+            if c.cleanup_policy != "delete" {
+                // Compacted (internal) topics are trimmed by their owner, never by age or size.
+                continue;
+            }
             let ms = (c.retention_ms >= 0).then_some(c.retention_ms);
             let bytes = (c.retention_bytes >= 0).then_some(c.retention_bytes as u64);
             if ms.is_none() && bytes.is_none() {
@@ -496,6 +545,12 @@ impl Topics {
 
     /// Deletes a topic: it disappears from metadata at once, then its files are removed.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        if is_internal(name) && self.get(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic and cannot be deleted"),
+            ));
+        }
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.remove(name).ok_or_else(|| {
             ApiError::new(

@@ -15,7 +15,7 @@ fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         error_code: 0,
         name: Some(topic.name.clone()),
         topic_id: topic.id,
-        is_internal: topic.name.starts_with("__"),
+        is_internal: crate::topics::is_internal(&topic.name),
         partitions: topic
             .partitions
             .iter()

@@ -1,20 +1,23 @@
 //! Request dispatch: reads the header, checks the API and version against what this broker
 //! serves, decodes the body with `wire`, calls the API's handler, encodes the response.
 //!
-//! One module per API. Handlers take the decoded request and return the response value; they
-//! never see bytes.
+//! One module per API (or per family: `groups`, `offsets`). Handlers take the decoded request
+//! and return the response value; they never see bytes.
 
 mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
 use wire::{frame, Encode};
 
@@ -40,6 +43,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 5),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -57,7 +71,8 @@ fn respond<B: Encode>(header: &RequestHeader, api_key: ApiKey, version: i16, bod
     }
 }
 
-pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
+/// `peer`: the client's address (shown as a group member's host).
+pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -> Outcome {
     let header = match frame::decode_request_header(&mut frame) {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("unreadable request header: {e}")),
@@ -106,6 +121,39 @@ pub async fn handle_frame(broker: &Broker, mut frame: Bytes) -> Outcome {
             version,
             &init_producer_id::handle(broker, version, req),
         ),
+        RequestBody::FindCoordinator(req) => respond(
+            &header,
+            api_key,
+            version,
+            &groups::find_coordinator(broker, version, req),
+        ),
+        RequestBody::JoinGroup(req) => {
+            let client_id = header.client_id.as_deref();
+            let resp = groups::join_group(broker, version, client_id, peer, req).await;
+            respond(&header, api_key, version, &resp)
+        }
+        RequestBody::SyncGroup(req) => {
+            let resp = groups::sync_group(broker, version, req).await;
+            respond(&header, api_key, version, &resp)
+        }
+        RequestBody::Heartbeat(req) => respond(&header, api_key, version, &groups::heartbeat(broker, version, req)),
+        RequestBody::LeaveGroup(req) => respond(&header, api_key, version, &groups::leave_group(broker, version, req)),
+        RequestBody::DescribeGroups(req) => respond(
+            &header,
+            api_key,
+            version,
+            &groups::describe_groups(broker, version, req),
+        ),
+        RequestBody::ListGroups(req) => respond(&header, api_key, version, &groups::list_groups(broker, version, req)),
+        RequestBody::DeleteGroups(req) => respond(
+            &header,
+            api_key,
+            version,
+            &groups::delete_groups(broker, version, req),
+        ),
+        RequestBody::OffsetCommit(req) => respond(&header, api_key, version, &offsets::commit(broker, version, req)),
+        RequestBody::OffsetFetch(req) => respond(&header, api_key, version, &offsets::fetch(broker, version, req)),
+        RequestBody::OffsetDelete(req) => respond(&header, api_key, version, &offsets::delete(broker, version, req)),
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }
 }

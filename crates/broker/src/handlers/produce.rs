@@ -162,6 +162,10 @@ pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option
                                 ErrorCode::UnknownTopicOrPartition,
                                 format!("{}-{} does not exist", t.name, p.index),
                             )),
+                            Some((topic, _)) if crate::topics::is_internal(&topic.name) => Err(error(
+                                ErrorCode::InvalidTopicException,
+                                format!("cannot append to internal topic {}", topic.name),
+                            )),
                             Some((topic, part)) => append(
                                 broker,
                                 part,

@@ -1,0 +1,814 @@
+//! The group coordinator: the group state machines, their persistence in `__consumer_offsets`
+//! and the waiting JoinGroup/SyncGroup requests.
+//!
+//! Groups are sharded by `__consumer_offsets` partition (`abs(javaHash(group)) % partitions`,
+//! as Kafka), each shard with its own lock, its groups and the log it writes to. In a cluster
+//! a shard will live on the leader of its partition; here every shard is on this node.
+//!
+//! Durability: an offset commit is answered only after its record is in the log; the group's
+//! membership is written when an assignment is handed out and when the group empties. On
+//! start the shards are rebuilt by reading their logs.
+//!
+//! Compaction: the coordinator holds the latest value of every key of its shard, so instead of
+//! a log cleaner it writes all of them again once the log has grown well past their size, and
+//! moves the log start offset to that snapshot; older segments are then deleted. A crash
+//! mid-snapshot is harmless: the start moves only after the whole snapshot is written.
+//!
+//! Limits: `group.max.size` members per group; pending joins are bounded by members (one
+//! each); `offset.metadata.max.bytes` per committed offset. The number of groups and offsets
+//! is bounded by `offsets.retention.minutes` expiry, not by a count.
+//!
+//! Lock order: a shard's lock, then its partition's lock. Never held across an `.await`.
+
+use super::state::{CommittedOffset, Group, JoinRequest, JoinResult, Limits, Reply, SyncResult, Token};
+use super::store::{self, Entry};
+use crate::topics::{Partition, Topics, CONSUMER_OFFSETS};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::oneshot;
+use wire::compression::Compression;
+use wire::messages::ErrorCode;
+use wire::records::{BatchBuilder, RecordBatch};
+
+/// The log of a shard is compacted once this much has been written since the last compaction
+/// and it is more than twice the size of the live state.
+const COMPACT_AFTER_BYTES: u64 = 16 << 20;
+/// Records per batch when writing a snapshot.
+const SNAPSHOT_BATCH_RECORDS: usize = 1000;
+/// Largest decompressed batch read back on load (we write uncompressed batches).
+const LOAD_BATCH_BYTES_MAX: usize = 256 << 20;
+
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub limits: Limits,
+    /// `offsets.topic.num.partitions` (when the topic is first created).
+    pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_segment_bytes: i64,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_ms: i64,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            limits: Limits::default(),
+            offsets_partitions: 50,
+            offsets_segment_bytes: 100 << 20,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_ms: 600_000,
+            offset_metadata_bytes_max: 4096,
+        }
+    }
+}
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResult>),
+    Sync(oneshot::Sender<SyncResult>),
+}
+
+#[derive(Default)]
+struct ShardState {
+    groups: HashMap<String, Group>,
+    waiters: HashMap<Token, Waiter>,
+    /// Bytes appended since the last compaction, and the size of that snapshot.
+    written: u64,
+    snapshot_bytes: u64,
+}
+
+impl ShardState {
+    fn dispatch(&mut self, replies: Vec<Reply>) {
+        for r in replies {
+            match r {
+                Reply::Join(t, result) => {
+                    if let Some(Waiter::Join(tx)) = self.waiters.remove(&t) {
+                        // The client may have gone; its answer is then dropped.
+                        let _ = tx.send(result);
+                    }
+                }
+                Reply::Sync(t, result) => {
+                    if let Some(Waiter::Sync(tx)) = self.waiters.remove(&t) {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Shard {
+    partition: Arc<Partition>,
+    state: Mutex<ShardState>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends records (key, value or tombstone) as one batch.
+    fn write(&self, state: &mut ShardState, records: &[(Bytes, Option<Bytes>)], now: i64) -> Result<(), ErrorCode> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut b = BatchBuilder::new(Compression::None);
+        for (k, v) in records {
+            b.push(now, Some(k), v.as_deref(), &[]);
+        }
+        let batch = b.build();
+        let len = batch.len() as u64;
+        let mut p = self.partition.lock();
+        match p.log.append(batch, self.partition.leader_epoch) {
+            Ok(_) => {
+                self.partition.advance_high_watermark(p.log.log_end_offset());
+                state.written += len;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(partition = self.partition.index, error = %e, "cannot write to {CONSUMER_OFFSETS}");
+                Err(ErrorCode::KafkaStorageError)
+            }
+        }
+    }
+
+    fn persist_group(&self, state: &mut ShardState, group_id: &str, now: i64) {
+        let Some(g) = state.groups.get_mut(group_id) else {
+            return;
+        };
+        if !g.take_dirty() {
+            return;
+        }
+        let record = (store::group_key(group_id), Some(store::group_value(&g.snapshot())));
+        if let Err(e) = self.write(state, &[record], now) {
+            // The group carries on from memory; after a restart its members rejoin.
+            tracing::warn!(group = group_id, error = ?e, "group metadata not persisted");
+        }
+    }
+
+    /// Rewrites every live key and moves the log start past everything older.
+    fn maybe_compact(&self, state: &mut ShardState, now: i64) {
+        if state.written < COMPACT_AFTER_BYTES.max(2 * state.snapshot_bytes) {
+            return;
+        }
+        let mut records = vec![];
+        for (id, g) in &state.groups {
+            if g.member_count() > 0 || g.protocol_type().is_some() {
+                records.push((store::group_key(id), Some(store::group_value(&g.snapshot()))));
+            }
+            for ((topic, partition), o) in g.offsets() {
+                records.push((store::offset_key(id, topic, *partition), Some(store::offset_value(o))));
+            }
+        }
+        let start = self.partition.lock().log.log_end_offset();
+        let before = state.written;
+        for chunk in records.chunks(SNAPSHOT_BATCH_RECORDS) {
+            if self.write(state, chunk, now).is_err() {
+                return;
+            }
+        }
+        let snapshot = state.written - before;
+        let mut p = self.partition.lock();
+        match p.log.delete_records_before(start) {
+            Ok(_) => {
+                tracing::info!(
+                    partition = self.partition.index,
+                    snapshot_bytes = snapshot,
+                    "{CONSUMER_OFFSETS} partition compacted"
+                );
+                state.written = 0;
+                state.snapshot_bytes = snapshot;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot compact {CONSUMER_OFFSETS}"),
+        }
+    }
+
+    /// Rebuilds the shard's groups from its log.
+    fn load(&self, now: i64) -> Result<(), String> {
+        let mut state = self.lock();
+        let p = self.partition.lock();
+        let mut offset = p.log.log_start_offset();
+        let end = p.log.log_end_offset();
+        let mut read_bytes = 0u64;
+        let mut skipped = 0usize;
+        let mut snapshots: BTreeMap<String, Option<super::state::GroupSnapshot>> = BTreeMap::new();
+        while offset < end {
+            let data = p.log.read(offset, 1 << 20).map_err(|e| e.to_string())?;
+            if data.is_empty() {
+                break;
+            }
+            read_bytes += data.len() as u64;
+            let before = offset;
+            for batch in RecordBatch::iter_all(data) {
+                let Ok(batch) = batch else { break };
+                offset = batch.last_offset() + 1;
+                let records = match batch.records(LOAD_BATCH_BYTES_MAX) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable {CONSUMER_OFFSETS} batch");
+                        continue;
+                    }
+                };
+                for r in records {
+                    let Ok(r) = r else {
+                        skipped += 1;
+                        break;
+                    };
+                    if r.offset < p.log.log_start_offset() {
+                        continue;
+                    }
+                    match store::parse(r.key, r.value) {
+                        Ok(Entry::Offset {
+                            group,
+                            topic,
+                            partition,
+                            value,
+                        }) => {
+                            let g = state.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now));
+                            match value {
+                                Some(v) => g.put_offset(&topic, partition, v),
+                                None => {
+                                    g.remove_offset(&topic, partition);
+                                }
+                            }
+                        }
+                        Ok(Entry::Group { group, value }) => {
+                            if value.is_none() {
+                                // A deleted group: drop what was read of it so far.
+                                state.groups.remove(&group);
+                            }
+                            snapshots.insert(group, value);
+                        }
+                        Err(e) => {
+                            skipped += 1;
+                            tracing::debug!(error = %e, "skipping an unreadable {CONSUMER_OFFSETS} record");
+                        }
+                    }
+                }
+            }
+            if offset == before {
+                return Err(format!(
+                    "{CONSUMER_OFFSETS}-{}: no progress reading at offset {offset}",
+                    self.partition.index
+                ));
+            }
+        }
+        for (id, snap) in snapshots {
+            let Some(snap) = snap else { continue };
+            let offsets: Vec<_> = state
+                .groups
+                .remove(&id)
+                .map(|g| g.offsets().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let mut g = Group::restore(&id, snap, now);
+            for ((topic, partition), o) in offsets {
+                g.put_offset(&topic, partition, o);
+            }
+            state.groups.insert(id, g);
+        }
+        state.groups.retain(|_, g| !g.is_disposable() || g.protocol_type().is_some());
+        state.written = read_bytes;
+        if skipped > 0 {
+            tracing::warn!(
+                partition = self.partition.index,
+                skipped,
+                "unreadable {CONSUMER_OFFSETS} records skipped"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's choice of `__consumer_offsets` partition: Java's `String.hashCode` of the group id
+/// (over UTF-16 code units), made non-negative, modulo the partition count.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let h = if h == i32::MIN { 0 } else { h.abs() };
+    h % partitions.max(1)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A group as DescribeGroups reports it.
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol_data: String,
+    pub members: Vec<super::state::MemberSummary>,
+}
+
+pub struct Coordinator {
+    config: GroupConfig,
+    shards: OnceLock<Vec<Shard>>,
+    creating: Mutex<()>,
+    next_token: AtomicU64,
+}
+
+/// A committed offset to store, as a request gives it.
+pub struct OffsetToCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: CommittedOffset,
+}
+
+impl Coordinator {
+    /// Loads the groups of an existing `__consumer_offsets`; without one, it is created when
+    /// the first group appears.
+    pub fn open(topics: &Topics, config: GroupConfig) -> Result<Coordinator, String> {
+        let c = Coordinator {
+            config,
+            shards: OnceLock::new(),
+            creating: Mutex::new(()),
+            next_token: AtomicU64::new(1),
+        };
+        if topics.get(CONSUMER_OFFSETS).is_some() {
+            c.shards(topics).map_err(|e| format!("cannot load consumer groups: {e:?}"))?;
+        }
+        Ok(c)
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn shards(&self, topics: &Topics) -> Result<&[Shard], ErrorCode> {
+        if let Some(s) = self.shards.get() {
+            return Ok(s);
+        }
+        let _creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self.shards.get() {
+            return Ok(s);
+        }
+        let overrides = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.offsets_segment_bytes.to_string(),
+            ),
+        ]);
+        let topic = topics
+            .create_internal(CONSUMER_OFFSETS, self.config.offsets_partitions, overrides)
+            .map_err(|e| {
+                tracing::error!(error = %e.message, "cannot create {CONSUMER_OFFSETS}");
+                ErrorCode::CoordinatorNotAvailable
+            })?;
+        let now = now_ms();
+        let shards: Vec<Shard> = topic
+            .partitions
+            .iter()
+            .map(|p| Shard {
+                partition: p.clone(),
+                state: Mutex::new(ShardState::default()),
+            })
+            .collect();
+        let mut groups = 0;
+        for s in &shards {
+            s.load(now).map_err(|e| {
+                tracing::error!(error = %e, "cannot load consumer groups");
+                ErrorCode::CoordinatorLoadInProgress
+            })?;
+            groups += s.lock().groups.len();
+        }
+        if groups > 0 {
+            tracing::info!(groups, "consumer groups loaded");
+        }
+        Ok(self.shards.get_or_init(|| shards))
+    }
+
+    fn shard(&self, topics: &Topics, group_id: &str) -> Result<&Shard, ErrorCode> {
+        let shards = self.shards(topics)?;
+        Ok(&shards[partition_for(group_id, shards.len() as i32) as usize])
+    }
+
+    /// Makes sure the coordinator can serve (FindCoordinator): `__consumer_offsets` exists.
+    pub fn ready(&self, topics: &Topics) -> Result<(), ErrorCode> {
+        self.shards(topics).map(|_| ())
+    }
+
+    fn token(&self) -> Token {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn join(&self, topics: &Topics, group_id: &str, req: JoinRequest) -> JoinResult {
+        let member_id = req.member_id.clone();
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return JoinResult::error(e, &member_id),
+        };
+        let rx = {
+            let mut state = shard.lock();
+            let now = now_ms();
+            if !state.groups.contains_key(group_id) {
+                if !req.member_id.is_empty() {
+                    return JoinResult::error(ErrorCode::UnknownMemberId, &member_id);
+                }
+                state.groups.insert(group_id.to_string(), Group::new(group_id, now));
+            }
+            let token = self.token();
+            let (tx, rx) = oneshot::channel();
+            state.waiters.insert(token, Waiter::Join(tx));
+            let group = state.groups.get_mut(group_id).expect("inserted");
+            let replies = group.join(req, token, now, &self.config.limits);
+            state.dispatch(replies);
+            shard.persist_group(&mut state, group_id, now);
+            if state.groups.get(group_id).is_some_and(|g| g.is_disposable() && g.protocol_type().is_none()) {
+                // A join refused before the group ever had a member leaves nothing behind.
+                state.groups.remove(group_id);
+            }
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return SyncResult::error(e),
+        };
+        let rx = {
+            let mut state = shard.lock();
+            let now = now_ms();
+            let token = self.token();
+            let Some(group) = state.groups.get_mut(group_id) else {
+                return SyncResult::error(ErrorCode::UnknownMemberId);
+            };
+            let replies = group.sync(
+                member_id,
+                instance,
+                generation,
+                protocol_type,
+                protocol_name,
+                assignments,
+                token,
+                now,
+            );
+            let (tx, rx) = oneshot::channel();
+            state.waiters.insert(token, Waiter::Sync(tx));
+            // The assignment is written before anyone is told it.
+            shard.persist_group(&mut state, group_id, now);
+            state.dispatch(replies);
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| SyncResult::error(ErrorCode::CoordinatorNotAvailable))
+    }
+
+    pub fn heartbeat(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> ErrorCode {
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let mut state = shard.lock();
+        match state.groups.get_mut(group_id) {
+            None => ErrorCode::UnknownMemberId,
+            Some(g) => g.heartbeat(member_id, instance, generation, now_ms()),
+        }
+    }
+
+    /// Returns the request-level error and one error per leaving member.
+    pub fn leave(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> (ErrorCode, Vec<ErrorCode>) {
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return (e, vec![]),
+        };
+        let mut state = shard.lock();
+        let now = now_ms();
+        let Some(g) = state.groups.get_mut(group_id) else {
+            return (ErrorCode::None, vec![ErrorCode::UnknownMemberId; members.len()]);
+        };
+        let (errors, replies) = g.leave(members, now);
+        state.dispatch(replies);
+        shard.persist_group(&mut state, group_id, now);
+        (ErrorCode::None, errors)
+    }
+
+    /// Commits offsets: the group-level check, then per partition (`OFFSET_METADATA_TOO_LARGE`,
+    /// unknown topics), then one write for all that passed. Returns an error per offset.
+    pub fn commit(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        offsets: Vec<OffsetToCommit>,
+    ) -> Vec<ErrorCode> {
+        let all = |e: ErrorCode, n: usize| vec![e; n];
+        let n = offsets.len();
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return all(e, n),
+        };
+        let mut state = shard.lock();
+        let now = now_ms();
+        let check = match state.groups.get_mut(group_id) {
+            Some(g) => g.check_commit(member_id, instance, generation, now),
+            // A consumer that assigns its own partitions stores offsets in a new group.
+            None if generation < 0 => ErrorCode::None,
+            None => ErrorCode::IllegalGeneration,
+        };
+        if check != ErrorCode::None {
+            return all(check, n);
+        }
+        let mut errors = Vec::with_capacity(n);
+        let mut records = vec![];
+        let mut accepted = vec![];
+        for o in offsets {
+            let exists = topics
+                .get(&o.topic)
+                .is_some_and(|t| t.partition(o.partition).is_some());
+            let e = if !exists {
+                ErrorCode::UnknownTopicOrPartition
+            } else if o.offset.metadata.as_ref().map_or(0, |m| m.len()) > self.config.offset_metadata_bytes_max {
+                ErrorCode::OffsetMetadataTooLarge
+            } else {
+                records.push((
+                    store::offset_key(group_id, &o.topic, o.partition),
+                    Some(store::offset_value(&o.offset)),
+                ));
+                accepted.push(o);
+                ErrorCode::None
+            };
+            errors.push(e);
+        }
+        if let Err(e) = shard.write(&mut state, &records, now) {
+            return errors
+                .into_iter()
+                .map(|x| if x == ErrorCode::None { e } else { x })
+                .collect();
+        }
+        let g = state
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        for o in accepted {
+            g.put_offset(&o.topic, o.partition, o.offset);
+        }
+        shard.maybe_compact(&mut state, now);
+        errors
+    }
+
+    /// Committed offsets of a group: the partitions asked for (`None`: every one it has).
+    /// An unknown group has none; partitions without a commit come back as `None`.
+    pub fn fetch_offsets(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, ErrorCode> {
+        let shard = self.shard(topics, group_id)?;
+        let state = shard.lock();
+        let group = state.groups.get(group_id);
+        Ok(match wanted {
+            Some(wanted) => wanted
+                .into_iter()
+                .map(|(topic, parts)| {
+                    let parts = parts
+                        .into_iter()
+                        .map(|p| (p, group.and_then(|g| g.offset(&topic, p)).cloned()))
+                        .collect();
+                    (topic, parts)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+                for ((topic, p), o) in group.into_iter().flat_map(|g| g.offsets()) {
+                    by_topic.entry(topic.clone()).or_default().push((*p, Some(o.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        })
+    }
+
+    pub fn describe(&self, topics: &Topics, group_id: &str) -> Result<Option<GroupDescription>, ErrorCode> {
+        let shard = self.shard(topics, group_id)?;
+        let state = shard.lock();
+        Ok(state.groups.get(group_id).map(|g| GroupDescription {
+            state: g.state().name(),
+            protocol_type: g.protocol_type().unwrap_or("").to_string(),
+            protocol_data: if g.state() == super::state::GroupState::Stable {
+                g.protocol_name().unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
+            members: g.member_summaries(),
+        }))
+    }
+
+    /// Every group: id, protocol type, state. Nothing if no group was ever made.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let Some(shards) = self.shards.get() else {
+            return vec![];
+        };
+        let mut all = vec![];
+        for s in shards {
+            for (id, g) in &s.lock().groups {
+                all.push((
+                    id.clone(),
+                    g.protocol_type().unwrap_or("").to_string(),
+                    g.state().name(),
+                ));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    pub fn delete_group(&self, topics: &Topics, group_id: &str) -> ErrorCode {
+        let shard = match self.shard(topics, group_id) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let mut state = shard.lock();
+        let now = now_ms();
+        let Some(g) = state.groups.get(group_id) else {
+            return ErrorCode::GroupIdNotFound;
+        };
+        let e = g.check_delete();
+        if e != ErrorCode::None {
+            return e;
+        }
+        let mut records: Vec<(Bytes, Option<Bytes>)> = g
+            .offsets()
+            .map(|((t, p), _)| (store::offset_key(group_id, t, *p), None))
+            .collect();
+        records.push((store::group_key(group_id), None));
+        if let Err(e) = shard.write(&mut state, &records, now) {
+            return e;
+        }
+        if let Some(mut g) = state.groups.remove(group_id) {
+            g.mark_dead(now);
+        }
+        ErrorCode::None
+    }
+
+    /// OffsetDelete: removes committed offsets of topics the group does not consume. Returns
+    /// the group-level error, or one error per partition.
+    pub fn delete_offsets(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let shard = self.shard(topics, group_id)?;
+        let mut state = shard.lock();
+        let now = now_ms();
+        let g = state.groups.get(group_id).ok_or(ErrorCode::GroupIdNotFound)?;
+        let subscribed: Option<Vec<String>> = match g.state() {
+            super::state::GroupState::Empty | super::state::GroupState::Dead => Some(vec![]),
+            _ if g.protocol_type() == Some("consumer") => subscribed_topics(g),
+            _ => return Err(ErrorCode::NonEmptyGroup),
+        };
+        let mut errors = vec![];
+        let mut records = vec![];
+        for (topic, p) in partitions {
+            // Subscriptions that cannot be read count as covering every topic.
+            let in_use = subscribed.as_ref().is_none_or(|s| s.contains(topic));
+            if in_use {
+                errors.push(ErrorCode::GroupSubscribedToTopic);
+            } else {
+                if g.offset(topic, *p).is_some() {
+                    records.push((store::offset_key(group_id, topic, *p), None));
+                }
+                errors.push(ErrorCode::None);
+            }
+        }
+        shard.write(&mut state, &records, now)?;
+        if let Some(g) = state.groups.get_mut(group_id) {
+            for ((topic, p), e) in partitions.iter().zip(&errors) {
+                if *e == ErrorCode::None {
+                    g.remove_offset(topic, *p);
+                }
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Advances every group's timers (session and rebalance timeouts).
+    pub fn tick(&self) {
+        let Some(shards) = self.shards.get() else {
+            return;
+        };
+        let now = now_ms();
+        for s in shards {
+            let mut state = s.lock();
+            let ids: Vec<String> = state.groups.keys().cloned().collect();
+            for id in ids {
+                let Some(g) = state.groups.get_mut(&id) else { continue };
+                let replies = g.tick(now);
+                if !replies.is_empty() {
+                    state.dispatch(replies);
+                }
+                s.persist_group(&mut state, &id, now);
+            }
+        }
+    }
+
+    /// Expires offsets per `offsets.retention.minutes` and forgets groups left with nothing.
+    /// Returns how many offsets expired.
+    pub fn expire_offsets(&self) -> usize {
+        let Some(shards) = self.shards.get() else {
+            return 0;
+        };
+        let now = now_ms();
+        let mut expired = 0;
+        for s in shards {
+            let mut state = s.lock();
+            let mut records = vec![];
+            let mut gone = vec![];
+            for (id, g) in &state.groups {
+                let keys = g.expired_offsets(now, self.config.offsets_retention_ms);
+                for (t, p) in &keys {
+                    records.push((store::offset_key(id, t, *p), None));
+                }
+                let emptied = keys.len() == g.offsets().count();
+                if g.is_disposable() || (emptied && g.member_count() == 0 && g.state() == super::state::GroupState::Empty)
+                {
+                    records.push((store::group_key(id), None));
+                }
+                if !keys.is_empty() || g.is_disposable() {
+                    gone.push((id.clone(), keys));
+                }
+            }
+            if records.is_empty() || s.write(&mut state, &records, now).is_err() {
+                continue;
+            }
+            for (id, keys) in gone {
+                expired += keys.len();
+                if let Some(g) = state.groups.get_mut(&id) {
+                    for (t, p) in keys {
+                        g.remove_offset(&t, p);
+                    }
+                    if g.is_disposable() {
+                        state.groups.remove(&id);
+                    }
+                }
+            }
+        }
+        expired
+    }
+}
+
+/// Topics named by the consumer-protocol subscriptions of a group's members; `None` if one
+/// cannot be read.
+fn subscribed_topics(g: &Group) -> Option<Vec<String>> {
+    use wire::messages::ConsumerProtocolSubscription;
+    use wire::Decode;
+    let mut topics = vec![];
+    for mut m in g.member_metadata() {
+        let version = wire::codec::get_i16(&mut m).ok()?;
+        let s = ConsumerProtocolSubscription::decode(&mut m, version.clamp(0, 3)).ok()?;
+        topics.extend(s.topics);
+    }
+    Some(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_match_kafkas_hash() {
+        // Java: "my-group".hashCode() == 1507084587 (abs % 50 == 37).
+        assert_eq!(partition_for("my-group", 50), 1507084587 % 50);
+        assert_eq!(partition_for("", 50), 0);
+        // Some id hashes to i32::MIN in Java: "polygenelubricants".
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+    }
+}

@@ -1,0 +1,340 @@
+//! Consumer group membership and admin: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, DescribeGroups, ListGroups, DeleteGroups. The protocol lives in
+//! `group::state`; these turn requests into its calls, version by version.
+
+use crate::group::state::JoinRequest;
+use crate::Broker;
+use std::net::SocketAddr;
+use wire::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use wire::messages::find_coordinator_response::Coordinator;
+use wire::messages::join_group_response::JoinGroupResponseMember;
+use wire::messages::leave_group_response::MemberResponse;
+use wire::messages::delete_groups_response::DeletableGroupResult;
+use wire::messages::list_groups_response::ListedGroup;
+use wire::messages::*;
+
+/// Kafka's `AclOperation` bits a group supports (READ, DELETE, DESCRIBE): with no ACLs, all.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let keys = if version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
+    let listener = &broker.config.listener;
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| {
+            let mut c = Coordinator {
+                key,
+                node_id: -1,
+                host: String::new(),
+                port: -1,
+                ..Default::default()
+            };
+            let outcome = match req.key_type {
+                // Groups: the coordinator needs `__consumer_offsets`, made on first use.
+                0 => broker.groups.ready(&broker.topics),
+                // Transactions: InitProducerId refuses transactional ids with a clear error;
+                // the coordinator lookup itself succeeds so clients get that far.
+                1 => Ok(()),
+                t => {
+                    c.error_code = ErrorCode::InvalidRequest as i16;
+                    c.error_message = Some(format!("unsupported coordinator key type {t}"));
+                    return c;
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    c.node_id = broker.config.node_id;
+                    c.host = listener.advertised_host.clone();
+                    c.port = i32::from(listener.advertised_port);
+                }
+                Err(e) => {
+                    c.error_code = e as i16;
+                    c.error_message = Some(format!("{e:?}"));
+                }
+            }
+            c
+        })
+        .collect();
+    if version >= 4 {
+        return FindCoordinatorResponse {
+            coordinators,
+            ..Default::default()
+        };
+    }
+    let c = coordinators.into_iter().next().unwrap_or_default();
+    FindCoordinatorResponse {
+        error_code: c.error_code,
+        error_message: c.error_message,
+        node_id: c.node_id,
+        host: c.host,
+        port: c.port,
+        ..Default::default()
+    }
+}
+
+/// A fresh member id in Kafka's form: the client (or instance) id, a dash, a random UUID.
+fn new_member_id(prefix: &str) -> String {
+    let b = crate::meta::random_id();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{prefix}-{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+pub async fn join_group(
+    broker: &Broker,
+    version: i16,
+    client_id: Option<&str>,
+    peer: SocketAddr,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let error_response = |e: ErrorCode, member_id: String| JoinGroupResponse {
+        error_code: e as i16,
+        generation_id: -1,
+        member_id,
+        // Before v7 the protocol name is not nullable.
+        protocol_name: (version < 7).then(String::new),
+        ..Default::default()
+    };
+    if req.group_id.is_empty() {
+        return error_response(ErrorCode::InvalidGroupId, req.member_id);
+    }
+    let client_id = client_id.unwrap_or("").to_string();
+    let prefix = req.group_instance_id.clone().unwrap_or_else(|| client_id.clone());
+    let join = JoinRequest {
+        member_id: req.member_id,
+        group_instance_id: req.group_instance_id,
+        client_id,
+        client_host: format!("/{}", peer.ip()),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: the session timeout serves for both.
+        rebalance_timeout_ms: if version == 0 {
+            req.session_timeout_ms
+        } else {
+            req.rebalance_timeout_ms
+        },
+        protocol_type: req.protocol_type,
+        protocols: req.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        require_known_member_id: version >= 4,
+        new_member_id: new_member_id(&prefix),
+    };
+    let r = broker.groups.join(&broker.topics, &req.group_id, join).await;
+    JoinGroupResponse {
+        error_code: r.error as i16,
+        generation_id: r.generation,
+        protocol_type: r.protocol_type,
+        // Before v7 the protocol name is not nullable.
+        protocol_name: if version < 7 {
+            Some(r.protocol_name.unwrap_or_default())
+        } else {
+            r.protocol_name
+        },
+        leader: r.leader,
+        member_id: r.member_id,
+        members: r
+            .members
+            .into_iter()
+            .map(|m| JoinGroupResponseMember {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id,
+                metadata: m.metadata,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub async fn sync_group(broker: &Broker, _version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
+    if req.group_id.is_empty() {
+        return SyncGroupResponse {
+            error_code: ErrorCode::InvalidGroupId as i16,
+            ..Default::default()
+        };
+    }
+    let r = broker
+        .groups
+        .sync(
+            &broker.topics,
+            &req.group_id,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+            req.protocol_type.as_deref(),
+            req.protocol_name.as_deref(),
+            req.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect(),
+        )
+        .await;
+    SyncGroupResponse {
+        error_code: r.error as i16,
+        protocol_type: r.protocol_type,
+        protocol_name: r.protocol_name,
+        assignment: r.assignment,
+        ..Default::default()
+    }
+}
+
+pub fn heartbeat(broker: &Broker, _version: i16, req: HeartbeatRequest) -> HeartbeatResponse {
+    let e = if req.group_id.is_empty() {
+        ErrorCode::InvalidGroupId
+    } else {
+        broker.groups.heartbeat(
+            &broker.topics,
+            &req.group_id,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
+    };
+    HeartbeatResponse {
+        error_code: e as i16,
+        ..Default::default()
+    }
+}
+
+pub fn leave_group(broker: &Broker, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    // Before v3 one member leaves, named at the top; from v3 a batch, each with its error.
+    let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+            .collect()
+    } else {
+        vec![(req.member_id.clone(), None)]
+    };
+    let (top, errors) = if req.group_id.is_empty() {
+        (ErrorCode::InvalidGroupId, vec![])
+    } else {
+        broker.groups.leave(&broker.topics, &req.group_id, &leaving)
+    };
+    if version < 3 {
+        let e = if top != ErrorCode::None {
+            top
+        } else {
+            errors.first().copied().unwrap_or(ErrorCode::UnknownMemberId)
+        };
+        return LeaveGroupResponse {
+            error_code: e as i16,
+            ..Default::default()
+        };
+    }
+    LeaveGroupResponse {
+        error_code: top as i16,
+        members: if top != ErrorCode::None {
+            vec![]
+        } else {
+            leaving
+                .into_iter()
+                .zip(errors)
+                .map(|((member_id, group_instance_id), e)| MemberResponse {
+                    member_id,
+                    group_instance_id,
+                    error_code: e as i16,
+                    ..Default::default()
+                })
+                .collect()
+        },
+        ..Default::default()
+    }
+}
+
+pub fn describe_groups(broker: &Broker, _version: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let mut d = DescribedGroup {
+                group_id: group_id.clone(),
+                authorized_operations: if req.include_authorized_operations {
+                    GROUP_OPERATIONS
+                } else {
+                    i32::MIN
+                },
+                ..Default::default()
+            };
+            match broker.groups.describe(&broker.topics, &group_id) {
+                Err(e) => d.error_code = e as i16,
+                // As Kafka before DescribeGroups v6: an unknown group is described as Dead.
+                Ok(None) => d.group_state = "Dead".into(),
+                Ok(Some(g)) => {
+                    d.group_state = g.state.into();
+                    d.protocol_type = g.protocol_type;
+                    d.protocol_data = g.protocol_data;
+                    d.members = g
+                        .members
+                        .into_iter()
+                        .map(|m| DescribedGroupMember {
+                            member_id: m.member_id,
+                            group_instance_id: m.group_instance_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                            member_metadata: m.metadata,
+                            member_assignment: m.assignment,
+                            ..Default::default()
+                        })
+                        .collect();
+                }
+            }
+            d
+        })
+        .collect();
+    DescribeGroupsResponse {
+        groups,
+        ..Default::default()
+    }
+}
+
+pub fn list_groups(broker: &Broker, _version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
+    let state_ok = |s: &str| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(s));
+    // Every group here uses the classic protocol.
+    let type_ok = req.types_filter.is_empty() || req.types_filter.iter().any(|f| f.eq_ignore_ascii_case("classic"));
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| type_ok && state_ok(state))
+        .map(|(group_id, protocol_type, state)| ListedGroup {
+            group_id,
+            protocol_type,
+            group_state: state.to_string(),
+            group_type: "classic".into(),
+            ..Default::default()
+        })
+        .collect();
+    ListGroupsResponse {
+        groups,
+        ..Default::default()
+    }
+}
+
+pub fn delete_groups(broker: &Broker, _version: i16, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|group_id| {
+            let e = if group_id.is_empty() {
+                ErrorCode::InvalidGroupId
+            } else {
+                broker.groups.delete_group(&broker.topics, &group_id)
+            };
+            DeletableGroupResult {
+                group_id,
+                error_code: e as i16,
+                ..Default::default()
+            }
+        })
+        .collect();
+    DeleteGroupsResponse {
+        results,
+        ..Default::default()
+    }
+}
