@@ -805,10 +805,10 @@ mod tests {
 
     #[test]
     fn partitions_match_kafkas_hash() {
-        // Java: "my-group".hashCode() == 1507084587 (abs % 50 == 37).
-        assert_eq!(partition_for("my-group", 50), 1507084587 % 50);
+        // Java: "my-group".hashCode() == -1906497762, so partition 1906497762 % 50.
+        assert_eq!(partition_for("my-group", 50), 12);
         assert_eq!(partition_for("", 50), 0);
-        // Some id hashes to i32::MIN in Java: "polygenelubricants".
+        // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Kafka maps to 0.
         assert_eq!(partition_for("polygenelubricants", 50), 0);
     }
 }

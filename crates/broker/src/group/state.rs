@@ -772,6 +772,7 @@ impl Group {
             self.join_deadline = Some(now + timeout);
         }
         self.transition(GroupState::PreparingRebalance, now);
+        self.try_complete_join(now, out);
     }
 
     /// Ends the join phase early once every member (and no pending one) has rejoined. The
