@@ -27,11 +27,11 @@ function canConnect(port) {
   });
 }
 
-async function startBroker() {
+async function startBroker(extraArgs = []) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-js-'));
   let log = '';
-  const proc = spawn(BINARY, ['server', '--listeners', `127.0.0.1:${port}`, '--data-dir', path.join(dataDir, 'data')]);
+  const proc = spawn(BINARY, ['server', '--listeners', `127.0.0.1:${port}`, '--data-dir', path.join(dataDir, 'data'), ...extraArgs]);
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
   const deadline = Date.now() + 20000;

@@ -145,6 +145,7 @@ impl Server {
         }
         info!("shutting down: no new connections; finishing requests in progress");
         let _ = stop_tx.send(true);
+        broker.groups.shutdown();
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} });
         if drained.await.is_err() {
             warn!(

@@ -1,7 +1,7 @@
 //! The consumer group state machine driven with simulated time: no clock, no sockets.
 
-use bytes::Bytes;
 use broker::group::state::*;
+use bytes::Bytes;
 use wire::messages::ErrorCode;
 
 const SESSION: i32 = 10_000;
@@ -189,7 +189,11 @@ fn a_silent_member_is_removed_after_its_session_and_the_rest_rebalance() {
     }
     assert_eq!(h.g.member_count(), 2, "9 s of silence is within the 10 s session");
     h.advance(1000);
-    assert_eq!(h.g.state(), GroupState::PreparingRebalance, "the second member's session ended");
+    assert_eq!(
+        h.g.state(),
+        GroupState::PreparingRebalance,
+        "the second member's session ended"
+    );
     assert_eq!(h.g.member_count(), 1);
     assert_eq!(h.g.heartbeat(&ids[0], None, 1, h.now), ErrorCode::RebalanceInProgress);
     // The survivor rejoins; everyone (just it) has joined, so the rebalance completes at once.
@@ -346,7 +350,10 @@ fn commits_are_checked_against_membership_and_generation() {
     assert_eq!(h.g.check_commit(&ids[1], None, 1, h.now), ErrorCode::None);
     let _ = h.join(&ids[1], None);
     assert_eq!(h.g.state(), GroupState::CompletingRebalance);
-    assert_eq!(h.g.check_commit(&ids[1], None, 2, h.now), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        h.g.check_commit(&ids[1], None, 2, h.now),
+        ErrorCode::RebalanceInProgress
+    );
 }
 
 #[test]
@@ -363,7 +370,10 @@ fn offsets_of_an_empty_group_expire_after_retention() {
             commit_timestamp: h.now,
         },
     );
-    assert!(h.g.expired_offsets(h.now + 10_000_000, 1000).is_empty(), "members keep offsets");
+    assert!(
+        h.g.expired_offsets(h.now + 10_000_000, 1000).is_empty(),
+        "members keep offsets"
+    );
     let _ = h.g.leave(&[(ids[0].clone(), None)], h.now);
     assert_eq!(h.g.state(), GroupState::Empty);
     assert!(h.g.expired_offsets(h.now + 999, 1000).is_empty());

@@ -229,7 +229,10 @@ impl Shard {
                             partition,
                             value,
                         }) => {
-                            let g = state.groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now));
+                            let g = state
+                                .groups
+                                .entry(group.clone())
+                                .or_insert_with(|| Group::new(&group, now));
                             match value {
                                 Some(v) => g.put_offset(&topic, partition, v),
                                 None => {
@@ -271,7 +274,9 @@ impl Shard {
             }
             state.groups.insert(id, g);
         }
-        state.groups.retain(|_, g| !g.is_disposable() || g.protocol_type().is_some());
+        state
+            .groups
+            .retain(|_, g| !g.is_disposable() || g.protocol_type().is_some());
         state.written = read_bytes;
         if skipped > 0 {
             tracing::warn!(
@@ -281,6 +286,24 @@ impl Shard {
             );
         }
         Ok(())
+    }
+}
+
+/// What is logged about a group: its state, generation and size before and after a call.
+fn summary(g: Option<&Group>) -> Option<(&'static str, i32, usize)> {
+    g.map(|g| (g.state().name(), g.generation(), g.member_count()))
+}
+
+fn log_change(
+    group_id: &str,
+    before: Option<(&'static str, i32, usize)>,
+    after: Option<(&'static str, i32, usize)>,
+    why: &str,
+) {
+    if before != after {
+        if let Some((state, generation, members)) = after {
+            tracing::info!(group = group_id, state, generation, members, why, "group changed");
+        }
     }
 }
 
@@ -314,6 +337,8 @@ pub struct Coordinator {
     shards: OnceLock<Vec<Shard>>,
     creating: Mutex<()>,
     next_token: AtomicU64,
+    /// Set at shutdown: waiting requests are answered and no new ones wait.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A committed offset to store, as a request gives it.
@@ -332,9 +357,11 @@ impl Coordinator {
             shards: OnceLock::new(),
             creating: Mutex::new(()),
             next_token: AtomicU64::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         if topics.get(CONSUMER_OFFSETS).is_some() {
-            c.shards(topics).map_err(|e| format!("cannot load consumer groups: {e:?}"))?;
+            c.shards(topics)
+                .map_err(|e| format!("cannot load consumer groups: {e:?}"))?;
         }
         Ok(c)
     }
@@ -388,6 +415,9 @@ impl Coordinator {
     }
 
     fn shard(&self, topics: &Topics, group_id: &str) -> Result<&Shard, ErrorCode> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let shards = self.shards(topics)?;
         Ok(&shards[partition_for(group_id, shards.len() as i32) as usize])
     }
@@ -420,17 +450,26 @@ impl Coordinator {
             let (tx, rx) = oneshot::channel();
             state.waiters.insert(token, Waiter::Join(tx));
             let group = state.groups.get_mut(group_id).expect("inserted");
+            let before = summary(Some(group));
             let replies = group.join(req, token, now, &self.config.limits);
+            log_change(group_id, before, summary(Some(group)), "join");
             state.dispatch(replies);
             shard.persist_group(&mut state, group_id, now);
-            if state.groups.get(group_id).is_some_and(|g| g.is_disposable() && g.protocol_type().is_none()) {
+            if state
+                .groups
+                .get(group_id)
+                .is_some_and(|g| g.is_disposable() && g.protocol_type().is_none())
+            {
                 // A join refused before the group ever had a member leaves nothing behind.
                 state.groups.remove(group_id);
             }
             rx
         };
-        rx.await
-            .unwrap_or_else(|_| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id))
+        let r = rx
+            .await
+            .unwrap_or_else(|_| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id));
+        tracing::debug!(group = group_id, member = member_id, error = ?r.error, generation = r.generation, leader = r.leader, "join answered");
+        r
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -456,6 +495,7 @@ impl Coordinator {
             let Some(group) = state.groups.get_mut(group_id) else {
                 return SyncResult::error(ErrorCode::UnknownMemberId);
             };
+            let before = summary(Some(group));
             let replies = group.sync(
                 member_id,
                 instance,
@@ -466,6 +506,7 @@ impl Coordinator {
                 token,
                 now,
             );
+            log_change(group_id, before, summary(Some(group)), "sync");
             let (tx, rx) = oneshot::channel();
             state.waiters.insert(token, Waiter::Sync(tx));
             // The assignment is written before anyone is told it.
@@ -512,7 +553,9 @@ impl Coordinator {
         let Some(g) = state.groups.get_mut(group_id) else {
             return (ErrorCode::None, vec![ErrorCode::UnknownMemberId; members.len()]);
         };
+        let before = summary(Some(g));
         let (errors, replies) = g.leave(members, now);
+        log_change(group_id, before, summary(Some(g)), "leave");
         state.dispatch(replies);
         shard.persist_group(&mut state, group_id, now);
         (ErrorCode::None, errors)
@@ -550,9 +593,7 @@ impl Coordinator {
         let mut records = vec![];
         let mut accepted = vec![];
         for o in offsets {
-            let exists = topics
-                .get(&o.topic)
-                .is_some_and(|t| t.partition(o.partition).is_some());
+            let exists = topics.get(&o.topic).is_some_and(|t| t.partition(o.partition).is_some());
             let e = if !exists {
                 ErrorCode::UnknownTopicOrPartition
             } else if o.offset.metadata.as_ref().map_or(0, |m| m.len()) > self.config.offset_metadata_bytes_max {
@@ -720,6 +761,29 @@ impl Coordinator {
         Ok(errors)
     }
 
+    /// At shutdown: answers every waiting JoinGroup and SyncGroup with `NOT_COORDINATOR` (the
+    /// client looks for the coordinator again), so connections are not held until the grace
+    /// period ends, and refuses group requests from now on.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let Some(shards) = self.shards.get() else {
+            return;
+        };
+        for s in shards {
+            let mut state = s.lock();
+            for (_, w) in state.waiters.drain() {
+                match w {
+                    Waiter::Join(tx) => {
+                        let _ = tx.send(JoinResult::error(ErrorCode::NotCoordinator, ""));
+                    }
+                    Waiter::Sync(tx) => {
+                        let _ = tx.send(SyncResult::error(ErrorCode::NotCoordinator));
+                    }
+                }
+            }
+        }
+    }
+
     /// Advances every group's timers (session and rebalance timeouts).
     pub fn tick(&self) {
         let Some(shards) = self.shards.get() else {
@@ -731,7 +795,9 @@ impl Coordinator {
             let ids: Vec<String> = state.groups.keys().cloned().collect();
             for id in ids {
                 let Some(g) = state.groups.get_mut(&id) else { continue };
+                let before = summary(Some(g));
                 let replies = g.tick(now);
+                log_change(&id, before, summary(Some(g)), "timer");
                 if !replies.is_empty() {
                     state.dispatch(replies);
                 }
@@ -758,7 +824,8 @@ impl Coordinator {
                     records.push((store::offset_key(id, t, *p), None));
                 }
                 let emptied = keys.len() == g.offsets().count();
-                if g.is_disposable() || (emptied && g.member_count() == 0 && g.state() == super::state::GroupState::Empty)
+                if g.is_disposable()
+                    || (emptied && g.member_count() == 0 && g.state() == super::state::GroupState::Empty)
                 {
                     records.push((store::group_key(id), None));
                 }

@@ -470,14 +470,7 @@ impl Group {
             .any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
     }
 
-    fn join_unknown_member(
-        &mut self,
-        req: JoinRequest,
-        token: Token,
-        now: i64,
-        limits: &Limits,
-        out: &mut Vec<Reply>,
-    ) {
+    fn join_unknown_member(&mut self, req: JoinRequest, token: Token, now: i64, limits: &Limits, out: &mut Vec<Reply>) {
         if let Some(instance) = req.group_instance_id.clone() {
             if let Some(old_id) = self.static_members.get(&instance).cloned() {
                 self.replace_static_member(&old_id, req, token, now, out);
@@ -581,14 +574,7 @@ impl Group {
         }
     }
 
-    fn add_member_and_rebalance(
-        &mut self,
-        id: String,
-        req: JoinRequest,
-        token: Token,
-        now: i64,
-        out: &mut Vec<Reply>,
-    ) {
+    fn add_member_and_rebalance(&mut self, id: String, req: JoinRequest, token: Token, now: i64, out: &mut Vec<Reply>) {
         if self.members.is_empty() {
             self.protocol_type = Some(req.protocol_type.clone());
         }
@@ -959,7 +945,13 @@ impl Group {
 
     // ---- Heartbeat ----
 
-    pub fn heartbeat(&mut self, member_id: &str, group_instance_id: Option<&str>, generation: i32, now: i64) -> ErrorCode {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        now: i64,
+    ) -> ErrorCode {
         if self.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }

@@ -5,11 +5,11 @@
 use crate::group::state::JoinRequest;
 use crate::Broker;
 use std::net::SocketAddr;
+use wire::messages::delete_groups_response::DeletableGroupResult;
 use wire::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use wire::messages::find_coordinator_response::Coordinator;
 use wire::messages::join_group_response::JoinGroupResponseMember;
 use wire::messages::leave_group_response::MemberResponse;
-use wire::messages::delete_groups_response::DeletableGroupResult;
 use wire::messages::list_groups_response::ListedGroup;
 use wire::messages::*;
 
@@ -171,7 +171,10 @@ pub async fn sync_group(broker: &Broker, _version: i16, req: SyncGroupRequest) -
             req.generation_id,
             req.protocol_type.as_deref(),
             req.protocol_name.as_deref(),
-            req.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect(),
+            req.assignments
+                .into_iter()
+                .map(|a| (a.member_id, a.assignment))
+                .collect(),
         )
         .await;
     SyncGroupResponse {
@@ -294,7 +297,8 @@ pub fn describe_groups(broker: &Broker, _version: i16, req: DescribeGroupsReques
 }
 
 pub fn list_groups(broker: &Broker, _version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
-    let state_ok = |s: &str| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(s));
+    let state_ok =
+        |s: &str| req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(s));
     // Every group here uses the classic protocol.
     let type_ok = req.types_filter.is_empty() || req.types_filter.iter().any(|f| f.eq_ignore_ascii_case("classic"));
     let groups = broker

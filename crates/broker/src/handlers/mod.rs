@@ -145,12 +145,9 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
             &groups::describe_groups(broker, version, req),
         ),
         RequestBody::ListGroups(req) => respond(&header, api_key, version, &groups::list_groups(broker, version, req)),
-        RequestBody::DeleteGroups(req) => respond(
-            &header,
-            api_key,
-            version,
-            &groups::delete_groups(broker, version, req),
-        ),
+        RequestBody::DeleteGroups(req) => {
+            respond(&header, api_key, version, &groups::delete_groups(broker, version, req))
+        }
         RequestBody::OffsetCommit(req) => respond(&header, api_key, version, &offsets::commit(broker, version, req)),
         RequestBody::OffsetFetch(req) => respond(&header, api_key, version, &offsets::fetch(broker, version, req)),
         RequestBody::OffsetDelete(req) => respond(&header, api_key, version, &offsets::delete(broker, version, req)),
