@@ -363,19 +363,20 @@ def test_group_admin_with_confluent_and_kafka_python(gbroker):
     kadmin.close()
 
 
-def test_kcat_balanced_consumer_reads_and_commits(gbroker):
+def test_kcat_balanced_consumer_reads_and_commits(broker):
+    """With the default settings, including the 3 s initial rebalance delay."""
     topic = topic_name("kcat")
-    create_topic(gbroker.bootstrap, topic, partitions=2)
-    produce(gbroker.bootstrap, topic, [{"value": f"k{i}".encode(), "partition": i % 2} for i in range(10)])
+    create_topic(broker.bootstrap, topic, partitions=2)
+    produce(broker.bootstrap, topic, [{"value": f"k{i}".encode(), "partition": i % 2} for i in range(10)])
     group = group_name()
     out = subprocess.run(
-        ["kcat", "-b", gbroker.bootstrap, "-G", group, "-o", "beginning", "-c", "10", "-e",
+        ["kcat", "-b", broker.bootstrap, "-G", group, "-o", "beginning", "-c", "10", "-e",
          "-X", "auto.commit.interval.ms=100", "-f", "%s\n", topic],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split()) == sorted(f"k{i}" for i in range(10))
-    c = Consumer({"bootstrap.servers": gbroker.bootstrap, "group.id": group})
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
     committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
     assert sum(tp.offset for tp in committed) == 10, committed
     c.close()

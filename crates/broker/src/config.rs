@@ -381,6 +381,7 @@ impl ConfigLayers {
             offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
             offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
+            ..Default::default()
         };
         Ok(BrokerConfig {
             groups,

@@ -32,9 +32,6 @@ use wire::compression::Compression;
 use wire::messages::ErrorCode;
 use wire::records::{BatchBuilder, RecordBatch};
 
-/// The log of a shard is compacted once this much has been written since the last compaction
-/// and it is more than twice the size of the live state.
-const COMPACT_AFTER_BYTES: u64 = 16 << 20;
 /// Records per batch when writing a snapshot.
 const SNAPSHOT_BATCH_RECORDS: usize = 1000;
 /// Largest decompressed batch read back on load (we write uncompressed batches).
@@ -53,6 +50,9 @@ pub struct GroupConfig {
     pub offsets_retention_check_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_bytes_max: usize,
+    /// A shard's log is compacted once this much has been written since its last compaction
+    /// and that is more than twice the size of the live state (not a setting; tests lower it).
+    pub compact_after_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -64,6 +64,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_ms: 600_000,
             offset_metadata_bytes_max: 4096,
+            compact_after_bytes: 16 << 20,
         }
     }
 }
@@ -152,8 +153,8 @@ impl Shard {
     }
 
     /// Rewrites every live key and moves the log start past everything older.
-    fn maybe_compact(&self, state: &mut ShardState, now: i64) {
-        if state.written < COMPACT_AFTER_BYTES.max(2 * state.snapshot_bytes) {
+    fn maybe_compact(&self, state: &mut ShardState, now: i64, after_bytes: u64) {
+        if state.written < after_bytes.max(2 * state.snapshot_bytes) {
             return;
         }
         let mut records = vec![];
@@ -621,7 +622,7 @@ impl Coordinator {
         for o in accepted {
             g.put_offset(&o.topic, o.partition, o.offset);
         }
-        shard.maybe_compact(&mut state, now);
+        shard.maybe_compact(&mut state, now, self.config.compact_after_bytes);
         errors
     }
 
@@ -806,8 +807,8 @@ impl Coordinator {
         }
     }
 
-    /// Expires offsets per `offsets.retention.minutes` and forgets groups left with nothing.
-    /// Returns how many offsets expired.
+    /// Expires offsets per `offsets.retention.minutes` and forgets `Empty` groups left with
+    /// nothing (a tombstone for each). Returns how many offsets expired.
     pub fn expire_offsets(&self) -> usize {
         let Some(shards) = self.shards.get() else {
             return 0;
@@ -817,33 +818,30 @@ impl Coordinator {
         for s in shards {
             let mut state = s.lock();
             let mut records = vec![];
-            let mut gone = vec![];
+            // (group, its expired offsets, whether the group goes too)
+            let mut changes = vec![];
             for (id, g) in &state.groups {
                 let keys = g.expired_offsets(now, self.config.offsets_retention_ms);
-                for (t, p) in &keys {
-                    records.push((store::offset_key(id, t, *p), None));
+                let group_goes = g.is_disposable_without(keys.len());
+                if keys.is_empty() && !group_goes {
+                    continue;
                 }
-                let emptied = keys.len() == g.offsets().count();
-                if g.is_disposable()
-                    || (emptied && g.member_count() == 0 && g.state() == super::state::GroupState::Empty)
-                {
+                records.extend(keys.iter().map(|(t, p)| (store::offset_key(id, t, *p), None)));
+                if group_goes {
                     records.push((store::group_key(id), None));
                 }
-                if !keys.is_empty() || g.is_disposable() {
-                    gone.push((id.clone(), keys));
-                }
+                changes.push((id.clone(), keys, group_goes));
             }
-            if records.is_empty() || s.write(&mut state, &records, now).is_err() {
+            if s.write(&mut state, &records, now).is_err() {
                 continue;
             }
-            for (id, keys) in gone {
+            for (id, keys, group_goes) in changes {
                 expired += keys.len();
-                if let Some(g) = state.groups.get_mut(&id) {
+                if group_goes {
+                    state.groups.remove(&id);
+                } else if let Some(g) = state.groups.get_mut(&id) {
                     for (t, p) in keys {
                         g.remove_offset(&t, p);
-                    }
-                    if g.is_disposable() {
-                        state.groups.remove(&id);
                     }
                 }
             }

@@ -1141,7 +1141,12 @@ impl Group {
 
     /// Whether an `Empty` group with nothing left can be forgotten.
     pub fn is_disposable(&self) -> bool {
-        self.state == GroupState::Empty && self.offsets.is_empty() && self.pending_members.is_empty()
+        self.is_disposable_without(0)
+    }
+
+    /// Whether the group can be forgotten once `expiring` of its offsets are gone.
+    pub fn is_disposable_without(&self, expiring: usize) -> bool {
+        self.state == GroupState::Empty && self.offsets.len() <= expiring && self.pending_members.is_empty()
     }
 
     /// DeleteGroups: only a group without members can go.
