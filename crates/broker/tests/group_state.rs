@@ -393,3 +393,224 @@ fn snapshots_restore_a_stable_group() {
         assert_eq!(g.assignment_of(id), Some(&Bytes::from(format!("a-{id}"))));
     }
 }
+
+mod random_operations {
+    //! Random sequences of client operations and time: the state machine never panics, answers
+    //! each waiting request at most once, keeps its leader among its members, and once clients
+    //! fall silent answers every request still waiting.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        JoinNew {
+            instance: Option<u8>,
+            protocols: u8,
+            v4: bool,
+        },
+        JoinKnown {
+            who: usize,
+            protocols: u8,
+        },
+        Sync {
+            who: usize,
+            generation_offset: i32,
+            assign: bool,
+        },
+        Heartbeat {
+            who: usize,
+        },
+        Leave {
+            who: usize,
+            by_instance: bool,
+        },
+        Commit {
+            who: usize,
+        },
+        Advance {
+            ms: i64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (proptest::option::of(0u8..3), 0u8..3, any::<bool>()).prop_map(|(instance, protocols, v4)| Op::JoinNew {
+                instance,
+                protocols,
+                v4
+            }),
+            (0usize..8, 0u8..3).prop_map(|(who, protocols)| Op::JoinKnown { who, protocols }),
+            (0usize..8, -1i32..=1, any::<bool>()).prop_map(|(who, generation_offset, assign)| Op::Sync {
+                who,
+                generation_offset,
+                assign
+            }),
+            (0usize..8).prop_map(|who| Op::Heartbeat { who }),
+            (0usize..8, any::<bool>()).prop_map(|(who, by_instance)| Op::Leave { who, by_instance }),
+            (0usize..8).prop_map(|who| Op::Commit { who }),
+            (0i64..20_000).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    fn protocols(set: u8) -> &'static [&'static str] {
+        match set {
+            0 => &["range"],
+            1 => &["cooperative-sticky", "range"],
+            _ => &["roundrobin"],
+        }
+    }
+
+    struct Model {
+        h: Harness,
+        /// Member ids handed out (joined or pending), with their instance id.
+        ids: Vec<(String, Option<String>)>,
+        waiting: HashSet<Token>,
+        answered: HashSet<Token>,
+        last_generation: i32,
+    }
+
+    impl Model {
+        fn absorb(&mut self, replies: Vec<Reply>) {
+            for r in replies {
+                let (t, id) = match &r {
+                    Reply::Join(t, res) => (*t, Some(res.member_id.clone())),
+                    Reply::Sync(t, _) => (*t, None),
+                };
+                assert!(self.waiting.remove(&t), "reply to a token not waiting: {r:?}");
+                assert!(self.answered.insert(t), "token answered twice: {r:?}");
+                if let Some(id) = id.filter(|id| !id.is_empty()) {
+                    if !self.ids.iter().any(|(known, _)| *known == id) {
+                        self.ids.push((id, None));
+                    }
+                }
+            }
+        }
+
+        fn who(&self, i: usize) -> Option<(String, Option<String>)> {
+            (!self.ids.is_empty()).then(|| self.ids[i % self.ids.len()].clone())
+        }
+
+        fn check(&mut self) {
+            let g = &self.h.g;
+            assert!(g.generation() >= self.last_generation, "generations never go back");
+            self.last_generation = g.generation();
+            if matches!(g.state(), GroupState::Stable | GroupState::CompletingRebalance) {
+                let leader = g.leader().expect("a group with a generation has a leader");
+                assert!(g.member_ids().iter().any(|m| m == leader), "the leader is a member");
+            }
+            if g.state() == GroupState::Empty {
+                assert_eq!(g.member_count(), 0);
+            }
+            assert!(g.member_count() <= self.h.limits.members_max);
+        }
+
+        fn apply(&mut self, op: Op) {
+            let now = self.h.now;
+            match op {
+                Op::JoinNew {
+                    instance,
+                    protocols: p,
+                    v4,
+                } => {
+                    let instance = instance.map(|i| format!("instance-{i}"));
+                    let mut req = self.h.join_req("", instance.as_deref(), protocols(p));
+                    req.require_known_member_id = v4;
+                    let t = self.h.token();
+                    self.waiting.insert(t);
+                    let new_id = req.new_member_id.clone();
+                    let replies = self.h.g.join(req, t, now, &self.h.limits);
+                    self.ids.push((new_id, instance));
+                    self.absorb(replies);
+                }
+                Op::JoinKnown { who, protocols: p } => {
+                    let Some((id, instance)) = self.who(who) else { return };
+                    let mut req = self.h.join_req(&id, instance.as_deref(), protocols(p));
+                    req.require_known_member_id = true;
+                    let t = self.h.token();
+                    self.waiting.insert(t);
+                    let replies = self.h.g.join(req, t, now, &self.h.limits);
+                    self.absorb(replies);
+                }
+                Op::Sync {
+                    who,
+                    generation_offset,
+                    assign,
+                } => {
+                    let Some((id, instance)) = self.who(who) else { return };
+                    let assignments = if assign {
+                        self.h
+                            .g
+                            .member_ids()
+                            .into_iter()
+                            .map(|m| (m.clone(), Bytes::from(m)))
+                            .collect()
+                    } else {
+                        vec![]
+                    };
+                    let t = self.h.token();
+                    self.waiting.insert(t);
+                    let generation = self.h.g.generation() + generation_offset;
+                    let replies = self
+                        .h
+                        .g
+                        .sync(&id, instance.as_deref(), generation, None, None, assignments, t, now);
+                    self.absorb(replies);
+                }
+                Op::Heartbeat { who } => {
+                    let Some((id, instance)) = self.who(who) else { return };
+                    let generation = self.h.g.generation();
+                    let _ = self.h.g.heartbeat(&id, instance.as_deref(), generation, now);
+                }
+                Op::Leave { who, by_instance } => {
+                    let Some((id, instance)) = self.who(who) else { return };
+                    let leaving = if by_instance && instance.is_some() {
+                        (String::new(), instance)
+                    } else {
+                        (id, instance)
+                    };
+                    let (errors, replies) = self.h.g.leave(&[leaving], now);
+                    assert_eq!(errors.len(), 1);
+                    self.absorb(replies);
+                }
+                Op::Commit { who } => {
+                    let Some((id, instance)) = self.who(who) else { return };
+                    let generation = self.h.g.generation();
+                    let _ = self.h.g.check_commit(&id, instance.as_deref(), generation, now);
+                }
+                Op::Advance { ms } => {
+                    let replies = self.h.advance(ms);
+                    self.absorb(replies);
+                }
+            }
+            self.check();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_waiting_request_is_answered_once(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut m = Model {
+                h: Harness::new(),
+                ids: vec![],
+                waiting: HashSet::new(),
+                answered: HashSet::new(),
+                last_generation: 0,
+            };
+            m.h.limits.members_max = 6;
+            for op in ops {
+                m.apply(op);
+            }
+            // Clients fall silent: within the longest timeout everything waiting is answered.
+            for _ in 0..(2 * NEW_MEMBER_JOIN_TIMEOUT_MS / 1000) {
+                let replies = m.h.advance(1000);
+                m.absorb(replies);
+                m.check();
+            }
+            prop_assert!(m.waiting.is_empty(), "never answered: {:?} (state {:?})", m.waiting, m.h.g.state());
+        }
+    }
+}
