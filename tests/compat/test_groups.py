@@ -380,3 +380,36 @@ def test_kcat_balanced_consumer_reads_and_commits(broker):
     committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
     assert sum(tp.offset for tp in committed) == 10, committed
     c.close()
+
+
+def test_aiokafka_group_consumer_commits_and_resumes(gbroker):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    topic = topic_name("aio")
+    create_topic(gbroker.bootstrap, topic, partitions=2)
+    produce(gbroker.bootstrap, topic, [{"value": f"a{i}".encode(), "partition": i % 2} for i in range(20)])
+    group = group_name()
+
+    async def read(n):
+        c = AIOKafkaConsumer(
+            topic, bootstrap_servers=gbroker.bootstrap, group_id=group,
+            auto_offset_reset="earliest", enable_auto_commit=False,
+        )
+        await c.start()
+        got = []
+        try:
+            async with asyncio.timeout(60):
+                while len(got) < n:
+                    batches = await c.getmany(timeout_ms=500, max_records=n - len(got))
+                    for msgs in batches.values():
+                        got.extend(m.value for m in msgs)
+            await c.commit()
+        finally:
+            await c.stop()
+        return got
+
+    first = asyncio.run(read(10))
+    rest = asyncio.run(read(10))
+    assert sorted(first + rest) == sorted(f"a{i}".encode() for i in range(20)), "no record twice, none lost"
