@@ -300,7 +300,16 @@ fn static_member_restart_keeps_its_assignment_without_a_rebalance() {
 #[test]
 fn protocols_must_be_shared() {
     let mut h = Harness::new();
-    let _ = stable_group(&mut h, 1);
+    let ids = stable_group(&mut h, 1);
+    // Even the only member cannot change the group's protocol type.
+    let mut req = h.join_req(&ids[0], None, &["range"]);
+    req.protocol_type = "connect".into();
+    let r = h.g.join(req, 98, h.now, &h.limits);
+    assert_eq!(join_result(&r, 98).error, ErrorCode::InconsistentGroupProtocol);
+    // A known member naming an instance id the group does not know.
+    let req = h.join_req(&ids[0], Some("stranger"), &["range"]);
+    let r = h.g.join(req, 97, h.now, &h.limits);
+    assert_eq!(join_result(&r, 97).error, ErrorCode::UnknownMemberId);
     let (t, r) = h.join_with("", None, &["roundrobin"]);
     assert_eq!(join_result(&r, t).error, ErrorCode::InconsistentGroupProtocol);
     let mut req = h.join_req("", None, &["range"]);

@@ -78,6 +78,9 @@ enum Waiter {
 struct ShardState {
     groups: HashMap<String, Group>,
     waiters: HashMap<Token, Waiter>,
+    /// The last group value written for each group: what compaction writes again. (Not the
+    /// live state: a group mid-rebalance is persisted only once it is stable or empty.)
+    persisted: HashMap<String, Bytes>,
     /// Bytes appended since the last compaction, and the size of that snapshot.
     written: u64,
     snapshot_bytes: u64,
@@ -133,22 +136,32 @@ impl Shard {
             }
             Err(e) => {
                 tracing::error!(partition = self.partition.index, error = %e, "cannot write to {CONSUMER_OFFSETS}");
-                Err(ErrorCode::KafkaStorageError)
+                // As Kafka: the client looks for the coordinator again and retries.
+                Err(ErrorCode::NotCoordinator)
             }
         }
     }
 
-    fn persist_group(&self, state: &mut ShardState, group_id: &str, now: i64) {
+    /// Writes the group's membership if it changed. False if that write failed (the group
+    /// carries on from memory; after a restart its members would rejoin).
+    fn persist_group(&self, state: &mut ShardState, group_id: &str, now: i64) -> bool {
         let Some(g) = state.groups.get_mut(group_id) else {
-            return;
+            return true;
         };
         if !g.take_dirty() {
-            return;
+            return true;
         }
-        let record = (store::group_key(group_id), Some(store::group_value(&g.snapshot())));
-        if let Err(e) = self.write(state, &[record], now) {
-            // The group carries on from memory; after a restart its members rejoin.
-            tracing::warn!(group = group_id, error = ?e, "group metadata not persisted");
+        let value = store::group_value(&g.snapshot());
+        let record = (store::group_key(group_id), Some(value.clone()));
+        match self.write(state, &[record], now) {
+            Ok(()) => {
+                state.persisted.insert(group_id.to_string(), value);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(group = group_id, error = ?e, "group metadata not persisted");
+                false
+            }
         }
     }
 
@@ -158,10 +171,10 @@ impl Shard {
             return;
         }
         let mut records = vec![];
+        for (id, value) in &state.persisted {
+            records.push((store::group_key(id), Some(value.clone())));
+        }
         for (id, g) in &state.groups {
-            if g.member_count() > 0 || g.protocol_type().is_some() {
-                records.push((store::group_key(id), Some(store::group_value(&g.snapshot()))));
-            }
             for ((topic, partition), o) in g.offsets() {
                 records.push((store::offset_key(id, topic, *partition), Some(store::offset_value(o))));
             }
@@ -223,6 +236,7 @@ impl Shard {
                     if r.offset < p.log.log_start_offset() {
                         continue;
                     }
+                    let raw_value = r.value.clone();
                     match store::parse(r.key, r.value) {
                         Ok(Entry::Offset {
                             group,
@@ -242,9 +256,15 @@ impl Shard {
                             }
                         }
                         Ok(Entry::Group { group, value }) => {
-                            if value.is_none() {
-                                // A deleted group: drop what was read of it so far.
-                                state.groups.remove(&group);
+                            match &raw_value {
+                                Some(v) => {
+                                    state.persisted.insert(group.clone(), v.clone());
+                                }
+                                None => {
+                                    // A deleted group: drop what was read of it so far.
+                                    state.groups.remove(&group);
+                                    state.persisted.remove(&group);
+                                }
                             }
                             snapshots.insert(group, value);
                         }
@@ -419,6 +439,10 @@ impl Coordinator {
         if self.closed.load(Ordering::Acquire) {
             return Err(ErrorCode::NotCoordinator);
         }
+        // Compact strings may be longer than the int16-length strings of our records.
+        if group_id.len() > i16::MAX as usize {
+            return Err(ErrorCode::InvalidGroupId);
+        }
         let shards = self.shards(topics)?;
         Ok(&shards[partition_for(group_id, shards.len() as i32) as usize])
     }
@@ -510,8 +534,25 @@ impl Coordinator {
             log_change(group_id, before, summary(Some(group)), "sync");
             let (tx, rx) = oneshot::channel();
             state.waiters.insert(token, Waiter::Sync(tx));
-            // The assignment is written before anyone is told it.
-            shard.persist_group(&mut state, group_id, now);
+            // The assignment is written before anyone is told it; if it cannot be, nobody gets
+            // it (NOT_COORDINATOR, as Kafka) and the group rebalances.
+            let replies = if shard.persist_group(&mut state, group_id, now) {
+                replies
+            } else {
+                let mut failed: Vec<Reply> = replies
+                    .into_iter()
+                    .map(|r| match r {
+                        Reply::Sync(t, res) if res.error == ErrorCode::None => {
+                            Reply::Sync(t, SyncResult::error(ErrorCode::NotCoordinator))
+                        }
+                        other => other,
+                    })
+                    .collect();
+                if let Some(g) = state.groups.get_mut(group_id) {
+                    failed.extend(g.rebalance(now));
+                }
+                failed
+            };
             state.dispatch(replies);
             rx
         };
@@ -717,6 +758,7 @@ impl Coordinator {
         if let Some(mut g) = state.groups.remove(group_id) {
             g.mark_dead(now);
         }
+        state.persisted.remove(group_id);
         ErrorCode::None
     }
 
@@ -839,6 +881,7 @@ impl Coordinator {
                 expired += keys.len();
                 if group_goes {
                     state.groups.remove(&id);
+                    state.persisted.remove(&id);
                 } else if let Some(g) = state.groups.get_mut(&id) {
                     for (t, p) in keys {
                         g.remove_offset(&t, p);

@@ -458,13 +458,13 @@ impl Group {
         if protocol_type.is_empty() || protocols.is_empty() {
             return false;
         }
-        let others: Vec<&Member> = self.members.values().filter(|m| m.member_id != member_id).collect();
-        if others.is_empty() {
+        if self.members.is_empty() {
             return true;
         }
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
+        let others: Vec<&Member> = self.members.values().filter(|m| m.member_id != member_id).collect();
         protocols
             .iter()
             .any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
@@ -504,6 +504,14 @@ impl Group {
         if let Err(e) = self.check_member(&id, req.group_instance_id.as_deref()) {
             out.push(Reply::Join(token, JoinResult::error(e, &id)));
             return;
+        }
+        if let Some(instance) = &req.group_instance_id {
+            if !self.static_members.contains_key(instance) {
+                // A known member naming an instance id the group does not know (Kafka's
+                // `groupInstanceIdNotFound`).
+                out.push(Reply::Join(token, JoinResult::error(ErrorCode::UnknownMemberId, &id)));
+                return;
+            }
         }
         match self.state {
             GroupState::PreparingRebalance => self.update_member_and_rebalance(&id, req, token, now, out),
@@ -858,6 +866,13 @@ impl Group {
             GroupState::PreparingRebalance => self.try_complete_join(now, out),
             GroupState::Empty | GroupState::Dead => {}
         }
+    }
+
+    /// Starts a rebalance from outside (the coordinator could not persist an assignment).
+    pub fn rebalance(&mut self, now: i64) -> Vec<Reply> {
+        let mut out = vec![];
+        self.maybe_prepare_rebalance(now, &mut out);
+        out
     }
 
     // ---- SyncGroup ----

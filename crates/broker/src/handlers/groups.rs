@@ -325,11 +325,8 @@ pub fn delete_groups(broker: &Broker, _version: i16, req: DeleteGroupsRequest) -
         .groups_names
         .into_iter()
         .map(|group_id| {
-            let e = if group_id.is_empty() {
-                ErrorCode::InvalidGroupId
-            } else {
-                broker.groups.delete_group(&broker.topics, &group_id)
-            };
+            // As Kafka, the empty group id is a group like any other here.
+            let e = broker.groups.delete_group(&broker.topics, &group_id);
             DeletableGroupResult {
                 group_id,
                 error_code: e as i16,

@@ -35,18 +35,15 @@ pub fn commit(broker: &Broker, _version: i16, req: OffsetCommitRequest) -> Offse
             })
         })
         .collect();
-    let errors = if req.group_id.is_empty() {
-        vec![ErrorCode::InvalidGroupId; offsets.len()]
-    } else {
-        broker.groups.commit(
-            &broker.topics,
-            &req.group_id,
-            &req.member_id,
-            req.group_instance_id.as_deref(),
-            req.generation_id_or_member_epoch,
-            offsets,
-        )
-    };
+    // As Kafka, an empty group id is allowed here (for backwards compatibility).
+    let errors = broker.groups.commit(
+        &broker.topics,
+        &req.group_id,
+        &req.member_id,
+        req.group_instance_id.as_deref(),
+        req.generation_id_or_member_epoch,
+        offsets,
+    );
     let mut errors = errors.into_iter();
     let topics = shape
         .into_iter()
