@@ -301,3 +301,70 @@ def test_retention_removes_old_segments(make_broker):
     assert lo > 80, f"retention kept offsets from {lo}"
     got = consume_all(b.bootstrap, topic, [0], 100 - lo)
     assert got[0].offset() == lo
+
+
+def test_configs_and_partitions_through_each_admin_api(make_broker):
+    """Describe and alter topic configs, read broker settings and add partitions with
+    confluent-kafka and kafka-python; the changes survive a restart."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ResourceType
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource as KConfigResource, ConfigResourceType, NewPartitions as KNewPartitions
+
+    b = make_broker().start()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    topic = topic_name("cfg")
+    create_topic(b.bootstrap, topic, partitions=2, config={"retention.ms": "3600000"})
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    described = admin.describe_configs([res])[res].result(10)
+    assert described["retention.ms"].value == "3600000" and not described["retention.ms"].is_default
+    assert described["max.message.bytes"].value == "1048588" and described["max.message.bytes"].is_default
+
+    change = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "2097152", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    admin.incremental_alter_configs([change])[change].result(10)
+    described = admin.describe_configs([res])[res].result(10)
+    assert described["max.message.bytes"].value == "2097152"
+    assert described["retention.ms"].is_default and described["retention.ms"].value == "604800000"
+    # The new limit is enforced: a 1.5 MB record now fits.
+    reports = produce(b.bootstrap, topic, [{"value": b"x" * 1_500_000, "partition": 0}], **{"message.max.bytes": 3_000_000})
+    assert reports[0][0] is None, reports
+
+    bad = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as e:
+        admin.incremental_alter_configs([bad])[bad].result(10)
+    assert e.value.args[0].code() == KafkaError.INVALID_CONFIG
+
+    broker_res = ConfigResource(ResourceType.BROKER, "1")
+    settings = admin.describe_configs([broker_res])[broker_res].result(10)
+    assert settings["log.retention.ms"].value == "604800000" and settings["log.retention.ms"].is_read_only
+
+    admin.create_partitions([NewPartitions(topic, 4)])[topic].result(10)
+    assert sorted(admin.list_topics(timeout=10).topics[topic].partitions) == [0, 1, 2, 3]
+    with pytest.raises(KafkaException) as e:
+        admin.create_partitions([NewPartitions(topic, 3)])[topic].result(10)
+    assert e.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+    # The new partitions take records.
+    assert produce(b.bootstrap, topic, [{"value": b"new", "partition": 3}])[0][0] is None
+
+    # kafka-python: the same through its admin client.
+    k = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    k.alter_configs([KConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "120000", "max.message.bytes": "2097152"})])
+    k.create_partitions({topic: KNewPartitions(total_count=6)})
+    kdesc = k.describe_configs([KConfigResource(ConfigResourceType.TOPIC, topic)])
+    text = str(kdesc)
+    assert "120000" in text and "2097152" in text, text
+    k.close()
+
+    b.stop()
+    b.start()
+    described = admin.describe_configs([res])[res].result(10)
+    assert described["retention.ms"].value == "120000"
+    assert described["max.message.bytes"].value == "2097152"
+    assert sorted(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).topics[topic].partitions) == list(range(6))

@@ -73,6 +73,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::group::coordinator::GroupConfig,
+    /// Every setting as text, and whether it is the default (for DescribeConfigs).
+    pub settings: Vec<(String, String, bool)>,
 }
 
 /// Broker-wide defaults for topics (`num.partitions`, `log.*`, `message.max.bytes`).
@@ -383,7 +385,13 @@ impl ConfigLayers {
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
             ..Default::default()
         };
+        let settings = self
+            .values
+            .iter()
+            .map(|(k, (v, source))| (k.clone(), v.clone(), *source == Source::Default))
+            .collect();
         Ok(BrokerConfig {
+            settings,
             groups,
             node_id,
             listener: Listener {

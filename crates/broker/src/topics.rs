@@ -50,12 +50,81 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// Kafka's `ConfigType` codes, as DescribeConfigs reports them.
+pub mod config_type {
+    pub const STRING: i8 = 2;
+    pub const INT: i8 = 3;
+    pub const LONG: i8 = 5;
+    pub const LIST: i8 = 7;
+}
+
+/// The topic configs this broker understands: name, the broker setting that supplies its
+/// default (its synonym), type, and what it does.
+pub const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
+    (
+        "cleanup.policy",
+        "log.cleanup.policy",
+        config_type::LIST,
+        "delete (compaction is not supported yet)",
+    ),
+    (
+        "compression.type",
+        "compression.type",
+        config_type::STRING,
+        "producer, uncompressed, gzip, snappy, lz4 or zstd",
+    ),
+    (
+        "max.message.bytes",
+        "message.max.bytes",
+        config_type::INT,
+        "largest record batch accepted",
+    ),
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        config_type::STRING,
+        "CreateTime or LogAppendTime",
+    ),
+    (
+        "min.insync.replicas",
+        "min.insync.replicas",
+        config_type::INT,
+        "replicas that must acknowledge acks=all",
+    ),
+    (
+        "retention.bytes",
+        "log.retention.bytes",
+        config_type::LONG,
+        "bytes kept per partition; -1 no limit",
+    ),
+    (
+        "retention.ms",
+        "log.retention.ms",
+        config_type::LONG,
+        "how long records are kept; -1 forever",
+    ),
+    (
+        "segment.bytes",
+        "log.segment.bytes",
+        config_type::INT,
+        "segment size before a new one is rolled",
+    ),
+    (
+        "segment.ms",
+        "log.roll.ms",
+        config_type::LONG,
+        "accepted; time-based rolling is not implemented yet",
+    ),
+];
+
 /// A topic's effective configuration: its overrides over the broker defaults.
 #[derive(Debug, Clone)]
 pub struct TopicConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub segment_bytes: i64,
+    /// Accepted and reported; time-based rolling is not implemented yet.
+    pub segment_ms: i64,
     pub message_bytes_max: i64,
     pub min_insync_replicas: i32,
     pub timestamp_type: TimestampType,
@@ -75,6 +144,7 @@ impl TopicConfig {
             retention_ms: defaults.retention_ms,
             retention_bytes: defaults.retention_bytes,
             segment_bytes: defaults.segment_bytes,
+            segment_ms: 604_800_000,
             message_bytes_max: defaults.message_bytes_max,
             min_insync_replicas: 1,
             timestamp_type: TimestampType::CreateTime,
@@ -95,9 +165,7 @@ impl TopicConfig {
                 "retention.bytes" => c.retention_bytes = int(-1)?,
                 "segment.bytes" => c.segment_bytes = int(14)?,
                 // Accepted and checked; time-based rolling is not implemented yet.
-                "segment.ms" => {
-                    int(1)?;
-                }
+                "segment.ms" => c.segment_ms = int(1)?,
                 "max.message.bytes" => c.message_bytes_max = int(0)?,
                 "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
                 "message.timestamp.type" => {
@@ -130,6 +198,25 @@ impl TopicConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The effective value of a config in [`TOPIC_CONFIGS`], as text.
+    pub fn value(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "cleanup.policy" => self.cleanup_policy.clone(),
+            "compression.type" => self.compression_type.clone(),
+            "max.message.bytes" => self.message_bytes_max.to_string(),
+            "message.timestamp.type" => match self.timestamp_type {
+                TimestampType::CreateTime => "CreateTime".into(),
+                TimestampType::LogAppendTime => "LogAppendTime".into(),
+            },
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            _ => return None,
+        })
     }
 
     fn log_config(&self) -> LogConfig {
@@ -309,28 +396,9 @@ impl Topics {
         overrides: BTreeMap<String, String>,
     ) -> Result<Topic, ApiError> {
         let config = TopicConfig::resolve(&self.defaults, &overrides, is_internal(name))?;
-        let mut parts = Vec::with_capacity(partitions.max(0) as usize);
-        for index in 0..partitions {
-            let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
-            // Producer state is rebuilt from the batch headers still in the log.
-            let mut producers = ProducerStates::default();
-            log.for_each_batch(|b| {
-                if b.producer_id >= 0 {
-                    let delta = (b.last_offset - b.base_offset) as i32;
-                    let batch = ProducerBatch::new(b.producer_id, b.producer_epoch, b.base_sequence, delta);
-                    producers.record(&batch, b.base_offset);
-                }
-            })
-            .map_err(storage_error)?;
-            let end = log.log_end_offset();
-            parts.push(Arc::new(Partition {
-                topic: name.to_string(),
-                index,
-                leader_epoch: 0,
-                state: Mutex::new(PartitionState { log, producers }),
-                high_watermark: AtomicI64::new(end),
-            }));
-        }
+        let parts = (0..partitions)
+            .map(|index| self.open_partition(name, index, &config))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Topic {
             name: name.to_string(),
             id,
@@ -338,6 +406,28 @@ impl Topics {
             config,
             overrides,
         })
+    }
+
+    fn open_partition(&self, name: &str, index: i32, config: &TopicConfig) -> Result<Arc<Partition>, ApiError> {
+        let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
+        // Producer state is rebuilt from the batch headers still in the log.
+        let mut producers = ProducerStates::default();
+        log.for_each_batch(|b| {
+            if b.producer_id >= 0 {
+                let delta = (b.last_offset - b.base_offset) as i32;
+                let batch = ProducerBatch::new(b.producer_id, b.producer_epoch, b.base_sequence, delta);
+                producers.record(&batch, b.base_offset);
+            }
+        })
+        .map_err(storage_error)?;
+        let end = log.log_end_offset();
+        Ok(Arc::new(Partition {
+            topic: name.to_string(),
+            index,
+            leader_epoch: 0,
+            state: Mutex::new(PartitionState { log, producers }),
+            high_watermark: AtomicI64::new(end),
+        }))
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -509,6 +599,102 @@ impl Topics {
         }
         tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
         Ok(topic)
+    }
+
+    /// A user topic that exists, for the calls that change one.
+    fn changeable(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        let topic = self.get(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        if is_internal(name) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic and cannot be changed"),
+            ));
+        }
+        Ok(topic)
+    }
+
+    /// Replaces a topic in memory and on disk; the old value comes back if the write fails.
+    fn replace(&self, old: &Arc<Topic>, new: Topic) -> Result<Arc<Topic>, ApiError> {
+        let new = self.insert(new);
+        if let Err(e) = self.persist() {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            inner.by_name.insert(old.name.clone(), old.clone());
+            inner.by_id.insert(old.id, old.clone());
+            return Err(e);
+        }
+        Ok(new)
+    }
+
+    /// Sets a topic's config overrides to what `change` makes of the current ones (after
+    /// checking them), atomically with respect to other changes. Logs take the new segment size
+    /// from their next append.
+    pub fn update_overrides(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&Topic) -> Result<BTreeMap<String, String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self.changeable(name)?;
+        let overrides = change(&topic)?;
+        let config = TopicConfig::resolve(&self.defaults, &overrides, false)?;
+        if validate_only {
+            return Ok(());
+        }
+        for p in &topic.partitions {
+            p.lock().log.set_config(config.log_config());
+        }
+        let new = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            config,
+            overrides,
+        };
+        self.replace(&topic, new)?;
+        tracing::info!(topic = name, "topic configs changed");
+        Ok(())
+    }
+
+    /// CreatePartitions: grows a topic to `count` partitions. Partitions are never removed.
+    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self.changeable(name)?;
+        let current = topic.partitions.len() as i32;
+        if count == current {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic {name} already has {current} partitions"),
+            ));
+        }
+        if count < current {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic {name} has {current} partitions, more than the {count} asked for; partitions cannot be removed"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            partitions.push(self.open_partition(name, index, &topic.config)?);
+        }
+        let new = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config: topic.config.clone(),
+            overrides: topic.overrides.clone(),
+        };
+        self.replace(&topic, new)?;
+        tracing::info!(topic = name, from = current, to = count, "partitions added");
+        Ok(())
     }
 
     fn remove(&self, name: &str) -> Option<Arc<Topic>> {

@@ -111,6 +111,11 @@ impl Log {
     }
 
     /// The offset the next record will get.
+    /// Changes the configuration (a topic's configs were altered): applies from the next append.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
     }

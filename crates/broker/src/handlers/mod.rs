@@ -5,6 +5,8 @@
 //! and return the response value; they never see bytes.
 
 mod api_versions;
+mod configs;
+mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
@@ -54,6 +56,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -151,6 +157,22 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
         RequestBody::OffsetCommit(req) => respond(&header, api_key, version, &offsets::commit(broker, version, req)),
         RequestBody::OffsetFetch(req) => respond(&header, api_key, version, &offsets::fetch(broker, version, req)),
         RequestBody::OffsetDelete(req) => respond(&header, api_key, version, &offsets::delete(broker, version, req)),
+        RequestBody::DescribeConfigs(req) => {
+            respond(&header, api_key, version, &configs::describe(broker, version, req))
+        }
+        RequestBody::AlterConfigs(req) => respond(&header, api_key, version, &configs::alter(broker, version, req)),
+        RequestBody::IncrementalAlterConfigs(req) => respond(
+            &header,
+            api_key,
+            version,
+            &configs::incremental_alter(broker, version, req),
+        ),
+        RequestBody::CreatePartitions(req) => respond(
+            &header,
+            api_key,
+            version,
+            &create_partitions::handle(broker, version, req),
+        ),
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }
 }
