@@ -368,3 +368,30 @@ def test_configs_and_partitions_through_each_admin_api(make_broker):
     assert described["retention.ms"].value == "120000"
     assert described["max.message.bytes"].value == "2097152"
     assert sorted(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).topics[topic].partitions) == list(range(6))
+
+
+def test_delete_records_describe_cluster_and_log_dirs(broker):
+    from kafka import KafkaAdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = topic_name("dr")
+    create_topic(broker.bootstrap, topic)
+    produce(broker.bootstrap, topic, [{"value": f"r{i}".encode()} for i in range(10)])
+    deleted = admin.delete_records([TopicPartition(topic, 0, 4)])
+    assert [f.result(10).low_watermark for f in deleted.values()] == [4]
+    # A consumer starting from the beginning now starts at offset 4.
+    got = consume_all(broker.bootstrap, topic, [0], expected=6)
+    assert [m.offset() for m in got] == list(range(4, 10))
+    with pytest.raises(KafkaException) as e:
+        [f.result(10) for f in admin.delete_records([TopicPartition(topic, 0, 11)]).values()]
+    assert e.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
+
+    cluster = admin.describe_cluster().result(10)
+    assert cluster.cluster_id == admin.list_topics(timeout=10).cluster_id
+    assert [(n.id, n.host, n.port) for n in cluster.nodes] == [(1, "127.0.0.1", broker.port)]
+
+    k = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    dirs = k.describe_log_dirs()
+    sizes = {t["name"]: t["partitions"][0]["partition_size"] for d in dirs[0]["log_dirs"] for t in d["topics"]}
+    assert sizes[topic] > 0
+    k.close()

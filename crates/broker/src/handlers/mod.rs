@@ -5,6 +5,7 @@
 //! and return the response value; they never see bytes.
 
 mod api_versions;
+mod cluster_admin;
 mod configs;
 mod create_partitions;
 mod create_topics;
@@ -60,6 +61,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeLogDirs, 0, 4),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -172,6 +176,24 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
             api_key,
             version,
             &create_partitions::handle(broker, version, req),
+        ),
+        RequestBody::DeleteRecords(req) => respond(
+            &header,
+            api_key,
+            version,
+            &cluster_admin::delete_records(broker, version, req),
+        ),
+        RequestBody::DescribeCluster(req) => respond(
+            &header,
+            api_key,
+            version,
+            &cluster_admin::describe_cluster(broker, version, req),
+        ),
+        RequestBody::DescribeLogDirs(req) => respond(
+            &header,
+            api_key,
+            version,
+            &cluster_admin::describe_log_dirs(broker, version, req),
         ),
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }

@@ -1,0 +1,151 @@
+//! DeleteRecords, DescribeCluster and DescribeLogDirs.
+
+use crate::Broker;
+use wire::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use wire::messages::describe_cluster_response::DescribeClusterBroker;
+use wire::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use wire::messages::*;
+
+/// DeleteRecords: moves each partition's log start offset up to the offset given (-1: the high
+/// watermark); segments wholly below it are deleted. Internal topics are refused.
+pub fn delete_records(broker: &Broker, _version: i16, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.name);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let mut r = DeleteRecordsPartitionResult {
+                        partition_index: p.partition_index,
+                        low_watermark: -1,
+                        ..Default::default()
+                    };
+                    let part = topic.as_ref().and_then(|t| t.partition(p.partition_index));
+                    let outcome = match part {
+                        None => Err(ErrorCode::UnknownTopicOrPartition),
+                        Some(_) if crate::topics::is_internal(&t.name) => Err(ErrorCode::InvalidRequest),
+                        Some(part) => {
+                            let hw = part.high_watermark();
+                            let target = if p.offset == -1 { hw } else { p.offset };
+                            let mut state = part.lock();
+                            if target < 0 || target > hw {
+                                Err(ErrorCode::OffsetOutOfRange)
+                            } else {
+                                state.log.delete_records_before(target).map_err(|e| {
+                                    tracing::warn!(topic = %t.name, partition = p.partition_index, error = %e, "DeleteRecords failed");
+                                    ErrorCode::KafkaStorageError
+                                })
+                            }
+                        }
+                    };
+                    match outcome {
+                        Ok(low) => r.low_watermark = low,
+                        Err(e) => r.error_code = e as i16,
+                    }
+                    r
+                })
+                .collect();
+            DeleteRecordsTopicResult {
+                name: t.name,
+                partitions,
+                ..Default::default()
+            }
+        })
+        .collect();
+    DeleteRecordsResponse {
+        topics,
+        ..Default::default()
+    }
+}
+
+pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let listener = &broker.config.listener;
+    // Endpoint type 1 is brokers; 2 (controllers) has no separate listener here.
+    if req.endpoint_type != 1 {
+        return DescribeClusterResponse {
+            error_code: ErrorCode::UnsupportedEndpointType as i16,
+            error_message: Some("only broker endpoints (1) are served".into()),
+            endpoint_type: req.endpoint_type,
+            ..Default::default()
+        };
+    }
+    DescribeClusterResponse {
+        endpoint_type: 1,
+        cluster_id: broker.cluster_id.clone(),
+        controller_id: broker.config.node_id,
+        brokers: vec![DescribeClusterBroker {
+            broker_id: broker.config.node_id,
+            host: listener.advertised_host.clone(),
+            port: i32::from(listener.advertised_port),
+            rack: None,
+            ..Default::default()
+        }],
+        // No ACLs: every cluster operation is allowed; the value only when asked for.
+        cluster_authorized_operations: if req.include_cluster_authorized_operations {
+            // ALTER, ALTER_CONFIGS, CLUSTER_ACTION, CREATE, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE
+            (1 << 7) | (1 << 11) | (1 << 9) | (1 << 5) | (1 << 8) | (1 << 10) | (1 << 12)
+        } else {
+            i32::MIN
+        },
+        ..Default::default()
+    }
+}
+
+/// DescribeLogDirs: the one data directory, with the size of each partition asked for (all
+/// when `topics` is null).
+pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    let wanted: Vec<(std::sync::Arc<crate::topics::Topic>, Vec<i32>)> = match req.topics {
+        None => broker
+            .topics
+            .list()
+            .into_iter()
+            .map(|t| {
+                let all = (0..t.partitions.len() as i32).collect();
+                (t, all)
+            })
+            .collect(),
+        Some(ts) => ts
+            .into_iter()
+            .filter_map(|t| broker.topics.get(&t.topic).map(|topic| (topic, t.partitions)))
+            .collect(),
+    };
+    let topics = wanted
+        .into_iter()
+        .map(|(topic, parts)| DescribeLogDirsTopic {
+            name: topic.name.clone(),
+            partitions: parts
+                .into_iter()
+                .filter_map(|i| topic.partition(i))
+                .map(|p| DescribeLogDirsPartition {
+                    partition_index: p.index,
+                    partition_size: p.lock().log.size_bytes() as i64,
+                    offset_lag: 0,
+                    is_future_key: false,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let dir = broker
+        .config
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| broker.config.data_dir.clone());
+    DescribeLogDirsResponse {
+        results: vec![DescribeLogDirsResult {
+            log_dir: dir.display().to_string(),
+            topics,
+            // Disk totals are not measured yet.
+            total_bytes: -1,
+            usable_bytes: -1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
