@@ -362,6 +362,9 @@ pub struct Coordinator {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// Committed offsets by topic and partition (`None`: nothing committed).
+pub type CommittedByTopic = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// A committed offset to store, as a request gives it.
 pub struct OffsetToCommit {
     pub topic: String,
@@ -674,7 +677,7 @@ impl Coordinator {
         topics: &Topics,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, ErrorCode> {
+    ) -> Result<CommittedByTopic, ErrorCode> {
         let shard = self.shard(topics, group_id)?;
         let state = shard.lock();
         let group = state.groups.get(group_id);
@@ -755,9 +758,7 @@ impl Coordinator {
         if let Err(e) = shard.write(&mut state, &records, now) {
             return e;
         }
-        if let Some(mut g) = state.groups.remove(group_id) {
-            g.mark_dead(now);
-        }
+        state.groups.remove(group_id);
         state.persisted.remove(group_id);
         ErrorCode::None
     }

@@ -2,7 +2,8 @@
 //!
 //! States: `Empty` (no members; may hold committed offsets), `PreparingRebalance` (waiting for
 //! members to (re)join), `CompletingRebalance` (joined; waiting for the leader's assignment),
-//! `Stable` (assignment handed out), `Dead` (deleted).
+//! `Stable` (assignment handed out), `Dead` (deleted: the coordinator drops such a group at
+//! once, so `Dead` is only ever reported, for groups it does not know).
 //!
 //! Calls take the time (`now`, milliseconds, the wall clock as Kafka uses) and a [`Token`] for
 //! a request that may have to wait (JoinGroup, SyncGroup). Answers come back as [`Reply`]
@@ -1171,10 +1172,5 @@ impl Group {
             GroupState::Dead => ErrorCode::GroupIdNotFound,
             _ => ErrorCode::NonEmptyGroup,
         }
-    }
-
-    pub fn mark_dead(&mut self, now: i64) {
-        self.transition(GroupState::Dead, now);
-        self.offsets.clear();
     }
 }

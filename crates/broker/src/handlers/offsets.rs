@@ -1,6 +1,6 @@
 //! Committed offsets: OffsetCommit, OffsetFetch (one group, or several from v8), OffsetDelete.
 
-use crate::group::coordinator::{now_ms, OffsetToCommit};
+use crate::group::coordinator::{now_ms, CommittedByTopic, OffsetToCommit};
 use crate::group::state::CommittedOffset;
 use crate::Broker;
 use wire::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
@@ -66,9 +66,11 @@ pub fn commit(broker: &Broker, _version: i16, req: OffsetCommitRequest) -> Offse
     }
 }
 
-type Fetched = Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, ErrorCode>;
-
-fn fetch_group(broker: &Broker, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<CommittedByTopic, ErrorCode> {
     broker.groups.fetch_offsets(&broker.topics, group_id, wanted)
 }
 
@@ -78,6 +80,33 @@ fn shown(o: Option<CommittedOffset>) -> (i64, i32, Option<String>) {
         Some(o) => (o.offset, o.leader_epoch, o.metadata),
         None => (-1, -1, Some(String::new())),
     }
+}
+
+/// The response's topics from committed offsets: v8+ and older versions have the same fields
+/// in different generated types.
+macro_rules! response_topics {
+    ($topics:expr, $topic:ident, $partition:ident) => {
+        $topics
+            .into_iter()
+            .map(|(name, parts)| $topic {
+                name,
+                partitions: parts
+                    .into_iter()
+                    .map(|(partition_index, o)| {
+                        let (committed_offset, committed_leader_epoch, metadata) = shown(o);
+                        $partition {
+                            partition_index,
+                            committed_offset,
+                            committed_leader_epoch,
+                            metadata,
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect()
+    };
 }
 
 pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
@@ -97,26 +126,7 @@ pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFe
                     },
                     Ok(topics) => OffsetFetchResponseGroup {
                         group_id: g.group_id,
-                        topics: topics
-                            .into_iter()
-                            .map(|(name, parts)| OffsetFetchResponseTopics {
-                                name,
-                                partitions: parts
-                                    .into_iter()
-                                    .map(|(partition_index, o)| {
-                                        let (committed_offset, committed_leader_epoch, metadata) = shown(o);
-                                        OffsetFetchResponsePartitions {
-                                            partition_index,
-                                            committed_offset,
-                                            committed_leader_epoch,
-                                            metadata,
-                                            ..Default::default()
-                                        }
-                                    })
-                                    .collect(),
-                                ..Default::default()
-                            })
-                            .collect(),
+                        topics: response_topics!(topics, OffsetFetchResponseTopics, OffsetFetchResponsePartitions),
                         ..Default::default()
                     },
                 }
@@ -133,26 +143,7 @@ pub fn fetch(broker: &Broker, version: i16, req: OffsetFetchRequest) -> OffsetFe
         .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
     match fetch_group(broker, &req.group_id, wanted) {
         Ok(topics) => OffsetFetchResponse {
-            topics: topics
-                .into_iter()
-                .map(|(name, parts)| OffsetFetchResponseTopic {
-                    name,
-                    partitions: parts
-                        .into_iter()
-                        .map(|(partition_index, o)| {
-                            let (committed_offset, committed_leader_epoch, metadata) = shown(o);
-                            OffsetFetchResponsePartition {
-                                partition_index,
-                                committed_offset,
-                                committed_leader_epoch,
-                                metadata,
-                                ..Default::default()
-                            }
-                        })
-                        .collect(),
-                    ..Default::default()
-                })
-                .collect(),
+            topics: response_topics!(topics, OffsetFetchResponseTopic, OffsetFetchResponsePartition),
             ..Default::default()
         },
         // v0-1 have no top-level error: it goes on every partition asked for.
