@@ -113,7 +113,7 @@ pub const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
         "segment.ms",
         "log.roll.ms",
         config_type::LONG,
-        "accepted; time-based rolling is not implemented yet",
+        "roll a new segment after this long, so retention can delete the old one",
     ),
 ];
 
@@ -123,7 +123,6 @@ pub struct TopicConfig {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub segment_bytes: i64,
-    /// Accepted and reported; time-based rolling is not implemented yet.
     pub segment_ms: i64,
     pub message_bytes_max: i64,
     pub min_insync_replicas: i32,
@@ -164,7 +163,6 @@ impl TopicConfig {
                 "retention.ms" => c.retention_ms = int(-1)?,
                 "retention.bytes" => c.retention_bytes = int(-1)?,
                 "segment.bytes" => c.segment_bytes = int(14)?,
-                // Accepted and checked; time-based rolling is not implemented yet.
                 "segment.ms" => c.segment_ms = int(1)?,
                 "max.message.bytes" => c.message_bytes_max = int(0)?,
                 "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
@@ -222,6 +220,7 @@ impl TopicConfig {
     fn log_config(&self) -> LogConfig {
         LogConfig {
             segment_bytes: self.segment_bytes.max(14) as u64,
+            segment_ms: Some(self.segment_ms),
             index_interval_bytes: 4096,
             // The batch limit is checked by the produce handler (it knows the error code);
             // the log refuses only what could never be stored.
@@ -720,7 +719,7 @@ impl Topics {
                 continue;
             }
             for p in &topic.partitions {
-                match p.lock().log.enforce_retention(now_ms, ms, bytes) {
+                match p.lock().log.enforce_retention(now_ms, p.high_watermark(), ms, bytes) {
                     Ok(n) => deleted += n,
                     Err(e) => tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed"),
                 }

@@ -2,8 +2,8 @@
 //! plus a sparse offset index), with recovery of a torn tail on open.
 //!
 //! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open): segmented
-//! append and read, rolling, offset index, recovery of the last segment, retention by time and
-//! size, DeleteRecords with a log start offset checkpoint, timestamp lookups (an in-memory time
+//! append and read, rolling by size and by `segment.ms`, offset index, recovery of the last segment, retention by time and
+//! size (the active segment too, as Kafka), DeleteRecords with a log start offset checkpoint, timestamp lookups (an in-memory time
 //! index rebuilt on open). Not yet: a persisted time index, clean-shutdown
 //! fast start, recovery-point checkpoint, flush policy and group commit, a fault-injecting
 //! backend, bounded open files, asynchronous file deletion.

@@ -16,6 +16,9 @@ use wire::records::{self, RecordBatch};
 pub struct LogConfig {
     /// `segment.bytes`: roll to a new segment when the active one would grow past this.
     pub segment_bytes: u64,
+    /// `segment.ms`: roll to a new segment once the active one spans this much time (see
+    /// [`Log::append`]); `None`: never by time.
+    pub segment_ms: Option<i64>,
     /// `index.interval.bytes`: bytes of batches between offset index entries.
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: the largest batch accepted.
@@ -26,6 +29,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
             index_interval_bytes: 4096,
             batch_bytes_max: 1_048_588,
         }
@@ -83,7 +87,7 @@ impl Log {
             segments.insert(*base, seg);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes)?);
+            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes, None)?);
         }
         let first_base = *segments.keys().next().unwrap_or(&0);
         let mut log = Log {
@@ -110,12 +114,16 @@ impl Log {
         self.segments.values().next_back().expect("a log always has a segment")
     }
 
-    /// The offset the next record will get.
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has a segment")
+    }
+
     /// Changes the configuration (a topic's configs were altered): applies from the next append.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
     }
 
+    /// The offset the next record will get.
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
     }
@@ -134,7 +142,12 @@ impl Log {
 
     /// Appends one record batch as received: checks it, stamps base offset and leader epoch
     /// (outside the CRC), and writes it. The caller has validated the records themselves.
-    pub fn append(&mut self, batch: Bytes, leader_epoch: i32) -> Result<AppendInfo, StorageError> {
+    ///
+    /// A new segment is rolled first when the batch would take the active one past
+    /// `segment.bytes`, or, as Kafka does, when `segment.ms` has passed: measured between the
+    /// first batch's max timestamp in the segment and this batch's, or by `now_ms` since the
+    /// segment was opened when timestamps are missing (-1).
+    pub fn append(&mut self, batch: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
         if batch.len() > self.config.batch_bytes_max {
             return Err(StorageError::BatchTooLarge {
                 size: batch.len(),
@@ -152,17 +165,19 @@ impl Log {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + i64::from(parsed.last_offset_delta());
         let max_timestamp = parsed.max_timestamp();
-        if self.active().size() + batch.len() as u64 > self.config.segment_bytes && !self.active().is_empty() {
-            self.roll(base_offset)?;
+        let (segment_ms, segment_bytes) = (self.config.segment_ms, self.config.segment_bytes);
+        let active = self.active_mut();
+        let waited = active.time_waited_for_roll(max_timestamp, now_ms);
+        let too_big = active.size() + batch.len() as u64 > segment_bytes;
+        let too_old = segment_ms.is_some_and(|ms| waited > ms);
+        // Index entries hold offsets relative to the base as u32.
+        let too_wide = last_offset - active.base_offset() > i64::from(u32::MAX);
+        if (too_big || too_old || too_wide) && !active.is_empty() {
+            self.roll(base_offset, now_ms)?;
         }
         let mut stamped = BytesMut::from(&batch[..]);
         records::stamp(&mut stamped, base_offset, leader_epoch);
-        let active = self
-            .segments
-            .values_mut()
-            .next_back()
-            .expect("a log always has a segment");
-        active.append(&stamped, base_offset, last_offset, max_timestamp)?;
+        self.active_mut().append(&stamped, base_offset, last_offset, max_timestamp)?;
         assert_eq!(
             self.log_end_offset(),
             last_offset + 1,
@@ -174,9 +189,9 @@ impl Log {
         })
     }
 
-    fn roll(&mut self, base_offset: i64) -> Result<(), StorageError> {
+    fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
         self.active().sync()?;
-        let seg = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;
+        let seg = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes, Some(now_ms))?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         self.segments.insert(base_offset, seg);
         Ok(())
@@ -224,24 +239,34 @@ impl Log {
 
     /// Deletes the oldest segments that retention no longer keeps: those whose newest record is
     /// older than `retention_ms` before `now_ms`, and those that take the log over
-    /// `retention_bytes`. Whole segments only, never the active one; the log start offset
-    /// moves first. Returns how many segments were deleted.
+    /// `retention_bytes`. Whole segments only, and only those wholly below `high_watermark`.
+    /// As in Kafka, the active segment goes too when it qualifies (a quiet topic still ages
+    /// out): a new, empty segment is rolled first. The log start offset moves before any file
+    /// is removed. Returns how many segments were deleted.
     pub fn enforce_retention(
         &mut self,
         now_ms: i64,
+        high_watermark: i64,
         retention_ms: Option<i64>,
         retention_bytes: Option<u64>,
     ) -> Result<usize, StorageError> {
         let mut size = self.size_bytes();
         let mut new_start = None;
-        for (_, seg) in self.segments.iter().take(self.segments.len() - 1) {
+        let mut takes_active = false;
+        let count = self.segments.len();
+        for (i, (_, seg)) in self.segments.iter().enumerate() {
             let expired = retention_ms.is_some_and(|r| seg.max_timestamp() < now_ms.saturating_sub(r));
-            let oversize = retention_bytes.is_some_and(|r| size > r);
-            if !(expired || oversize) {
+            let oversize = retention_bytes.is_some_and(|r| size - seg.size() >= r);
+            if !(expired || oversize) || seg.next_offset() > high_watermark || seg.is_empty() {
                 break;
             }
             size -= seg.size();
             new_start = Some(seg.next_offset());
+            takes_active = i + 1 == count;
+        }
+        if takes_active {
+            let end = self.log_end_offset();
+            self.roll(end, now_ms)?;
         }
         if let Some(start) = new_start.filter(|s| *s > self.log_start_offset) {
             self.set_log_start_offset(start)?;
@@ -253,7 +278,7 @@ impl Log {
 
     /// Drops every record and continues, empty, at `offset`.
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
-        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, None)?;
         for (base, seg) in std::mem::take(&mut self.segments) {
             if base != offset {
                 seg.delete()?;

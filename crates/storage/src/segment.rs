@@ -55,6 +55,12 @@ pub struct Segment {
     /// The offset after the last batch (the segment's log end), or the base if empty.
     next_offset: i64,
     max_timestamp: i64,
+    /// The first batch's max timestamp: where `segment.ms` is measured from (as Kafka's
+    /// `rollingBasedTimestamp`). `None` while the segment is empty.
+    first_batch_timestamp: Option<i64>,
+    /// When the segment was created, or first appended to after the log was opened: the
+    /// fallback for `segment.ms` when batches carry no timestamp.
+    created_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -116,6 +122,7 @@ impl Segment {
         base_offset: i64,
         index_interval_bytes: u64,
         fresh: bool,
+        created_ms: Option<i64>,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let index_path = dir.join(file_name(base_offset, "index"));
@@ -146,12 +153,19 @@ impl Segment {
             index_interval_bytes,
             next_offset: base_offset,
             max_timestamp: -1,
+            first_batch_timestamp: None,
+            created_ms,
         })
     }
 
     /// Creates a new, empty segment (truncating any leftover files of the same name).
-    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment, StorageError> {
-        Self::open_files(dir, base_offset, index_interval_bytes, true)
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+        now_ms: Option<i64>,
+    ) -> Result<Segment, StorageError> {
+        Self::open_files(dir, base_offset, index_interval_bytes, true, now_ms)
     }
 
     /// Opens an existing segment and checks it: every batch's framing (and its CRC, when
@@ -167,7 +181,7 @@ impl Segment {
         index_interval_bytes: u64,
         verify_crc: bool,
     ) -> Result<(Segment, u64), StorageError> {
-        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false)?;
+        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false, None)?;
         let file_size = seg.log.metadata().map_err(io(&seg.log_path))?.len();
         let mut position = 0u64;
         let mut expected_base = base_offset;
@@ -219,6 +233,7 @@ impl Segment {
             self.index_prior_max_timestamp.push(self.max_timestamp);
             self.bytes_since_index = 0;
         }
+        self.first_batch_timestamp.get_or_insert(info.max_timestamp);
         self.bytes_since_index += u64::from(info.size);
         self.size = info.position + u64::from(info.size);
         self.next_offset = info.last_offset + 1;
@@ -384,6 +399,20 @@ impl Segment {
     pub fn sync(&self) -> Result<(), StorageError> {
         self.log.sync_data().map_err(io(&self.log_path))?;
         self.index_file.sync_data().map_err(io(&self.index_path))
+    }
+
+    /// How long the segment has been open for `segment.ms`: from its first batch's timestamp to
+    /// `incoming_max_timestamp`, or by the wall clock when either timestamp is missing.
+    pub fn time_waited_for_roll(&mut self, incoming_max_timestamp: i64, now_ms: i64) -> i64 {
+        let created = *self.created_ms.get_or_insert(now_ms);
+        match self.first_batch_timestamp {
+            Some(first) if first >= 0 && incoming_max_timestamp >= 0 => incoming_max_timestamp.saturating_sub(first),
+            _ => now_ms.saturating_sub(created),
+        }
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
     }
 
     pub fn next_offset(&self) -> i64 {

@@ -75,7 +75,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Append { count, value_bytes } => {
-                    let info = log.append(batch(next_value, count, value_bytes), 3).unwrap();
+                    let info = log.append(batch(next_value, count, value_bytes), 3, 0).unwrap();
                     prop_assert_eq!(info.base_offset, model.len() as i64);
                     prop_assert_eq!(info.last_offset, info.base_offset + i64::from(count) - 1);
                     batch_starts.push(info.base_offset);
@@ -133,8 +133,14 @@ proptest! {
                     start = new_start;
                 }
                 Op::RetainBytes { bytes } => {
-                    log.enforce_retention(0, None, Some(bytes)).unwrap();
-                    prop_assert!(log.size_bytes() <= bytes || log.segment_count() == 1, "size {} segments {} start {} end {}", log.size_bytes(), log.segment_count(), log.log_start_offset(), log.log_end_offset());
+                    // First drop segments already below the start (after DeleteRecords).
+                    log.enforce_retention(0, i64::MAX, None, None).unwrap();
+                    let before = log.size_bytes();
+                    log.enforce_retention(0, i64::MAX, None, Some(bytes)).unwrap();
+                    // As Kafka: at least `bytes` stay, and no more than one segment's worth over.
+                    let after = log.size_bytes();
+                    prop_assert!(after >= bytes.min(before), "kept {} of {} under {}", after, before, bytes);
+                    prop_assert!(after < bytes + segment_bytes.max(8_000), "kept {} of {} under {}", after, before, bytes);
                     prop_assert!(log.log_start_offset() >= start, "the log start offset only grows");
                     start = log.log_start_offset();
                 }
@@ -155,7 +161,7 @@ proptest! {
 fn reading_outside_the_log_is_an_error_and_the_end_is_empty() {
     let dir = tempdir();
     let mut log = Log::open(&dir, LogConfig::default()).unwrap();
-    log.append(batch(0, 5, 10), 0).unwrap();
+    log.append(batch(0, 5, 10), 0, 0).unwrap();
     assert!(log.read(5, 100).unwrap().is_empty());
     assert!(matches!(
         log.read(6, 100),
@@ -174,8 +180,8 @@ fn a_batch_larger_than_max_bytes_is_still_returned_whole() {
     let mut log = Log::open(&dir, LogConfig::default()).unwrap();
     let big = batch(0, 10, 2000);
     let size = big.len();
-    log.append(big, 0).unwrap();
-    log.append(batch(10, 1, 10), 0).unwrap();
+    log.append(big, 0, 0).unwrap();
+    log.append(batch(10, 1, 10), 0, 0).unwrap();
     assert_eq!(log.read(3, 100).unwrap().len(), size);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -192,14 +198,14 @@ fn corrupt_and_oversized_batches_are_refused() {
     )
     .unwrap();
     assert!(matches!(
-        log.append(batch(0, 10, 200), 0),
+        log.append(batch(0, 10, 200), 0, 0),
         Err(storage::StorageError::BatchTooLarge { .. })
     ));
     let mut bad = bytes::BytesMut::from(&batch(0, 1, 10)[..]);
     let n = bad.len();
     bad[n - 3] ^= 1;
     assert!(matches!(
-        log.append(bad.freeze(), 0),
+        log.append(bad.freeze(), 0, 0),
         Err(storage::StorageError::InvalidBatch(_))
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -218,18 +224,63 @@ fn time_retention_deletes_only_expired_whole_segments() {
     )
     .unwrap();
     for i in 0..10 {
-        log.append(batch(i, 1, 100), 0).unwrap();
+        log.append(batch(i, 1, 100), 0, 0).unwrap();
     }
     let segments = log.segment_count();
     assert!(segments > 3, "{segments} segments");
-    // Every record has a timestamp near 1000: at now=1000+50 with 10 ms retention, all
-    // segments but the active one have expired.
-    assert_eq!(log.enforce_retention(1_050, Some(10), None).unwrap(), segments - 1);
-    assert_eq!(log.segment_count(), 1);
+    // Every record has a timestamp near 1000: at now=1000+50 with 10 ms retention, every
+    // segment has expired, the active one too (as in Kafka, which rolls an empty one first)…
+    // but not the records above the high watermark.
+    assert_eq!(log.enforce_retention(1_050, 9, Some(10), None).unwrap(), segments - 1);
     assert_eq!(log.log_start_offset(), log.log_end_offset() - 1);
+    assert_eq!(log.enforce_retention(1_050, 10, Some(10), None).unwrap(), 1);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(log.log_end_offset(), 10, "offsets continue");
+    assert!(log.read(10, 1000).unwrap().is_empty());
     // Nothing expires under a long retention.
-    log.append(batch(10, 1, 100), 0).unwrap();
-    assert_eq!(log.enforce_retention(1_050, Some(1_000_000), None).unwrap(), 0);
+    log.append(batch(10, 1, 100), 0, 0).unwrap();
+    assert_eq!(log.enforce_retention(1_050, 11, Some(1_000_000), None).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn batch_at(timestamp: i64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(timestamp, None, Some(b"v"), &[]);
+    b.build()
+}
+
+#[test]
+fn segment_ms_rolls_by_record_time_or_by_the_clock_without_timestamps() {
+    let dir = tempdir();
+    let config = LogConfig {
+        segment_ms: Some(100),
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(&dir, config.clone()).unwrap();
+    // Measured from the segment's first batch timestamp to the new batch's, not by the clock.
+    log.append(batch_at(1_000), 0, 0).unwrap();
+    log.append(batch_at(1_100), 0, 999_999).unwrap();
+    assert_eq!(log.segment_count(), 1, "exactly segment.ms apart does not roll");
+    log.append(batch_at(1_101), 0, 0).unwrap();
+    assert_eq!(log.segment_count(), 2, "past segment.ms rolls");
+    log.append(batch_at(1_150), 0, 0).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    // Without timestamps the clock since the segment opened decides.
+    log.append(batch_at(-1), 0, 5_000).unwrap();
+    log.append(batch_at(-1), 0, 5_050).unwrap();
+    assert_eq!(log.segment_count(), 3, "the segment rolled at clock 0 is 5 s old at the first append without a timestamp");
+    log.append(batch_at(-1), 0, 5_100).unwrap();
+    assert_eq!(log.segment_count(), 3);
+    log.append(batch_at(-1), 0, 5_200).unwrap();
+    assert_eq!(log.segment_count(), 4);
+    drop(log);
+    // After a restart the first batch's timestamp still counts.
+    let mut log = Log::open(&dir, config).unwrap();
+    log.append(batch_at(-1), 0, 9_000).unwrap();
+    assert_eq!(log.segment_count(), 4, "an opened segment's clock starts at its first append");
+    assert_eq!(log.log_end_offset(), 9);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -256,7 +307,7 @@ fn timestamps_find_the_first_record_at_or_after_them() {
         for ts in [3, 1, 2, 5, 4] {
             b.push(10 * i + ts, None, Some(b"v"), &[]);
         }
-        log.append(b.build(), 0).unwrap();
+        log.append(b.build(), 0, 0).unwrap();
     }
     assert!(log.segment_count() > 2);
     assert_eq!(log.offset_for_timestamp(i64::MIN).unwrap(), Some((0, 3)));

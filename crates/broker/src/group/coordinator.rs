@@ -128,7 +128,7 @@ impl Shard {
         let batch = b.build();
         let len = batch.len() as u64;
         let mut p = self.partition.lock();
-        match p.log.append(batch, self.partition.leader_epoch) {
+        match p.log.append(batch, self.partition.leader_epoch, now) {
             Ok(_) => {
                 self.partition.advance_high_watermark(p.log.log_end_offset());
                 state.written += len;

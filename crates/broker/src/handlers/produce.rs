@@ -112,7 +112,7 @@ fn append(
     }
     let info = state
         .log
-        .append(raw, partition.leader_epoch)
+        .append(raw, partition.leader_epoch, now_ms())
         .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
     if let Some(p) = &producer {
         state.producers.record(p, info.base_offset);
