@@ -84,3 +84,19 @@ def produce_v3(s, topic, partition, batch: bytes, correlation_id=1, acks=-1):
     off += 2 + name_len + 4  # name, partition count
     _index, err, base_offset = struct.unpack(">ihq", frame[off : off + 14])
     return err, base_offset
+
+
+def incremental_alter_configs_v0(s, resource_type, name, configs, correlation_id=1):
+    """One resource; `configs`: (key, operation, value). Returns (error code, message). The
+    Java admin client can address the cluster-wide broker default (resource name ""); none of
+    the clients in this suite can, so the tests use this."""
+    body = struct.pack(">i", 1) + struct.pack(">b", resource_type) + string(name) + struct.pack(">i", len(configs))
+    for key, op, value in configs:
+        body += string(key) + struct.pack(">b", op) + string(value)
+    body += b"\x00"  # validate_only
+    s.sendall(request_v1(44, 0, correlation_id, body))
+    frame = read_frame(s)
+    off = 4 + 4 + 4  # correlation id, throttle, response count
+    (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
+    message = None if msg_len < 0 else frame[off + 4 : off + 4 + msg_len].decode()
+    return err, message

@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 
+import kafka_raw as raw
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
@@ -259,7 +260,6 @@ def test_idempotent_producers_of_every_client(broker):
 def test_a_retried_batch_is_stored_once(broker):
     """A retry after a lost response, which real clients only send on network failures:
     driven by hand with kafka-python's own v2 batch builder."""
-    import kafka_raw as raw
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
     topic = topic_name("retry")
@@ -343,7 +343,8 @@ def test_configs_and_partitions_through_each_admin_api(make_broker):
 
     broker_res = ConfigResource(ResourceType.BROKER, "1")
     settings = admin.describe_configs([broker_res])[broker_res].result(10)
-    assert settings["log.retention.ms"].value == "604800000" and settings["log.retention.ms"].is_read_only
+    assert settings["log.retention.ms"].value == "604800000" and not settings["log.retention.ms"].is_read_only
+    assert settings["num.partitions"].is_read_only
 
     admin.create_partitions([NewPartitions(topic, 4)])[topic].result(10)
     assert sorted(admin.list_topics(timeout=10).topics[topic].partitions) == [0, 1, 2, 3]
@@ -368,6 +369,98 @@ def test_configs_and_partitions_through_each_admin_api(make_broker):
     assert described["retention.ms"].value == "120000"
     assert described["max.message.bytes"].value == "2097152"
     assert sorted(AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).topics[topic].partitions) == list(range(6))
+
+
+def test_time_retention_empties_a_quiet_topic(make_broker):
+    """As in Kafka, expired records go even when they are all in the active segment."""
+    b = make_broker(extra_args=["--set", "log.retention.check.interval.ms=200"]).start()
+    topic = topic_name("quiet")
+    create_topic(b.bootstrap, topic, config={"retention.ms": "1000"})
+    produce(b.bootstrap, topic, [{"value": b"old"} for _ in range(10)])
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "quiet"})
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        if lo == 10:
+            break
+        time.sleep(0.2)
+    c.close()
+    assert (lo, hi) == (10, 10)
+    # Offsets continue after the deleted ones.
+    produce(b.bootstrap, topic, [{"value": b"new"}])
+    got = consume_all(b.bootstrap, topic, [0], 1)
+    assert [(m.offset(), m.value()) for m in got] == [(10, b"new")]
+
+
+def test_dynamic_broker_configs(make_broker):
+    """Broker-level topic defaults change at runtime for the cluster ("") or this broker, apply
+    to every topic without its own value, are refused for static settings, and survive a
+    restart."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigSource, ResourceType
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource as KConfigResource, ConfigResourceType
+
+    b = make_broker().start()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    plain, pinned = topic_name("dyn"), topic_name("dynpin")
+    create_topic(b.bootstrap, plain)
+    create_topic(b.bootstrap, pinned, config={"retention.ms": "5000"})
+
+    def alter(name, key, value, op=AlterConfigOpType.SET):
+        res = ConfigResource(ResourceType.BROKER, name, incremental_configs=[ConfigEntry(key, value, incremental_operation=op)])
+        admin.incremental_alter_configs([res])[res].result(10)
+
+    def alter_cluster_default(key, value, op=0):
+        with raw.connect(b.port) as s:
+            assert raw.incremental_alter_configs_v0(s, 4, "", [(key, op, value)]) == (0, None)
+
+    def topic_config(topic):
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        return admin.describe_configs([res])[res].result(10)
+
+    alter_cluster_default("message.max.bytes", "3000000")
+    alter("1", "log.retention.ms", "100000")
+    c = topic_config(plain)
+    assert c["retention.ms"].value == "100000"
+    assert c["retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert c["max.message.bytes"].value == "3000000"
+    assert c["max.message.bytes"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+    assert topic_config(pinned)["retention.ms"].value == "5000", "a topic's own value wins"
+    # The new default limit is enforced at once.
+    reports = produce(b.bootstrap, plain, [{"value": b"x" * 2_000_000}], **{"message.max.bytes": 4_000_000})
+    assert reports[0][0] is None, reports
+
+    me = ConfigResource(ResourceType.BROKER, "1")
+    mine = admin.describe_configs([me])[me].result(10)
+    assert mine["log.retention.ms"].value == "100000" and mine["message.max.bytes"].value == "3000000"
+
+    for key, value in [("num.partitions", "3"), ("log.retention.ms", "soon"), ("no.such.setting", "1")]:
+        with pytest.raises(KafkaException) as e:
+            alter("1", key, value)
+        assert e.value.args[0].code() == KafkaError.INVALID_CONFIG, key
+    with raw.connect(b.port) as s:
+        err, message = raw.incremental_alter_configs_v0(s, 4, "7", [("log.retention.ms", 0, "1")])
+        assert err == KafkaError.INVALID_REQUEST and "not this broker" in message
+
+    # kafka-python changes only the keys it is given (it sends IncrementalAlterConfigs).
+    k = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    k.alter_configs([KConfigResource(ConfigResourceType.BROKER, "1", configs={"log.segment.bytes": "2000000"})])
+    k.close()
+    c = topic_config(plain)
+    assert c["segment.bytes"].value == "2000000" and c["retention.ms"].value == "100000"
+    # The legacy AlterConfigs replaces the broker's whole dynamic set, as in Kafka.
+    legacy = ConfigResource(ResourceType.BROKER, "1", set_config={"log.segment.bytes": "3000000"})
+    admin.alter_configs([legacy])[legacy].result(10)
+    c = topic_config(plain)
+    assert c["segment.bytes"].value == "3000000"
+    assert c["retention.ms"].value == "604800000", "the broker layer was replaced"
+
+    b.stop()
+    b.start()
+    c = topic_config(plain)
+    assert c["segment.bytes"].value == "3000000" and c["max.message.bytes"].value == "3000000"
+    alter_cluster_default("message.max.bytes", None, 1)
+    assert topic_config(plain)["max.message.bytes"].value == "1048588"
 
 
 def test_delete_records_describe_cluster_and_log_dirs(broker):

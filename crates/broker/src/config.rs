@@ -77,16 +77,15 @@ pub struct BrokerConfig {
     pub settings: Vec<(String, String, bool)>,
 }
 
-/// Broker-wide defaults for topics (`num.partitions`, `log.*`, `message.max.bytes`).
+/// Broker-wide defaults for topics (`num.partitions`, `log.*`, `message.max.bytes`, …).
 #[derive(Debug, Clone)]
 pub struct TopicDefaults {
     pub num_partitions: i32,
     pub auto_create: bool,
-    pub message_bytes_max: i64,
-    pub segment_bytes: i64,
-    pub retention_ms: i64,
-    pub retention_bytes: i64,
     pub retention_check_interval_ms: i64,
+    /// The default of every topic config in [`crate::topics::TOPIC_CONFIGS`], by topic config
+    /// name (`retention.ms`), taken from its broker synonym (`log.retention.ms`).
+    pub configs: BTreeMap<String, String>,
 }
 
 /// Every key, its default and what it means (for `--help` and error messages).
@@ -144,6 +143,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "log.retention.bytes",
         "-1",
         "keep at most this many bytes per partition; -1 no limit (topic default)",
+    ),
+    (
+        "log.roll.ms",
+        "604800000",
+        "roll a new segment after this long (topic default segment.ms)",
+    ),
+    (
+        "log.cleanup.policy",
+        "delete",
+        "what happens to old segments: delete (topic default)",
+    ),
+    (
+        "log.message.timestamp.type",
+        "CreateTime",
+        "CreateTime or LogAppendTime (topic default)",
+    ),
+    (
+        "compression.type",
+        "producer",
+        "producer (keep as sent), uncompressed, gzip, snappy, lz4 or zstd (topic default)",
+    ),
+    (
+        "min.insync.replicas",
+        "1",
+        "replicas that must have a write before acks=all succeeds (topic default)",
     ),
     ("log.retention.check.interval.ms", "300000", "how often retention runs"),
     (
@@ -359,14 +383,17 @@ impl ConfigLayers {
                 _ => Err(invalid(key, "expected true or false".into())),
             }
         };
+        let mut configs = BTreeMap::new();
+        for (topic_key, broker_key, ..) in crate::topics::TOPIC_CONFIGS {
+            let value = get(broker_key).0.trim().to_string();
+            crate::topics::check_default(topic_key, &value).map_err(|why| invalid(broker_key, why))?;
+            configs.insert(topic_key.to_string(), value);
+        }
         let topic_defaults = TopicDefaults {
             num_partitions: int("num.partitions", 1)?.min(i64::from(i32::MAX)) as i32,
             auto_create: flag("auto.create.topics.enable")?,
-            message_bytes_max: int("message.max.bytes", 0)?,
-            segment_bytes: int("log.segment.bytes", 14)?,
-            retention_ms: int("log.retention.ms", -1)?,
-            retention_bytes: int("log.retention.bytes", -1)?,
             retention_check_interval_ms: int("log.retention.check.interval.ms", 1)?,
+            configs,
         };
         let min_session = int("group.min.session.timeout.ms", 1)?;
         let max_session = int("group.max.session.timeout.ms", min_session)?;

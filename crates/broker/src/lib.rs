@@ -5,6 +5,7 @@
 //! into calls on those and responses back into bytes.
 
 pub mod config;
+pub mod dynamic_config;
 pub mod group;
 pub mod handlers;
 pub mod meta;
@@ -20,6 +21,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub topics: topics::Topics,
+    /// Broker settings changed at runtime (topic config defaults).
+    pub dynamic: dynamic_config::DynamicConfigs,
     pub producer_ids: producers::ProducerIds,
     pub groups: group::coordinator::Coordinator,
     /// Woken after every append, so waiting fetches look again.

@@ -49,8 +49,11 @@ impl Server {
     pub async fn bind(mut config: BrokerConfig) -> Result<Server, StartError> {
         let lock = meta::lock_data_dir(&config.data_dir)?;
         let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
-        let topics =
-            crate::topics::Topics::open(&config.data_dir, config.topic_defaults.clone()).map_err(StartError::Topics)?;
+        let dynamic = crate::dynamic_config::DynamicConfigs::open(&config.data_dir, config.settings.clone())
+            .map_err(StartError::Topics)?;
+        let mut topic_defaults = config.topic_defaults.clone();
+        topic_defaults.configs = dynamic.topic_defaults();
+        let topics = crate::topics::Topics::open(&config.data_dir, topic_defaults).map_err(StartError::Topics)?;
         let addr = config.listener.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -69,6 +72,7 @@ impl Server {
             config,
             cluster_id,
             topics,
+            dynamic,
             producer_ids,
             groups,
             data_arrived: tokio::sync::Notify::new(),

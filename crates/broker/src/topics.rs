@@ -131,26 +131,39 @@ pub struct TopicConfig {
     pub compression_type: String,
 }
 
+/// Checks one broker-level default (`value` for the topic config `key`): the reason when it is
+/// not valid.
+pub fn check_default(key: &str, value: &str) -> Result<(), String> {
+    let one = BTreeMap::from([(key.to_string(), value.to_string())]);
+    TopicConfig::resolve(&BTreeMap::new(), &one, false)
+        .map(|_| ())
+        .map_err(|e| e.message)
+}
+
 impl TopicConfig {
-    /// `internal`: the topic is one of the broker's own, which may be `compact`: the broker
-    /// compacts those itself (see `group::coordinator`); general log compaction is not built.
+    /// A topic's configuration: Kafka's defaults, then the broker's `defaults` (by topic config
+    /// name), then the topic's `overrides`. `internal`: the topic is one of the broker's own,
+    /// which may be `compact`: the broker compacts those itself (see `group::coordinator`);
+    /// general log compaction is not built.
     pub fn resolve(
-        defaults: &TopicDefaults,
+        defaults: &BTreeMap<String, String>,
         overrides: &BTreeMap<String, String>,
         internal: bool,
     ) -> Result<TopicConfig, ApiError> {
         let mut c = TopicConfig {
-            retention_ms: defaults.retention_ms,
-            retention_bytes: defaults.retention_bytes,
-            segment_bytes: defaults.segment_bytes,
+            retention_ms: 604_800_000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
             segment_ms: 604_800_000,
-            message_bytes_max: defaults.message_bytes_max,
+            message_bytes_max: 1_048_588,
             min_insync_replicas: 1,
             timestamp_type: TimestampType::CreateTime,
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
         };
-        for (key, value) in overrides {
+        let mut merged = defaults.clone();
+        merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (key, value) in &merged {
             let bad = |why: &str| ApiError::new(ErrorCode::InvalidConfig, format!("{key}={value}: {why}"));
             let int = |min: i64| -> Result<i64, ApiError> {
                 let v: i64 = value.trim().parse().map_err(|_| bad("expected a whole number"))?;
@@ -309,7 +322,7 @@ struct Inner {
 
 pub struct Topics {
     dir: PathBuf,
-    defaults: TopicDefaults,
+    defaults: RwLock<TopicDefaults>,
     inner: RwLock<Inner>,
     /// Serializes creations and deletions (and their writes of topics.json).
     changes: Mutex<()>,
@@ -367,7 +380,7 @@ impl Topics {
     pub fn open(dir: &Path, defaults: TopicDefaults) -> Result<Topics, String> {
         let topics = Topics {
             dir: dir.to_path_buf(),
-            defaults,
+            defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
         };
@@ -394,7 +407,7 @@ impl Topics {
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Topic, ApiError> {
-        let config = TopicConfig::resolve(&self.defaults, &overrides, is_internal(name))?;
+        let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(name))?;
         let parts = (0..partitions)
             .map(|index| self.open_partition(name, index, &config))
             .collect::<Result<Vec<_>, _>>()?;
@@ -441,8 +454,37 @@ impl Topics {
         topic
     }
 
-    pub fn defaults(&self) -> &TopicDefaults {
-        &self.defaults
+    pub fn defaults(&self) -> TopicDefaults {
+        self.defaults.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the broker-level topic config defaults (a dynamic broker config changed): every
+    /// topic is resolved again, and the change is refused whole if any topic would be invalid.
+    /// Logs take their new settings from their next append.
+    pub fn set_config_defaults(&self, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut resolved = vec![];
+        for topic in self.list() {
+            let config = TopicConfig::resolve(&configs, &topic.overrides, is_internal(&topic.name))?;
+            resolved.push((topic, config));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.defaults.write().unwrap_or_else(|p| p.into_inner()).configs = configs;
+        for (topic, config) in resolved {
+            for p in &topic.partitions {
+                p.lock().log.set_config(config.log_config());
+            }
+            self.insert(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.clone(),
+                config,
+                overrides: topic.overrides.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -505,7 +547,7 @@ impl Topics {
     ) -> Result<(i32, i16), ApiError> {
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
-            self.defaults.num_partitions
+            self.defaults().num_partitions
         } else {
             partitions
         };
@@ -532,7 +574,7 @@ impl Topics {
                 format!("replication factor {replication_factor} is larger than the 1 available broker"),
             ));
         }
-        TopicConfig::resolve(&self.defaults, overrides, false)?;
+        TopicConfig::resolve(&self.defaults().configs, overrides, false)?;
         if self.get(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::TopicAlreadyExists,
@@ -641,7 +683,7 @@ impl Topics {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self.changeable(name)?;
         let overrides = change(&topic)?;
-        let config = TopicConfig::resolve(&self.defaults, &overrides, false)?;
+        let config = TopicConfig::resolve(&self.defaults().configs, &overrides, false)?;
         if validate_only {
             return Ok(());
         }

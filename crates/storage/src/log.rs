@@ -115,7 +115,10 @@ impl Log {
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has a segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
     }
 
     /// Changes the configuration (a topic's configs were altered): applies from the next append.
@@ -177,7 +180,8 @@ impl Log {
         }
         let mut stamped = BytesMut::from(&batch[..]);
         records::stamp(&mut stamped, base_offset, leader_epoch);
-        self.active_mut().append(&stamped, base_offset, last_offset, max_timestamp)?;
+        self.active_mut()
+            .append(&stamped, base_offset, last_offset, max_timestamp)?;
         assert_eq!(
             self.log_end_offset(),
             last_offset + 1,

@@ -270,7 +270,11 @@ fn segment_ms_rolls_by_record_time_or_by_the_clock_without_timestamps() {
     // Without timestamps the clock since the segment opened decides.
     log.append(batch_at(-1), 0, 5_000).unwrap();
     log.append(batch_at(-1), 0, 5_050).unwrap();
-    assert_eq!(log.segment_count(), 3, "the segment rolled at clock 0 is 5 s old at the first append without a timestamp");
+    assert_eq!(
+        log.segment_count(),
+        3,
+        "the segment rolled at clock 0 is 5 s old at the first append without a timestamp"
+    );
     log.append(batch_at(-1), 0, 5_100).unwrap();
     assert_eq!(log.segment_count(), 3);
     log.append(batch_at(-1), 0, 5_200).unwrap();
@@ -279,7 +283,11 @@ fn segment_ms_rolls_by_record_time_or_by_the_clock_without_timestamps() {
     // After a restart the first batch's timestamp still counts.
     let mut log = Log::open(&dir, config).unwrap();
     log.append(batch_at(-1), 0, 9_000).unwrap();
-    assert_eq!(log.segment_count(), 4, "an opened segment's clock starts at its first append");
+    assert_eq!(
+        log.segment_count(),
+        4,
+        "an opened segment's clock starts at its first append"
+    );
     assert_eq!(log.log_end_offset(), 9);
     std::fs::remove_dir_all(&dir).unwrap();
 }

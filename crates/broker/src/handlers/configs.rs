@@ -1,7 +1,9 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs can be read and
-//! changed; broker settings can be read (they come from the file, environment and flags, and
-//! change only with a restart).
+//! changed; broker settings can be read, and the broker-level topic defaults (`log.retention.ms`
+//! and the others in `dynamic_config`) changed at runtime, for the cluster (resource "") or
+//! this broker (its node id). Every other broker setting is read-only.
 
+use crate::dynamic_config::{self, source, Layer, Setting};
 use crate::topics::{config_type, ApiError, TOPIC_CONFIGS};
 use crate::Broker;
 use std::collections::BTreeMap;
@@ -13,11 +15,6 @@ use wire::messages::*;
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
-/// Kafka's `ConfigSource` codes.
-const DYNAMIC_TOPIC_CONFIG: i8 = 1;
-const STATIC_BROKER_CONFIG: i8 = 4;
-const DEFAULT_CONFIG: i8 = 5;
-
 fn unsupported_resource(resource_type: i8) -> ApiError {
     ApiError::new(
         ErrorCode::InvalidRequest,
@@ -25,10 +22,12 @@ fn unsupported_resource(resource_type: i8) -> ApiError {
     )
 }
 
-/// The broker this request names must be this one ("" stands for the cluster default).
-fn check_broker(broker: &Broker, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name == broker.config.node_id.to_string() {
-        Ok(())
+/// The layer a broker resource name addresses: "" the cluster default, else this broker.
+fn broker_layer(broker: &Broker, name: &str) -> Result<Layer, ApiError> {
+    if name.is_empty() {
+        Ok(Layer::Cluster)
+    } else if name == broker.config.node_id.to_string() {
+        Ok(Layer::Broker)
     } else {
         Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -37,21 +36,23 @@ fn check_broker(broker: &Broker, name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A broker setting's value and whether it was set (rather than left at its default).
-fn broker_setting<'a>(broker: &'a Broker, key: &str) -> Option<(&'a str, bool)> {
-    broker
-        .config
-        .settings
+fn synonyms(name: &str, settings: &[Setting]) -> Vec<DescribeConfigsSynonym> {
+    settings
         .iter()
-        .find(|(k, _, _)| k == key)
-        .map(|(_, v, default)| (v.as_str(), !default))
+        .map(|s| DescribeConfigsSynonym {
+            name: name.to_string(),
+            value: Some(s.value.clone()),
+            source: s.source,
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn describe_topic(
     broker: &Broker,
     name: &str,
     keys: Option<&[String]>,
-    synonyms: bool,
+    include_synonyms: bool,
     documentation: bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
     let topic = broker.topics.get(name).ok_or_else(|| {
@@ -60,46 +61,33 @@ fn describe_topic(
             format!("topic {name} does not exist"),
         )
     })?;
-    let defaults = crate::topics::TopicConfig::resolve(broker.topics.defaults(), &BTreeMap::new(), false)?;
     Ok(TOPIC_CONFIGS
         .iter()
         .filter(|(key, ..)| keys.is_none_or(|k| k.iter().any(|x| x == key)))
         .map(|(key, synonym, kind, doc)| {
             let overridden = topic.overrides.get(*key);
-            let broker_set = broker_setting(broker, synonym).filter(|(_, set)| *set);
-            let default_source = if broker_set.is_some() {
-                STATIC_BROKER_CONFIG
-            } else {
-                DEFAULT_CONFIG
-            };
+            // The broker layers that give the default, the one in effect first.
+            let defaults = broker.dynamic.lookup(synonym);
+            let default_source = defaults.first().map_or(source::DEFAULT_CONFIG, |s| s.source);
             let mut synonym_list = vec![];
-            if synonyms {
+            if include_synonyms {
                 if let Some(v) = overridden {
                     synonym_list.push(DescribeConfigsSynonym {
                         name: key.to_string(),
                         value: Some(v.clone()),
-                        source: DYNAMIC_TOPIC_CONFIG,
+                        source: source::DYNAMIC_TOPIC_CONFIG,
                         ..Default::default()
                     });
                 }
-                synonym_list.push(DescribeConfigsSynonym {
-                    name: if broker_set.is_some() {
-                        synonym.to_string()
-                    } else {
-                        key.to_string()
-                    },
-                    value: defaults.value(key),
-                    source: default_source,
-                    ..Default::default()
-                });
+                synonym_list.extend(synonyms(synonym, &defaults));
             }
             DescribeConfigsResourceResult {
                 name: key.to_string(),
                 value: topic.config.value(key),
                 read_only: false,
-                is_default: overridden.is_none(),
+                is_default: overridden.is_none() && default_source == source::DEFAULT_CONFIG,
                 config_source: if overridden.is_some() {
-                    DYNAMIC_TOPIC_CONFIG
+                    source::DYNAMIC_TOPIC_CONFIG
                 } else {
                     default_source
                 },
@@ -113,16 +101,28 @@ fn describe_topic(
         .collect())
 }
 
+/// Broker settings: for this broker every setting as it is now in effect; for "" (the
+/// cluster default) only the cluster-wide dynamic values, as Kafka does.
 fn describe_broker(
     broker: &Broker,
+    layer: Layer,
     keys: Option<&[String]>,
+    include_synonyms: bool,
     documentation: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
+    let cluster = broker.dynamic.cluster_layer();
     crate::config::SETTINGS
         .iter()
         .filter(|(key, ..)| keys.is_none_or(|k| k.iter().any(|x| x == key)))
+        .filter(|(key, ..)| layer == Layer::Broker || cluster.contains_key(*key))
         .map(|(key, _, doc)| {
-            let (value, set) = broker_setting(broker, key).unwrap_or(("", false));
+            let mut found = broker.dynamic.lookup(key);
+            if layer == Layer::Cluster {
+                found.retain(|s| s.source != source::DYNAMIC_BROKER_CONFIG);
+            }
+            let (value, config_source) = found
+                .first()
+                .map_or((String::new(), source::DEFAULT_CONFIG), |s| (s.value.clone(), s.source));
             let kind = if value == "true" || value == "false" {
                 1 // BOOLEAN
             } else if value.parse::<i64>().is_ok() {
@@ -132,12 +132,16 @@ fn describe_broker(
             };
             DescribeConfigsResourceResult {
                 name: key.to_string(),
-                value: Some(value.to_string()),
-                // Settings change only with a restart.
-                read_only: true,
-                is_default: !set,
-                config_source: if set { STATIC_BROKER_CONFIG } else { DEFAULT_CONFIG },
+                value: Some(value),
+                read_only: !dynamic_config::is_dynamic(key),
+                is_default: config_source == source::DEFAULT_CONFIG,
+                config_source,
                 config_type: kind,
+                synonyms: if include_synonyms {
+                    synonyms(key, &found)
+                } else {
+                    vec![]
+                },
                 documentation: documentation.then(|| doc.to_string()),
                 ..Default::default()
             }
@@ -159,8 +163,8 @@ pub fn describe(broker: &Broker, _version: i16, req: DescribeConfigsRequest) -> 
                     req.include_synonyms,
                     req.include_documentation,
                 ),
-                BROKER => check_broker(broker, &r.resource_name)
-                    .map(|()| describe_broker(broker, keys, req.include_documentation)),
+                BROKER => broker_layer(broker, &r.resource_name)
+                    .map(|layer| describe_broker(broker, layer, keys, req.include_synonyms, req.include_documentation)),
                 t => Err(unsupported_resource(t)),
             };
             let mut result = DescribeConfigsResult {
@@ -182,15 +186,6 @@ pub fn describe(broker: &Broker, _version: i16, req: DescribeConfigsRequest) -> 
         results,
         ..Default::default()
     }
-}
-
-/// Broker settings come from the file, environment and flags; they are not changed live.
-fn alter_broker(broker: &Broker, name: &str) -> Result<(), ApiError> {
-    check_broker(broker, name)?;
-    Err(ApiError::new(
-        ErrorCode::InvalidRequest,
-        "broker settings cannot be changed at runtime: set them in the config file, environment or flags",
-    ))
 }
 
 fn outcome(r: Result<(), ApiError>) -> (i16, Option<String>) {
@@ -218,7 +213,19 @@ pub fn alter(broker: &Broker, _version: i16, req: AlterConfigsRequest) -> AlterC
                         .topics
                         .update_overrides(&r.resource_name, req.validate_only, |_| Ok(overrides))
                 }
-                BROKER => alter_broker(broker, &r.resource_name),
+                // As for topics, the configs given become the layer's whole set.
+                BROKER => {
+                    let values: BTreeMap<String, String> = r
+                        .configs
+                        .into_iter()
+                        .filter_map(|c| c.value.map(|v| (c.name, v)))
+                        .collect();
+                    broker_layer(broker, &r.resource_name).and_then(|layer| {
+                        broker
+                            .dynamic
+                            .alter(&broker.topics, layer, req.validate_only, |_| Ok(values))
+                    })
+                }
                 t => Err(unsupported_resource(t)),
             };
             let (error_code, error_message) = outcome(result);
@@ -237,13 +244,15 @@ pub fn alter(broker: &Broker, _version: i16, req: AlterConfigsRequest) -> AlterC
     }
 }
 
-/// Applies IncrementalAlterConfigs operations (SET 0, DELETE 1, APPEND 2, SUBTRACT 3) to a
-/// topic's overrides.
+/// Applies IncrementalAlterConfigs operations (SET 0, DELETE 1, APPEND 2, SUBTRACT 3) to a set
+/// of values. `now`: a config's value in effect (what APPEND and SUBTRACT start from);
+/// `is_list`: whether a config holds a list.
 fn apply_incremental(
-    current: &crate::topics::Topic,
+    mut values: BTreeMap<String, String>,
     configs: Vec<wire::messages::incremental_alter_configs_request::AlterableConfig>,
+    now: impl Fn(&str) -> Option<String>,
+    is_list: impl Fn(&str) -> bool,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut overrides = current.overrides.clone();
     let mut seen = std::collections::HashSet::new();
     for c in configs {
         if !seen.insert(c.name.clone()) {
@@ -256,20 +265,21 @@ fn apply_incremental(
         match c.config_operation {
             0 => {
                 let v = c.value.ok_or_else(|| bad("SET needs a value".into()))?;
-                overrides.insert(c.name, v);
+                values.insert(c.name, v);
             }
             1 => {
-                overrides.remove(&c.name);
+                values.remove(&c.name);
             }
             op @ (2 | 3) => {
-                let is_list = TOPIC_CONFIGS
-                    .iter()
-                    .any(|(k, _, kind, _)| *k == c.name && *kind == config_type::LIST);
-                if !is_list {
+                if !is_list(&c.name) {
                     return Err(bad("APPEND and SUBTRACT apply only to list configs".into()));
                 }
-                let now = current.config.value(&c.name).unwrap_or_default();
-                let mut items: Vec<String> = now.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+                let current = values
+                    .get(&c.name)
+                    .cloned()
+                    .or_else(|| now(&c.name))
+                    .unwrap_or_default();
+                let mut items: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
                 for v in c.value.unwrap_or_default().split(',').filter(|s| !s.is_empty()) {
                     if op == 2 && !items.iter().any(|i| i == v) {
                         items.push(v.to_string());
@@ -277,12 +287,12 @@ fn apply_incremental(
                         items.retain(|i| i != v);
                     }
                 }
-                overrides.insert(c.name, items.join(","));
+                values.insert(c.name, items.join(","));
             }
             op => return Err(bad(format!("unknown operation {op}"))),
         }
     }
-    Ok(overrides)
+    Ok(values)
 }
 
 pub fn incremental_alter(
@@ -298,8 +308,28 @@ pub fn incremental_alter(
             let result = match r.resource_type {
                 TOPIC => broker
                     .topics
-                    .update_overrides(&r.resource_name, req.validate_only, |t| apply_incremental(t, r.configs)),
-                BROKER => alter_broker(broker, &r.resource_name),
+                    .update_overrides(&r.resource_name, req.validate_only, |t| {
+                        let is_list = |name: &str| {
+                            TOPIC_CONFIGS
+                                .iter()
+                                .any(|(k, _, kind, _)| *k == name && *kind == config_type::LIST)
+                        };
+                        apply_incremental(t.overrides.clone(), r.configs, |name| t.config.value(name), is_list)
+                    }),
+                BROKER => broker_layer(broker, &r.resource_name).and_then(|layer| {
+                    // Read before `alter` takes the layers' lock.
+                    let in_effect: BTreeMap<String, String> = r
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.clone(), broker.dynamic.lookup(&c.name).first()?.value.clone())))
+                        .collect();
+                    broker
+                        .dynamic
+                        .alter(&broker.topics, layer, req.validate_only, |current| {
+                            let now = |name: &str| in_effect.get(name).cloned();
+                            apply_incremental(current.clone(), r.configs, now, |name| name == "log.cleanup.policy")
+                        })
+                }),
                 t => Err(unsupported_resource(t)),
             };
             let (error_code, error_message) = outcome(result);

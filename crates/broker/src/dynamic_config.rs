@@ -1,0 +1,200 @@
+//! Broker settings that change at runtime (Kafka's dynamic broker configs, KIP-226): the
+//! broker-level defaults of topic configs (`log.retention.ms`, `message.max.bytes`, …).
+//!
+//! As in Kafka there are two layers over the static settings (file, environment, flags): the
+//! cluster-wide default (resource name "") and this broker's own (resource name = node id),
+//! which wins. Both are kept in `<data dir>/broker-configs.json`, written atomically before a
+//! change takes effect. Every other setting is read-only at runtime.
+
+use crate::config::SETTINGS;
+use crate::topics::{check_default, ApiError, Topics, TOPIC_CONFIGS};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wire::ErrorCode;
+
+/// Kafka's `ConfigSource` codes, as DescribeConfigs reports them.
+pub mod source {
+    pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
+    pub const STATIC_BROKER_CONFIG: i8 = 4;
+    pub const DEFAULT_CONFIG: i8 = 5;
+}
+
+/// Which dynamic layer a change addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Resource name "": the default for every broker of the cluster.
+    Cluster,
+    /// Resource name = this node's id.
+    Broker,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Layers {
+    #[serde(default)]
+    cluster: BTreeMap<String, String>,
+    #[serde(default)]
+    broker: BTreeMap<String, String>,
+}
+
+impl Layers {
+    fn get_mut(&mut self, layer: Layer) -> &mut BTreeMap<String, String> {
+        match layer {
+            Layer::Cluster => &mut self.cluster,
+            Layer::Broker => &mut self.broker,
+        }
+    }
+}
+
+/// The topic config a dynamic broker setting is the default of.
+fn topic_key(broker_key: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|(_, synonym, ..)| *synonym == broker_key)
+        .map(|(key, ..)| *key)
+}
+
+/// Whether a broker setting can change at runtime.
+pub fn is_dynamic(key: &str) -> bool {
+    topic_key(key).is_some()
+}
+
+/// One value a setting has in one layer: what DescribeConfigs lists as synonyms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub value: String,
+    pub source: i8,
+}
+
+pub struct DynamicConfigs {
+    path: PathBuf,
+    /// The static settings: (key, value, is the default).
+    statics: Vec<(String, String, bool)>,
+    layers: Mutex<Layers>,
+}
+
+impl DynamicConfigs {
+    /// Loads the dynamic layers kept in `data_dir` (none at first start). A stored value that
+    /// is no longer valid stops the start-up with the file named, rather than being ignored.
+    pub fn open(data_dir: &Path, statics: Vec<(String, String, bool)>) -> Result<DynamicConfigs, String> {
+        let path = data_dir.join("broker-configs.json");
+        let layers: Layers = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Layers::default(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        for (key, value) in layers.cluster.iter().chain(&layers.broker) {
+            check(key, value).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+        }
+        Ok(DynamicConfigs {
+            path,
+            statics,
+            layers: Mutex::new(layers),
+        })
+    }
+
+    fn layers(&self) -> std::sync::MutexGuard<'_, Layers> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every layer that gives `key` a value, the one in effect first and the built-in default
+    /// last. Empty for a key that is not a setting.
+    pub fn lookup(&self, key: &str) -> Vec<Setting> {
+        lookup(&self.layers(), &self.statics, key)
+    }
+
+    /// The cluster-wide dynamic values (what describing resource "" shows).
+    pub fn cluster_layer(&self) -> BTreeMap<String, String> {
+        self.layers().cluster.clone()
+    }
+
+    /// The defaults of every topic config, by topic config name, as the layers now give them.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        topic_defaults(&self.layers(), &self.statics)
+    }
+
+    /// Changes one layer to what `change` makes of it, after checking every key and value and
+    /// that every topic stays valid; the file is written before the change takes effect.
+    pub fn alter(
+        &self,
+        topics: &Topics,
+        layer: Layer,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        let mut layers = self.layers();
+        let mut next = layers.clone();
+        let values = change(next.get_mut(layer))?;
+        for (key, value) in &values {
+            check(key, value)?;
+        }
+        *next.get_mut(layer) = values;
+        let defaults = topic_defaults(&next, &self.statics);
+        topics.set_config_defaults(defaults.clone(), true)?;
+        if validate_only {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(&next)
+            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?;
+        crate::meta::write_atomically(&self.path, &json)
+            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        *layers = next;
+        topics.set_config_defaults(defaults, false)?;
+        tracing::info!(?layer, "dynamic broker configs changed");
+        Ok(())
+    }
+}
+
+/// A dynamic value must name a setting that can change at runtime and be valid for it.
+fn check(key: &str, value: &str) -> Result<(), ApiError> {
+    if !SETTINGS.iter().any(|(k, ..)| *k == key) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidConfig,
+            format!("unknown broker config {key}"),
+        ));
+    }
+    let Some(topic_key) = topic_key(key) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidConfig,
+            format!("{key} cannot be changed at runtime: set it in the config file, environment or flags and restart"),
+        ));
+    };
+    check_default(topic_key, value).map_err(|why| ApiError::new(ErrorCode::InvalidConfig, format!("{key}: {why}")))
+}
+
+fn lookup(layers: &Layers, statics: &[(String, String, bool)], key: &str) -> Vec<Setting> {
+    let Some((_, default, _)) = SETTINGS.iter().find(|(k, ..)| *k == key) else {
+        return vec![];
+    };
+    let mut found = vec![];
+    let mut push = |value: &str, source: i8| {
+        found.push(Setting {
+            value: value.to_string(),
+            source,
+        })
+    };
+    if let Some(v) = layers.broker.get(key) {
+        push(v, source::DYNAMIC_BROKER_CONFIG);
+    }
+    if let Some(v) = layers.cluster.get(key) {
+        push(v, source::DYNAMIC_DEFAULT_BROKER_CONFIG);
+    }
+    if let Some((_, v, false)) = statics.iter().find(|(k, ..)| k == key) {
+        push(v, source::STATIC_BROKER_CONFIG);
+    }
+    push(default, source::DEFAULT_CONFIG);
+    found
+}
+
+fn topic_defaults(layers: &Layers, statics: &[(String, String, bool)]) -> BTreeMap<String, String> {
+    TOPIC_CONFIGS
+        .iter()
+        .filter_map(|(key, synonym, ..)| {
+            let first = lookup(layers, statics, synonym).into_iter().next()?;
+            Some((key.to_string(), first.value))
+        })
+        .collect()
+}
