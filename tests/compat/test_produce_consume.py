@@ -125,6 +125,38 @@ def test_seek_by_offset_and_by_timestamp(broker):
     c.close()
 
 
+def test_list_offsets_by_every_spec(broker):
+    """The record with the largest timestamp (ListOffsets v7+), earliest, latest and the
+    local and tiered specs, through each admin API that has them."""
+    from confluent_kafka.admin import OffsetSpec
+    from kafka import KafkaAdminClient, TopicPartition as KTopicPartition
+    from kafka.admin import OffsetSpec as KOffsetSpec
+
+    topic = topic_name("maxts")
+    create_topic(broker.bootstrap, topic)
+    base = 1_700_000_000_000
+    # Timestamps rise to offset 6 then fall back: the max is not the last record.
+    stamps = [base + t for t in [1, 5, 3, 9, 2, 9, 10, 4, 8]]
+    produce(broker.bootstrap, topic, [{"value": b"v", "timestamp": ts} for ts in stamps])
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    tp = TopicPartition(topic, 0)
+    specs = {"max": OffsetSpec.max_timestamp(), "earliest": OffsetSpec.earliest(), "latest": OffsetSpec.latest()}
+    got = {name: admin.list_offsets({tp: spec})[tp].result(10) for name, spec in specs.items()}
+    assert (got["max"].offset, got["max"].timestamp) == (6, base + 10)
+    assert got["earliest"].offset == 0 and got["latest"].offset == 9
+
+    k = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    ktp = KTopicPartition(topic, 0)
+    kgot = {
+        spec: k.list_partition_offsets({ktp: spec})[ktp]
+        for spec in [KOffsetSpec.MAX_TIMESTAMP, KOffsetSpec.EARLIEST_LOCAL, KOffsetSpec.LATEST_TIERED]
+    }
+    k.close()
+    assert kgot[KOffsetSpec.MAX_TIMESTAMP].offset == 6
+    assert kgot[KOffsetSpec.EARLIEST_LOCAL].offset == 0
+    assert kgot[KOffsetSpec.LATEST_TIERED].offset == -1, "nothing is tiered"
+
+
 def test_large_messages_and_max_message_bytes(broker):
     topic = topic_name("big")
     create_topic(broker.bootstrap, topic)

@@ -334,6 +334,37 @@ impl Log {
         Ok(None)
     }
 
+    /// The earliest record with the largest timestamp in the log (ListOffsets MAX_TIMESTAMP):
+    /// (timestamp, offset), or `None` when the log holds no records.
+    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let start = self.log_start_offset;
+        // Each segment's max timestamp is exact, except for a segment partly below the log
+        // start (after DeleteRecords), whose live records must be read.
+        let mut best: Option<(i64, &Segment, Option<(i64, i64)>)> = None;
+        for seg in self
+            .segments
+            .values()
+            .filter(|s| s.next_offset() > start && !s.is_empty())
+        {
+            let (max, exact) = if seg.base_offset() < start {
+                match seg.max_timestamp_record(start)? {
+                    Some(found) => (found.0, Some(found)),
+                    None => continue,
+                }
+            } else {
+                (seg.max_timestamp(), None)
+            };
+            if best.as_ref().is_none_or(|(m, ..)| max > *m) {
+                best = Some((max, seg, exact));
+            }
+        }
+        match best {
+            None => Ok(None),
+            Some((_, _, Some(found))) => Ok(Some(found)),
+            Some((_, seg, None)) => seg.max_timestamp_record(start),
+        }
+    }
+
     /// Calls `f` with the header of every batch from the log start on, in offset order
     /// (rebuilding producer state on startup, for instance).
     pub fn for_each_batch(&self, mut f: impl FnMut(&BatchInfo)) -> Result<(), StorageError> {

@@ -355,34 +355,80 @@ impl Segment {
             if info.max_timestamp < target || info.last_offset < min_offset {
                 continue;
             }
-            let mut raw = vec![0u8; info.size as usize];
-            self.log
-                .read_exact_at(&mut raw, info.position)
-                .map_err(io(&self.log_path))?;
-            let corrupt = |why: String| StorageError::Corrupt {
-                path: self.log_path.clone(),
-                position: info.position,
-                why,
-            };
-            let batch =
-                wire::records::RecordBatch::parse(&mut bytes::Bytes::from(raw)).map_err(|e| corrupt(e.to_string()))?;
-            for record in batch
-                .records(BATCH_DECOMPRESSED_BYTES_MAX)
-                .map_err(|e| corrupt(e.to_string()))?
-            {
-                let record = record.map_err(|e| corrupt(e.to_string()))?;
-                // With LogAppendTime every record carries the batch's max timestamp.
-                let ts = if batch.is_log_append_time() {
-                    batch.max_timestamp()
-                } else {
-                    record.timestamp
-                };
-                if record.offset >= min_offset && ts >= target {
-                    return Ok(Some((record.offset, ts)));
+            for (ts, offset) in self.record_times(&info)? {
+                if offset >= min_offset && ts >= target {
+                    return Ok(Some((offset, ts)));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The records of the stored batch `info`, decoded: (timestamp, offset) of each, with the
+    /// timestamp as a consumer sees it (LogAppendTime batches give every record the batch's).
+    fn record_times(&self, info: &BatchInfo) -> Result<Vec<(i64, i64)>, StorageError> {
+        let mut raw = vec![0u8; info.size as usize];
+        self.log
+            .read_exact_at(&mut raw, info.position)
+            .map_err(io(&self.log_path))?;
+        let corrupt = |why: String| StorageError::Corrupt {
+            path: self.log_path.clone(),
+            position: info.position,
+            why,
+        };
+        let batch =
+            wire::records::RecordBatch::parse(&mut bytes::Bytes::from(raw)).map_err(|e| corrupt(e.to_string()))?;
+        let mut out = vec![];
+        for record in batch
+            .records(BATCH_DECOMPRESSED_BYTES_MAX)
+            .map_err(|e| corrupt(e.to_string()))?
+        {
+            let record = record.map_err(|e| corrupt(e.to_string()))?;
+            let ts = if batch.is_log_append_time() {
+                batch.max_timestamp()
+            } else {
+                record.timestamp
+            };
+            out.push((ts, record.offset));
+        }
+        Ok(out)
+    }
+
+    /// The earliest record at or after `min_offset` with the segment's largest timestamp
+    /// (ListOffsets MAX_TIMESTAMP): (timestamp, offset). Only batch headers are read, from the
+    /// time index's estimate on, and only the winning batch is decompressed.
+    pub fn max_timestamp_record(&self, min_offset: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let mut position = if min_offset > self.base_offset {
+            match self.find(min_offset)? {
+                Some(info) => info.position,
+                None => return Ok(None),
+            }
+        } else {
+            // No batch before the index entry whose prior max reaches the max holds it.
+            match self
+                .index_prior_max_timestamp
+                .partition_point(|t| *t < self.max_timestamp)
+            {
+                0 => 0,
+                j => u64::from(self.index[j - 1].position),
+            }
+        };
+        let mut best: Option<BatchInfo> = None;
+        while position < self.size {
+            let info = self.header_at(position)?;
+            position += u64::from(info.size);
+            if info.last_offset >= min_offset && best.is_none_or(|b| info.max_timestamp > b.max_timestamp) {
+                best = Some(info);
+            }
+        }
+        let Some(best) = best else { return Ok(None) };
+        let mut found: Option<(i64, i64)> = None;
+        for (ts, offset) in self.record_times(&best)? {
+            if offset >= min_offset && found.is_none_or(|(t, _)| ts > t) {
+                found = Some((ts, offset));
+            }
+        }
+        Ok(found)
     }
 
     /// Calls `f` with the header of every batch, in offset order (reads headers only).

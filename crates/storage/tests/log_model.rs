@@ -354,6 +354,50 @@ fn timestamps_find_the_first_record_at_or_after_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn max_timestamp_is_the_earliest_record_holding_it() {
+    let dir = tempdir();
+    let config = LogConfig {
+        segment_bytes: 400,
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(&dir, config.clone()).unwrap();
+    assert_eq!(log.max_timestamp_record().unwrap(), None, "an empty log has none");
+    // Batch i (offsets 3i..3i+2) has timestamps 100+i, 50, 100+i: the max is in batch 7, and
+    // batch 12 repeats it (the earlier one wins).
+    for i in 0..20i64 {
+        let mut b = BatchBuilder::new(if i % 3 == 0 {
+            Compression::Zstd
+        } else {
+            Compression::None
+        });
+        let top = match i {
+            7 | 12 => 500,
+            _ => 100 + i,
+        };
+        for ts in [50, top, top] {
+            b.push(ts, None, Some(b"v"), &[]);
+        }
+        log.append(b.build(), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    assert_eq!(log.max_timestamp_record().unwrap(), Some((500, 22)));
+    // Deleting past it inside its segment leaves batch 12's copy.
+    log.delete_records_before(24).unwrap();
+    assert_eq!(log.max_timestamp_record().unwrap(), Some((500, 37)));
+    log.delete_records_before(39).unwrap();
+    assert_eq!(log.max_timestamp_record().unwrap(), Some((119, 58)));
+    drop(log);
+    let log = Log::open(&dir, config).unwrap();
+    assert_eq!(
+        log.max_timestamp_record().unwrap(),
+        Some((119, 58)),
+        "after a restart too"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn tempdir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
