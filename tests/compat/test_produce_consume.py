@@ -2,6 +2,7 @@
 values, headers (duplicate keys too), timestamps, every compression codec, ordering, seeking,
 size limits, topic admin, and data that survives restarts."""
 
+import os
 import signal
 import subprocess
 import time
@@ -519,4 +520,8 @@ def test_delete_records_describe_cluster_and_log_dirs(broker):
     dirs = k.describe_log_dirs()
     sizes = {t["name"]: t["partitions"][0]["partition_size"] for d in dirs[0]["log_dirs"] for t in d["topics"]}
     assert sizes[topic] > 0
+    data_dir = dirs[0]["log_dirs"][0]
+    disk = os.statvfs(broker.data_dir)
+    assert data_dir["total_bytes"] == disk.f_blocks * disk.f_frsize
+    assert 0 < data_dir["usable_bytes"] <= data_dir["total_bytes"]
     k.close()

@@ -8,6 +8,7 @@
 //! fast start, recovery-point checkpoint, flush policy and group commit, a fault-injecting
 //! backend, bounded open files, asynchronous file deletion.
 
+pub mod disk;
 mod log;
 mod segment;
 

@@ -137,13 +137,14 @@ pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsReq
         .data_dir
         .canonicalize()
         .unwrap_or_else(|_| broker.config.data_dir.clone());
+    // -1 when the file system cannot say, as Kafka's "unknown".
+    let (total, usable) = storage::disk::space(&dir).map_or((-1, -1), |(t, u)| (t as i64, u as i64));
     DescribeLogDirsResponse {
         results: vec![DescribeLogDirsResult {
             log_dir: dir.display().to_string(),
             topics,
-            // Disk totals are not measured yet.
-            total_bytes: -1,
-            usable_bytes: -1,
+            total_bytes: total,
+            usable_bytes: usable,
             ..Default::default()
         }],
         ..Default::default()
