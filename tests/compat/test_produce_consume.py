@@ -4,6 +4,7 @@ size limits, topic admin, and data that survives restarts."""
 
 import os
 import signal
+import struct
 import subprocess
 import time
 import uuid
@@ -85,6 +86,58 @@ def test_confluent_round_trip_with_every_codec(broker, codec):
     assert got[0].headers() == [("h", b"1"), ("h", b"2")], "duplicate header keys are kept in order"
     assert got[0].timestamp() == (1, 1_700_000_000_000)
     assert [m.offset() for m in got] == [0, 1, 2, 3]
+    # kafka-python decodes every codec too.
+    from kafka import KafkaConsumer
+
+    kc = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    kgot = [m for _, m in zip(range(4), kc)]
+    kc.close()
+    assert [(m.key, m.value) for m in kgot] == [(m.key(), m.value()) for m in got]
+    assert kgot[0].headers == [("h", b"1"), ("h", b"2")]
+
+
+def stored_codecs(data_dir, topic, partition=0):
+    """The compression codec of every batch in a partition's segment files, read off disk."""
+    codecs = []
+    for seg in sorted((data_dir / f"{topic}-{partition}").glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            (length,) = struct.unpack(">i", data[pos + 8 : pos + 12])
+            (attributes,) = struct.unpack(">h", data[pos + 21 : pos + 23])
+            codecs.append(attributes & 7)
+            pos += 12 + length
+    return codecs
+
+
+@pytest.mark.parametrize("topic_codec,codec_id", [("zstd", 4), ("uncompressed", 0)])
+def test_topic_compression_type_recompresses(broker, topic_codec, codec_id):
+    """A topic's compression.type other than `producer` stores every batch in that codec,
+    whatever the producer used, and every client still reads the same records."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    topic = topic_name("recomp")
+    create_topic(broker.bootstrap, topic, config={"compression.type": topic_codec})
+    records = [{"key": f"k{i}".encode(), "value": f"v{i}".encode() * 50, "headers": [("h", b"x")]} for i in range(30)]
+    for codec in ["none", "gzip", "lz4", "snappy"]:
+        reports = produce(broker.bootstrap, topic, records[:10], **{"compression.type": codec, "enable.idempotence": True})
+        assert [r[0] for r in reports] == [None] * 10
+    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, compression_type="gzip")
+    for r in records[10:20]:
+        kp.send(topic, key=r["key"], value=r["value"], partition=0)
+    kp.flush()
+    kp.close()
+    codecs = stored_codecs(broker.data_dir, topic)
+    assert len(codecs) >= 5 and set(codecs) == {codec_id}, codecs
+
+    got = consume_all(broker.bootstrap, topic, [0], 50)
+    assert [m.value() for m in got[:10]] == [r["value"] for r in records[:10]]
+    assert got[0].headers() == [("h", b"x")]
+    assert [m.offset() for m in got] == list(range(50))
+    kc = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    kgot = [m for _, m in zip(range(50), kc)]
+    kc.close()
+    assert [m.key for m in kgot[40:]] == [r["key"] for r in records[10:20]]
 
 
 def test_ordering_and_key_placement(broker):

@@ -236,6 +236,33 @@ impl RecordBatch {
         Ok(n)
     }
 
+    /// The same batch with its records compressed by `codec` instead (a topic whose
+    /// `compression.type` is not `producer`). Every header field but the compression bits,
+    /// length and CRC is kept; the records' bytes do not depend on the codec, so they are
+    /// moved across unchanged. Decompresses at most `max_bytes`.
+    pub fn with_compression(&self, codec: Compression, max_bytes: usize) -> Result<RecordBatch, BatchError> {
+        let body = self.raw.slice(HEADER_BYTES..);
+        let records = match self.compression()? {
+            Compression::None => body,
+            c => compression::decompress(c, &body, max_bytes)?,
+        };
+        let payload = match codec {
+            Compression::None => records.to_vec(),
+            c => compression::compress(c, &records),
+        };
+        let length = i32::try_from(HEADER_BYTES - LOG_OVERHEAD + payload.len())
+            .map_err(|_| BatchError::InvalidRecord("recompressed batch exceeds 2 GiB".into()))?;
+        let mut b = BytesMut::with_capacity(HEADER_BYTES + payload.len());
+        b.put_slice(&self.raw[..HEADER_BYTES]);
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let attributes = (self.attributes() & !ATTR_COMPRESSION_MASK) | codec as i16;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        b.put_slice(&payload);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Ok(RecordBatch { raw: b.freeze() })
+    }
+
     /// The records of this batch, decompressed (at most `max_bytes` of them) if need be.
     pub fn records(&self, max_bytes: usize) -> Result<Records, BatchError> {
         let body = self.raw.slice(HEADER_BYTES..);
@@ -504,6 +531,46 @@ mod tests {
         b.push(1005, None, None, &[]);
         b.push(999, Some(b""), Some(&[7u8; 3000]), &[(b"n", None)]);
         b.build()
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_and_header_field() {
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for from in codecs {
+            let mut b = BatchBuilder::new(from).producer(77, 3, 41, false);
+            b.push(1000, Some(b"k"), Some(&[9u8; 500]), &[(b"h", Some(b"1"))]);
+            b.push(1002, None, None, &[]);
+            let mut raw = BytesMut::from(&b.build()[..]);
+            stamp_log_append_time(&mut raw, 5000);
+            let original = RecordBatch::parse(&mut raw.freeze()).unwrap();
+            let want: Vec<Record> = original.records(1 << 20).unwrap().map(|r| r.unwrap()).collect();
+            for to in codecs {
+                let converted = original.with_compression(to, 1 << 20).unwrap();
+                converted.validate(1 << 20).unwrap();
+                assert_eq!(converted.compression().unwrap(), to);
+                let got: Vec<Record> = converted.records(1 << 20).unwrap().map(|r| r.unwrap()).collect();
+                assert_eq!(got, want, "{from:?} -> {to:?}");
+                assert_eq!(converted.as_bytes()[..8], original.as_bytes()[..8], "base offset kept");
+                assert_eq!(
+                    converted.as_bytes()[12..17],
+                    original.as_bytes()[12..17],
+                    "epoch, magic kept"
+                );
+                assert_eq!(
+                    converted.as_bytes()[23..61],
+                    original.as_bytes()[23..61],
+                    "fields after attributes kept"
+                );
+                assert!(converted.is_log_append_time());
+                assert_eq!(converted.batch_length() as usize + LOG_OVERHEAD, converted.size_bytes());
+            }
+        }
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! Idempotent producers: a retried batch is answered with its original offset and not stored
 //! twice; gaps and stale epochs are refused (`producers.rs`).
 //!
-//! Not yet: transactional producers, recompression for `compression.type` other than
-//! `producer` (batches are kept as the producer compressed them).
+//! A topic whose `compression.type` names a codec gets its batches in that codec: a batch in
+//! another is recompressed (header fields kept), as Kafka does; `producer` keeps them as sent.
+//!
+//! Not yet: transactional producers.
 
 use crate::producers::{ProducerBatch, SequenceCheck};
 use crate::topics::{Partition, TimestampType};
@@ -18,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use wire::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use wire::messages::{ProduceRequest, ProduceResponse};
 use wire::records::{self, BatchError, RecordBatch};
-use wire::ErrorCode;
+use wire::{Compression, ErrorCode};
 
 /// The most one produced batch may decompress to while it is validated.
 const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
@@ -39,13 +41,23 @@ fn error(code: ErrorCode, message: String) -> (ErrorCode, String) {
     (code, message)
 }
 
+fn too_large(size: usize, message_bytes_max: i64) -> Result<(), (ErrorCode, String)> {
+    if size as i64 > message_bytes_max {
+        return Err(error(
+            ErrorCode::MessageTooLarge,
+            format!("batch of {size} bytes exceeds max.message.bytes {message_bytes_max}"),
+        ));
+    }
+    Ok(())
+}
+
 fn append(
     broker: &Broker,
     partition: &Partition,
-    message_bytes_max: i64,
-    timestamp_type: TimestampType,
+    topic: &crate::topics::TopicConfig,
     records: Option<Bytes>,
 ) -> Result<Appended, (ErrorCode, String)> {
+    let (message_bytes_max, timestamp_type) = (topic.message_bytes_max, topic.timestamp_type);
     let mut data = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| error(ErrorCode::InvalidRecord, "no records".into()))?;
@@ -60,15 +72,7 @@ fn append(
             "exactly one record batch per partition is allowed".into(),
         ));
     }
-    if batch.size_bytes() as i64 > message_bytes_max {
-        return Err(error(
-            ErrorCode::MessageTooLarge,
-            format!(
-                "batch of {} bytes exceeds max.message.bytes {message_bytes_max}",
-                batch.size_bytes()
-            ),
-        ));
-    }
+    too_large(batch.size_bytes(), message_bytes_max)?;
     if batch.is_transactional() || batch.is_control() {
         return Err(error(
             ErrorCode::UnsupportedVersion,
@@ -79,6 +83,18 @@ fn append(
         BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
         e => error(ErrorCode::InvalidRecord, e.to_string()),
     })?;
+    // The codec the topic stores batches in; `None` for `producer` (as sent).
+    let batch = match Compression::from_name(&topic.compression_type) {
+        Some(codec) if batch.compression().ok() != Some(codec) => {
+            let converted = batch
+                .with_compression(codec, DECOMPRESSED_BATCH_BYTES_MAX)
+                .map_err(|e| error(ErrorCode::InvalidRecord, e.to_string()))?;
+            // As Kafka: the stored batch must fit too.
+            too_large(converted.size_bytes(), message_bytes_max)?;
+            converted
+        }
+        _ => batch,
+    };
     let producer = (batch.producer_id() >= 0).then(|| {
         ProducerBatch::new(
             batch.producer_id(),
@@ -166,13 +182,7 @@ pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option
                                 ErrorCode::InvalidTopicException,
                                 format!("cannot append to internal topic {}", topic.name),
                             )),
-                            Some((topic, part)) => append(
-                                broker,
-                                part,
-                                topic.config.message_bytes_max,
-                                topic.config.timestamp_type,
-                                p.records,
-                            ),
+                            Some((topic, part)) => append(broker, part, &topic.config, p.records),
                         }
                     };
                     match outcome {
