@@ -211,6 +211,33 @@ def test_list_offsets_by_every_spec(broker):
     assert kgot[KOffsetSpec.LATEST_TIERED].offset == -1, "nothing is tiered"
 
 
+def test_timestamps_outside_the_topic_window_are_refused(broker):
+    """KIP-937 with Kafka 4.0's defaults: CreateTime timestamps more than an hour ahead are
+    refused with INVALID_TIMESTAMP; old ones only when the topic says so."""
+    now = int(time.time() * 1000)
+    topic = topic_name("tswin")
+    create_topic(broker.bootstrap, topic)
+    reports = produce(
+        broker.bootstrap,
+        topic,
+        [{"value": b"future", "timestamp": now + 2 * 3600_000}, {"value": b"old", "timestamp": now - 30 * 86400_000}],
+        **{"linger.ms": 0, "batch.num.messages": 1, "retries": 0},
+    )
+    codes = sorted((r[0].code() if r[0] else 0) for r in reports)
+    assert codes == [0, KafkaError.INVALID_TIMESTAMP], reports
+
+    strict = topic_name("tsstrict")
+    create_topic(broker.bootstrap, strict, config={"message.timestamp.before.max.ms": "60000"})
+    reports = produce(broker.bootstrap, strict, [{"value": b"old", "timestamp": now - 3600_000}], retries=0)
+    assert reports[0][0].code() == KafkaError.INVALID_TIMESTAMP
+    # LogAppendTime topics take any timestamp: the broker's replaces it.
+    lat = topic_name("tslat")
+    create_topic(broker.bootstrap, lat, config={"message.timestamp.type": "LogAppendTime"})
+    assert produce(broker.bootstrap, lat, [{"value": b"x", "timestamp": now + 10 * 3600_000}])[0][0] is None
+    got = consume_all(broker.bootstrap, topic, [0], 1)
+    assert got[0].value() == b"old"
+
+
 def test_large_messages_and_max_message_bytes(broker):
     topic = topic_name("big")
     create_topic(broker.bootstrap, topic)

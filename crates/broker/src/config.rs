@@ -160,6 +160,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "CreateTime or LogAppendTime (topic default)",
     ),
     (
+        "log.message.timestamp.before.max.ms",
+        "9223372036854775807",
+        "refuse CreateTime records older than this (topic default)",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "3600000",
+        "refuse CreateTime records this far in the future (topic default; Kafka 4.0's)",
+    ),
+    (
         "compression.type",
         "producer",
         "producer (keep as sent), uncompressed, gzip, snappy, lz4 or zstd (topic default)",

@@ -80,6 +80,18 @@ pub const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
         "largest record batch accepted",
     ),
     (
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+        config_type::LONG,
+        "how far ahead of the broker's clock a CreateTime timestamp may be",
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+        config_type::LONG,
+        "how far behind the broker's clock a CreateTime timestamp may be",
+    ),
+    (
         "message.timestamp.type",
         "log.message.timestamp.type",
         config_type::STRING,
@@ -127,6 +139,10 @@ pub struct TopicConfig {
     pub message_bytes_max: i64,
     pub min_insync_replicas: i32,
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms` / `after.max.ms`: the window around the broker's clock
+    /// that CreateTime record timestamps must fall in.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
     pub cleanup_policy: String,
     pub compression_type: String,
 }
@@ -158,6 +174,9 @@ impl TopicConfig {
             message_bytes_max: 1_048_588,
             min_insync_replicas: 1,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            // Kafka 4.0's default (KIP-1030).
+            timestamp_after_max_ms: 3_600_000,
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
         };
@@ -179,6 +198,8 @@ impl TopicConfig {
                 "segment.ms" => c.segment_ms = int(1)?,
                 "max.message.bytes" => c.message_bytes_max = int(0)?,
                 "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
+                "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = int(0)?,
+                "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = int(0)?,
                 "message.timestamp.type" => {
                     c.timestamp_type = match value.as_str() {
                         "CreateTime" => TimestampType::CreateTime,
@@ -221,6 +242,8 @@ impl TopicConfig {
                 TimestampType::CreateTime => "CreateTime".into(),
                 TimestampType::LogAppendTime => "LogAppendTime".into(),
             },
+            "message.timestamp.before.max.ms" => self.timestamp_before_max_ms.to_string(),
+            "message.timestamp.after.max.ms" => self.timestamp_after_max_ms.to_string(),
             "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "retention.bytes" => self.retention_bytes.to_string(),
             "retention.ms" => self.retention_ms.to_string(),

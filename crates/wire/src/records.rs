@@ -40,6 +40,8 @@ pub const ATTR_DELETE_HORIZON: i16 = 0x40;
 pub const NO_PRODUCER_ID: i64 = -1;
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 pub const NO_SEQUENCE: i32 = -1;
+/// A record or batch timestamp that is not set.
+pub const NO_TIMESTAMP: i64 = -1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -61,6 +63,16 @@ impl From<DecodeError> for BatchError {
     fn from(e: DecodeError) -> Self {
         BatchError::InvalidRecord(e.to_string())
     }
+}
+
+/// What [`RecordBatch::validate`] found in a batch's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub records: i32,
+    /// The smallest record timestamp other than -1 (none), `i64::MAX` if every record has -1,
+    /// and the largest record timestamp, as the producer set them.
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
 }
 
 /// One record batch, as a zero-copy slice of the bytes it came in.
@@ -213,27 +225,37 @@ impl RecordBatch {
 
     /// Checks everything a broker must before it accepts a batch: the CRC, that the records
     /// parse, that their offset deltas run 0, 1, … and end at the header's last offset delta,
-    /// and that nothing follows the last record. Returns the record count.
-    pub fn validate(&self, max_bytes: usize) -> Result<i32, BatchError> {
+    /// and that nothing follows the last record. Returns what the broker checks next.
+    pub fn validate(&self, max_bytes: usize) -> Result<BatchSummary, BatchError> {
         self.verify_crc()?;
-        let mut n: i32 = 0;
+        let mut summary = BatchSummary {
+            records: 0,
+            min_timestamp: i64::MAX,
+            max_timestamp: i64::MIN,
+        };
         for record in self.records(max_bytes)? {
             let record = record?;
+            let n = summary.records;
             let delta = record.offset.wrapping_sub(self.base_offset());
             if delta != i64::from(n) {
                 return Err(BatchError::InvalidRecord(format!(
                     "record {n} has offset delta {delta}"
                 )));
             }
-            n += 1;
+            if record.timestamp != NO_TIMESTAMP {
+                summary.min_timestamp = summary.min_timestamp.min(record.timestamp);
+            }
+            summary.max_timestamp = summary.max_timestamp.max(record.timestamp);
+            summary.records += 1;
         }
-        if n == 0 || self.last_offset_delta() != n - 1 {
+        if summary.records == 0 || self.last_offset_delta() != summary.records - 1 {
             return Err(BatchError::InvalidRecord(format!(
-                "{n} records but last offset delta {}",
+                "{} records but last offset delta {}",
+                summary.records,
                 self.last_offset_delta()
             )));
         }
-        Ok(n)
+        Ok(summary)
     }
 
     /// The same batch with its records compressed by `codec` instead (a topic whose
@@ -297,6 +319,18 @@ pub fn stamp_log_append_time(batch: &mut [u8], timestamp: i64) {
     assert!(batch.len() >= HEADER_BYTES, "stamp needs a whole batch header");
     let attributes = be_i16(batch, 21) | ATTR_LOG_APPEND_TIME;
     batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Sets the batch's max timestamp field (a producer's header disagreed with its records) and
+/// recomputes the CRC.
+pub fn set_max_timestamp(batch: &mut [u8], timestamp: i64) {
+    assert!(
+        batch.len() >= HEADER_BYTES,
+        "set_max_timestamp needs a whole batch header"
+    );
     batch[35..43].copy_from_slice(&timestamp.to_be_bytes());
     let crc = crc32c::crc32c(&batch[CRC_START..]);
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -534,6 +568,25 @@ mod tests {
     }
 
     #[test]
+    fn validation_reports_timestamps_and_a_fixed_max_timestamp_keeps_the_crc_valid() {
+        let mut b = BatchBuilder::new(Compression::Lz4);
+        b.push(1_000, None, Some(b"a"), &[]);
+        b.push(NO_TIMESTAMP, None, Some(b"b"), &[]);
+        b.push(900, None, Some(b"c"), &[]);
+        let batch = RecordBatch::parse(&mut b.build()).unwrap();
+        let summary = batch.validate(1 << 20).unwrap();
+        assert_eq!(
+            (summary.records, summary.min_timestamp, summary.max_timestamp),
+            (3, 900, 1_000)
+        );
+        let mut raw = BytesMut::from(&batch.as_bytes()[..]);
+        set_max_timestamp(&mut raw, 5_000);
+        let fixed = RecordBatch::parse(&mut raw.freeze()).unwrap();
+        fixed.verify_crc().unwrap();
+        assert_eq!(fixed.max_timestamp(), 5_000);
+    }
+
+    #[test]
     fn recompression_keeps_every_record_and_header_field() {
         let codecs = [
             Compression::None,
@@ -608,7 +661,7 @@ mod tests {
     fn validation_checks_counts_and_deltas() {
         let mut data = sample(Compression::Lz4);
         let batch = RecordBatch::parse(&mut data).unwrap();
-        assert_eq!(batch.validate(1 << 20).unwrap(), 3);
+        assert_eq!(batch.validate(1 << 20).unwrap().records, 3);
         // A header that claims fewer records than the body holds.
         let mut raw = BytesMut::from(&sample(Compression::None)[..]);
         raw[57..61].copy_from_slice(&2i32.to_be_bytes());

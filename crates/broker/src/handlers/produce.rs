@@ -79,10 +79,27 @@ fn append(
             "transactional producers are not supported yet".into(),
         ));
     }
-    batch.validate(DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| match e {
+    let summary = batch.validate(DECOMPRESSED_BATCH_BYTES_MAX).map_err(|e| match e {
         BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
         e => error(ErrorCode::InvalidRecord, e.to_string()),
     })?;
+    let now = now_ms();
+    if timestamp_type == TimestampType::CreateTime {
+        // As Kafka (KIP-937): every record's timestamp within the topic's window around now.
+        let earliest = now.saturating_sub(topic.timestamp_before_max_ms);
+        let latest = now.saturating_add(topic.timestamp_after_max_ms);
+        for ts in [summary.min_timestamp, summary.max_timestamp] {
+            if ts != records::NO_TIMESTAMP && ts != i64::MAX && !(earliest..=latest).contains(&ts) {
+                return Err(error(
+                    ErrorCode::InvalidTimestamp,
+                    format!(
+                        "timestamp {ts} is out of range: it must be within [{earliest}, {latest}] \
+                         (message.timestamp.before.max.ms / after.max.ms of the broker clock {now})"
+                    ),
+                ));
+            }
+        }
+    }
     // The codec the topic stores batches in; `None` for `producer` (as sent).
     let batch = match Compression::from_name(&topic.compression_type) {
         Some(codec) if batch.compression().ok() != Some(codec) => {
@@ -104,10 +121,16 @@ fn append(
         )
     });
     let log_append_time = match timestamp_type {
-        TimestampType::LogAppendTime => now_ms(),
+        TimestampType::LogAppendTime => now,
         TimestampType::CreateTime => -1,
     };
     let raw = match timestamp_type {
+        // The header's max timestamp drives retention and time lookups: it must match.
+        TimestampType::CreateTime if batch.max_timestamp() != summary.max_timestamp => {
+            let mut b = BytesMut::from(&batch.as_bytes()[..]);
+            records::set_max_timestamp(&mut b, summary.max_timestamp);
+            b.freeze()
+        }
         TimestampType::CreateTime => batch.into_bytes(),
         TimestampType::LogAppendTime => {
             let mut b = BytesMut::from(&batch.as_bytes()[..]);
@@ -128,7 +151,7 @@ fn append(
     }
     let info = state
         .log
-        .append(raw, partition.leader_epoch, now_ms())
+        .append(raw, partition.leader_epoch, now)
         .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
     if let Some(p) = &producer {
         state.producers.record(p, info.base_offset);
