@@ -150,6 +150,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "roll a new segment after this long (topic default segment.ms)",
     ),
     (
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        "fsync once this many records are unflushed; 1 makes every acknowledged write durable (topic default flush.messages)",
+    ),
+    (
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        "fsync a partition whose last fsync is this old (topic default flush.ms)",
+    ),
+    (
         "log.cleanup.policy",
         "delete",
         "what happens to old segments: delete (topic default)",

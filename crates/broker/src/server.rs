@@ -111,6 +111,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
         let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
+        let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -161,6 +162,14 @@ impl Server {
         }
         let _ = retention.await;
         let _ = group_timers.await;
+        let _ = flusher.await;
+        // Everything acknowledged is on disk before the process ends, whatever the policy.
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.topics.sync_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not sync every log at shutdown"),
+            Err(e) => warn!(error = %e, "shutdown sync task failed"),
+        }
         info!("sluice broker stopped");
     }
 }
@@ -182,6 +191,51 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => info!(segments = n, "retention deleted segments"),
             Err(e) => warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// How often partitions are checked against their `flush.ms`: its resolution.
+const FLUSH_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Fsyncs partitions whose last fsync is older than their topic's `flush.ms` and that have
+/// records waiting, until shutdown.
+async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_TICK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = crate::group::coordinator::now_ms();
+        let due: Vec<_> = broker
+            .topics
+            .list()
+            .iter()
+            .filter(|t| t.config.flush_ms < i64::MAX)
+            .flat_map(|t| {
+                let every = t.config.flush_ms;
+                t.partitions.iter().filter(move |p| {
+                    // Single node: the high watermark is the log end.
+                    p.high_watermark() > p.commit.durable_end()
+                        && now.saturating_sub(p.commit.last_sync_ms()) >= every
+                        && !p.commit.failed()
+                })
+            })
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let synced = tokio::task::spawn_blocking(move || {
+            for p in due {
+                let end = p.lock().log.log_end_offset();
+                if let Err(e) = p.sync_to(end) {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "flush.ms fsync failed");
+                }
+            }
+        });
+        if let Err(e) = synced.await {
+            warn!(error = %e, "flush task failed");
         }
     }
 }

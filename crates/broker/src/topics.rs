@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use storage::{Log, LogConfig, StorageError};
+use storage::{GroupCommit, Log, LogConfig, StorageError};
 use wire::{ErrorCode, Uuid};
 
 /// A request-level failure: the error code the client gets and a message for it.
@@ -72,6 +72,18 @@ pub const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
         "compression.type",
         config_type::STRING,
         "producer, uncompressed, gzip, snappy, lz4 or zstd",
+    ),
+    (
+        "flush.messages",
+        "log.flush.interval.messages",
+        config_type::LONG,
+        "fsync after this many unflushed records; 1: every acknowledged write is on disk first",
+    ),
+    (
+        "flush.ms",
+        "log.flush.interval.ms",
+        config_type::LONG,
+        "fsync when the last one is this old and records are waiting",
     ),
     (
         "max.message.bytes",
@@ -145,6 +157,11 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
     pub cleanup_policy: String,
     pub compression_type: String,
+    /// `flush.messages`: an append that leaves at least this many records unflushed waits
+    /// for an fsync (shared with concurrent appends) before it is acknowledged.
+    pub flush_messages: i64,
+    /// `flush.ms`: the background flusher fsyncs a partition whose last fsync is this old.
+    pub flush_ms: i64,
 }
 
 /// Checks one broker-level default (`value` for the topic config `key`): the reason when it is
@@ -179,6 +196,8 @@ impl TopicConfig {
             timestamp_after_max_ms: 3_600_000,
             cleanup_policy: "delete".into(),
             compression_type: "producer".into(),
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         };
         let mut merged = defaults.clone();
         merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -197,6 +216,8 @@ impl TopicConfig {
                 "segment.bytes" => c.segment_bytes = int(14)?,
                 "segment.ms" => c.segment_ms = int(1)?,
                 "max.message.bytes" => c.message_bytes_max = int(0)?,
+                "flush.messages" => c.flush_messages = int(1)?,
+                "flush.ms" => c.flush_ms = int(0)?,
                 "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
                 "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = int(0)?,
                 "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = int(0)?,
@@ -238,6 +259,8 @@ impl TopicConfig {
             "cleanup.policy" => self.cleanup_policy.clone(),
             "compression.type" => self.compression_type.clone(),
             "max.message.bytes" => self.message_bytes_max.to_string(),
+            "flush.messages" => self.flush_messages.to_string(),
+            "flush.ms" => self.flush_ms.to_string(),
             "message.timestamp.type" => match self.timestamp_type {
                 TimestampType::CreateTime => "CreateTime".into(),
                 TimestampType::LogAppendTime => "LogAppendTime".into(),
@@ -280,6 +303,8 @@ pub struct Partition {
     pub leader_epoch: i32,
     state: Mutex<PartitionState>,
     high_watermark: AtomicI64,
+    /// fsyncs of the log, shared by concurrent appends (`flush.messages`, `flush.ms`).
+    pub commit: GroupCommit,
 }
 
 impl Partition {
@@ -300,6 +325,14 @@ impl Partition {
         } else {
             Ok(())
         }
+    }
+
+    /// Returns once every record below `end_offset` is on disk (blocking: call it off the
+    /// async threads). Concurrent callers share fsyncs.
+    pub fn sync_to(&self, end_offset: i64) -> Result<(), StorageError> {
+        self.commit.sync_to(end_offset, crate::group::coordinator::now_ms, || {
+            self.lock().log.sync_target()
+        })
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -462,6 +495,8 @@ impl Topics {
             leader_epoch: 0,
             state: Mutex::new(PartitionState { log, producers }),
             high_watermark: AtomicI64::new(end),
+            // `Log::open` synced what it found.
+            commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
         }))
     }
 
@@ -791,6 +826,20 @@ impl Topics {
             }
         }
         deleted
+    }
+
+    /// Fsyncs every partition's log (at shutdown). Returns the first failure, after trying all.
+    pub fn sync_all(&self) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for topic in self.list() {
+            for p in &topic.partitions {
+                let end = p.lock().log.log_end_offset();
+                if let Err(e) = p.sync_to(end) {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Deletes a topic: it disappears from metadata at once, then its files are removed.

@@ -9,9 +9,11 @@
 //! backend, bounded open files, asynchronous file deletion.
 
 pub mod disk;
+mod flush;
 mod log;
 mod segment;
 
+pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::log::{AppendInfo, Log, LogConfig};
 pub use crate::segment::BatchInfo;
 
@@ -29,4 +31,6 @@ pub enum StorageError {
     InvalidBatch(String),
     #[error("{path} is corrupt at byte {position}: {why}")]
     Corrupt { path: PathBuf, position: u64, why: String },
+    #[error("an earlier fsync of this log failed: it takes no writes until the broker restarts")]
+    Failed,
 }

@@ -6,7 +6,7 @@
 //! - segments are contiguous and sorted by base offset; only the last one is written to.
 
 use crate::segment::{BatchInfo, Segment};
-use crate::StorageError;
+use crate::{StorageError, SyncTarget};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +107,9 @@ impl Log {
                 log.log_start_offset = saved.max(first_base);
             }
         }
+        // What a crash left in the page cache is on disk from here on (and cheap when clean),
+        // so the whole log counts as durable after opening.
+        log.sync()?;
         Ok(log)
     }
 
@@ -382,6 +385,18 @@ impl Log {
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.active().sync()
+    }
+
+    /// What an fsync must cover for everything appended so far to be durable (see
+    /// [`crate::GroupCommit`]): the active segment, whose predecessors were synced as they
+    /// were rolled.
+    pub fn sync_target(&self) -> Result<SyncTarget, StorageError> {
+        let (file, path) = self.active().log_file()?;
+        Ok(SyncTarget {
+            file,
+            path,
+            end_offset: self.log_end_offset(),
+        })
     }
 }
 

@@ -159,13 +159,17 @@ impl Segment {
     }
 
     /// Creates a new, empty segment (truncating any leftover files of the same name).
+    /// The directory is fsynced too, so the new file's name survives a power loss (the data
+    /// later synced into it would be unreachable otherwise).
     pub fn create(
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
         now_ms: Option<i64>,
     ) -> Result<Segment, StorageError> {
-        Self::open_files(dir, base_offset, index_interval_bytes, true, now_ms)
+        let seg = Self::open_files(dir, base_offset, index_interval_bytes, true, now_ms)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        Ok(seg)
     }
 
     /// Opens an existing segment and checks it: every batch's framing (and its CRC, when
@@ -440,6 +444,12 @@ impl Segment {
             position += u64::from(info.size);
         }
         Ok(())
+    }
+
+    /// A second handle on the log file (to fsync without holding the log's lock), and its path.
+    pub fn log_file(&self) -> Result<(File, PathBuf), StorageError> {
+        let file = self.log.try_clone().map_err(io(&self.log_path))?;
+        Ok((file, self.log_path.clone()))
     }
 
     pub fn sync(&self) -> Result<(), StorageError> {

@@ -110,7 +110,7 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
         Err(e) => return Outcome::Close(format!("malformed {} v{version} request: {e}", api_key.name())),
     };
     match body {
-        RequestBody::Produce(req) => match produce::handle(broker, version, req) {
+        RequestBody::Produce(req) => match produce::handle(broker, version, req).await {
             Some(resp) => respond(&header, api_key, version, &resp),
             None => Outcome::NoResponse,
         },

@@ -17,6 +17,7 @@ use crate::producers::{ProducerBatch, SequenceCheck};
 use crate::topics::{Partition, TimestampType};
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use wire::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use wire::messages::{ProduceRequest, ProduceResponse};
 use wire::records::{self, BatchError, RecordBatch};
@@ -35,6 +36,8 @@ struct Appended {
     base_offset: i64,
     log_append_time: i64,
     log_start_offset: i64,
+    /// The topic's `flush.messages` calls for an fsync up to this offset before the answer.
+    sync_to: Option<i64>,
 }
 
 fn error(code: ErrorCode, message: String) -> (ErrorCode, String) {
@@ -138,14 +141,23 @@ fn append(
             b.freeze()
         }
     };
+    if partition.commit.failed() {
+        return Err(error(
+            ErrorCode::KafkaStorageError,
+            "an fsync of this partition's log failed: it takes no writes until the broker restarts".into(),
+        ));
+    }
     let mut state = partition.lock();
     if let Some(p) = &producer {
         if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
             // A retry of a batch already appended: the original's offset, and no second copy.
+            // Under a flush policy the original may still be waiting for its fsync: so does this.
+            let end = state.log.log_end_offset();
             return Ok(Appended {
                 base_offset,
                 log_append_time,
                 log_start_offset: state.log.log_start_offset(),
+                sync_to: (topic.flush_messages < i64::MAX).then_some(end),
             });
         }
     }
@@ -156,30 +168,39 @@ fn append(
     if let Some(p) = &producer {
         state.producers.record(p, info.base_offset);
     }
-    partition.advance_high_watermark(state.log.log_end_offset());
+    let end = state.log.log_end_offset();
+    partition.advance_high_watermark(end);
     let log_start_offset = state.log.log_start_offset();
     drop(state);
     broker.data_arrived.notify_waiters();
+    let unflushed = end - partition.commit.durable_end();
     Ok(Appended {
         base_offset: info.base_offset,
         log_append_time,
         log_start_offset,
+        sync_to: (unflushed >= topic.flush_messages).then_some(end),
     })
 }
 
-/// Returns the response, or `None` for acks=0 (no response is sent).
-pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+/// Returns the response, or `None` for acks=0 (no response is sent). Partitions whose
+/// `flush.messages` asks for it are fsynced (off the async threads, sharing fsyncs with
+/// concurrent produces) before the response is built; a failed fsync answers
+/// `KAFKA_STORAGE_ERROR` for that partition.
+pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let responses = request
+    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
+    let mut responses: Vec<TopicProduceResponse> = request
         .topic_data
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(ti, t)| {
             let topic = broker.topics.get(&t.name);
             let partition_responses = t
                 .partition_data
                 .into_iter()
-                .map(|p| {
+                .enumerate()
+                .map(|(pi, p)| {
                     let mut r = PartitionProduceResponse {
                         index: p.index,
                         base_offset: -1,
@@ -205,7 +226,11 @@ pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option
                                 ErrorCode::InvalidTopicException,
                                 format!("cannot append to internal topic {}", topic.name),
                             )),
-                            Some((topic, part)) => append(broker, part, &topic.config, p.records),
+                            Some((topic, part)) => append(broker, part, &topic.config, p.records).inspect(|a| {
+                                if let Some(end) = a.sync_to {
+                                    to_sync.push((ti, pi, part.clone(), end));
+                                }
+                            }),
                         }
                     };
                     match outcome {
@@ -228,6 +253,33 @@ pub fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option
             }
         })
         .collect();
+    if !to_sync.is_empty() {
+        let waiting: Vec<(usize, usize)> = to_sync.iter().map(|(ti, pi, ..)| (*ti, *pi)).collect();
+        let synced = tokio::task::spawn_blocking(move || {
+            to_sync
+                .into_iter()
+                .map(|(ti, pi, part, end)| (ti, pi, part.sync_to(end)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let failures: Vec<(usize, usize, String)> = match synced {
+            Ok(results) => results
+                .into_iter()
+                .filter_map(|(ti, pi, r)| r.err().map(|e| (ti, pi, e.to_string())))
+                .collect(),
+            // The blocking task itself failed: none of those appends can be called durable.
+            Err(e) => waiting
+                .into_iter()
+                .map(|(ti, pi)| (ti, pi, format!("fsync task failed: {e}")))
+                .collect(),
+        };
+        for (ti, pi, message) in failures {
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = ErrorCode::KafkaStorageError as i16;
+            r.error_message = Some(message);
+            r.base_offset = -1;
+        }
+    }
     if acks == 0 {
         return None;
     }
