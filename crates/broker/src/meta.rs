@@ -102,6 +102,30 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// Written once every log is synced at a clean shutdown; its content names the on-disk index
+/// format, so a marker from another format is not trusted.
+const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+const CLEAN_SHUTDOWN_FORMAT: &str = "sluice-index-v2\n";
+
+/// Whether the last run ended with a clean shutdown. The marker is removed (durably) before
+/// anything else happens, so a crash from here on is never mistaken for a clean stop.
+pub fn take_clean_shutdown_marker(dir: &Path) -> Result<bool, MetaError> {
+    let path = dir.join(CLEAN_SHUTDOWN);
+    let clean = match std::fs::read_to_string(&path) {
+        Ok(text) => text == CLEAN_SHUTDOWN_FORMAT,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(clean)
+}
+
+/// Marks a clean shutdown: call only after every log was synced.
+pub fn write_clean_shutdown_marker(dir: &Path) -> Result<(), MetaError> {
+    write_atomically(&dir.join(CLEAN_SHUTDOWN), CLEAN_SHUTDOWN_FORMAT.as_bytes())
+}
+
 /// 16 random bytes (for cluster and topic ids). `RandomState` is seeded from the OS's random
 /// source; two of them, mixed with the time, give 16 bytes.
 pub fn random_id() -> [u8; 16] {

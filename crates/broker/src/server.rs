@@ -53,7 +53,16 @@ impl Server {
             .map_err(StartError::Topics)?;
         let mut topic_defaults = config.topic_defaults.clone();
         topic_defaults.configs = dynamic.topic_defaults();
-        let topics = crate::topics::Topics::open(&config.data_dir, topic_defaults).map_err(StartError::Topics)?;
+        let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
+        let started = std::time::Instant::now();
+        let topics =
+            crate::topics::Topics::open(&config.data_dir, topic_defaults, clean).map_err(StartError::Topics)?;
+        info!(
+            clean_shutdown = clean,
+            seconds = started.elapsed().as_secs_f64(),
+            "logs opened{}",
+            if clean { "" } else { " and recovered" }
+        );
         let addr = config.listener.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -166,8 +175,13 @@ impl Server {
         // Everything acknowledged is on disk before the process ends, whatever the policy.
         let b = broker.clone();
         match tokio::task::spawn_blocking(move || b.topics.sync_all()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not sync every log at shutdown"),
+            // The next start may trust the logs' indexes instead of scanning them.
+            Ok(Ok(())) => {
+                if let Err(e) = meta::write_clean_shutdown_marker(&broker.config.data_dir) {
+                    warn!(error = %e, "could not mark the shutdown clean: the next start recovers every log");
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "could not sync every log at shutdown: the next start recovers them"),
             Err(e) => warn!(error = %e, "shutdown sync task failed"),
         }
         info!("sluice broker stopped");

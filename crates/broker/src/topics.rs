@@ -432,8 +432,9 @@ fn storage_error(e: StorageError) -> ApiError {
 }
 
 impl Topics {
-    /// Loads every topic in `topics.json` and opens (recovering) its partitions' logs.
-    pub fn open(dir: &Path, defaults: TopicDefaults) -> Result<Topics, String> {
+    /// Loads every topic in `topics.json` and opens its partitions' logs: trusting their
+    /// indexes after a clean shutdown (`clean`), recovering them otherwise.
+    pub fn open(dir: &Path, defaults: TopicDefaults, clean: bool) -> Result<Topics, String> {
         let topics = Topics {
             dir: dir.to_path_buf(),
             defaults: RwLock::new(defaults),
@@ -449,7 +450,7 @@ impl Topics {
         for r in records {
             let id = parse_uuid(&r.id).ok_or_else(|| format!("{}: bad topic id {}", path.display(), r.id))?;
             let topic = topics
-                .materialize(&r.name, id, r.partitions, r.configs)
+                .materialize(&r.name, id, r.partitions, r.configs, clean)
                 .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
             topics.insert(topic);
         }
@@ -462,10 +463,11 @@ impl Topics {
         id: Uuid,
         partitions: i32,
         overrides: BTreeMap<String, String>,
+        clean: bool,
     ) -> Result<Topic, ApiError> {
         let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(name))?;
         let parts = (0..partitions)
-            .map(|index| self.open_partition(name, index, &config))
+            .map(|index| self.open_partition(name, index, &config, clean))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Topic {
             name: name.to_string(),
@@ -476,8 +478,20 @@ impl Topics {
         })
     }
 
-    fn open_partition(&self, name: &str, index: i32, config: &TopicConfig) -> Result<Arc<Partition>, ApiError> {
-        let log = Log::open(&self.partition_dir(name, index), config.log_config()).map_err(storage_error)?;
+    fn open_partition(
+        &self,
+        name: &str,
+        index: i32,
+        config: &TopicConfig,
+        clean: bool,
+    ) -> Result<Arc<Partition>, ApiError> {
+        let dir = self.partition_dir(name, index);
+        let log = if clean {
+            Log::open_after_clean_shutdown(&dir, config.log_config())
+        } else {
+            Log::open(&dir, config.log_config())
+        }
+        .map_err(storage_error)?;
         // Producer state is rebuilt from the batch headers still in the log.
         let mut producers = ProducerStates::default();
         log.for_each_batch(|b| {
@@ -667,7 +681,7 @@ impl Topics {
     ) -> Result<Arc<Topic>, ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let (partitions, _) = self.check_create(name, partitions, replication_factor, &overrides)?;
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides)?;
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false)?;
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
@@ -690,7 +704,7 @@ impl Topics {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides)?;
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false)?;
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
@@ -782,7 +796,7 @@ impl Topics {
         }
         let mut partitions = topic.partitions.clone();
         for index in current..count {
-            partitions.push(self.open_partition(name, index, &topic.config)?);
+            partitions.push(self.open_partition(name, index, &topic.config, false)?);
         }
         let new = Topic {
             name: topic.name.clone(),
@@ -828,13 +842,17 @@ impl Topics {
         deleted
     }
 
-    /// Fsyncs every partition's log (at shutdown). Returns the first failure, after trying all.
+    /// Fsyncs every partition's log and writes its index (at shutdown, before the clean
+    /// shutdown marker). Returns the first failure, after trying all.
     pub fn sync_all(&self) -> Result<(), StorageError> {
         let mut first_error = None;
         for topic in self.list() {
             for p in &topic.partitions {
-                let end = p.lock().log.log_end_offset();
-                if let Err(e) = p.sync_to(end) {
+                if p.commit.failed() {
+                    first_error.get_or_insert(StorageError::Failed);
+                    continue;
+                }
+                if let Err(e) = p.lock().log.sync() {
                     first_error.get_or_insert(e);
                 }
             }

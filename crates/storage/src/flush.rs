@@ -1,11 +1,11 @@
 //! Making appends durable: group commit, so that concurrent appends to one log share an fsync.
 //!
 //! An append is made under the caller's lock on the log and is cheap (a write into the page
-//! cache). Whoever then needs it durable calls [`GroupCommit::sync_to`] *without* that lock:
-//! one caller at a time fsyncs, covering everything appended up to the moment it started;
-//! callers that arrive meanwhile queue, and when their turn comes usually find their append
-//! already covered and return without an fsync of their own. Under load, one fsync serves
-//! every append that arrived during the previous one.
+//! cache). Whoever then needs it durable calls [`GroupCommit::sync_to`] *without* that lock.
+//! If no fsync is running, the caller starts one covering everything appended by then; callers
+//! arriving meanwhile wait, and when it ends, all those it covered return at once and one of
+//! the others starts the next. Under load, one fsync serves every append that arrived during
+//! the previous one.
 //!
 //! After an fsync fails, the kernel may have dropped the dirty pages it could not write, so
 //! nothing after the last good fsync can be trusted to be on disk. The log is then marked
@@ -17,7 +17,7 @@ use crate::StorageError;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// What one fsync covers: the log's active segment file (older segments were synced when they
 /// were rolled) and the log end offset when it was taken.
@@ -28,15 +28,25 @@ pub struct SyncTarget {
     pub(crate) end_offset: i64,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    /// Every offset below this is on disk.
+    durable_end: i64,
+    /// An fsync is running; callers it may not cover wait for it to end.
+    syncing: bool,
+    failed: bool,
+}
+
 #[derive(Debug)]
 pub struct GroupCommit {
-    /// Held for the length of one fsync; waiters queue on it.
-    turn: Mutex<()>,
-    /// Every offset below this is on disk.
+    state: Mutex<State>,
+    /// Signalled after every fsync, so all the callers it covered return together.
+    synced: Condvar,
+    /// Copies of `State::durable_end` and failure for lock-free checks.
     durable_end: AtomicI64,
+    failed: AtomicBool,
     /// When the last fsync finished (ms since the epoch, as the caller's clock gives it).
     last_sync_ms: AtomicI64,
-    failed: AtomicBool,
     /// fsyncs done, for benchmarks and metrics.
     syncs: AtomicU64,
 }
@@ -45,12 +55,20 @@ impl GroupCommit {
     /// `durable_end`: the log end offset known to be on disk (after `Log::open`, its end).
     pub fn new(durable_end: i64, now_ms: i64) -> GroupCommit {
         GroupCommit {
-            turn: Mutex::new(()),
+            state: Mutex::new(State {
+                durable_end,
+                ..State::default()
+            }),
+            synced: Condvar::new(),
             durable_end: AtomicI64::new(durable_end),
-            last_sync_ms: AtomicI64::new(now_ms),
             failed: AtomicBool::new(false),
+            last_sync_ms: AtomicI64::new(now_ms),
             syncs: AtomicU64::new(0),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn durable_end(&self) -> i64 {
@@ -72,40 +90,71 @@ impl GroupCommit {
     }
 
     /// Returns once every offset below `end_offset` is on disk. `target` is called (at most
-    /// once, and only when an fsync is needed) to take the log's lock briefly and say what to
-    /// fsync; it must not be called with that lock held. Blocks: call it off async threads.
+    /// once, and only when this caller must fsync) to take the log's lock briefly and say what
+    /// to fsync; it must not be called with that lock held. Blocks: call it off async threads.
+    ///
+    /// Leader and followers: a caller that finds no fsync running starts one covering all
+    /// that is appended by then; callers arriving meanwhile wait, and when it ends they all
+    /// return if it covered them, or one of them starts the next.
     pub fn sync_to(
         &self,
         end_offset: i64,
         now_ms: impl Fn() -> i64,
         target: impl FnOnce() -> Result<SyncTarget, StorageError>,
     ) -> Result<(), StorageError> {
-        if self.durable_end() >= end_offset {
-            return self.check_failed();
-        }
-        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-        self.check_failed()?;
-        // The fsync that held the turn before us may have covered this append too.
-        if self.durable_end() >= end_offset {
-            return Ok(());
-        }
-        let t = target()?;
-        if let Err(source) = t.file.sync_data() {
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(path = %t.path.display(), error = %source, "fsync failed: the log takes no more writes until a restart");
-            return Err(StorageError::Io { path: t.path, source });
-        }
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.durable_end.fetch_max(t.end_offset, Ordering::AcqRel);
-        self.last_sync_ms.store(now_ms(), Ordering::Release);
-        Ok(())
-    }
-
-    fn check_failed(&self) -> Result<(), StorageError> {
         if self.failed() {
             return Err(StorageError::Failed);
         }
-        Ok(())
+        if self.durable_end() >= end_offset {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        loop {
+            if state.failed {
+                return Err(StorageError::Failed);
+            }
+            if state.durable_end >= end_offset {
+                return Ok(());
+            }
+            if !state.syncing {
+                break;
+            }
+            state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.syncing = true;
+        drop(state);
+        // Err(_, true): the fsync itself failed.
+        let outcome = match target() {
+            Err(e) => Err((e, false)),
+            Ok(t) => match t.file.sync_data() {
+                Ok(()) => Ok(t.end_offset),
+                Err(source) => {
+                    tracing::error!(path = %t.path.display(), error = %source, "fsync failed: the log takes no more writes until a restart");
+                    Err((StorageError::Io { path: t.path, source }, true))
+                }
+            },
+        };
+        let mut state = self.lock();
+        state.syncing = false;
+        let result = match outcome {
+            Ok(end) => {
+                state.durable_end = state.durable_end.max(end);
+                self.durable_end.store(state.durable_end, Ordering::Release);
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.last_sync_ms.store(now_ms(), Ordering::Release);
+                Ok(())
+            }
+            Err((e, true)) => {
+                state.failed = true;
+                self.failed.store(true, Ordering::Release);
+                Err(e)
+            }
+            // `target` failed before any fsync: nothing was lost, the next caller tries again.
+            Err((e, false)) => Err(e),
+        };
+        drop(state);
+        self.synced.notify_all();
+        result
     }
 }
 

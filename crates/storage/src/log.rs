@@ -52,9 +52,21 @@ pub struct Log {
 }
 
 impl Log {
-    /// Opens the log in `dir` (creating it if need be), recovering the last segment: its
-    /// batches are checked (framing and CRC) and a torn or corrupt tail is truncated.
+    /// Opens the log in `dir` (creating it if need be), recovering it as after a crash: every
+    /// segment's batches are walked to rebuild its index, the last segment's CRCs are checked,
+    /// and a torn or corrupt tail is truncated.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_inner(dir, config, false)
+    }
+
+    /// Opens the log after a clean shutdown (the caller kept a marker): segment indexes are
+    /// read from disk and only the batches after each one's last index entry are read. A
+    /// segment whose index does not fit is recovered as by [`Log::open`].
+    pub fn open_after_clean_shutdown(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_inner(dir, config, true)
+    }
+
+    fn open_inner(dir: &Path, config: LogConfig, clean: bool) -> Result<Log, StorageError> {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
             path: dir.to_path_buf(),
             source,
@@ -80,6 +92,13 @@ impl Log {
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
+            if clean {
+                if let Some(seg) = Segment::open_clean(dir, *base, config.index_interval_bytes)? {
+                    segments.insert(*base, seg);
+                    continue;
+                }
+                tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
+            }
             let (seg, truncated) = Segment::open_and_recover(dir, *base, config.index_interval_bytes, last)?;
             if truncated > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes = truncated, "truncated a torn or corrupt tail");
@@ -197,7 +216,7 @@ impl Log {
     }
 
     fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
-        self.active().sync()?;
+        self.active_mut().sync()?;
         let seg = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes, Some(now_ms))?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         self.segments.insert(base_offset, seg);
@@ -382,9 +401,9 @@ impl Log {
         Ok(())
     }
 
-    /// Makes everything appended so far durable.
-    pub fn sync(&self) -> Result<(), StorageError> {
-        self.active().sync()
+    /// Makes everything appended so far durable, and the active segment's index current.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.active_mut().sync()
     }
 
     /// What an fsync must cover for everything appended so far to be durable (see

@@ -18,7 +18,9 @@ struct IndexEntry {
     position: u32,
 }
 
-const INDEX_ENTRY_BYTES: usize = 8;
+/// On disk: relative offset (u32), position (u32), largest timestamp of the batches before
+/// the position (i64, the time index), big-endian.
+const INDEX_ENTRY_BYTES: usize = 16;
 
 /// The most a batch may decompress to when the log reads inside it (timestamp lookups).
 const BATCH_DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
@@ -42,7 +44,8 @@ pub struct Segment {
     log_path: PathBuf,
     index_path: PathBuf,
     log: File,
-    index_file: File,
+    /// Index entries already written to the `.index` file (which is opened only to write).
+    index_written: usize,
     /// Bytes in the log file that hold whole, valid batches.
     size: u64,
     index: Vec<IndexEntry>,
@@ -133,17 +136,10 @@ impl Segment {
             .truncate(fresh)
             .open(&log_path)
             .map_err(io(&log_path))?;
-        let index_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&index_path)
-            .map_err(io(&index_path))?;
         Ok(Segment {
             base_offset,
             log,
-            index_file,
+            index_written: 0,
             log_path,
             index_path,
             size: 0,
@@ -174,11 +170,8 @@ impl Segment {
 
     /// Opens an existing segment and checks it: every batch's framing (and its CRC, when
     /// `verify_crc`) is verified from the start, and the log is truncated after the last valid
-    /// batch (a torn write from a crash). The index is rebuilt from what remains. Returns the
-    /// segment and the number of bytes truncated.
-    ///
-    /// Not yet done (issue 3): trusting the on-disk index after a clean shutdown instead of
-    /// rescanning, and loading indexes lazily.
+    /// batch (a torn write from a crash). The index is rebuilt from what remains and written
+    /// out. Returns the segment and the number of bytes truncated.
     pub fn open_and_recover(
         dir: &Path,
         base_offset: i64,
@@ -218,7 +211,78 @@ impl Segment {
             seg.log.set_len(position).map_err(io(&seg.log_path))?;
             seg.log.sync_all().map_err(io(&seg.log_path))?;
         }
+        seg.write_index()?;
         Ok((seg, truncated))
+    }
+
+    /// Opens a segment after a clean shutdown, trusting its files: the index is read from disk
+    /// and only the batches after its last entry are scanned (no CRC checks). `None` when the
+    /// index is missing or does not fit the log, so the caller recovers the segment instead.
+    pub fn open_clean(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u64,
+    ) -> Result<Option<Segment>, StorageError> {
+        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false, None)?;
+        let file_size = seg.log.metadata().map_err(io(&seg.log_path))?.len();
+        let bytes = match std::fs::read(&seg.index_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&seg.index_path)(e)),
+        };
+        if bytes.len() % INDEX_ENTRY_BYTES != 0 || (bytes.is_empty() != (file_size == 0)) {
+            return Ok(None);
+        }
+        let mut entries: Vec<(IndexEntry, i64)> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_BYTES);
+        for c in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
+            let e = IndexEntry {
+                relative_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            };
+            let prior = i64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
+            let fits = match entries.last() {
+                None => e.position == 0,
+                Some((p, t)) => p.position < e.position && p.relative_offset < e.relative_offset && *t <= prior,
+            };
+            if !fits || u64::from(e.position) >= file_size {
+                return Ok(None);
+            }
+            entries.push((e, prior));
+        }
+        let Some(&(last, last_prior)) = entries.last() else {
+            return Ok(Some(seg)); // an empty segment
+        };
+        let Some(first) = read_batch_info(&seg.log, 0, file_size).map_err(io(&seg.log_path))? else {
+            return Ok(None);
+        };
+        seg.first_batch_timestamp = Some(first.max_timestamp);
+        // State as it was just before the batch at the last entry was appended; scanning from
+        // there re-adds that entry and rebuilds the rest.
+        entries.pop();
+        seg.index_written = entries.len();
+        (seg.index, seg.index_prior_max_timestamp) = entries.into_iter().unzip();
+        seg.max_timestamp = last_prior;
+        seg.bytes_since_index = index_interval_bytes;
+        let mut position = u64::from(last.position);
+        let mut expected_base = base_offset + i64::from(last.relative_offset);
+        while position < file_size {
+            let Some(info) = read_batch_info(&seg.log, position, file_size).map_err(io(&seg.log_path))? else {
+                return Ok(None);
+            };
+            let at_entry = position == u64::from(last.position);
+            if info.base_offset < expected_base || (at_entry && info.base_offset != expected_base) {
+                return Ok(None);
+            }
+            seg.note_appended(&info)?;
+            expected_base = info.last_offset + 1;
+            position += u64::from(info.size);
+        }
+        // Appends make the same index decisions again: a complete index gains exactly the entry
+        // popped above. More means the file stopped short of the log.
+        if seg.index.len() != seg.index_written + 1 {
+            return Ok(None);
+        }
+        Ok(Some(seg))
     }
 
     /// Updates size, offsets and the sparse index after a batch lands at `info.position`.
@@ -228,11 +292,6 @@ impl Segment {
                 relative_offset: (info.base_offset - self.base_offset) as u32,
                 position: info.position as u32,
             };
-            let mut b = [0u8; INDEX_ENTRY_BYTES];
-            b[0..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
-            b[4..8].copy_from_slice(&entry.position.to_be_bytes());
-            let at = (self.index.len() * INDEX_ENTRY_BYTES) as u64;
-            self.index_file.write_all_at(&b, at).map_err(io(&self.index_path))?;
             self.index.push(entry);
             self.index_prior_max_timestamp.push(self.max_timestamp);
             self.bytes_since_index = 0;
@@ -315,24 +374,31 @@ impl Segment {
 
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` — but always
     /// the first batch, even when it is larger (so a consumer never stalls on a big batch).
+    /// One read of the file: the batches' lengths are then walked in memory.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Option<bytes::Bytes>, StorageError> {
         let Some(first) = self.find(offset)? else {
             return Ok(None);
         };
-        let mut end = first.position + u64::from(first.size);
-        while end < self.size {
-            let Some(next) = read_batch_info(&self.log, end, self.size).map_err(io(&self.log_path))? else {
-                break;
-            };
-            if end + u64::from(next.size) - first.position > max_bytes as u64 {
-                break;
-            }
-            end += u64::from(next.size);
-        }
-        let mut buf = vec![0u8; (end - first.position) as usize];
+        let available = self.size - first.position;
+        let want = (max_bytes as u64).min(available).max(u64::from(first.size));
+        let mut buf = vec![0u8; want as usize];
         self.log
             .read_exact_at(&mut buf, first.position)
             .map_err(io(&self.log_path))?;
+        // Cut after the last whole batch. Lengths inside the recovered region were checked on
+        // open, but a bad one ends the read early rather than serving a partial batch.
+        let mut end = first.size as usize;
+        while end + LOG_OVERHEAD <= buf.len() {
+            let length = i32::from_be_bytes(buf[end + 8..end + 12].try_into().unwrap_or_default());
+            let Some(size) = usize::try_from(length).ok().map(|l| l + LOG_OVERHEAD) else {
+                break;
+            };
+            if end + size > buf.len() {
+                break;
+            }
+            end += size;
+        }
+        buf.truncate(end);
         Ok(Some(bytes::Bytes::from(buf)))
     }
 
@@ -452,9 +518,39 @@ impl Segment {
         Ok((file, self.log_path.clone()))
     }
 
-    pub fn sync(&self) -> Result<(), StorageError> {
+    /// Makes the log durable, and the index current on disk.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
         self.log.sync_data().map_err(io(&self.log_path))?;
-        self.index_file.sync_data().map_err(io(&self.index_path))
+        self.write_index()
+    }
+
+    /// Writes (and fsyncs) the index entries not yet on disk, in one write. The index is
+    /// derived data, so it is written only at a roll, a flush of the whole log, shutdown and
+    /// recovery; it is read back only after a clean shutdown (see [`Segment::open_clean`]).
+    fn write_index(&mut self) -> Result<(), StorageError> {
+        if self.index_written == self.index.len() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity((self.index.len() - self.index_written) * INDEX_ENTRY_BYTES);
+        for (e, t) in self.index[self.index_written..]
+            .iter()
+            .zip(&self.index_prior_max_timestamp[self.index_written..])
+        {
+            bytes.extend_from_slice(&e.relative_offset.to_be_bytes());
+            bytes.extend_from_slice(&e.position.to_be_bytes());
+            bytes.extend_from_slice(&t.to_be_bytes());
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(self.index_written == 0)
+            .open(&self.index_path)
+            .map_err(io(&self.index_path))?;
+        f.write_all_at(&bytes, (self.index_written * INDEX_ENTRY_BYTES) as u64)
+            .and_then(|()| f.sync_data())
+            .map_err(io(&self.index_path))?;
+        self.index_written = self.index.len();
+        Ok(())
     }
 
     /// How long the segment has been open for `segment.ms`: from its first batch's timestamp to
