@@ -104,3 +104,23 @@ def test_acknowledged_records_survive_repeated_sigkills(make_broker, flush_messa
         for p, offset, value in acked:
             if p == partition:
                 assert stored.get(offset) == value, f"acknowledged {value!r} at {partition}/{offset} is missing"
+
+
+def test_durable_flag_fsyncs_every_acknowledged_write(make_broker):
+    """`sluice server --durable` sets the broker default flush.messages=1; topics show it and
+    take writes as usual."""
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    b = make_broker(extra_args=["--durable"]).start()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    topic = "durable-" + uuid.uuid4().hex[:8]
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(15)
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    flush = admin.describe_configs([res])[res].result(10)["flush.messages"]
+    assert flush.value == "1" and flush.source == ConfigSource.STATIC_BROKER_CONFIG.value
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "linger.ms": 0})
+    delivered = []
+    for i in range(50):
+        p.produce(topic, value=str(i).encode(), on_delivery=lambda err, msg: delivered.append(err))
+    p.flush(30)
+    assert delivered == [None] * 50

@@ -41,6 +41,10 @@ struct ServerArgs {
     /// Directory for the broker's data (log.dirs).
     #[arg(long)]
     data_dir: Option<String>,
+    /// Fsync every write before acknowledging it (log.flush.interval.messages=1): acknowledged
+    /// records survive a power loss, at a cost in peak throughput (see docs/benchmarks.md).
+    #[arg(long)]
+    durable: bool,
     /// Any setting as key=value; may be repeated.
     #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -58,7 +62,7 @@ fn server_help() -> String {
         ));
     }
     s.push_str(
-        "\nExamples:\n  sluice server\n  sluice server --data-dir /var/lib/sluice --listeners 127.0.0.1:19092\n",
+        "\nExamples:\n  sluice server\n  sluice server --data-dir /var/lib/sluice --listeners 127.0.0.1:19092\n  sluice server --durable\n",
     );
     s
 }
@@ -81,6 +85,9 @@ fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
         if let Some(v) = value {
             l.set(key, v.clone(), Source::Flag)?;
         }
+    }
+    if args.durable {
+        l.set("log.flush.interval.messages", "1".into(), Source::Flag)?;
     }
     for kv in &args.set {
         let Some((k, v)) = kv.split_once('=') else {

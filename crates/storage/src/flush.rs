@@ -23,7 +23,7 @@ use std::sync::{Condvar, Mutex};
 /// were rolled) and the log end offset when it was taken.
 #[derive(Debug)]
 pub struct SyncTarget {
-    pub(crate) file: File,
+    pub file: File,
     pub(crate) path: PathBuf,
     pub(crate) end_offset: i64,
 }
