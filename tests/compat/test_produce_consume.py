@@ -238,6 +238,16 @@ def test_timestamps_outside_the_topic_window_are_refused(broker):
     assert got[0].value() == b"old"
 
 
+def test_min_insync_replicas_above_the_isr_refuses_acks_all(broker):
+    topic = topic_name("minisr")
+    create_topic(broker.bootstrap, topic, config={"min.insync.replicas": "2"})
+    reports = produce(broker.bootstrap, topic, [{"value": b"x"}], acks="all", retries=0, **{"message.timeout.ms": 3000})
+    assert reports[0][0].code() == KafkaError.NOT_ENOUGH_REPLICAS, reports
+    # acks=1 does not wait for the ISR, as in Kafka.
+    assert produce(broker.bootstrap, topic, [{"value": b"y"}], acks=1)[0][0] is None
+    assert [m.value() for m in consume_all(broker.bootstrap, topic, [0], 1)] == [b"y"]
+
+
 def test_large_messages_and_max_message_bytes(broker):
     topic = topic_name("big")
     create_topic(broker.bootstrap, topic)

@@ -216,7 +216,15 @@ fn sequential(root: &Path, total: u64, b: &bytes::Bytes) -> (f64, f64, f64, f64,
     drop(log);
     let _ = std::fs::remove_file(&raw_path);
     let _ = std::fs::remove_dir_all(&log_dir);
-    (raw_write, raw_write_small, log_write, raw_read, log_read, recover, clean_open)
+    (
+        raw_write,
+        raw_write_small,
+        log_write,
+        raw_read,
+        log_read,
+        recover,
+        clean_open,
+    )
 }
 
 fn main() {

@@ -1,12 +1,15 @@
 //! The partition log on disk: `Log` → `Segment` (a `.log` file of record batches as received
-//! plus a sparse offset index), with recovery of a torn tail on open.
+//! plus a sparse index, which also serves as the time index), and `GroupCommit`, which lets
+//! concurrent appends share fsyncs.
 //!
-//! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open): segmented
-//! append and read, rolling by size and by `segment.ms`, offset index, recovery of the last segment, retention by time and
-//! size (the active segment too, as Kafka), DeleteRecords with a log start offset checkpoint, timestamp lookups (an in-memory time
-//! index rebuilt on open). Not yet: a persisted time index, clean-shutdown
-//! fast start, recovery-point checkpoint, flush policy and group commit, a fault-injecting
-//! backend, bounded open files, asynchronous file deletion.
+//! Knows nothing of requests, sockets or replication. Built so far (issue 3 is open):
+//! segmented append and read, rolling by size and by `segment.ms`, recovery after a crash
+//! (every segment walked, the last one's CRCs checked, a torn tail cut) and a fast open after a
+//! clean shutdown (indexes read back), retention by time and size (the active segment too, as
+//! Kafka), DeleteRecords with a log start offset checkpoint, timestamp and max-timestamp
+//! lookups, group commit. Not yet: a fault-injecting backend, bounded open files, lazily
+//! loaded indexes, asynchronous file deletion, reporting (rather than cutting) corruption in
+//! the middle of a segment.
 
 pub mod disk;
 mod flush;

@@ -54,12 +54,26 @@ fn too_large(size: usize, message_bytes_max: i64) -> Result<(), (ErrorCode, Stri
     Ok(())
 }
 
+/// In-sync replicas of every partition: this node alone, until replication.
+const ISR_SIZE: i32 = 1;
+
 fn append(
     broker: &Broker,
     partition: &Partition,
     topic: &crate::topics::TopicConfig,
+    acks: i16,
     records: Option<Bytes>,
 ) -> Result<Appended, (ErrorCode, String)> {
+    // As Kafka: acks=all is refused before anything is written when the ISR is too small.
+    if acks == -1 && topic.min_insync_replicas > ISR_SIZE {
+        return Err(error(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "min.insync.replicas is {} but only {ISR_SIZE} replica is in sync (a single node)",
+                topic.min_insync_replicas
+            ),
+        ));
+    }
     let (message_bytes_max, timestamp_type) = (topic.message_bytes_max, topic.timestamp_type);
     let mut data = records
         .filter(|r| !r.is_empty())
@@ -226,7 +240,7 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
                                 ErrorCode::InvalidTopicException,
                                 format!("cannot append to internal topic {}", topic.name),
                             )),
-                            Some((topic, part)) => append(broker, part, &topic.config, p.records).inspect(|a| {
+                            Some((topic, part)) => append(broker, part, &topic.config, acks, p.records).inspect(|a| {
                                 if let Some(end) = a.sync_to {
                                     to_sync.push((ti, pi, part.clone(), end));
                                 }
