@@ -124,3 +124,11 @@ def test_durable_flag_fsyncs_every_acknowledged_write(make_broker):
         p.produce(topic, value=str(i).encode(), on_delivery=lambda err, msg: delivered.append(err))
     p.flush(30)
     assert delivered == [None] * 50
+    # Offset commits go through the same fsync before they are acknowledged.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "durable", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = [c.poll(10) for _ in range(5)]
+    assert all(m is not None and m.error() is None for m in got)
+    c.commit(message=got[-1], asynchronous=False)
+    assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 5
+    c.close()

@@ -284,6 +284,7 @@ impl TopicConfig {
             // The batch limit is checked by the produce handler (it knows the error code);
             // the log refuses only what could never be stored.
             batch_bytes_max: i32::MAX as usize,
+            flush_messages: self.flush_messages,
         }
     }
 }

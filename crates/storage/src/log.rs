@@ -23,6 +23,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: the largest batch accepted.
     pub batch_bytes_max: usize,
+    /// `flush.messages`: kept here for the log's owners, who wait for an fsync (through
+    /// [`crate::GroupCommit`]) once this many records are unflushed; the log never fsyncs on
+    /// its own except when rolling.
+    pub flush_messages: i64,
 }
 
 impl Default for LogConfig {
@@ -32,6 +36,7 @@ impl Default for LogConfig {
             segment_ms: Some(7 * 24 * 3600 * 1000),
             index_interval_bytes: 4096,
             batch_bytes_max: 1_048_588,
+            flush_messages: i64::MAX,
         }
     }
 }
@@ -141,6 +146,10 @@ impl Log {
             .values_mut()
             .next_back()
             .expect("a log always has a segment")
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
     }
 
     /// Changes the configuration (a topic's configs were altered): applies from the next append.

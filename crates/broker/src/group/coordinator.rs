@@ -130,8 +130,19 @@ impl Shard {
         let mut p = self.partition.lock();
         match p.log.append(batch, self.partition.leader_epoch, now) {
             Ok(_) => {
-                self.partition.advance_high_watermark(p.log.log_end_offset());
+                let end = p.log.log_end_offset();
+                self.partition.advance_high_watermark(end);
                 state.written += len;
+                // The topic's flush.messages (1 under `--durable`): a commit is acknowledged
+                // only once it is on disk. Blocks this shard for one fsync, shared with others.
+                let flush = end - self.partition.commit.durable_end() >= p.log.config().flush_messages;
+                drop(p);
+                if flush {
+                    if let Err(e) = self.partition.sync_to(end) {
+                        tracing::error!(partition = self.partition.index, error = %e, "cannot fsync {CONSUMER_OFFSETS}");
+                        return Err(ErrorCode::NotCoordinator);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
