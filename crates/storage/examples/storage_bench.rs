@@ -118,46 +118,33 @@ fn durable_appends(dir: &Path, writers: usize, per_writer: usize, group: bool) -
     (appends_per_s, all, syncs)
 }
 
+/// Writes `total` bytes to `path` in writes of `size` bytes, then fsyncs: MiB/s.
+fn raw_write(path: &Path, total: u64, size: usize) -> f64 {
+    let chunk = vec![b'x'; size];
+    let t = Instant::now();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("raw file");
+    let mut written = 0;
+    while written < total {
+        f.write_all(&chunk).expect("raw write");
+        written += size as u64;
+    }
+    f.sync_all().expect("raw sync");
+    mb_per_s(total, t.elapsed())
+}
+
 /// One round of sequential write and read, raw and through the log: MiB/s for raw write, log
 /// write, raw read and log read, and the seconds the log took to open after a crash and after
 /// a clean shutdown.
 fn sequential(root: &Path, total: u64, b: &bytes::Bytes) -> (f64, f64, f64, f64, f64, f64, f64) {
     let raw_path = root.join("raw.bin");
-    let chunk = vec![b'x'; CHUNK];
-    let t = Instant::now();
-    {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&raw_path)
-            .expect("raw file");
-        let mut written = 0;
-        while written < total {
-            f.write_all(&chunk).expect("raw write");
-            written += CHUNK as u64;
-        }
-        f.sync_all().expect("raw sync");
-    }
-    let raw_write = mb_per_s(total, t.elapsed());
-
+    let raw_write_big = raw_write(&raw_path, total, CHUNK);
     // The same raw write in writes the size of one batch.
-    let t = Instant::now();
-    {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&raw_path)
-            .expect("raw file");
-        let mut written = 0;
-        while written < total {
-            f.write_all(&chunk[..b.len()]).expect("raw write");
-            written += b.len() as u64;
-        }
-        f.sync_all().expect("raw sync");
-    }
-    let raw_write_small = mb_per_s(total, t.elapsed());
+    let raw_write_small = raw_write(&raw_path, total, b.len());
 
     let log_dir = root.join("log");
     let _ = std::fs::remove_dir_all(&log_dir);
@@ -217,7 +204,7 @@ fn sequential(root: &Path, total: u64, b: &bytes::Bytes) -> (f64, f64, f64, f64,
     let _ = std::fs::remove_file(&raw_path);
     let _ = std::fs::remove_dir_all(&log_dir);
     (
-        raw_write,
+        raw_write_big,
         raw_write_small,
         log_write,
         raw_read,
