@@ -263,11 +263,7 @@ impl RecordBatch {
     /// length and CRC is kept; the records' bytes do not depend on the codec, so they are
     /// moved across unchanged. Decompresses at most `max_bytes`.
     pub fn with_compression(&self, codec: Compression, max_bytes: usize) -> Result<RecordBatch, BatchError> {
-        let body = self.raw.slice(HEADER_BYTES..);
-        let records = match self.compression()? {
-            Compression::None => body,
-            c => compression::decompress(c, &body, max_bytes)?,
-        };
+        let records = self.records_bytes(max_bytes)?;
         let payload = match codec {
             Compression::None => records.to_vec(),
             c => compression::compress(c, &records),
@@ -285,13 +281,19 @@ impl RecordBatch {
         Ok(RecordBatch { raw: b.freeze() })
     }
 
-    /// The records of this batch, decompressed (at most `max_bytes` of them) if need be.
-    pub fn records(&self, max_bytes: usize) -> Result<Records, BatchError> {
+    /// The bytes of the records, decompressed (at most `max_bytes` of them) if need be: a
+    /// slice of the batch when it is not compressed.
+    fn records_bytes(&self, max_bytes: usize) -> Result<Bytes, BatchError> {
         let body = self.raw.slice(HEADER_BYTES..);
-        let data = match self.compression()? {
+        Ok(match self.compression()? {
             Compression::None => body,
             c => compression::decompress(c, &body, max_bytes)?,
-        };
+        })
+    }
+
+    /// The records of this batch, decompressed (at most `max_bytes` of them) if need be.
+    pub fn records(&self, max_bytes: usize) -> Result<Records, BatchError> {
+        let data = self.records_bytes(max_bytes)?;
         let count = self.record_count();
         if count < 0 {
             return Err(BatchError::InvalidRecord(format!("negative record count {count}")));

@@ -165,13 +165,13 @@ fn append(
     if let Some(p) = &producer {
         if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
             // A retry of a batch already appended: the original's offset, and no second copy.
-            // Under a flush policy the original may still be waiting for its fsync: so does this.
+            // The original may still be waiting for its fsync: the retry follows the same rule.
             let end = state.log.log_end_offset();
             return Ok(Appended {
                 base_offset,
                 log_append_time,
                 log_start_offset: state.log.log_start_offset(),
-                sync_to: (topic.flush_messages < i64::MAX).then_some(end),
+                sync_to: needs_sync(partition, topic, end),
             });
         }
     }
@@ -187,13 +187,18 @@ fn append(
     let log_start_offset = state.log.log_start_offset();
     drop(state);
     broker.data_arrived.notify_waiters();
-    let unflushed = end - partition.commit.durable_end();
     Ok(Appended {
         base_offset: info.base_offset,
         log_append_time,
         log_start_offset,
-        sync_to: (unflushed >= topic.flush_messages).then_some(end),
+        sync_to: needs_sync(partition, topic, end),
     })
+}
+
+/// `flush.messages`: the log end to fsync up to before answering, when that many records
+/// (or more) are not yet on disk.
+fn needs_sync(partition: &Partition, topic: &crate::topics::TopicConfig, end: i64) -> Option<i64> {
+    (end - partition.commit.durable_end() >= topic.flush_messages).then_some(end)
 }
 
 /// Returns the response, or `None` for acks=0 (no response is sent). Partitions whose
