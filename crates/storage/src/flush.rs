@@ -13,9 +13,10 @@
 //! (the broker answers `KAFKA_STORAGE_ERROR` until it is restarted and recovery has re-checked
 //! the files).
 
+use crate::fs::FsFile;
 use crate::StorageError;
-use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -23,7 +24,7 @@ use std::sync::{Condvar, Mutex};
 /// were rolled) and the log end offset when it was taken.
 #[derive(Debug)]
 pub struct SyncTarget {
-    pub file: File,
+    pub file: Arc<dyn FsFile>,
     pub(crate) path: PathBuf,
     pub(crate) end_offset: i64,
 }
@@ -161,7 +162,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Log, LogConfig};
+    use crate::{Fs, Log, LogConfig};
     use std::sync::Arc;
     use wire::records::BatchBuilder;
     use wire::Compression;
@@ -204,9 +205,10 @@ mod tests {
     #[test]
     fn a_failed_fsync_fails_every_later_sync() {
         let commit = GroupCommit::new(10, 0);
-        // fsync of a pipe fails with EINVAL: a stand-in for a disk that refuses.
-        let (reader, _writer) = std::io::pipe().unwrap();
-        let file = File::from(std::os::fd::OwnedFd::from(reader));
+        let fs = crate::sim::SimFs::new();
+        fs.create_dir_all(std::path::Path::new("/d")).unwrap();
+        let file = fs.open(std::path::Path::new("/d/f"), crate::OpenMode::Create).unwrap();
+        fs.fail(crate::sim::FaultOp::Sync, "/d/f", 1);
         let target = SyncTarget {
             file,
             path: PathBuf::from("pipe"),

@@ -11,13 +11,18 @@
 //! loaded indexes, asynchronous file deletion, reporting (rather than cutting) corruption in
 //! the middle of a segment.
 
+mod delete;
 pub mod disk;
 mod flush;
+pub mod fs;
 mod log;
 mod segment;
+pub mod sim;
 
+pub use crate::delete::wait_for_deletions;
 pub use crate::flush::{GroupCommit, SyncTarget};
-pub use crate::log::{AppendInfo, Log, LogConfig};
+pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
+pub use crate::log::{default_fs, AppendInfo, Log, LogConfig};
 pub use crate::segment::BatchInfo;
 
 use std::path::PathBuf;

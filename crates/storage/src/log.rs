@@ -5,11 +5,13 @@
 //! - offsets only grow: each batch starts at the log end offset;
 //! - segments are contiguous and sorted by base offset; only the last one is written to.
 
-use crate::segment::{BatchInfo, Segment};
+use crate::fs::{Fs, OpenMode, RealFs};
+use crate::segment::{BatchInfo, Segment, DELETED_SUFFIX};
 use crate::{StorageError, SyncTarget};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use wire::records::{self, RecordBatch};
 
 #[derive(Debug, Clone)]
@@ -50,6 +52,7 @@ pub struct AppendInfo {
 
 #[derive(Debug)]
 pub struct Log {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
@@ -59,69 +62,69 @@ pub struct Log {
 impl Log {
     /// Opens the log in `dir` (creating it if need be), recovering it as after a crash: every
     /// segment's batches are walked to rebuild its index, the last segment's CRCs are checked,
-    /// and a torn or corrupt tail is truncated.
+    /// and a torn or corrupt tail is truncated. Files go through [`default_fs`].
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
-        Self::open_inner(dir, config, false)
+        Self::open_on(&default_fs(), dir, config, false)
     }
 
     /// Opens the log after a clean shutdown (the caller kept a marker): segment indexes are
     /// read from disk and only the batches after each one's last index entry are read. A
     /// segment whose index does not fit is recovered as by [`Log::open`].
     pub fn open_after_clean_shutdown(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
-        Self::open_inner(dir, config, true)
+        Self::open_on(&default_fs(), dir, config, true)
     }
 
-    fn open_inner(dir: &Path, config: LogConfig, clean: bool) -> Result<Log, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+    /// Opens the log on the file system `fs`: after a clean shutdown when `clean`, else as
+    /// after a crash (see [`Log::open`] and [`Log::open_after_clean_shutdown`]).
+    pub fn open_on(fs: &Arc<dyn Fs>, dir: &Path, config: LogConfig, clean: bool) -> Result<Log, StorageError> {
+        let dir_err = |source| StorageError::Io {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        fs.create_dir_all(dir).map_err(dir_err)?;
         let mut bases = vec![];
-        let entries = std::fs::read_dir(dir).map_err(|source| StorageError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for e in entries {
-            let e = e.map_err(|source| StorageError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(stem) = name.strip_suffix(".log") {
+        let mut retired = vec![];
+        for name in fs.list(dir).map_err(dir_err)? {
+            if name.ends_with(DELETED_SUFFIX) {
+                retired.push(dir.join(name));
+            } else if let Some(stem) = name.strip_suffix(".log") {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(base);
                 }
             }
         }
+        // Segments deleted before a crash whose files were not yet removed.
+        crate::delete::remove_later(fs, retired);
         bases.sort_unstable();
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             if clean {
-                if let Some(seg) = Segment::open_clean(dir, *base, config.index_interval_bytes)? {
+                if let Some(seg) = Segment::open_clean(fs, dir, *base, config.index_interval_bytes)? {
                     segments.insert(*base, seg);
                     continue;
                 }
                 tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
             }
-            let (seg, truncated) = Segment::open_and_recover(dir, *base, config.index_interval_bytes, last)?;
+            let (seg, truncated) = Segment::open_and_recover(fs, dir, *base, config.index_interval_bytes, last)?;
             if truncated > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes = truncated, "truncated a torn or corrupt tail");
             }
             segments.insert(*base, seg);
         }
         if segments.is_empty() {
-            segments.insert(0, Segment::create(dir, 0, config.index_interval_bytes, None)?);
+            segments.insert(0, Segment::create(fs, dir, 0, config.index_interval_bytes, None)?);
         }
         let first_base = *segments.keys().next().unwrap_or(&0);
         let mut log = Log {
+            fs: fs.clone(),
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset: first_base,
         };
         // DeleteRecords may have moved the start past the first segment's base.
-        if let Some(saved) = read_checkpoint(&dir.join(LOG_START_CHECKPOINT))? {
+        if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
             if saved > log.log_end_offset() {
                 // Records below `saved` were deleted on purpose and the tail above the log end
                 // was lost in a crash. Offsets are never reused, so the log starts again, empty,
@@ -226,7 +229,13 @@ impl Log {
 
     fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
         self.active_mut().sync()?;
-        let seg = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes, Some(now_ms))?;
+        let seg = Segment::create(
+            &self.fs,
+            &self.dir,
+            base_offset,
+            self.config.index_interval_bytes,
+            Some(now_ms),
+        )?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         self.segments.insert(base_offset, seg);
         Ok(())
@@ -313,12 +322,14 @@ impl Log {
 
     /// Drops every record and continues, empty, at `offset`.
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
-        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, None)?;
+        let fresh = Segment::create(&self.fs, &self.dir, offset, self.config.index_interval_bytes, None)?;
+        let mut retired = vec![];
         for (base, seg) in std::mem::take(&mut self.segments) {
             if base != offset {
-                seg.delete()?;
+                retired.extend(seg.retire()?);
             }
         }
+        crate::delete::remove_later(&self.fs, retired);
         self.segments.insert(offset, fresh);
         self.log_start_offset = offset;
         Ok(())
@@ -326,12 +337,13 @@ impl Log {
 
     fn set_log_start_offset(&mut self, offset: i64) -> Result<(), StorageError> {
         assert!(offset >= self.log_start_offset, "the log start offset only grows");
-        write_checkpoint(&self.dir.join(LOG_START_CHECKPOINT), offset)?;
+        write_checkpoint(&*self.fs, &self.dir.join(LOG_START_CHECKPOINT), offset)?;
         self.log_start_offset = offset;
         Ok(())
     }
 
     /// Deletes every segment other than the active one whose records all lie below the start.
+    /// Their files are renamed at once and removed in the background.
     fn delete_segments_below_start(&mut self) -> Result<usize, StorageError> {
         let mut deleted = 0;
         while self.segments.len() > 1 {
@@ -342,8 +354,9 @@ impl Log {
                 break;
             }
             let seg = first.remove();
-            tracing::info!(dir = %self.dir.display(), next_offset = seg.next_offset(), "deleting segment");
-            seg.delete()?;
+            tracing::info!(dir = %self.dir.display(), base_offset = seg.base_offset(), next_offset = seg.next_offset(), "deleting segment");
+            let retired = seg.retire()?;
+            crate::delete::remove_later(&self.fs, retired);
             deleted += 1;
         }
         Ok(deleted)
@@ -419,7 +432,7 @@ impl Log {
     /// [`crate::GroupCommit`]): the active segment, whose predecessors were synced as they
     /// were rolled.
     pub fn sync_target(&self) -> Result<SyncTarget, StorageError> {
-        let (file, path) = self.active().log_file()?;
+        let (file, path) = self.active().log_file();
         Ok(SyncTarget {
             file,
             path,
@@ -430,13 +443,17 @@ impl Log {
 
 const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 
-fn read_checkpoint(path: &Path) -> Result<Option<i64>, StorageError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text.trim().parse::<i64>().map(Some).map_err(|e| StorageError::Corrupt {
-            path: path.to_path_buf(),
-            position: 0,
-            why: format!("checkpoint is not an offset: {e}"),
-        }),
+fn read_checkpoint(fs: &dyn Fs, path: &Path) -> Result<Option<i64>, StorageError> {
+    match fs.read_all(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes)
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                path: path.to_path_buf(),
+                position: 0,
+                why: format!("checkpoint is not an offset: {e}"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StorageError::Io {
             path: path.to_path_buf(),
@@ -447,8 +464,7 @@ fn read_checkpoint(path: &Path) -> Result<Option<i64>, StorageError> {
 
 /// Writes a checkpoint so that a crash leaves the old value or the new one: temp file, fsync,
 /// rename, fsync of the directory.
-fn write_checkpoint(path: &Path, value: i64) -> Result<(), StorageError> {
-    use std::io::Write;
+fn write_checkpoint(fs: &dyn Fs, path: &Path, value: i64) -> Result<(), StorageError> {
     fn err(p: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
         move |source| StorageError::Io {
             path: p.to_path_buf(),
@@ -456,12 +472,22 @@ fn write_checkpoint(path: &Path, value: i64) -> Result<(), StorageError> {
         }
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
-    f.write_all(format!("{value}\n").as_bytes()).map_err(err(&tmp))?;
-    f.sync_all().map_err(err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(err(path))?;
+    let f = fs.open(&tmp, OpenMode::Truncate).map_err(err(&tmp))?;
+    f.write_all_at(format!("{value}\n").as_bytes(), 0)
+        .and_then(|()| f.sync_data())
+        .map_err(err(&tmp))?;
+    drop(f);
+    fs.rename(&tmp, path).map_err(err(path))?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))?;
+        fs.sync_dir(dir).map_err(err(dir))?;
     }
     Ok(())
+}
+
+/// The file system [`Log::open`] uses: the operating system's, shared by every log opened
+/// that way in the process, with at most 1024 files open at once. A broker passes its own
+/// [`RealFs`] to [`Log::open_on`] instead.
+pub fn default_fs() -> Arc<dyn Fs> {
+    static FS: OnceLock<Arc<dyn Fs>> = OnceLock::new();
+    FS.get_or_init(|| Arc::new(RealFs::new(1024))).clone()
 }

@@ -5,10 +5,10 @@
 //! sorts in offset order. The index is derived state: when it is missing or does not match the
 //! log, it is rebuilt from the log.
 
+use crate::fs::{Fs, FsFile, OpenMode};
 use crate::StorageError;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wire::records::{HEADER_BYTES, LOG_OVERHEAD};
 
 /// An offset index entry: (offset relative to the segment base, byte position in the log).
@@ -41,9 +41,10 @@ pub struct BatchInfo {
 
 pub struct Segment {
     base_offset: i64,
+    fs: Arc<dyn Fs>,
     log_path: PathBuf,
     index_path: PathBuf,
-    log: File,
+    log: Arc<dyn FsFile>,
     /// Index entries already written to the `.index` file (which is opened only to write).
     index_written: usize,
     /// Bytes in the log file that hold whole, valid batches.
@@ -64,6 +65,9 @@ pub struct Segment {
     /// When the segment was created, or first appended to after the log was opened: the
     /// fallback for `segment.ms` when batches carry no timestamp.
     created_ms: Option<i64>,
+    /// Where recovery found a corrupt batch in this (once fsynced) segment: what lies from here
+    /// on is never served. Reads past the valid region fail with `Corrupt`.
+    corrupt_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -88,7 +92,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
 }
 
 /// Parses the header at `position` of `file`, if a whole batch header is there.
-fn read_batch_info(file: &File, position: u64, file_size: u64) -> Result<Option<BatchInfo>, std::io::Error> {
+fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<Option<BatchInfo>, std::io::Error> {
     if position + HEADER_BYTES as u64 > file_size {
         return Ok(None);
     }
@@ -121,6 +125,7 @@ impl Segment {
     /// Opens the segment's files: the log created empty when `fresh`, else it must exist; the
     /// index always starts empty (it is rebuilt from the log).
     fn open_files(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
@@ -129,15 +134,11 @@ impl Segment {
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let index_path = dir.join(file_name(base_offset, "index"));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(fresh)
-            .truncate(fresh)
-            .open(&log_path)
-            .map_err(io(&log_path))?;
+        let mode = if fresh { OpenMode::Truncate } else { OpenMode::Existing };
+        let log = fs.open(&log_path, mode).map_err(io(&log_path))?;
         Ok(Segment {
             base_offset,
+            fs: fs.clone(),
             log,
             index_written: 0,
             log_path,
@@ -151,6 +152,7 @@ impl Segment {
             max_timestamp: -1,
             first_batch_timestamp: None,
             created_ms,
+            corrupt_at: None,
         })
     }
 
@@ -158,32 +160,40 @@ impl Segment {
     /// The directory is fsynced too, so the new file's name survives a power loss (the data
     /// later synced into it would be unreachable otherwise).
     pub fn create(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
         now_ms: Option<i64>,
     ) -> Result<Segment, StorageError> {
-        let seg = Self::open_files(dir, base_offset, index_interval_bytes, true, now_ms)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        let seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, true, now_ms)?;
+        fs.sync_dir(dir).map_err(io(dir))?;
         Ok(seg)
     }
 
-    /// Opens an existing segment and checks it: every batch's framing (and its CRC, when
-    /// `verify_crc`) is verified from the start, and the log is truncated after the last valid
-    /// batch (a torn write from a crash). The index is rebuilt from what remains and written
-    /// out. Returns the segment and the number of bytes truncated.
+    /// Opens an existing segment after a crash and checks it, rebuilding the index (written
+    /// out) from the batches found.
+    ///
+    /// `tail`: the segment may end in writes that were never fsynced (the log's last segment;
+    /// older ones were fsynced when they were rolled). Every batch's framing and CRC is checked
+    /// and the file is cut after the last valid batch: a torn write. Returns the bytes cut.
+    ///
+    /// Otherwise only the framing is walked, and an invalid batch is corruption of data that
+    /// was once durable: nothing is cut; the segment serves the batches before it and reports
+    /// [`StorageError::Corrupt`] for any read at or past it (see [`Segment::corrupt_at`]).
     pub fn open_and_recover(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
-        verify_crc: bool,
+        tail: bool,
     ) -> Result<(Segment, u64), StorageError> {
-        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false, None)?;
-        let file_size = seg.log.metadata().map_err(io(&seg.log_path))?.len();
+        let mut seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, false, None)?;
+        let file_size = seg.log.len().map_err(io(&seg.log_path))?;
         let mut position = 0u64;
         let mut expected_base = base_offset;
         loop {
-            let info = match read_batch_info(&seg.log, position, file_size).map_err(io(&seg.log_path))? {
+            let info = match read_batch_info(&*seg.log, position, file_size).map_err(io(&seg.log_path))? {
                 Some(i) => i,
                 None => break,
             };
@@ -191,7 +201,7 @@ impl Segment {
             if info.base_offset < expected_base || info.last_offset < info.base_offset {
                 break;
             }
-            if verify_crc {
+            if tail {
                 let mut raw = vec![0u8; info.size as usize];
                 seg.log.read_exact_at(&mut raw, position).map_err(io(&seg.log_path))?;
                 let mut bytes = bytes::Bytes::from(raw);
@@ -206,10 +216,16 @@ impl Segment {
             expected_base = info.last_offset + 1;
             position += u64::from(info.size);
         }
-        let truncated = file_size - position;
-        if truncated > 0 {
+        let invalid = file_size - position;
+        let mut truncated = 0;
+        if invalid > 0 && tail {
             seg.log.set_len(position).map_err(io(&seg.log_path))?;
-            seg.log.sync_all().map_err(io(&seg.log_path))?;
+            seg.log.sync_data().map_err(io(&seg.log_path))?;
+            truncated = invalid;
+        } else if invalid > 0 {
+            tracing::error!(path = %seg.log_path.display(), position, bytes = invalid, next_offset = seg.next_offset,
+                "corrupt batch inside a segment that was fsynced: reads from here on fail until an operator repairs the file");
+            seg.corrupt_at = Some(position);
         }
         seg.write_index()?;
         Ok((seg, truncated))
@@ -219,13 +235,14 @@ impl Segment {
     /// and only the batches after its last entry are scanned (no CRC checks). `None` when the
     /// index is missing or does not fit the log, so the caller recovers the segment instead.
     pub fn open_clean(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
     ) -> Result<Option<Segment>, StorageError> {
-        let mut seg = Self::open_files(dir, base_offset, index_interval_bytes, false, None)?;
-        let file_size = seg.log.metadata().map_err(io(&seg.log_path))?.len();
-        let bytes = match std::fs::read(&seg.index_path) {
+        let mut seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, false, None)?;
+        let file_size = seg.log.len().map_err(io(&seg.log_path))?;
+        let bytes = match fs.read_all(&seg.index_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&seg.index_path)(e)),
@@ -252,7 +269,7 @@ impl Segment {
         let Some(&(last, last_prior)) = entries.last() else {
             return Ok(Some(seg)); // an empty segment
         };
-        let Some(first) = read_batch_info(&seg.log, 0, file_size).map_err(io(&seg.log_path))? else {
+        let Some(first) = read_batch_info(&*seg.log, 0, file_size).map_err(io(&seg.log_path))? else {
             return Ok(None);
         };
         seg.first_batch_timestamp = Some(first.max_timestamp);
@@ -266,7 +283,7 @@ impl Segment {
         let mut position = u64::from(last.position);
         let mut expected_base = base_offset + i64::from(last.relative_offset);
         while position < file_size {
-            let Some(info) = read_batch_info(&seg.log, position, file_size).map_err(io(&seg.log_path))? else {
+            let Some(info) = read_batch_info(&*seg.log, position, file_size).map_err(io(&seg.log_path))? else {
                 return Ok(None);
             };
             let at_entry = position == u64::from(last.position);
@@ -345,7 +362,7 @@ impl Segment {
     /// The header of the batch at `position`, which lies inside the recovered region, where
     /// every batch was checked on open: an unreadable one there is corruption.
     fn header_at(&self, position: u64) -> Result<BatchInfo, StorageError> {
-        read_batch_info(&self.log, position, self.size)
+        read_batch_info(&*self.log, position, self.size)
             .map_err(io(&self.log_path))?
             .ok_or_else(|| StorageError::Corrupt {
                 path: self.log_path.clone(),
@@ -369,7 +386,24 @@ impl Segment {
             }
             position += u64::from(info.size);
         }
+        self.check_not_corrupt()?;
         Ok(None)
+    }
+
+    /// Whether recovery found corruption here: an error for any read that reaches past the
+    /// valid batches (which would otherwise silently skip the corrupt offsets).
+    fn check_not_corrupt(&self) -> Result<(), StorageError> {
+        match self.corrupt_at {
+            None => Ok(()),
+            Some(position) => Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position,
+                why: format!(
+                    "invalid batch after offset {} in a segment that was fsynced; not served",
+                    self.next_offset - 1
+                ),
+            }),
+        }
     }
 
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` — but always
@@ -513,9 +547,8 @@ impl Segment {
     }
 
     /// A second handle on the log file (to fsync without holding the log's lock), and its path.
-    pub fn log_file(&self) -> Result<(File, PathBuf), StorageError> {
-        let file = self.log.try_clone().map_err(io(&self.log_path))?;
-        Ok((file, self.log_path.clone()))
+    pub fn log_file(&self) -> (Arc<dyn FsFile>, PathBuf) {
+        (self.log.clone(), self.log_path.clone())
     }
 
     /// Makes the log durable, and the index current on disk.
@@ -540,12 +573,12 @@ impl Segment {
             bytes.extend_from_slice(&e.position.to_be_bytes());
             bytes.extend_from_slice(&t.to_be_bytes());
         }
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(self.index_written == 0)
-            .open(&self.index_path)
-            .map_err(io(&self.index_path))?;
+        let mode = if self.index_written == 0 {
+            OpenMode::Truncate
+        } else {
+            OpenMode::Create
+        };
+        let f = self.fs.open(&self.index_path, mode).map_err(io(&self.index_path))?;
         f.write_all_at(&bytes, (self.index_written * INDEX_ENTRY_BYTES) as u64)
             .and_then(|()| f.sync_data())
             .map_err(io(&self.index_path))?;
@@ -580,12 +613,28 @@ impl Segment {
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
-    /// Removes the segment's files.
-    pub fn delete(self) -> Result<(), StorageError> {
-        std::fs::remove_file(&self.log_path).map_err(io(&self.log_path))?;
-        match std::fs::remove_file(&self.index_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.index_path)(e)),
-            _ => Ok(()),
+    /// Takes the segment out of the log: its files are renamed with a `.deleted` suffix (so
+    /// a restart no longer sees them) and returned, for the caller to remove in the background.
+    pub fn retire(self) -> Result<Vec<PathBuf>, StorageError> {
+        let mut retired = vec![];
+        for path in [&self.log_path, &self.index_path] {
+            let to = deleted_name(path);
+            match self.fs.rename(path, &to) {
+                Ok(()) => retired.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == &self.index_path => {}
+                Err(e) => return Err(io(path)(e)),
+            }
         }
+        Ok(retired)
     }
 }
+
+/// The name a retired file takes until it is removed.
+fn deleted_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Suffix of files retired but not yet removed (removed at the latest when the log reopens).
+pub const DELETED_SUFFIX: &str = ".deleted";

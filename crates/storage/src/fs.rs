@@ -1,0 +1,316 @@
+//! The storage backend seam: every file the log touches goes through [`Fs`] and [`FsFile`].
+//!
+//! - [`RealFs`]: the operating system's files, with a bound on how many stay open at once
+//!   (thousands of partitions must not need thousands of descriptors). A file whose
+//!   descriptor was closed to make room is reopened on its next use.
+//! - [`SimFs`] (in [`crate::sim`]): an in-memory file system for tests that injects faults
+//!   (EIO, short writes, a full disk, failed fsyncs) and simulates a crash that keeps only
+//!   what was fsynced.
+//!
+//! The calls are positional (`pread`/`pwrite` style) so that one handle serves concurrent
+//! readers and a writer without a shared cursor.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// How [`Fs::open`] treats the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The file must exist.
+    Existing,
+    /// Created if missing; existing contents kept.
+    Create,
+    /// Created if missing; existing contents dropped.
+    Truncate,
+}
+
+/// A file system: directories, names, and files to open.
+pub trait Fs: Send + Sync + std::fmt::Debug {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names (not paths) of the files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// The whole contents of a (small) file.
+    fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let f = self.open(path, OpenMode::Existing)?;
+        let mut buf = vec![0u8; usize::try_from(f.len()?).map_err(|_| io::Error::other("file too large"))?];
+        f.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// An open file. Shared (`Arc`) between the log and whoever fsyncs it outside the log's lock.
+pub trait FsFile: Send + Sync + std::fmt::Debug {
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    /// fsync of the data (and the size).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The operating system's files, at most `open_files_max` descriptors open at once (a soft
+/// bound: see [`FdCache`]).
+#[derive(Debug, Clone)]
+pub struct RealFs {
+    cache: Arc<FdCache>,
+}
+
+impl RealFs {
+    pub fn new(open_files_max: usize) -> RealFs {
+        RealFs {
+            cache: Arc::new(FdCache {
+                limit: open_files_max.max(1),
+                open: AtomicUsize::new(0),
+                ring: Mutex::new(Ring::default()),
+            }),
+        }
+    }
+
+    /// Descriptors open now, for metrics and tests.
+    pub fn open_files(&self) -> usize {
+        self.cache.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for RealFs {
+    /// A bound that suits tests and tools: 256 descriptors.
+    fn default() -> Self {
+        RealFs::new(256)
+    }
+}
+
+impl Fs for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(mode != OpenMode::Existing)
+            .truncate(mode == OpenMode::Truncate)
+            .open(path)?;
+        let f = Arc::new_cyclic(|me| RealFile {
+            path: path.to_path_buf(),
+            cache: self.cache.clone(),
+            me: me.clone(),
+            referenced: AtomicBool::new(true),
+            slot: Mutex::new(Slot {
+                file: None,
+                written: 0,
+                synced: 0,
+                poisoned: false,
+            }),
+        });
+        let mut slot = f.slot();
+        slot.file = Some(Arc::new(file));
+        f.cache.admit(f.me.clone());
+        drop(slot);
+        Ok(f)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// The open descriptors of a [`RealFs`], closed in CLOCK order (an approximation of least
+/// recently used that costs nothing on a hit: a use only sets the file's `referenced` bit).
+///
+/// At the limit, opening or reopening a file first closes another: one not used since the
+/// clock hand last passed, preferring one with nothing to fsync. A file with unsynced writes
+/// is fsynced before its descriptor closes, because an error reported on a closed descriptor
+/// would be lost (Linux reports a writeback error once per open file); if that fsync fails,
+/// the file is poisoned and every later call on it fails with EIO. A file in use by another
+/// thread at that moment is skipped. When every file is busy the limit is exceeded for the
+/// moment rather than blocking; descriptors close again as soon as files are reopened.
+#[derive(Debug)]
+struct FdCache {
+    limit: usize,
+    open: AtomicUsize,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    files: Vec<Weak<RealFile>>,
+    hand: usize,
+}
+
+impl FdCache {
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a file that just got a descriptor, closing others beyond the limit. The
+    /// caller holds `file`'s slot lock, so it is never chosen itself.
+    fn admit(&self, file: Weak<RealFile>) {
+        let mut ring = self.ring();
+        ring.files.push(file);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        // Two passes of the hand: the first spares dirty files, the second fsyncs them.
+        for pass in 0..2 {
+            let mut budget = 2 * ring.files.len();
+            while self.open.load(Ordering::Relaxed) > self.limit && budget > 0 && !ring.files.is_empty() {
+                budget -= 1;
+                if ring.hand >= ring.files.len() {
+                    ring.hand = 0;
+                }
+                let hand = ring.hand;
+                let Some(victim) = ring.files[hand].upgrade() else {
+                    ring.files.swap_remove(hand); // dropped: its Drop already counted it out
+                    continue;
+                };
+                if victim.referenced.swap(false, Ordering::Relaxed) {
+                    ring.hand += 1;
+                    continue;
+                }
+                let Ok(mut slot) = victim.slot.try_lock() else {
+                    ring.hand += 1;
+                    continue;
+                };
+                let dirty = slot.written != slot.synced;
+                if dirty && pass == 0 {
+                    ring.hand += 1;
+                    continue;
+                }
+                if let Some(fd) = slot.file.take() {
+                    if dirty {
+                        if let Err(e) = fd.sync_data() {
+                            tracing::error!(path = %victim.path.display(), error = %e, "fsync before closing an idle file failed; the file is poisoned");
+                            slot.poisoned = true;
+                        }
+                    }
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                }
+                drop(slot);
+                ring.files.swap_remove(hand);
+            }
+            if self.open.load(Ordering::Relaxed) <= self.limit {
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RealFile {
+    path: PathBuf,
+    cache: Arc<FdCache>,
+    /// This file, for registering with the cache when it is reopened.
+    me: Weak<RealFile>,
+    /// Set on every use; cleared as the clock hand passes.
+    referenced: AtomicBool,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The descriptor, while open. Shared so an fsync can run without holding the slot.
+    file: Option<Arc<File>>,
+    /// Writes made, and how many of them the last good fsync covered.
+    written: u64,
+    synced: u64,
+    poisoned: bool,
+}
+
+impl RealFile {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The descriptor, reopened if it was closed to make room; with the slot still locked.
+    fn fd(&self) -> io::Result<(Arc<File>, std::sync::MutexGuard<'_, Slot>)> {
+        self.referenced.store(true, Ordering::Relaxed);
+        let mut slot = self.slot();
+        if slot.poisoned {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if let Some(f) = &slot.file {
+            return Ok((f.clone(), slot));
+        }
+        let f = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        slot.file = Some(f.clone());
+        // With the slot locked, so the cache never picks this file to close.
+        self.cache.admit(self.me.clone());
+        Ok((f, slot))
+    }
+}
+
+impl Drop for RealFile {
+    fn drop(&mut self) {
+        if self.slot.get_mut().unwrap_or_else(|p| p.into_inner()).file.is_some() {
+            self.cache.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl FsFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
+        let (f, slot) = self.fd()?;
+        drop(slot);
+        f.read_exact_at(buf, position)
+    }
+
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        let (f, mut slot) = self.fd()?;
+        slot.written += 1;
+        drop(slot);
+        f.write_all_at(buf, position)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let (f, mut slot) = self.fd()?;
+        slot.written += 1;
+        drop(slot);
+        f.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        let (f, slot) = self.fd()?;
+        drop(slot);
+        Ok(f.metadata()?.len())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let (f, slot) = self.fd()?;
+        let covers = slot.written;
+        drop(slot);
+        let result = f.sync_data();
+        let mut slot = self.slot();
+        match &result {
+            Ok(()) => slot.synced = slot.synced.max(covers),
+            Err(_) => slot.poisoned = true,
+        }
+        result
+    }
+}
