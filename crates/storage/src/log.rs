@@ -228,7 +228,7 @@ impl Log {
     }
 
     fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
-        self.active_mut().sync()?;
+        self.active_mut().seal()?;
         let seg = Segment::create(
             &self.fs,
             &self.dir,

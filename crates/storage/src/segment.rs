@@ -557,6 +557,16 @@ impl Segment {
         self.write_index()
     }
 
+    /// Makes the segment read-only and durable before the log rolls past it: cuts whatever a
+    /// failed write left past the last batch (recovery would otherwise take it for corruption
+    /// of a once-fsynced segment), then syncs the log and the index.
+    pub fn seal(&mut self) -> Result<(), StorageError> {
+        if self.log.len().map_err(io(&self.log_path))? > self.size {
+            self.log.set_len(self.size).map_err(io(&self.log_path))?;
+        }
+        self.sync()
+    }
+
     /// Writes (and fsyncs) the index entries not yet on disk, in one write. The index is
     /// derived data, so it is written only at a roll, a flush of the whole log, shutdown and
     /// recovery; it is read back only after a clean shutdown (see [`Segment::open_clean`]).
