@@ -71,6 +71,8 @@ pub struct BrokerConfig {
     pub connection_idle_max: std::time::Duration,
     /// Topic defaults and creation policy.
     pub topic_defaults: TopicDefaults,
+    /// `log.open.files.max`: segment file descriptors open at once (see `storage::RealFs`).
+    pub open_files_max: usize,
     /// Consumer group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::group::coordinator::GroupConfig,
     /// Every setting as text, and whether it is the default (for DescribeConfigs).
@@ -190,6 +192,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "replicas that must have a write before acks=all succeeds (topic default)",
     ),
     ("log.retention.check.interval.ms", "300000", "how often retention runs"),
+    (
+        "log.open.files.max",
+        "1000",
+        "segment files kept open at once; idle ones are closed and reopened on use (Sluice only)",
+    ),
     (
         "group.min.session.timeout.ms",
         "6000",
@@ -415,6 +422,7 @@ impl ConfigLayers {
             retention_check_interval_ms: int("log.retention.check.interval.ms", 1)?,
             configs,
         };
+        let open_files_max = int("log.open.files.max", 16)? as usize;
         let min_session = int("group.min.session.timeout.ms", 1)?;
         let max_session = int("group.max.session.timeout.ms", min_session)?;
         let as_i32 = |v: i64| v.min(i64::from(i32::MAX)) as i32;
@@ -452,6 +460,7 @@ impl ConfigLayers {
             queued_request_bytes_max: queued_request_bytes_max as usize,
             connection_idle_max: std::time::Duration::from_millis(idle_ms),
             topic_defaults,
+            open_files_max,
         })
     }
 }

@@ -54,9 +54,11 @@ impl Server {
         let mut topic_defaults = config.topic_defaults.clone();
         topic_defaults.configs = dynamic.topic_defaults();
         let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
+        raise_open_files_limit(config.open_files_max + config.connections_max + 256);
+        let fs: Arc<dyn storage::Fs> = Arc::new(storage::RealFs::new(config.open_files_max));
         let started = std::time::Instant::now();
         let topics =
-            crate::topics::Topics::open(&config.data_dir, topic_defaults, clean).map_err(StartError::Topics)?;
+            crate::topics::Topics::open(&config.data_dir, topic_defaults, clean, fs).map_err(StartError::Topics)?;
         info!(
             clean_shutdown = clean,
             seconds = started.elapsed().as_secs_f64(),
@@ -373,5 +375,38 @@ async fn serve(
             Err(_) => return Err(ConnError::Idle),
             Ok(r) => r?,
         }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit (as Go's runtime and many servers
+/// do): segment files (`log.open.files.max`) and connections (`max.connections`) both need
+/// them, and the usual soft limit of 1024 is far below what a broker holds. Warns when even
+/// the hard limit is below `wanted`; past the limit, accepts and opens fail with EMFILE and
+/// the broker keeps running.
+fn raise_open_files_limit(wanted: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if (limit.rlim_cur as u128) < wanted as u128 {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            wanted,
+            "the open-file limit is below log.open.files.max + max.connections; raise `ulimit -n` or lower them"
+        );
     }
 }

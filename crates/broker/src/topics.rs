@@ -379,6 +379,8 @@ struct Inner {
 
 pub struct Topics {
     dir: PathBuf,
+    /// Every partition's files go through this one file system, which bounds open descriptors.
+    fs: Arc<dyn storage::Fs>,
     defaults: RwLock<TopicDefaults>,
     inner: RwLock<Inner>,
     /// Serializes creations and deletions (and their writes of topics.json).
@@ -435,9 +437,10 @@ fn storage_error(e: StorageError) -> ApiError {
 impl Topics {
     /// Loads every topic in `topics.json` and opens its partitions' logs: trusting their
     /// indexes after a clean shutdown (`clean`), recovering them otherwise.
-    pub fn open(dir: &Path, defaults: TopicDefaults, clean: bool) -> Result<Topics, String> {
+    pub fn open(dir: &Path, defaults: TopicDefaults, clean: bool, fs: Arc<dyn storage::Fs>) -> Result<Topics, String> {
         let topics = Topics {
             dir: dir.to_path_buf(),
+            fs,
             defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
@@ -487,12 +490,7 @@ impl Topics {
         clean: bool,
     ) -> Result<Arc<Partition>, ApiError> {
         let dir = self.partition_dir(name, index);
-        let log = if clean {
-            Log::open_after_clean_shutdown(&dir, config.log_config())
-        } else {
-            Log::open(&dir, config.log_config())
-        }
-        .map_err(storage_error)?;
+        let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
         // Producer state is rebuilt from the batch headers still in the log.
         let mut producers = ProducerStates::default();
         log.for_each_batch(|b| {

@@ -24,7 +24,7 @@ fn tempdir() -> PathBuf {
 
 fn open(dir: &Path, config: GroupConfig) -> (Topics, Coordinator) {
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
-    let topics = Topics::open(dir, defaults, false).unwrap();
+    let topics = Topics::open(dir, defaults, false, storage::default_fs()).unwrap();
     let c = Coordinator::open(&topics, config).unwrap();
     (topics, c)
 }

@@ -69,7 +69,12 @@ fn read_partition(
         }
         Err(e) => {
             tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "fetch read failed");
-            r.error_code = ErrorCode::KafkaStorageError as i16;
+            // Corruption recovery found in a once-fsynced segment is not served (Kafka answers
+            // a corrupt read the same way); any other failure is the disk's.
+            r.error_code = match e {
+                storage::StorageError::Corrupt { .. } => ErrorCode::CorruptMessage,
+                _ => ErrorCode::KafkaStorageError,
+            } as i16;
         }
     }
     r
