@@ -112,6 +112,11 @@ impl Log {
             }
             segments.insert(*base, seg);
         }
+        // Only the last segment takes appends; the others' indexes are read from disk on use.
+        let sealed = segments.len().saturating_sub(1);
+        for seg in segments.values_mut().take(sealed) {
+            seg.unload_index()?;
+        }
         if segments.is_empty() {
             segments.insert(0, Segment::create(fs, dir, 0, config.index_interval_bytes, None)?);
         }

@@ -54,6 +54,11 @@ pub struct Segment {
     /// nondecreasing list that narrows timestamp lookups (the time index, kept in memory and
     /// rebuilt with the offset index).
     index_prior_max_timestamp: Vec<i64>,
+    /// A sealed segment's index lives only on disk: its `.index` file (fully written and
+    /// fsynced) and how many entries it holds. Lookups binary-search it with small reads that
+    /// the page cache serves, so an idle segment holds no index in memory (the in-memory
+    /// vectors above are then empty).
+    index_on_disk: Option<(Arc<dyn FsFile>, usize)>,
     bytes_since_index: u64,
     index_interval_bytes: u64,
     /// The offset after the last batch (the segment's log end), or the base if empty.
@@ -146,6 +151,7 @@ impl Segment {
             size: 0,
             index: vec![],
             index_prior_max_timestamp: vec![],
+            index_on_disk: None,
             bytes_since_index: 0,
             index_interval_bytes,
             next_offset: base_offset,
@@ -338,6 +344,7 @@ impl Segment {
             last_offset - self.base_offset <= i64::from(u32::MAX),
             "segment offset span exceeds u32"
         );
+        self.load_index()?;
         let position = self.size;
         if let Err(source) = self.log.write_all_at(batch, position) {
             // A partial write may have landed: cut it off so the file ends at a batch boundary.
@@ -374,13 +381,15 @@ impl Segment {
     /// The position of the first batch whose last offset is at least `offset`, if any.
     fn find(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
         let rel = (offset - self.base_offset).max(0);
-        let start = match self.index.partition_point(|e| i64::from(e.relative_offset) <= rel) {
-            0 => 0,
-            i => u64::from(self.index[i - 1].position),
-        };
-        let mut position = start;
+        let entries = self.index_partition_point(|e, _| i64::from(e.relative_offset) <= rel)?;
+        let mut position = self.index_position(entries)?;
+        let mut first = true;
         while position < self.size {
             let info = self.header_at(position)?;
+            if first && info.base_offset > offset.max(self.base_offset) {
+                return Err(self.index_corrupt(position));
+            }
+            first = false;
             if info.last_offset >= offset {
                 return Ok(Some(info));
             }
@@ -388,6 +397,114 @@ impl Segment {
         }
         self.check_not_corrupt()?;
         Ok(None)
+    }
+
+    /// How many index entries satisfy `pred`, which holds for a prefix of them (entries are
+    /// sorted by offset, position and prior max timestamp alike): a binary search, in memory
+    /// or in the `.index` file of a sealed segment.
+    fn index_partition_point(&self, pred: impl Fn(&IndexEntry, i64) -> bool) -> Result<usize, StorageError> {
+        let (mut lo, mut hi) = (0usize, self.index_len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (e, prior) = self.index_entry(mid)?;
+            if pred(&e, prior) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    fn index_len(&self) -> usize {
+        match &self.index_on_disk {
+            None => self.index.len(),
+            Some((_, count)) => *count,
+        }
+    }
+
+    /// Index entry `i` (below [`Segment::index_len`]) and the prior max timestamp with it.
+    fn index_entry(&self, i: usize) -> Result<(IndexEntry, i64), StorageError> {
+        match &self.index_on_disk {
+            None => Ok((self.index[i], self.index_prior_max_timestamp[i])),
+            Some((file, _)) => self.disk_entry(&**file, i),
+        }
+    }
+
+    /// Where to start walking batches when the first `entries` index entries lie at or before
+    /// the target: the last of them, or the segment start.
+    fn index_position(&self, entries: usize) -> Result<u64, StorageError> {
+        if entries == 0 {
+            return Ok(0);
+        }
+        Ok(u64::from(self.index_entry(entries - 1)?.0.position))
+    }
+
+    fn disk_entry(&self, file: &dyn FsFile, i: usize) -> Result<(IndexEntry, i64), StorageError> {
+        let mut c = [0u8; INDEX_ENTRY_BYTES];
+        file.read_exact_at(&mut c, (i * INDEX_ENTRY_BYTES) as u64)
+            .map_err(io(&self.index_path))?;
+        let e = IndexEntry {
+            relative_offset: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            position: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+        };
+        if u64::from(e.position) >= self.size {
+            return Err(self.index_corrupt(u64::from(e.position)));
+        }
+        Ok((e, i64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]])))
+    }
+
+    fn index_corrupt(&self, position: u64) -> StorageError {
+        StorageError::Corrupt {
+            path: self.index_path.clone(),
+            position,
+            why: "the index points past the batch it names; delete the .index file and restart to rebuild it".into(),
+        }
+    }
+
+    /// Drops the in-memory index of a segment that takes no more appends: from here on it is
+    /// read from the `.index` file, which must be complete (see [`Segment::seal`]).
+    pub fn unload_index(&mut self) -> Result<(), StorageError> {
+        if self.index_on_disk.is_some() {
+            return Ok(());
+        }
+        self.write_index()?;
+        let count = self.index.len();
+        let file = if count == 0 {
+            None
+        } else {
+            Some(self.fs.open(&self.index_path, OpenMode::Existing).map_err(io(&self.index_path))?)
+        };
+        if let Some(file) = file {
+            self.index_on_disk = Some((file, count));
+            self.index = Vec::new();
+            self.index_prior_max_timestamp = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Brings a sealed segment's index back into memory, for appends (a roll that sealed the
+    /// segment but then failed to create the next one leaves it active).
+    fn load_index(&mut self) -> Result<(), StorageError> {
+        let Some((file, count)) = self.index_on_disk.take() else {
+            return Ok(());
+        };
+        for i in 0..count {
+            match self.disk_entry(&*file, i) {
+                Ok((e, prior)) => {
+                    self.index.push(e);
+                    self.index_prior_max_timestamp.push(prior);
+                }
+                Err(e) => {
+                    self.index.clear();
+                    self.index_prior_max_timestamp.clear();
+                    self.index_on_disk = Some((file, count));
+                    return Err(e);
+                }
+            }
+        }
+        self.index_written = count;
+        Ok(())
     }
 
     /// Whether recovery found corruption here: an error for any read that reaches past the
@@ -443,16 +560,10 @@ impl Segment {
         if self.max_timestamp < target {
             return Ok(None);
         }
-        let by_time = self.index_prior_max_timestamp.partition_point(|t| *t < target);
-        let by_offset = self
-            .index
-            .partition_point(|e| i64::from(e.relative_offset) <= min_offset - self.base_offset);
-        let entry = by_time.min(by_offset);
-        let mut position = if entry == 0 {
-            0
-        } else {
-            u64::from(self.index[entry - 1].position)
-        };
+        let by_time = self.index_partition_point(|_, prior| prior < target)?;
+        let by_offset =
+            self.index_partition_point(|e, _| i64::from(e.relative_offset) <= min_offset - self.base_offset)?;
+        let mut position = self.index_position(by_time.min(by_offset))?;
         while position < self.size {
             let info = self.header_at(position)?;
             position += u64::from(info.size);
@@ -509,13 +620,8 @@ impl Segment {
             }
         } else {
             // No batch before the index entry whose prior max reaches the max holds it.
-            match self
-                .index_prior_max_timestamp
-                .partition_point(|t| *t < self.max_timestamp)
-            {
-                0 => 0,
-                j => u64::from(self.index[j - 1].position),
-            }
+            let max = self.max_timestamp;
+            self.index_position(self.index_partition_point(|_, prior| prior < max)?)?
         };
         let mut best: Option<BatchInfo> = None;
         while position < self.size {
@@ -564,14 +670,15 @@ impl Segment {
         if self.log.len().map_err(io(&self.log_path))? > self.size {
             self.log.set_len(self.size).map_err(io(&self.log_path))?;
         }
-        self.sync()
+        self.sync()?;
+        self.unload_index()
     }
 
     /// Writes (and fsyncs) the index entries not yet on disk, in one write. The index is
     /// derived data, so it is written only at a roll, a flush of the whole log, shutdown and
     /// recovery; it is read back only after a clean shutdown (see [`Segment::open_clean`]).
     fn write_index(&mut self) -> Result<(), StorageError> {
-        if self.index_written == self.index.len() {
+        if self.index_on_disk.is_some() || self.index_written == self.index.len() {
             return Ok(());
         }
         let mut bytes = Vec::with_capacity((self.index.len() - self.index_written) * INDEX_ENTRY_BYTES);
