@@ -105,7 +105,7 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), MetaError> {
 /// Written once every log is synced at a clean shutdown; its content names the on-disk index
 /// format, so a marker from another format is not trusted.
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
-const CLEAN_SHUTDOWN_FORMAT: &str = "sluice-index-v2\n";
+const CLEAN_SHUTDOWN_FORMAT: &str = "sluice-index-v3\n";
 
 /// Whether the last run ended with a clean shutdown. The marker is removed (durably) before
 /// anything else happens, so a crash from here on is never mistaken for a clean stop.

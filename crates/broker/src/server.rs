@@ -223,26 +223,35 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         let now = crate::group::coordinator::now_ms();
-        let due: Vec<_> = broker
-            .topics
-            .list()
-            .iter()
-            .filter(|t| t.config.flush_ms < i64::MAX)
-            .flat_map(|t| {
-                let every = t.config.flush_ms;
-                t.partitions.iter().filter(move |p| {
-                    // Single node: the high watermark is the log end.
-                    p.high_watermark() > p.commit.durable_end()
-                        && now.saturating_sub(p.commit.last_sync_ms()) >= every
-                        && !p.commit.failed()
-                })
-            })
-            .cloned()
-            .collect();
-        if due.is_empty() {
+        let topics = broker.topics.list();
+        let partitions = topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p)));
+        // Rolled segments to seal, and partitions whose last fsync is older than flush.ms.
+        let mut seal = vec![];
+        let mut due = vec![];
+        for (t, p) in partitions {
+            if p.commit.failed() {
+                continue;
+            }
+            if p.seal_pending() {
+                seal.push(p.clone());
+            }
+            // Single node: the high watermark is the log end.
+            if t.config.flush_ms < i64::MAX
+                && p.high_watermark() > p.commit.durable_end()
+                && now.saturating_sub(p.commit.last_sync_ms()) >= t.config.flush_ms
+            {
+                due.push(p.clone());
+            }
+        }
+        if due.is_empty() && seal.is_empty() {
             continue;
         }
         let synced = tokio::task::spawn_blocking(move || {
+            for p in seal {
+                if let Err(e) = p.seal() {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "sealing a rolled segment failed; retrying");
+                }
+            }
             for p in due {
                 let end = p.lock().log.log_end_offset();
                 if let Err(e) = p.sync_to(end) {

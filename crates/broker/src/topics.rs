@@ -13,7 +13,7 @@ use crate::producers::{ProducerBatch, ProducerStates};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use storage::{GroupCommit, Log, LogConfig, StorageError};
 use wire::{ErrorCode, Uuid};
@@ -306,6 +306,8 @@ pub struct Partition {
     high_watermark: AtomicI64,
     /// fsyncs of the log, shared by concurrent appends (`flush.messages`, `flush.ms`).
     pub commit: GroupCommit,
+    /// Set while rolled segments wait to be sealed (see `storage::Log::take_seal`).
+    seal_pending: Arc<AtomicBool>,
 }
 
 impl Partition {
@@ -326,6 +328,28 @@ impl Partition {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether rolled segments wait to be sealed.
+    pub fn seal_pending(&self) -> bool {
+        self.seal_pending.load(Ordering::Acquire)
+    }
+
+    /// Seals rolled segments: fsyncs them and writes their indexes, without holding the lock
+    /// while fsyncing (blocking: call it off the async threads). A failed fsync of records
+    /// fails the partition as a failed group fsync does.
+    pub fn seal(&self) -> Result<(), StorageError> {
+        let Some(work) = self.lock().log.take_seal() else {
+            return Ok(());
+        };
+        if let Err(e) = work.run() {
+            if e.data_lost {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e.error, "fsync of a rolled segment failed: the partition takes no more writes until a restart");
+                self.commit.fail();
+            }
+            return Err(e.error);
+        }
+        self.lock().log.sealed(work)
     }
 
     /// Returns once every record below `end_offset` is on disk (blocking: call it off the
@@ -502,7 +526,9 @@ impl Topics {
         })
         .map_err(storage_error)?;
         let end = log.log_end_offset();
+        let seal_pending = log.seal_pending();
         Ok(Arc::new(Partition {
+            seal_pending,
             topic: name.to_string(),
             index,
             leader_epoch: 0,

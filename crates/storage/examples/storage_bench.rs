@@ -87,7 +87,7 @@ fn durable_appends(dir: &Path, writers: usize, per_writer: usize, group: bool) -
                         let mut l = log.lock().expect("lock");
                         let info = l.append(b.clone(), 0, 0).expect("append");
                         if !group {
-                            l.sync_target().expect("target").file.sync_data().expect("sync");
+                            l.sync_target().expect("target").sync().expect("sync");
                         }
                         info.last_offset + 1
                     };

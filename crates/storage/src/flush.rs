@@ -13,20 +13,35 @@
 //! (the broker answers `KAFKA_STORAGE_ERROR` until it is restarted and recovery has re-checked
 //! the files).
 
-use crate::fs::FsFile;
+use crate::fs::{Fs, FsFile};
 use crate::StorageError;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex};
 
-/// What one fsync covers: the log's active segment file (older segments were synced when they
-/// were rolled) and the log end offset when it was taken.
+/// What one group fsync covers (see [`crate::Log::sync_target`]): the files holding
+/// everything appended up to `end_offset`, and the directory when it has new names.
 #[derive(Debug)]
 pub struct SyncTarget {
-    pub file: Arc<dyn FsFile>,
+    pub(crate) files: Vec<Arc<dyn FsFile>>,
+    pub(crate) dir: Option<(Arc<dyn Fs>, PathBuf)>,
+    /// The active segment's path, for error messages.
     pub(crate) path: PathBuf,
     pub(crate) end_offset: i64,
+}
+
+impl SyncTarget {
+    /// fsyncs every file, then the directory.
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some((fs, dir)) = &self.dir {
+            fs.sync_dir(dir)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +100,16 @@ impl GroupCommit {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// Marks the log failed after an fsync of its records failed elsewhere (a background seal):
+    /// as after a failed group fsync, nothing more may be acknowledged.
+    pub fn fail(&self) {
+        let mut state = self.lock();
+        state.failed = true;
+        self.failed.store(true, Ordering::Release);
+        drop(state);
+        self.synced.notify_all();
+    }
+
     /// Whether an fsync has failed: nothing more may be acknowledged as durable.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -127,7 +152,7 @@ impl GroupCommit {
         // Err(_, true): the fsync itself failed.
         let outcome = match target() {
             Err(e) => Err((e, false)),
-            Ok(t) => match t.file.sync_data() {
+            Ok(t) => match t.sync() {
                 Ok(()) => Ok(t.end_offset),
                 Err(source) => {
                     tracing::error!(path = %t.path.display(), error = %source, "fsync failed: the log takes no more writes until a restart");
@@ -162,7 +187,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Fs, Log, LogConfig};
+    use crate::{Log, LogConfig};
     use std::sync::Arc;
     use wire::records::BatchBuilder;
     use wire::Compression;
@@ -210,7 +235,8 @@ mod tests {
         let file = fs.open(std::path::Path::new("/d/f"), crate::OpenMode::Create).unwrap();
         fs.fail(crate::sim::FaultOp::Sync, "/d/f", 1);
         let target = SyncTarget {
-            file,
+            files: vec![file],
+            dir: None,
             path: PathBuf::from("pipe"),
             end_offset: 20,
         };

@@ -4,13 +4,22 @@
 //! Invariants (asserted, also in release builds):
 //! - offsets only grow: each batch starts at the log end offset;
 //! - segments are contiguous and sorted by base offset; only the last one is written to.
+//!
+//! Durability of rolled segments: a roll fsyncs nothing (an append must not wait for a whole
+//! segment's writeback). The rolled segment is *unsealed* until [`Log::take_seal`]'s work has
+//! run: its log fsynced, then its index written and fsynced. So on disk, an index that fits
+//! its log vouches for a durable log, and recovery after a crash re-checks only the segments
+//! without one (and the last). Anything that makes appends durable ([`Log::sync`],
+//! [`Log::sync_target`]) covers unsealed segments and the directory too.
 
+use crate::fs::FsFile;
 use crate::fs::{Fs, OpenMode, RealFs};
 use crate::segment::{BatchInfo, Segment, DELETED_SUFFIX};
 use crate::{StorageError, SyncTarget};
 use bytes::{Bytes, BytesMut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use wire::records::{self, RecordBatch};
 
@@ -57,6 +66,69 @@ pub struct Log {
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
+    /// Rolled segments whose log is not yet known durable, nor their index written.
+    unsealed: BTreeSet<i64>,
+    /// Segment files created, and how many of those creations a directory fsync covered.
+    dir_changes: u64,
+    dir_synced: u64,
+    /// Whether seal work is waiting (see [`Log::seal_pending`]).
+    seal_pending: Arc<AtomicBool>,
+}
+
+/// Finishing the seal of rolled segments (see [`Log::take_seal`]): run it without the log's
+/// lock, then hand it back to [`Log::sealed`].
+#[derive(Debug)]
+pub struct SealWork {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    /// (base offset, log file, index path, index bytes) of each unsealed segment.
+    segments: Vec<(i64, Arc<dyn FsFile>, PathBuf, Vec<u8>)>,
+    dir_changes: u64,
+}
+
+impl SealWork {
+    /// fsyncs each segment's log and the directory, then writes and fsyncs each index.
+    ///
+    /// On error, `data_lost` tells whether an fsync of records failed: the kernel may have
+    /// dropped what it could not write, so the owner must stop acknowledging writes to this
+    /// log (as after a failed [`crate::GroupCommit`] fsync). Otherwise (an index write, say)
+    /// nothing is lost and the work can simply run again later.
+    pub fn run(&self) -> Result<(), SealError> {
+        let fail = |path: &Path, data_lost: bool| {
+            let path = path.to_path_buf();
+            move |source| SealError {
+                error: StorageError::Io { path, source },
+                data_lost,
+            }
+        };
+        for (_, log, index_path, _) in &self.segments {
+            log.sync_data().map_err(fail(&index_path.with_extension("log"), true))?;
+        }
+        self.fs.sync_dir(&self.dir).map_err(fail(&self.dir, true))?;
+        for (_, _, index_path, bytes) in &self.segments {
+            let f = self
+                .fs
+                .open(index_path, OpenMode::Truncate)
+                .map_err(fail(index_path, false))?;
+            f.write_all_at(bytes, 0)
+                .and_then(|()| f.sync_data())
+                .map_err(fail(index_path, false))?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed [`SealWork::run`].
+#[derive(Debug)]
+pub struct SealError {
+    pub error: StorageError,
+    pub data_lost: bool,
+}
+
+impl From<SealError> for StorageError {
+    fn from(e: SealError) -> StorageError {
+        e.error
+    }
 }
 
 impl Log {
@@ -99,23 +171,57 @@ impl Log {
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            if clean {
-                if let Some(seg) = Segment::open_clean(fs, dir, *base, config.index_interval_bytes)? {
+            // After a crash, the last segment always holds writes that may be torn; a sealed
+            // one is trusted when its index fits (written only after its log was fsynced).
+            if clean || !last {
+                if let Some(seg) = Segment::open_clean(fs, dir, *base, config.index_interval_bytes, !clean)? {
                     segments.insert(*base, seg);
                     continue;
                 }
-                tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
+                if clean {
+                    tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
+                }
             }
-            let (seg, truncated) = Segment::open_and_recover(fs, dir, *base, config.index_interval_bytes, last)?;
+            let (seg, truncated) = Segment::open_and_recover(fs, dir, *base, config.index_interval_bytes)?;
             if truncated > 0 {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes = truncated, "truncated a torn or corrupt tail");
             }
+            // A rolled segment that lost writes (torn, or simply shorter: its unsynced pages
+            // never reached the disk) no longer ends where the next one begins.
+            let short = bases.get(i + 1).is_some_and(|next| seg.next_offset() != *next);
             segments.insert(*base, seg);
+            if short {
+                // The log stays a prefix with no hole in its offsets: what was written after
+                // the torn point goes too (as Kafka's recovery does).
+                let later = &bases[i + 1..];
+                tracing::warn!(dir = %dir.display(), segments = later.len(), "dropping the segments after a torn one");
+                let mut gone = vec![];
+                for b in later {
+                    for ext in ["log", "index"] {
+                        let from = dir.join(crate::segment::file_name(*b, ext));
+                        let to = dir.join(format!("{}{DELETED_SUFFIX}", crate::segment::file_name(*b, ext)));
+                        match fs.rename(&from, &to) {
+                            Ok(()) => gone.push(to),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(source) => return Err(StorageError::Io { path: from, source }),
+                        }
+                    }
+                }
+                fs.sync_dir(dir).map_err(dir_err)?;
+                crate::delete::remove_later(fs, gone);
+                break;
+            }
         }
         // Only the last segment takes appends; the others' indexes are read from disk on use.
-        let sealed = segments.len().saturating_sub(1);
-        for seg in segments.values_mut().take(sealed) {
-            seg.unload_index()?;
+        // Those without a sealed index (recovered now, or older files) are sealed below.
+        let mut unsealed = BTreeSet::new();
+        let older = segments.len().saturating_sub(1);
+        for (base, seg) in segments.iter_mut().take(older) {
+            if seg.is_sealed_on_disk() {
+                seg.unload_index()?;
+            } else {
+                unsealed.insert(*base);
+            }
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(fs, dir, 0, config.index_interval_bytes, None)?);
@@ -127,6 +233,11 @@ impl Log {
             config,
             segments,
             log_start_offset: first_base,
+            unsealed,
+            // Names found or created may not be durable yet: the sync below covers them.
+            dir_changes: 1,
+            dir_synced: 0,
+            seal_pending: Arc::new(AtomicBool::new(false)),
         };
         // DeleteRecords may have moved the start past the first segment's base.
         if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
@@ -232,6 +343,8 @@ impl Log {
         })
     }
 
+    /// Starts a new segment at `base_offset`. Nothing is fsynced: the old segment becomes
+    /// unsealed, and [`Log::take_seal`] (run in the background) makes it durable.
     fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
         self.active_mut().seal()?;
         let seg = Segment::create(
@@ -241,8 +354,61 @@ impl Log {
             self.config.index_interval_bytes,
             Some(now_ms),
         )?;
+        let old = self.active().base_offset();
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         self.segments.insert(base_offset, seg);
+        self.unsealed.insert(old);
+        self.dir_changes += 1;
+        self.update_seal_pending();
+        Ok(())
+    }
+
+    fn update_seal_pending(&self) {
+        let pending = !self.unsealed.is_empty() || self.dir_synced < self.dir_changes;
+        self.seal_pending.store(pending, Ordering::Release);
+    }
+
+    /// A flag that is set while rolled segments wait for [`Log::take_seal`] (or the directory
+    /// for an fsync), readable without the log's lock: a background task polls it.
+    pub fn seal_pending(&self) -> Arc<AtomicBool> {
+        self.seal_pending.clone()
+    }
+
+    /// The work that makes rolled segments durable and their indexes written, if any is
+    /// waiting: run it ([`SealWork::run`]) without the log's lock, then pass it to
+    /// [`Log::sealed`].
+    pub fn take_seal(&self) -> Option<SealWork> {
+        if self.unsealed.is_empty() && self.dir_synced >= self.dir_changes {
+            return None;
+        }
+        let segments = self
+            .unsealed
+            .iter()
+            .filter_map(|b| self.segments.get(b).map(|s| (*b, s)))
+            .map(|(b, s)| {
+                let (log, index_path, bytes) = s.seal_bytes();
+                (b, log, index_path, bytes)
+            })
+            .collect();
+        Some(SealWork {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            segments,
+            dir_changes: self.dir_changes,
+        })
+    }
+
+    /// `work` ran successfully: its segments are sealed (their in-memory indexes dropped).
+    pub fn sealed(&mut self, work: SealWork) -> Result<(), StorageError> {
+        for (base, ..) in &work.segments {
+            if self.unsealed.remove(base) {
+                if let Some(seg) = self.segments.get_mut(base) {
+                    seg.sealed()?;
+                }
+            }
+        }
+        self.dir_synced = self.dir_synced.max(work.dir_changes);
+        self.update_seal_pending();
         Ok(())
     }
 
@@ -328,6 +494,12 @@ impl Log {
     /// Drops every record and continues, empty, at `offset`.
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
         let fresh = Segment::create(&self.fs, &self.dir, offset, self.config.index_interval_bytes, None)?;
+        self.fs.sync_dir(&self.dir).map_err(|source| StorageError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        self.unsealed.clear();
+        self.update_seal_pending();
         let mut retired = vec![];
         for (base, seg) in std::mem::take(&mut self.segments) {
             if base != offset {
@@ -359,11 +531,13 @@ impl Log {
                 break;
             }
             let seg = first.remove();
+            self.unsealed.remove(&seg.base_offset());
             tracing::info!(dir = %self.dir.display(), base_offset = seg.base_offset(), next_offset = seg.next_offset(), "deleting segment");
             let retired = seg.retire()?;
             crate::delete::remove_later(&self.fs, retired);
             deleted += 1;
         }
+        self.update_seal_pending();
         Ok(deleted)
     }
 
@@ -428,18 +602,32 @@ impl Log {
         Ok(())
     }
 
-    /// Makes everything appended so far durable, and the active segment's index current.
+    /// Makes everything appended so far durable, every rolled segment sealed, and the active
+    /// segment's index current. Holds the log's lock throughout: for opening, shutdown and
+    /// tests; appends use [`Log::sync_target`] and [`Log::take_seal`] instead.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(work) = self.take_seal() {
+            work.run()?;
+            self.sealed(work)?;
+        }
         self.active_mut().sync()
     }
 
     /// What an fsync must cover for everything appended so far to be durable (see
-    /// [`crate::GroupCommit`]): the active segment, whose predecessors were synced as they
-    /// were rolled.
+    /// [`crate::GroupCommit`]): the active segment, the rolled segments not yet sealed, and the
+    /// directory when a segment was created since its last fsync.
     pub fn sync_target(&self) -> Result<SyncTarget, StorageError> {
         let (file, path) = self.active().log_file();
+        let mut files: Vec<_> = self
+            .unsealed
+            .iter()
+            .filter_map(|b| self.segments.get(b))
+            .map(|s| s.log_file().0)
+            .collect();
+        files.push(file);
         Ok(SyncTarget {
-            file,
+            files,
+            dir: (self.dir_synced < self.dir_changes).then(|| (self.fs.clone(), self.dir.clone())),
             path,
             end_offset: self.log_end_offset(),
         })

@@ -22,6 +22,10 @@ struct IndexEntry {
 /// the position (i64, the time index), big-endian.
 const INDEX_ENTRY_BYTES: usize = 16;
 
+/// The first 8 bytes of the last entry of a sealed segment's index, whose other 8 hold the
+/// size of the log it covers: no real entry has this offset and position.
+const SEALED_MARK: [u8; 8] = [0xff; 8];
+
 /// The most a batch may decompress to when the log reads inside it (timestamp lookups).
 const BATCH_DECOMPRESSED_BYTES_MAX: usize = 256 << 20;
 
@@ -59,6 +63,8 @@ pub struct Segment {
     /// the page cache serves, so an idle segment holds no index in memory (the in-memory
     /// vectors above are then empty).
     index_on_disk: Option<(Arc<dyn FsFile>, usize)>,
+    /// Its index on disk carries the seal mark (see [`Segment::seal_bytes`]).
+    sealed_on_disk: bool,
     bytes_since_index: u64,
     index_interval_bytes: u64,
     /// The offset after the last batch (the segment's log end), or the base if empty.
@@ -70,9 +76,6 @@ pub struct Segment {
     /// When the segment was created, or first appended to after the log was opened: the
     /// fallback for `segment.ms` when batches carry no timestamp.
     created_ms: Option<i64>,
-    /// Where recovery found a corrupt batch in this (once fsynced) segment: what lies from here
-    /// on is never served. Reads past the valid region fail with `Corrupt`.
-    corrupt_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -152,19 +155,19 @@ impl Segment {
             index: vec![],
             index_prior_max_timestamp: vec![],
             index_on_disk: None,
+            sealed_on_disk: false,
             bytes_since_index: 0,
             index_interval_bytes,
             next_offset: base_offset,
             max_timestamp: -1,
             first_batch_timestamp: None,
             created_ms,
-            corrupt_at: None,
         })
     }
 
-    /// Creates a new, empty segment (truncating any leftover files of the same name).
-    /// The directory is fsynced too, so the new file's name survives a power loss (the data
-    /// later synced into it would be unreachable otherwise).
+    /// Creates a new, empty segment (truncating any leftover files of the same name). The
+    /// caller must fsync the directory before anything in the file counts as durable (the
+    /// name would not survive a power loss otherwise).
     pub fn create(
         fs: &Arc<dyn Fs>,
         dir: &Path,
@@ -173,26 +176,23 @@ impl Segment {
         now_ms: Option<i64>,
     ) -> Result<Segment, StorageError> {
         let seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, true, now_ms)?;
-        fs.sync_dir(dir).map_err(io(dir))?;
-        Ok(seg)
+        // A leftover index of an earlier segment at this offset must not vouch for this one.
+        match fs.remove(&seg.index_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&seg.index_path)(e)),
+            _ => Ok(seg),
+        }
     }
 
-    /// Opens an existing segment after a crash and checks it, rebuilding the index (written
-    /// out) from the batches found.
-    ///
-    /// `tail`: the segment may end in writes that were never fsynced (the log's last segment;
-    /// older ones were fsynced when they were rolled). Every batch's framing and CRC is checked
-    /// and the file is cut after the last valid batch: a torn write. Returns the bytes cut.
-    ///
-    /// Otherwise only the framing is walked, and an invalid batch is corruption of data that
-    /// was once durable: nothing is cut; the segment serves the batches before it and reports
-    /// [`StorageError::Corrupt`] for any read at or past it (see [`Segment::corrupt_at`]).
+    /// Opens an existing segment that may hold writes never fsynced (after a crash: the log's
+    /// last segment, and any sealed segment whose index was not yet written, see
+    /// [`Segment::seal_bytes`]). Every batch's framing and CRC is checked, the file is cut
+    /// after the last valid batch (a torn write), and the log is fsynced before the index is
+    /// rebuilt and written. Returns the segment and the number of bytes cut.
     pub fn open_and_recover(
         fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
-        tail: bool,
     ) -> Result<(Segment, u64), StorageError> {
         let mut seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, false, None)?;
         let file_size = seg.log.len().map_err(io(&seg.log_path))?;
@@ -207,55 +207,69 @@ impl Segment {
             if info.base_offset < expected_base || info.last_offset < info.base_offset {
                 break;
             }
-            if tail {
-                let mut raw = vec![0u8; info.size as usize];
-                seg.log.read_exact_at(&mut raw, position).map_err(io(&seg.log_path))?;
-                let mut bytes = bytes::Bytes::from(raw);
-                let valid = wire::records::RecordBatch::parse(&mut bytes)
-                    .map(|b| b.verify_crc().is_ok())
-                    .unwrap_or(false);
-                if !valid {
-                    break;
-                }
+            let mut raw = vec![0u8; info.size as usize];
+            seg.log.read_exact_at(&mut raw, position).map_err(io(&seg.log_path))?;
+            let valid = wire::records::RecordBatch::parse(&mut bytes::Bytes::from(raw))
+                .map(|b| b.verify_crc().is_ok())
+                .unwrap_or(false);
+            if !valid {
+                break;
             }
             seg.note_appended(&info)?;
             expected_base = info.last_offset + 1;
             position += u64::from(info.size);
         }
-        let invalid = file_size - position;
-        let mut truncated = 0;
-        if invalid > 0 && tail {
+        let truncated = file_size - position;
+        if truncated > 0 {
             seg.log.set_len(position).map_err(io(&seg.log_path))?;
-            seg.log.sync_data().map_err(io(&seg.log_path))?;
-            truncated = invalid;
-        } else if invalid > 0 {
-            tracing::error!(path = %seg.log_path.display(), position, bytes = invalid, next_offset = seg.next_offset,
-                "corrupt batch inside a segment that was fsynced: reads from here on fail until an operator repairs the file");
-            seg.corrupt_at = Some(position);
         }
+        // A written index vouches that the log under it is durable (see `open_clean`).
+        seg.log.sync_data().map_err(io(&seg.log_path))?;
         seg.write_index()?;
         Ok((seg, truncated))
     }
 
-    /// Opens a segment after a clean shutdown, trusting its files: the index is read from disk
-    /// and only the batches after its last entry are scanned (no CRC checks). `None` when the
-    /// index is missing or does not fit the log, so the caller recovers the segment instead.
+    /// Opens a segment trusting its files: the index is read from disk and only the batches
+    /// after its last entry are scanned (no CRC checks). `None` when the index is missing or
+    /// does not fit the log, so the caller recovers the segment instead.
+    ///
+    /// Trusted after a clean shutdown (every log and index was synced), and after a crash for
+    /// a sealed segment: its index is written only once its log is fsynced, so an index that
+    /// fits means the log under it is durable.
     pub fn open_clean(
         fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
+        require_sealed: bool,
     ) -> Result<Option<Segment>, StorageError> {
         let mut seg = Self::open_files(fs, dir, base_offset, index_interval_bytes, false, None)?;
         let file_size = seg.log.len().map_err(io(&seg.log_path))?;
-        let bytes = match fs.read_all(&seg.index_path) {
+        let mut bytes = match fs.read_all(&seg.index_path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&seg.index_path)(e)),
         };
-        if bytes.len() % INDEX_ENTRY_BYTES != 0 || (bytes.is_empty() != (file_size == 0)) {
+        if bytes.len() % INDEX_ENTRY_BYTES != 0 {
             return Ok(None);
         }
+        // A sealed index ends with a mark naming the log size it covers.
+        let sealed_size = bytes
+            .len()
+            .checked_sub(INDEX_ENTRY_BYTES)
+            .filter(|at| bytes[*at..*at + 8] == SEALED_MARK)
+            .map(|at| {
+                let size = u64::from_be_bytes(bytes[at + 8..].try_into().unwrap_or_default());
+                bytes.truncate(at);
+                size
+            });
+        if sealed_size.is_some_and(|s| s != file_size) || (require_sealed && sealed_size.is_none()) {
+            return Ok(None);
+        }
+        if bytes.is_empty() != (file_size == 0) {
+            return Ok(None);
+        }
+        seg.sealed_on_disk = sealed_size.is_some();
         let mut entries: Vec<(IndexEntry, i64)> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_BYTES);
         for c in bytes.chunks_exact(INDEX_ENTRY_BYTES) {
             let e = IndexEntry {
@@ -345,6 +359,7 @@ impl Segment {
             "segment offset span exceeds u32"
         );
         self.load_index()?;
+        self.sealed_on_disk = false;
         let position = self.size;
         if let Err(source) = self.log.write_all_at(batch, position) {
             // A partial write may have landed: cut it off so the file ends at a batch boundary.
@@ -395,7 +410,6 @@ impl Segment {
             }
             position += u64::from(info.size);
         }
-        self.check_not_corrupt()?;
         Ok(None)
     }
 
@@ -451,7 +465,10 @@ impl Segment {
         if u64::from(e.position) >= self.size {
             return Err(self.index_corrupt(u64::from(e.position)));
         }
-        Ok((e, i64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]])))
+        Ok((
+            e,
+            i64::from_be_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+        ))
     }
 
     fn index_corrupt(&self, position: u64) -> StorageError {
@@ -463,7 +480,7 @@ impl Segment {
     }
 
     /// Drops the in-memory index of a segment that takes no more appends: from here on it is
-    /// read from the `.index` file, which must be complete (see [`Segment::seal`]).
+    /// read from the `.index` file, which must be complete and durable.
     pub fn unload_index(&mut self) -> Result<(), StorageError> {
         if self.index_on_disk.is_some() {
             return Ok(());
@@ -473,7 +490,11 @@ impl Segment {
         let file = if count == 0 {
             None
         } else {
-            Some(self.fs.open(&self.index_path, OpenMode::Existing).map_err(io(&self.index_path))?)
+            Some(
+                self.fs
+                    .open(&self.index_path, OpenMode::Existing)
+                    .map_err(io(&self.index_path))?,
+            )
         };
         if let Some(file) = file {
             self.index_on_disk = Some((file, count));
@@ -507,22 +528,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Whether recovery found corruption here: an error for any read that reaches past the
-    /// valid batches (which would otherwise silently skip the corrupt offsets).
-    fn check_not_corrupt(&self) -> Result<(), StorageError> {
-        match self.corrupt_at {
-            None => Ok(()),
-            Some(position) => Err(StorageError::Corrupt {
-                path: self.log_path.clone(),
-                position,
-                why: format!(
-                    "invalid batch after offset {} in a segment that was fsynced; not served",
-                    self.next_offset - 1
-                ),
-            }),
-        }
-    }
-
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` — but always
     /// the first batch, even when it is larger (so a consumer never stalls on a big batch).
     /// One read of the file: the batches' lengths are then walked in memory.
@@ -536,18 +541,27 @@ impl Segment {
         self.log
             .read_exact_at(&mut buf, first.position)
             .map_err(io(&self.log_path))?;
-        // Cut after the last whole batch. Lengths inside the recovered region were checked on
-        // open, but a bad one ends the read early rather than serving a partial batch.
+        // Cut after the last whole batch. Each batch's framing is checked as it is walked (the
+        // first one's by `find`): a batch that fails ends the read before it, and the read that
+        // starts there fails with `Corrupt`, so damaged bytes are never served as a batch.
+        // (Record CRCs are left to clients, which check them, as with Kafka.)
         let mut end = first.size as usize;
-        while end + LOG_OVERHEAD <= buf.len() {
-            let length = i32::from_be_bytes(buf[end + 8..end + 12].try_into().unwrap_or_default());
-            let Some(size) = usize::try_from(length).ok().map(|l| l + LOG_OVERHEAD) else {
+        let mut next_base = first.last_offset + 1;
+        while end + HEADER_BYTES <= buf.len() {
+            let h = &buf[end..end + HEADER_BYTES];
+            let base = i64::from_be_bytes(h[0..8].try_into().unwrap_or_default());
+            let length = i32::from_be_bytes(h[8..12].try_into().unwrap_or_default());
+            let last_delta = i32::from_be_bytes(h[23..27].try_into().unwrap_or_default());
+            let framed = h[16] == 2 && length >= (HEADER_BYTES - LOG_OVERHEAD) as i32 && last_delta >= 0;
+            if !framed || base < next_base {
                 break;
-            };
+            }
+            let size = length as usize + LOG_OVERHEAD;
             if end + size > buf.len() {
                 break;
             }
             end += size;
+            next_base = base + i64::from(last_delta) + 1;
         }
         buf.truncate(end);
         Ok(Some(bytes::Bytes::from(buf)))
@@ -663,15 +677,49 @@ impl Segment {
         self.write_index()
     }
 
-    /// Makes the segment read-only and durable before the log rolls past it: cuts whatever a
-    /// failed write left past the last batch (recovery would otherwise take it for corruption
-    /// of a once-fsynced segment), then syncs the log and the index.
+    /// Makes the segment read-only before the log rolls past it: cuts whatever a failed write
+    /// left past the last batch. Nothing is fsynced here (that would stall the append that
+    /// rolled); the log's background seal does it, see [`Segment::seal_bytes`].
     pub fn seal(&mut self) -> Result<(), StorageError> {
         if self.log.len().map_err(io(&self.log_path))? > self.size {
             self.log.set_len(self.size).map_err(io(&self.log_path))?;
         }
-        self.sync()?;
+        Ok(())
+    }
+
+    /// What finishing the seal of this (sealed) segment takes, for running outside the log's
+    /// lock: its log file to fsync, then its whole index to write at `index_path` and fsync.
+    /// The index ends with a mark that names the log's size. The order is the invariant
+    /// recovery relies on: a sealed index that fits means a durable log under it (an active
+    /// segment's index, written at a sync, carries no mark and vouches for nothing after a
+    /// crash, since the log may have grown past it).
+    pub fn seal_bytes(&self) -> (Arc<dyn FsFile>, PathBuf, Vec<u8>) {
+        let mut bytes = self.index_bytes(0);
+        bytes.extend_from_slice(&SEALED_MARK);
+        bytes.extend_from_slice(&self.size.to_be_bytes());
+        (self.log.clone(), self.index_path.clone(), bytes)
+    }
+
+    /// Whether the index on disk carries the seal mark.
+    pub fn is_sealed_on_disk(&self) -> bool {
+        self.sealed_on_disk
+    }
+
+    /// The seal ran: the index is complete on disk, so the memory copy goes.
+    pub fn sealed(&mut self) -> Result<(), StorageError> {
+        self.sealed_on_disk = true;
+        self.index_written = self.index.len();
         self.unload_index()
+    }
+
+    fn index_bytes(&self, from: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.index.len().saturating_sub(from) * INDEX_ENTRY_BYTES);
+        for (e, t) in self.index[from..].iter().zip(&self.index_prior_max_timestamp[from..]) {
+            bytes.extend_from_slice(&e.relative_offset.to_be_bytes());
+            bytes.extend_from_slice(&e.position.to_be_bytes());
+            bytes.extend_from_slice(&t.to_be_bytes());
+        }
+        bytes
     }
 
     /// Writes (and fsyncs) the index entries not yet on disk, in one write. The index is
@@ -681,15 +729,7 @@ impl Segment {
         if self.index_on_disk.is_some() || self.index_written == self.index.len() {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity((self.index.len() - self.index_written) * INDEX_ENTRY_BYTES);
-        for (e, t) in self.index[self.index_written..]
-            .iter()
-            .zip(&self.index_prior_max_timestamp[self.index_written..])
-        {
-            bytes.extend_from_slice(&e.relative_offset.to_be_bytes());
-            bytes.extend_from_slice(&e.position.to_be_bytes());
-            bytes.extend_from_slice(&t.to_be_bytes());
-        }
+        let bytes = self.index_bytes(self.index_written);
         let mode = if self.index_written == 0 {
             OpenMode::Truncate
         } else {
