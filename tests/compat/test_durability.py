@@ -70,7 +70,10 @@ def test_acknowledged_records_survive_repeated_sigkills(make_broker, flush_messa
     b = make_broker().start()
     topic = "crash-" + uuid.uuid4().hex[:8]
     # flush.messages=1: every acknowledged write is fsynced first (the durable-acks setting).
-    config = {"flush.messages": flush_messages} if flush_messages else {}
+    # Small segments: kills land while segments roll and are sealed in the background.
+    config = {"segment.bytes": "16384"}
+    if flush_messages:
+        config["flush.messages"] = flush_messages
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
     fs = admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1, config=config)])
     fs[topic].result(15)
