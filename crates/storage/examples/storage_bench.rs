@@ -13,6 +13,9 @@
 //!    to 1 MiB.
 //! 3. Durable appends: one writer fsyncing after every append, and 1, 4 and 16 writers sharing
 //!    fsyncs through group commit, with the latency of each acknowledged append.
+//! 4. Append latency across segment rolls (64 MiB segments): sealing the rolled segment
+//!    (fsync + index) inline on the appending thread, as a roll did before, against sealing
+//!    it in a background thread, as the broker does.
 //!
 //! Prints a Markdown report for `docs/benchmarks.md`.
 
@@ -293,4 +296,80 @@ fn main() {
             lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
         );
     }
+
+    // 4. Append latency across rolls.
+    println!();
+    println!("Append latency, {mib} MiB through 64 MiB segments (page cache, no fsync per append):");
+    println!();
+    println!("| rolled segment sealed | MiB/s | p50 ms | p99.9 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for inline in [true, false] {
+        let (rate, lat) = rolling_appends(&root.join("rolling"), total, &b, inline);
+        println!(
+            "| {} | {rate:.0} | {:.3} | {:.3} | {:.2} |",
+            if inline {
+                "inline, on the append path"
+            } else {
+                "in the background"
+            },
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.999),
+            lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        );
+    }
+}
+
+/// Appends `total` bytes through 64 MiB segments, timing each append; the rolled segments are
+/// sealed right after the append that rolled (`inline`) or by a thread polling for seal work.
+fn rolling_appends(dir: &Path, total: u64, b: &bytes::Bytes, inline: bool) -> (f64, Vec<Duration>) {
+    let _ = std::fs::remove_dir_all(dir);
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(Mutex::new(Log::open(dir, config).expect("open log")));
+    let pending = log.lock().expect("lock").seal_pending();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sealer = (!inline).then(|| {
+        let (log, done, pending) = (log.clone(), done.clone(), pending.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if pending.load(std::sync::atomic::Ordering::Acquire) {
+                    let work = log.lock().expect("lock").take_seal();
+                    if let Some(work) = work {
+                        work.run().expect("seal");
+                        log.lock().expect("lock").sealed(work).expect("sealed");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    });
+    let mut lat = Vec::with_capacity((total / b.len() as u64) as usize);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < total {
+        let t = Instant::now();
+        {
+            let mut l = log.lock().expect("lock");
+            l.append(b.clone(), 0, 0).expect("append");
+            if inline {
+                if let Some(work) = l.take_seal() {
+                    work.run().expect("seal");
+                    l.sealed(work).expect("sealed");
+                }
+            }
+        }
+        lat.push(t.elapsed());
+        written += b.len() as u64;
+    }
+    let rate = mb_per_s(written, started.elapsed());
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(s) = sealer {
+        s.join().expect("sealer");
+    }
+    lat.sort();
+    drop(log);
+    let _ = std::fs::remove_dir_all(dir);
+    (rate, lat)
 }

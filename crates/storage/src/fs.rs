@@ -49,6 +49,7 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
 }
 
 /// An open file. Shared (`Arc`) between the log and whoever fsyncs it outside the log's lock.
+#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait FsFile: Send + Sync + std::fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()>;

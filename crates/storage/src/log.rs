@@ -81,9 +81,18 @@ pub struct Log {
 pub struct SealWork {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
-    /// (base offset, log file, index path, index bytes) of each unsealed segment.
-    segments: Vec<(i64, Arc<dyn FsFile>, PathBuf, Vec<u8>)>,
+    segments: Vec<SealItem>,
     dir_changes: u64,
+}
+
+/// One unsealed segment in a [`SealWork`].
+#[derive(Debug)]
+struct SealItem {
+    base: i64,
+    log: Arc<dyn FsFile>,
+    index_path: PathBuf,
+    /// The whole index, ending in the seal mark.
+    index: Vec<u8>,
 }
 
 impl SealWork {
@@ -101,18 +110,20 @@ impl SealWork {
                 data_lost,
             }
         };
-        for (_, log, index_path, _) in &self.segments {
-            log.sync_data().map_err(fail(&index_path.with_extension("log"), true))?;
+        for s in &self.segments {
+            s.log
+                .sync_data()
+                .map_err(fail(&s.index_path.with_extension("log"), true))?;
         }
         self.fs.sync_dir(&self.dir).map_err(fail(&self.dir, true))?;
-        for (_, _, index_path, bytes) in &self.segments {
+        for s in &self.segments {
             let f = self
                 .fs
-                .open(index_path, OpenMode::Truncate)
-                .map_err(fail(index_path, false))?;
-            f.write_all_at(bytes, 0)
+                .open(&s.index_path, OpenMode::Truncate)
+                .map_err(fail(&s.index_path, false))?;
+            f.write_all_at(&s.index, 0)
                 .and_then(|()| f.sync_data())
-                .map_err(fail(index_path, false))?;
+                .map_err(fail(&s.index_path, false))?;
         }
         Ok(())
     }
@@ -385,9 +396,14 @@ impl Log {
             .unsealed
             .iter()
             .filter_map(|b| self.segments.get(b).map(|s| (*b, s)))
-            .map(|(b, s)| {
-                let (log, index_path, bytes) = s.seal_bytes();
-                (b, log, index_path, bytes)
+            .map(|(base, s)| {
+                let (log, index_path, index) = s.seal_bytes();
+                SealItem {
+                    base,
+                    log,
+                    index_path,
+                    index,
+                }
             })
             .collect();
         Some(SealWork {
@@ -400,7 +416,7 @@ impl Log {
 
     /// `work` ran successfully: its segments are sealed (their in-memory indexes dropped).
     pub fn sealed(&mut self, work: SealWork) -> Result<(), StorageError> {
-        for (base, ..) in &work.segments {
+        for SealItem { base, .. } in &work.segments {
             if self.unsealed.remove(base) {
                 if let Some(seg) = self.segments.get_mut(base) {
                     seg.sealed()?;
