@@ -176,6 +176,12 @@ impl FdCache {
     /// caller holds `file`'s slot lock, so it is never chosen itself.
     fn admit(&self, file: Weak<RealFile>) {
         let mut ring = self.ring();
+        // Files dropped while under the limit leave dead entries behind: clear them out
+        // before they outnumber the live ones.
+        if ring.files.len() >= 2 * self.limit.max(64) {
+            ring.files.retain(|f| f.strong_count() > 0);
+            ring.hand = 0;
+        }
         ring.files.push(file);
         self.open.fetch_add(1, Ordering::Relaxed);
         // Two passes of the hand: the first spares dirty files, the second fsyncs them.
@@ -206,9 +212,12 @@ impl FdCache {
                 }
                 if let Some(fd) = slot.file.take() {
                     if dirty {
-                        if let Err(e) = fd.sync_data() {
-                            tracing::error!(path = %victim.path.display(), error = %e, "fsync before closing an idle file failed; the file is poisoned");
-                            slot.poisoned = true;
+                        match fd.sync_data() {
+                            Ok(()) => slot.synced = slot.written,
+                            Err(e) => {
+                                tracing::error!(path = %victim.path.display(), error = %e, "fsync before closing an idle file failed; the file is poisoned");
+                                slot.poisoned = true;
+                            }
                         }
                     }
                     self.open.fetch_sub(1, Ordering::Relaxed);
@@ -303,6 +312,14 @@ impl FsFile for RealFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        {
+            // Closed after an fsync of every write (see `FdCache`): nothing to do, and no
+            // reopen (the file may have been renamed for deletion since).
+            let slot = self.slot();
+            if slot.file.is_none() && !slot.poisoned && slot.written == slot.synced {
+                return Ok(());
+            }
+        }
         let (f, slot) = self.fd()?;
         let covers = slot.written;
         drop(slot);
@@ -346,6 +363,15 @@ mod tests {
         }
         drop(files);
         assert_eq!(fs.open_files(), 0, "dropping a handle closes its descriptor");
+        // Short-lived handles (index and checkpoint writes) leave no growing trail behind.
+        for i in 0..1000 {
+            drop(fs.open(&dir.join(format!("{}", i % 10)), OpenMode::Create).unwrap());
+        }
+        assert!(
+            fs.cache.ring().files.len() <= 2 * 64 + 1,
+            "{}",
+            fs.cache.ring().files.len()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
