@@ -2,6 +2,7 @@
 values, headers (duplicate keys too), timestamps, every compression codec, ordering, seeking,
 size limits, topic admin, and data that survives restarts."""
 
+import json
 import os
 import signal
 import struct
@@ -404,6 +405,46 @@ def test_a_retried_batch_is_stored_once(broker):
     assert raw.produce_v3(s, topic, 0, batch(3, 2), 5) == (0, 3)
     got = consume_all(broker.bootstrap, topic, [0], 5)
     assert [m.value() for m in got] == [b"seq0", b"seq1", b"seq2", b"seq3", b"seq4"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "sigkill"])
+def test_producer_state_survives_a_restart(make_broker, sig):
+    """A retry sent after the broker restarted still gets the original offset: after a clean
+    stop the producer state comes from the snapshot written then; after SIGKILL it is rebuilt
+    from the batch headers in the log."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    b = make_broker().start()
+    topic = topic_name("pstate")
+    create_topic(b.bootstrap, topic)
+    s = raw.connect(b.port)
+    err, pid, epoch = raw.init_producer_id_v0(s)
+    assert err == 0
+
+    def batch(first_seq, count):
+        bb = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=pid,
+                                       producer_epoch=epoch, base_sequence=first_seq, batch_size=1 << 20)
+        for i in range(count):
+            bb.append(i, timestamp=None, key=None, value=b"seq%d" % (first_seq + i), headers=[])
+        return bytes(bb.build())
+
+    assert raw.produce_v3(s, topic, 0, batch(0, 3), 2) == (0, 0)
+    assert raw.produce_v3(s, topic, 0, batch(3, 2), 3) == (0, 3)
+    s.close()
+    b.stop(sig)
+    snapshot = b.data_dir / "producer-state.json"
+    assert snapshot.exists() == (sig == signal.SIGTERM), "a snapshot is written at a clean stop only"
+    if sig == signal.SIGTERM:
+        saved = json.loads(snapshot.read_text())["partitions"][f"{topic}-0"]
+        assert saved["end"] == 5 and str(pid) in saved["state"]["producers"], saved
+    b.start()
+    assert not snapshot.exists(), "the snapshot is used once, at the start after it"
+    s = raw.connect(b.port)
+    assert raw.produce_v3(s, topic, 0, batch(3, 2), 4) == (0, 3), "the retry gets the original offset"
+    assert raw.produce_v3(s, topic, 0, batch(7, 1), 5)[0] == 45, "a gap is OUT_OF_ORDER_SEQUENCE_NUMBER"
+    assert raw.produce_v3(s, topic, 0, batch(5, 1), 6) == (0, 5)
+    got = consume_all(b.bootstrap, topic, [0], 6)
+    assert [m.value() for m in got] == [b"seq%d" % i for i in range(6)]
 
 
 def test_retention_removes_old_segments(make_broker):

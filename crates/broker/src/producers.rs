@@ -2,7 +2,8 @@
 //! a retried batch into success without a second copy and refuses gaps and stale epochs.
 //!
 //! The state machine does no I/O. Partition state is rebuilt from the log's batch headers on
-//! startup (so it survives restarts without a file of its own); ids are handed out in blocks
+//! startup, or, after a clean shutdown, read back from the snapshot written then (see
+//! `Topics::save_producer_state`); ids are handed out in blocks
 //! whose end is written to `<data dir>/producer-ids` before any id of the block is used, so an
 //! id is never given out twice, even across crashes.
 
@@ -20,14 +21,14 @@ const CACHED_BATCHES: usize = 5;
 /// that comes back is accepted as new.
 const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct CachedBatch {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<CachedBatch>,
@@ -75,13 +76,34 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 /// The producer state of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
     clock: u64,
 }
 
 impl ProducerStates {
+    /// Brings state read from a snapshot file within the limits appends keep.
+    pub fn sanitize(&mut self) {
+        for e in self.producers.values_mut() {
+            while e.batches.len() > CACHED_BATCHES {
+                e.batches.pop_front();
+            }
+            self.clock = self.clock.max(e.last_used);
+        }
+        while self.producers.len() > PRODUCERS_PER_PARTITION_MAX {
+            let Some(oldest) = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.producers.remove(&oldest);
+        }
+    }
+
     /// Decides what to do with `b`; changes nothing.
     pub fn check(&self, b: &ProducerBatch) -> Result<SequenceCheck, (ErrorCode, String)> {
         let Some(entry) = self.producers.get(&b.producer_id) else {

@@ -179,6 +179,9 @@ impl Server {
         match tokio::task::spawn_blocking(move || b.topics.sync_all()).await {
             // The next start may trust the logs' indexes instead of scanning them.
             Ok(Ok(())) => {
+                if let Err(e) = broker.topics.save_producer_state() {
+                    warn!(error = %e, "could not save producer state: the next start reads it from the logs");
+                }
                 if let Err(e) = meta::write_clean_shutdown_marker(&broker.config.data_dir) {
                     warn!(error = %e, "could not mark the shutdown clean: the next start recovers every log");
                 }

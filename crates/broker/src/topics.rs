@@ -402,6 +402,9 @@ struct Inner {
 }
 
 pub struct Topics {
+    /// Producer state read from the snapshot of a clean shutdown, by partition directory name,
+    /// with the log end it was taken at; consumed as the partitions open.
+    restored: Mutex<HashMap<String, ProducerSnapshot>>,
     dir: PathBuf,
     /// Every partition's files go through this one file system, which bounds open descriptors.
     fs: Arc<dyn storage::Fs>,
@@ -463,6 +466,11 @@ impl Topics {
     /// indexes after a clean shutdown (`clean`), recovering them otherwise.
     pub fn open(dir: &Path, defaults: TopicDefaults, clean: bool, fs: Arc<dyn storage::Fs>) -> Result<Topics, String> {
         let topics = Topics {
+            restored: Mutex::new(if clean {
+                load_producer_state(dir)
+            } else {
+                HashMap::new()
+            }),
             dir: dir.to_path_buf(),
             fs,
             defaults: RwLock::new(defaults),
@@ -482,7 +490,36 @@ impl Topics {
                 .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
             topics.insert(topic);
         }
+        topics.restored.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(topics)
+    }
+
+    /// Writes every partition's producer state, with the log end it matches, to one file, so
+    /// that the next start after this clean shutdown need not read every batch header. Call
+    /// it after the logs are synced and before the clean-shutdown marker; a missing or damaged
+    /// file only means the next start scans the logs.
+    pub fn save_producer_state(&self) -> Result<(), String> {
+        let mut all = HashMap::new();
+        for topic in self.list() {
+            for p in &topic.partitions {
+                let state = p.lock();
+                let snapshot = ProducerSnapshot {
+                    end: state.log.log_end_offset(),
+                    state: state.producers.clone(),
+                };
+                all.insert(format!("{}-{}", p.topic, p.index), snapshot);
+            }
+        }
+        let file = ProducerStateFile {
+            format: PRODUCER_STATE_FORMAT,
+            partitions: all,
+        };
+        let path = self.dir.join(PRODUCER_STATE_FILE);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     fn materialize(
@@ -515,16 +552,32 @@ impl Topics {
     ) -> Result<Arc<Partition>, ApiError> {
         let dir = self.partition_dir(name, index);
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
-        // Producer state is rebuilt from the batch headers still in the log.
-        let mut producers = ProducerStates::default();
-        log.for_each_batch(|b| {
-            if b.producer_id >= 0 {
-                let delta = (b.last_offset - b.base_offset) as i32;
-                let batch = ProducerBatch::new(b.producer_id, b.producer_epoch, b.base_sequence, delta);
-                producers.record(&batch, b.base_offset);
+        // Producer state: as saved at a clean shutdown when it matches the log, else rebuilt
+        // from the batch headers still in the log.
+        let saved = self
+            .restored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&format!("{name}-{index}"))
+            .filter(|s| s.end == log.log_end_offset());
+        let producers = match saved {
+            Some(mut s) => {
+                s.state.sanitize();
+                s.state
             }
-        })
-        .map_err(storage_error)?;
+            None => {
+                let mut producers = ProducerStates::default();
+                log.for_each_batch(|b| {
+                    if b.producer_id >= 0 {
+                        let delta = (b.last_offset - b.base_offset) as i32;
+                        let batch = ProducerBatch::new(b.producer_id, b.producer_epoch, b.base_sequence, delta);
+                        producers.record(&batch, b.base_offset);
+                    }
+                })
+                .map_err(storage_error)?;
+                producers
+            }
+        };
         let end = log.log_end_offset();
         let seal_pending = log.seal_pending();
         Ok(Arc::new(Partition {
@@ -934,5 +987,51 @@ mod tests {
         let id = Uuid(meta::random_id());
         assert_eq!(parse_uuid(&id.to_string()), Some(id));
         assert_eq!(parse_uuid("nope"), None);
+    }
+}
+
+/// `<data dir>/producer-state.json`: every partition's producer state at a clean shutdown.
+const PRODUCER_STATE_FILE: &str = "producer-state.json";
+const PRODUCER_STATE_FORMAT: u32 = 1;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ProducerStateFile {
+    format: u32,
+    partitions: HashMap<String, ProducerSnapshot>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ProducerSnapshot {
+    /// The log end offset the state was taken at: it is used only for a log that ends there.
+    end: i64,
+    state: ProducerStates,
+}
+
+/// Reads (and removes, so that it is never used twice) the producer state snapshot; empty when
+/// there is none or it cannot be read.
+fn load_producer_state(dir: &Path) -> HashMap<String, ProducerSnapshot> {
+    let path = dir.join(PRODUCER_STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the producer state snapshot; scanning the logs instead");
+            return HashMap::new();
+        }
+    };
+    let _ = std::fs::remove_file(&path);
+    match serde_json::from_slice::<ProducerStateFile>(&bytes) {
+        Ok(f) if f.format == PRODUCER_STATE_FORMAT => f.partitions,
+        Ok(f) => {
+            tracing::warn!(
+                format = f.format,
+                "unknown producer state snapshot format; scanning the logs instead"
+            );
+            HashMap::new()
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "damaged producer state snapshot; scanning the logs instead");
+            HashMap::new()
+        }
     }
 }

@@ -11,9 +11,8 @@
 //! commit, and a backend seam ([`Fs`]) with a descriptor-bounded real backend and a
 //! fault-injecting simulated one ([`sim::SimFs`]).
 //!
-//! Not built: a zero-copy read path (reads are one `pread` into a buffer), producer-state
-//! snapshots (the broker rebuilds producer state from every batch header on open), and CRC
-//! checks of sealed segments (left to clients, as in Kafka).
+//! Not built: a zero-copy read path (reads are one `pread` into a buffer) and CRC checks of
+//! sealed segments (left to clients, as in Kafka).
 
 mod delete;
 pub mod disk;
