@@ -119,6 +119,7 @@ impl Fs for RealFs {
                 synced: 0,
                 poisoned: false,
             }),
+            sync_lock: Mutex::new(()),
         });
         let mut slot = f.slot();
         slot.file = Some(Arc::new(file));
@@ -149,11 +150,12 @@ impl Fs for RealFs {
 ///
 /// At the limit, opening or reopening a file first closes another: one not used since the
 /// clock hand last passed, preferring one with nothing to fsync. A file with unsynced writes
-/// is fsynced before its descriptor closes, because an error reported on a closed descriptor
-/// would be lost (Linux reports a writeback error once per open file); if that fsync fails,
-/// the file is poisoned and every later call on it fails with EIO. A file in use by another
-/// thread at that moment is skipped. When every file is busy the limit is exceeded for the
-/// moment rather than blocking; descriptors close again as soon as files are reopened.
+/// is fsynced before its descriptor closes (outside the cache's lock), because an error
+/// reported on a closed descriptor would be lost (Linux reports a writeback error once per
+/// open file); if that fsync fails, the file is poisoned and every later call on it fails with
+/// EIO. A file in use by another thread at that moment is skipped. When every file is busy the
+/// limit is exceeded for the moment rather than blocking; descriptors close again as soon as
+/// files are reopened.
 #[derive(Debug)]
 struct FdCache {
     limit: usize,
@@ -175,59 +177,78 @@ impl FdCache {
     /// Registers a file that just got a descriptor, closing others beyond the limit. The
     /// caller holds `file`'s slot lock, so it is never chosen itself.
     fn admit(&self, file: Weak<RealFile>) {
-        let mut ring = self.ring();
-        // Files dropped while under the limit leave dead entries behind: clear them out
-        // before they outnumber the live ones.
-        if ring.files.len() >= 2 * self.limit.max(64) {
-            ring.files.retain(|f| f.strong_count() > 0);
-            ring.hand = 0;
-        }
-        ring.files.push(file);
-        self.open.fetch_add(1, Ordering::Relaxed);
-        // Two passes of the hand: the first spares dirty files, the second fsyncs them.
-        for pass in 0..2 {
-            let mut budget = 2 * ring.files.len();
-            while self.open.load(Ordering::Relaxed) > self.limit && budget > 0 && !ring.files.is_empty() {
-                budget -= 1;
-                if ring.hand >= ring.files.len() {
-                    ring.hand = 0;
-                }
-                let hand = ring.hand;
-                let Some(victim) = ring.files[hand].upgrade() else {
-                    ring.files.swap_remove(hand); // dropped: its Drop already counted it out
-                    continue;
-                };
-                if victim.referenced.swap(false, Ordering::Relaxed) {
-                    ring.hand += 1;
-                    continue;
-                }
-                let Ok(mut slot) = victim.slot.try_lock() else {
-                    ring.hand += 1;
-                    continue;
-                };
-                let dirty = slot.written != slot.synced;
-                if dirty && pass == 0 {
-                    ring.hand += 1;
-                    continue;
-                }
-                if let Some(fd) = slot.file.take() {
-                    if dirty {
-                        match fd.sync_data() {
-                            Ok(()) => slot.synced = slot.written,
-                            Err(e) => {
-                                tracing::error!(path = %victim.path.display(), error = %e, "fsync before closing an idle file failed; the file is poisoned");
-                                slot.poisoned = true;
-                            }
-                        }
-                    }
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                }
-                drop(slot);
-                ring.files.swap_remove(hand);
+        let dirty_victim = {
+            let mut ring = self.ring();
+            // Files dropped while under the limit leave dead entries behind: clear them out
+            // before they outnumber the live ones.
+            if ring.files.len() >= 2 * self.limit.max(64) {
+                ring.files.retain(|f| f.strong_count() > 0);
+                ring.hand = 0;
             }
-            if self.open.load(Ordering::Relaxed) <= self.limit {
+            ring.files.push(file);
+            self.open.fetch_add(1, Ordering::Relaxed);
+            self.close_clean(&mut ring)
+        };
+        // Every idle file has unsynced writes: close one after an fsync, without holding the
+        // ring (other files keep opening meanwhile).
+        if let Some(victim) = dirty_victim {
+            let Ok(_one_at_a_time) = victim.sync_lock.try_lock() else {
                 return;
+            };
+            let Ok(mut slot) = victim.slot.try_lock() else { return };
+            let Some(fd) = slot.file.take() else { return };
+            match fd.sync_data() {
+                Ok(()) => slot.synced = slot.written,
+                Err(e) => {
+                    tracing::error!(path = %victim.path.display(), error = %e, "fsync before closing an idle file failed; the file is poisoned");
+                    slot.poisoned = true;
+                }
             }
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            // Its ring entry stays; the hand drops it (an entry whose file has no descriptor
+            // is removed without counting).
+        }
+    }
+
+    /// Moves the clock hand, closing idle files with nothing to fsync until the count is
+    /// within the limit. Returns an idle file with unsynced writes when only such remain.
+    fn close_clean(&self, ring: &mut Ring) -> Option<Arc<RealFile>> {
+        let mut dirty = None;
+        let mut budget = 2 * ring.files.len();
+        while self.open.load(Ordering::Relaxed) > self.limit && budget > 0 && !ring.files.is_empty() {
+            budget -= 1;
+            if ring.hand >= ring.files.len() {
+                ring.hand = 0;
+            }
+            let hand = ring.hand;
+            let Some(victim) = ring.files[hand].upgrade() else {
+                ring.files.swap_remove(hand); // dropped: its Drop already counted it out
+                continue;
+            };
+            if victim.referenced.swap(false, Ordering::Relaxed) {
+                ring.hand += 1;
+                continue;
+            }
+            let Ok(mut slot) = victim.slot.try_lock() else {
+                ring.hand += 1;
+                continue;
+            };
+            if slot.file.is_some() && slot.written != slot.synced {
+                drop(slot);
+                dirty.get_or_insert(victim);
+                ring.hand += 1;
+                continue;
+            }
+            if slot.file.take().is_some() {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(slot);
+            ring.files.swap_remove(hand);
+        }
+        if self.open.load(Ordering::Relaxed) > self.limit {
+            dirty
+        } else {
+            None
         }
     }
 }
@@ -241,6 +262,8 @@ struct RealFile {
     /// Set on every use; cleared as the clock hand passes.
     referenced: AtomicBool,
     slot: Mutex<Slot>,
+    /// Held across every fsync of the file (taken before `slot`; see `sync_data`).
+    sync_lock: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -291,18 +314,21 @@ impl FsFile for RealFile {
         f.read_exact_at(buf, position)
     }
 
+    // Writes hold the slot lock until they have landed and are counted, so neither an fsync
+    // nor the cache can take the file for clean while a write is in flight. (Writes to one
+    // file are serialised by its log's lock anyway.)
     fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
         let (f, mut slot) = self.fd()?;
+        let result = f.write_all_at(buf, position);
         slot.written += 1;
-        drop(slot);
-        f.write_all_at(buf, position)
+        result
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let (f, mut slot) = self.fd()?;
+        let result = f.set_len(len);
         slot.written += 1;
-        drop(slot);
-        f.set_len(len)
+        result
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -311,7 +337,11 @@ impl FsFile for RealFile {
         Ok(f.metadata()?.len())
     }
 
+    /// fsyncs of one file run one at a time, so that the error of a failed one cannot be
+    /// reported to it alone while a concurrent one (a group commit and a seal, say) returns
+    /// success: the second then finds the file poisoned.
     fn sync_data(&self) -> io::Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         {
             // Closed after an fsync of every write (see `FdCache`): nothing to do, and no
             // reopen (the file may have been renamed for deletion since).
@@ -325,11 +355,17 @@ impl FsFile for RealFile {
         drop(slot);
         let result = f.sync_data();
         let mut slot = self.slot();
-        match &result {
-            Ok(()) => slot.synced = slot.synced.max(covers),
-            Err(_) => slot.poisoned = true,
+        match result {
+            Ok(()) if slot.poisoned => Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(()) => {
+                slot.synced = slot.synced.max(covers);
+                Ok(())
+            }
+            Err(e) => {
+                slot.poisoned = true;
+                Err(e)
+            }
         }
-        result
     }
 }
 
@@ -372,6 +408,44 @@ mod tests {
             "{}",
             fs.cache.ring().files.len()
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn many_threads_share_a_small_cache_without_losing_writes_or_deadlocking() {
+        let dir = std::env::temp_dir().join(format!("sluice-fdcache-mt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = RealFs::new(4);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (fs, dir) = (fs.clone(), dir.clone());
+                std::thread::spawn(move || {
+                    let files: Vec<_> = (0..4)
+                        .map(|i| fs.open(&dir.join(format!("{t}-{i}")), OpenMode::Truncate).unwrap())
+                        .collect();
+                    for round in 0..200u64 {
+                        for (i, f) in files.iter().enumerate() {
+                            f.write_all_at(&round.to_be_bytes(), 8 * round).unwrap();
+                            if (round + i as u64) % 7 == 0 {
+                                f.sync_data().unwrap();
+                            }
+                            let mut b = [0u8; 8];
+                            f.read_exact_at(&mut b, 8 * round).unwrap();
+                            assert_eq!(u64::from_be_bytes(b), round);
+                        }
+                    }
+                    for f in &files {
+                        assert_eq!(f.len().unwrap(), 8 * 200);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Every handle is dropped: the count of open descriptors stays exact under contention.
+        assert_eq!(fs.open_files(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -167,13 +167,24 @@ impl Log {
         fs.create_dir_all(dir).map_err(dir_err)?;
         let mut bases = vec![];
         let mut retired = vec![];
+        let mut indexes = vec![];
         for name in fs.list(dir).map_err(dir_err)? {
             if name.ends_with(DELETED_SUFFIX) {
                 retired.push(dir.join(name));
             } else if let Some(stem) = name.strip_suffix(".log") {
                 if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
+                    if base >= 0 {
+                        bases.push(base);
+                    }
                 }
+            } else if let Some(stem) = name.strip_suffix(".index") {
+                indexes.push((stem.parse::<i64>().ok(), name.clone()));
+            }
+        }
+        // An index without its log (the log was deleted while the index was being written).
+        for (base, name) in indexes {
+            if base.is_none_or(|b| !bases.contains(&b)) {
+                retired.push(dir.join(name));
             }
         }
         // Segments deleted before a crash whose files were not yet removed.
@@ -416,11 +427,14 @@ impl Log {
 
     /// `work` ran successfully: its segments are sealed (their in-memory indexes dropped).
     pub fn sealed(&mut self, work: SealWork) -> Result<(), StorageError> {
-        for SealItem { base, .. } in &work.segments {
+        for SealItem { base, index_path, .. } in &work.segments {
             if self.unsealed.remove(base) {
                 if let Some(seg) = self.segments.get_mut(base) {
                     seg.sealed()?;
                 }
+            } else if !self.segments.contains_key(base) {
+                // Deleted while its seal ran: the index just written belongs to nothing.
+                crate::delete::remove_later(&self.fs, vec![index_path.clone()]);
             }
         }
         self.dir_synced = self.dir_synced.max(work.dir_changes);

@@ -113,6 +113,10 @@ fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<O
     if length < (HEADER_BYTES - LOG_OVERHEAD) as i32 || h[16] != 2 || last_delta < 0 {
         return Ok(None);
     }
+    // The offset after the batch must exist (a damaged base near i64::MAX is not a batch).
+    if base_offset.checked_add(i64::from(last_delta) + 1).is_none() {
+        return Ok(None);
+    }
     let size = LOG_OVERHEAD as u64 + length as u64;
     if position + size > file_size || size > u32::MAX as u64 {
         return Ok(None);
@@ -121,7 +125,7 @@ fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<O
         position,
         size: size as u32,
         base_offset,
-        last_offset: base_offset.saturating_add(i64::from(last_delta)),
+        last_offset: base_offset + i64::from(last_delta),
         max_timestamp,
         producer_id: i64::from_be_bytes(h[43..51].try_into().unwrap_or_default()),
         producer_epoch: i16::from_be_bytes(h[51..53].try_into().unwrap_or_default()),
@@ -204,7 +208,8 @@ impl Segment {
                 None => break,
             };
             // Offsets must continue where the previous batch ended, and the CRC must hold.
-            if info.base_offset < expected_base || info.last_offset < info.base_offset {
+            // Batches follow each other with no gap (the base offset is outside the CRC).
+            if info.base_offset != expected_base {
                 break;
             }
             let mut raw = vec![0u8; info.size as usize];
@@ -301,13 +306,14 @@ impl Segment {
         seg.max_timestamp = last_prior;
         seg.bytes_since_index = index_interval_bytes;
         let mut position = u64::from(last.position);
-        let mut expected_base = base_offset + i64::from(last.relative_offset);
+        let Some(mut expected_base) = base_offset.checked_add(i64::from(last.relative_offset)) else {
+            return Ok(None);
+        };
         while position < file_size {
             let Some(info) = read_batch_info(&*seg.log, position, file_size).map_err(io(&seg.log_path))? else {
                 return Ok(None);
             };
-            let at_entry = position == u64::from(last.position);
-            if info.base_offset < expected_base || (at_entry && info.base_offset != expected_base) {
+            if info.base_offset != expected_base {
                 return Ok(None);
             }
             seg.note_appended(&info)?;
@@ -553,7 +559,7 @@ impl Segment {
             let length = i32::from_be_bytes(h[8..12].try_into().unwrap_or_default());
             let last_delta = i32::from_be_bytes(h[23..27].try_into().unwrap_or_default());
             let framed = h[16] == 2 && length >= (HEADER_BYTES - LOG_OVERHEAD) as i32 && last_delta >= 0;
-            if !framed || base < next_base {
+            if !framed || base != next_base {
                 break;
             }
             let size = length as usize + LOG_OVERHEAD;
@@ -561,7 +567,10 @@ impl Segment {
                 break;
             }
             end += size;
-            next_base = base + i64::from(last_delta) + 1;
+            let Some(next) = base.checked_add(i64::from(last_delta) + 1) else {
+                break;
+            };
+            next_base = next;
         }
         buf.truncate(end);
         Ok(Some(bytes::Bytes::from(buf)))

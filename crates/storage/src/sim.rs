@@ -24,7 +24,8 @@ pub enum FaultOp {
     /// A write lands the first half of its bytes, then fails with EIO.
     ShortWrite,
     Read,
-    /// An fsync fails with EIO; nothing new becomes durable.
+    /// An fsync fails with EIO. As on Linux, the unsynced pages are gone (the file reverts to
+    /// its durable contents) and the handle that saw the error fails every later call.
     Sync,
     Open,
     SetLen,
@@ -69,6 +70,8 @@ struct State {
     boot: u64,
     /// Faults that fired, for tests to check that one did.
     fired: u64,
+    /// File fsyncs that failed (and lost data).
+    syncs_failed: u64,
 }
 
 impl State {
@@ -145,6 +148,11 @@ impl SimFs {
     /// How many armed faults have fired.
     pub fn faults_fired(&self) -> u64 {
         self.lock().fired
+    }
+
+    /// How many file fsyncs failed, each losing that file's unsynced writes.
+    pub fn syncs_failed(&self) -> u64 {
+        self.lock().syncs_failed
     }
 
     /// Limits the bytes all files may hold (`None`: unlimited).
@@ -270,6 +278,7 @@ impl Fs for SimFs {
             inode,
             boot: s.boot,
             path: path.to_path_buf(),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -321,6 +330,8 @@ struct SimFile {
     inode: u64,
     boot: u64,
     path: PathBuf,
+    /// An fsync through this handle failed.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl SimFile {
@@ -329,6 +340,9 @@ impl SimFile {
         let mut s = self.fs.lock();
         if s.boot != self.boot || !s.inodes.contains_key(&self.inode) {
             return Err(eio("stale handle"));
+        }
+        if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(eio("after a failed fsync"));
         }
         f(&mut s, self.inode)
     }
@@ -400,6 +414,10 @@ impl FsFile for SimFile {
     fn sync_data(&self) -> io::Result<()> {
         self.with(|s, i| {
             if s.take_fault(FaultOp::Sync, &self.path) {
+                s.syncs_failed += 1;
+                let n = s.inodes.get_mut(&i).expect("checked by with()");
+                n.data = n.durable.clone();
+                self.poisoned.store(true, std::sync::atomic::Ordering::Release);
                 return Err(eio("fsync"));
             }
             let n = s.inodes.get_mut(&i).expect("checked by with()");

@@ -127,7 +127,6 @@ fn every_write_fault_is_an_error_and_the_log_stays_whole() {
 #[test]
 fn a_failed_seal_is_an_error_says_whether_data_may_be_lost_and_runs_again() {
     let cases = [
-        (FaultOp::Sync, ".log", true),
         (FaultOp::SyncDir, "t-0", true),
         (FaultOp::Open, ".index", false),
         (FaultOp::Write, ".index", false),
@@ -161,6 +160,33 @@ fn a_failed_seal_is_an_error_says_whether_data_may_be_lost_and_runs_again() {
         assert_eq!(log.log_end_offset(), active_base, "{op:?}");
         assert_eq!(read_all(&log, 0).unwrap(), model[..active_base as usize]);
     }
+}
+
+#[test]
+fn a_failed_fsync_of_a_rolled_segment_loses_its_pages_and_poisons_it() {
+    let fs = SimFs::new();
+    let config = small_segments();
+    let mut log = open(&fs, &config);
+    let (mut model, mut n) = (vec![], 0);
+    for _ in 0..20 {
+        append(&mut log, &mut model, &mut n).unwrap();
+    }
+    // As Linux does: the pages that failed to reach the disk are dropped, and the descriptor
+    // that saw the error keeps failing, so nothing can be acknowledged past it by accident.
+    fs.fail(FaultOp::Sync, ".log", 1);
+    let e = log.take_seal().unwrap().run().unwrap_err();
+    assert!(e.data_lost);
+    assert!(log.take_seal().unwrap().run().is_err(), "the file stays failed");
+    assert!(
+        read_all(&log, 0).is_err(),
+        "a read of the lost segment is an error, not wrong data"
+    );
+    // After a restart the log opens and holds a prefix of what was appended.
+    drop(log);
+    fs.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, &config);
+    let end = log.log_end_offset() as usize;
+    assert_eq!(read_all(&log, 0).unwrap(), model[..end]);
 }
 
 #[test]
@@ -248,7 +274,7 @@ fn a_power_loss_keeps_exactly_what_was_fsynced() {
     for _ in 0..3 {
         append(&mut log, &mut model, &mut n).unwrap();
     }
-    assert!(log.segment_count() > 1, "rolled segments were fsynced as they rolled");
+    assert!(log.segment_count() > 1, "the sync covered rolled segments too");
     drop(log);
     fs.crash(CrashMode::DropUnsynced);
     let log = open(&fs, &config);
@@ -318,6 +344,10 @@ fn retired_segment_files_are_removed_in_the_background_and_after_a_crash() {
 enum Op {
     Append,
     Sync,
+    /// A group-commit fsync (`Log::sync_target`), as acknowledgements under flush.messages use.
+    GroupSync,
+    /// The background seal of rolled segments.
+    Seal,
     /// Arms a fault on the next matching operation.
     Fault(FaultOp),
     Fill,
@@ -338,7 +368,9 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         10 => Just(Op::Append),
-        2 => Just(Op::Sync),
+        1 => Just(Op::Sync),
+        2 => Just(Op::GroupSync),
+        2 => Just(Op::Seal),
         3 => fault.prop_map(Op::Fault),
         1 => Just(Op::Fill),
         2 => prop_oneof![Just(CrashMode::DropUnsynced), any::<u64>().prop_map(|seed| CrashMode::Torn { seed })].prop_map(Op::Crash),
@@ -356,40 +388,59 @@ proptest! {
         let fs = SimFs::new();
         let config = small_segments();
         let mut log = open(&fs, &config);
+        let mut commit = storage::GroupCommit::new(log.log_end_offset(), 0);
         let (mut model, mut n) = (Vec::<(i64, String)>::new(), 0u32);
         // Records below this count survived an fsync (a sync, or the log's open).
         let mut durable = 0usize;
+        // An fsync failed and lost pages: as a broker would, acknowledge nothing more as
+        // durable, and expect only a prefix after the next restart.
+        let mut failed = false;
         let mut start = 0i64;
         for op in ops {
+            let fsync_failures = fs.syncs_failed();
             match op.clone() {
                 Op::Append => {
                     let _ = append(&mut log, &mut model, &mut n);
                 }
                 Op::Sync => {
-                    if log.sync().is_ok() {
+                    if log.sync().is_ok() && !failed {
                         durable = model.len();
+                    }
+                }
+                Op::GroupSync => {
+                    let end = log.log_end_offset();
+                    let target = log.sync_target();
+                    if commit.sync_to(end, || 0, || target).is_ok() && !failed {
+                        durable = model.len();
+                    }
+                }
+                Op::Seal => {
+                    if let Some(work) = log.take_seal() {
+                        if work.run().is_ok() {
+                            log.sealed(work).unwrap();
+                        }
                     }
                 }
                 Op::Fault(f) => fs.fail(f, "", 1),
                 Op::Fill => fs.set_capacity(Some(fs.used() + 500)),
-                Op::Crash(mode) => {
+                Op::Crash(_) | Op::Restart => {
                     drop(log);
-                    fs.crash(mode);
+                    if let Op::Crash(mode) = op {
+                        fs.crash(mode);
+                    }
+                    fs.clear_faults();
                     fs.set_capacity(None);
                     log = open(&fs, &config);
+                    commit = storage::GroupCommit::new(log.log_end_offset(), 0);
                     let end = log.log_end_offset();
+                    if matches!(op, Op::Restart) && !failed {
+                        prop_assert_eq!(end, model.len() as i64, "a process restart loses nothing");
+                    }
                     prop_assert!(end as usize >= durable, "fsynced records survive: end {} < {}", end, durable);
                     prop_assert!(end as usize <= model.len(), "nothing unacknowledged appears");
                     model.truncate(end as usize);
                     durable = model.len();
-                }
-                Op::Restart => {
-                    drop(log);
-                    fs.clear_faults();
-                    fs.set_capacity(None);
-                    log = open(&fs, &config);
-                    prop_assert_eq!(log.log_end_offset(), model.len() as i64, "a process restart loses nothing");
-                    durable = model.len();
+                    failed = false;
                 }
                 Op::DeleteBefore(at) => {
                     let target = i64::from(at) % (model.len() as i64 + 1);
@@ -398,14 +449,15 @@ proptest! {
                     }
                 }
             }
+            failed |= fs.syncs_failed() > fsync_failures;
             if matches!(op, Op::Crash(_) | Op::Restart) {
                 // A DeleteRecords that failed after its checkpoint landed may count after all.
                 prop_assert!(log.log_start_offset() >= start);
                 start = log.log_start_offset();
             }
             prop_assert_eq!(log.log_start_offset(), start);
-            if matches!(op, Op::Fault(_)) {
-                continue; // armed for the next operation
+            if matches!(op, Op::Fault(_)) || failed {
+                continue; // armed for the next operation, or reads may fail until a restart
             }
             fs.clear_faults();
             let got = read_all(&log, start);
