@@ -11,8 +11,8 @@
 //! commit, and a backend seam ([`Fs`]) with a descriptor-bounded real backend and a
 //! fault-injecting simulated one ([`sim::SimFs`]).
 //!
-//! Not built: a zero-copy read path (reads are one `pread` into a buffer) and CRC checks of
-//! sealed segments (left to clients, as in Kafka).
+//! Reads verify every batch's CRC before serving it. Not built: a zero-copy read path (a read
+//! is one `pread` into a buffer).
 
 mod delete;
 pub mod disk;

@@ -312,6 +312,19 @@ fn a_corrupt_batch_inside_an_fsynced_segment_is_reported_not_served_or_cut() {
         model[last as usize..],
         "later segments are unaffected"
     );
+    // A flipped bit inside a record (covered only by the CRC) in the second segment: the
+    // batches before it are served, the damaged one is not.
+    drop(log);
+    let second = PathBuf::from(format!("/data/t-0/{:020}.log", 30));
+    let at = 3 * batch_bytes + batch_bytes - 5;
+    let byte = fs.contents(&second).unwrap()[at];
+    fs.corrupt(&second, at, &[byte ^ 0x10]);
+    let log = open(&fs, &config);
+    let served: Vec<_> = RecordBatch::iter_all(log.read(30, 1_000_000).unwrap())
+        .map(|b| b.unwrap().last_offset())
+        .collect();
+    assert_eq!(served, vec![34, 39, 44], "the three batches before the damaged one");
+    assert!(matches!(log.read(45, 1000), Err(StorageError::Corrupt { .. })));
 }
 
 #[test]

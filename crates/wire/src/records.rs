@@ -29,7 +29,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const HEADER_BYTES: usize = 61;
 /// The bytes before the batch length field ends: base offset and the length itself.
 pub const LOG_OVERHEAD: usize = 12;
-const CRC_START: usize = 21;
+pub const CRC_START: usize = 21;
 
 pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
