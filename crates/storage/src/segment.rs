@@ -577,7 +577,10 @@ impl Segment {
             return Err(StorageError::Corrupt {
                 path: self.log_path.clone(),
                 position: first.position,
-                why: format!("the batch at offset {} fails its CRC or framing; not served", first.base_offset),
+                why: format!(
+                    "the batch at offset {} fails its CRC or framing; not served",
+                    first.base_offset
+                ),
             });
         }
         buf.truncate(end);

@@ -52,6 +52,19 @@ fn open(fs: &SimFs, config: &LogConfig) -> Log {
     Log::open_on(&fs, Path::new("/data/t-0"), config.clone(), false).expect("the log opens")
 }
 
+/// A log on a fresh `SimFs` with `batches` batches of 5 records appended (6 batches fit in a
+/// segment of `small_segments()`).
+fn filled(batches: usize) -> (SimFs, LogConfig, Log, Vec<(i64, String)>, u32) {
+    let fs = SimFs::new();
+    let config = small_segments();
+    let mut log = open(&fs, &config);
+    let (mut model, mut n) = (vec![], 0);
+    for _ in 0..batches {
+        append(&mut log, &mut model, &mut n).unwrap();
+    }
+    (fs, config, log, model, n)
+}
+
 fn small_segments() -> LogConfig {
     LogConfig {
         segment_bytes: 2_000,
@@ -86,13 +99,7 @@ fn every_write_fault_is_an_error_and_the_log_stays_whole() {
         (FaultOp::Open, ".log"),
     ];
     for (op, path) in cases {
-        let fs = SimFs::new();
-        let config = small_segments();
-        let mut log = open(&fs, &config);
-        let (mut model, mut n) = (vec![], 0);
-        for _ in 0..6 {
-            append(&mut log, &mut model, &mut n).unwrap();
-        }
+        let (fs, config, mut log, mut model, mut n) = filled(6);
         if op == FaultOp::SetLen {
             fs.fail(FaultOp::ShortWrite, ".log", 1);
         }
@@ -133,13 +140,7 @@ fn a_failed_seal_is_an_error_says_whether_data_may_be_lost_and_runs_again() {
         (FaultOp::Sync, ".index", false),
     ];
     for (op, path, data_lost) in cases {
-        let fs = SimFs::new();
-        let config = small_segments();
-        let mut log = open(&fs, &config);
-        let (mut model, mut n) = (vec![], 0);
-        for _ in 0..20 {
-            append(&mut log, &mut model, &mut n).unwrap();
-        }
+        let (fs, config, mut log, model, _n) = filled(20);
         assert!(log.seal_pending().load(std::sync::atomic::Ordering::Acquire));
         fs.fail(op, path, 1);
         let work = log.take_seal().expect("rolled segments wait for their seal");
@@ -164,13 +165,7 @@ fn a_failed_seal_is_an_error_says_whether_data_may_be_lost_and_runs_again() {
 
 #[test]
 fn a_failed_fsync_of_a_rolled_segment_loses_its_pages_and_poisons_it() {
-    let fs = SimFs::new();
-    let config = small_segments();
-    let mut log = open(&fs, &config);
-    let (mut model, mut n) = (vec![], 0);
-    for _ in 0..20 {
-        append(&mut log, &mut model, &mut n).unwrap();
-    }
+    let (fs, config, log, model, _n) = filled(20);
     // As Linux does: the pages that failed to reach the disk are dropped, and the descriptor
     // that saw the error keeps failing, so nothing can be acknowledged past it by accident.
     fs.fail(FaultOp::Sync, ".log", 1);
@@ -228,13 +223,7 @@ fn a_read_fault_is_an_error_and_the_next_read_works() {
 
 #[test]
 fn a_full_disk_stops_appends_and_they_resume_when_space_returns() {
-    let fs = SimFs::new();
-    let config = small_segments();
-    let mut log = open(&fs, &config);
-    let (mut model, mut n) = (vec![], 0);
-    for _ in 0..4 {
-        append(&mut log, &mut model, &mut n).unwrap();
-    }
+    let (fs, config, mut log, mut model, mut n) = filled(4);
     fs.set_capacity(Some(fs.used() + 1_000));
     let mut full = 0;
     for _ in 0..30 {
@@ -262,13 +251,7 @@ fn a_full_disk_stops_appends_and_they_resume_when_space_returns() {
 
 #[test]
 fn a_power_loss_keeps_exactly_what_was_fsynced() {
-    let fs = SimFs::new();
-    let config = small_segments();
-    let mut log = open(&fs, &config);
-    let (mut model, mut n) = (vec![], 0);
-    for _ in 0..30 {
-        append(&mut log, &mut model, &mut n).unwrap();
-    }
+    let (fs, config, mut log, mut model, mut n) = filled(30);
     log.sync().unwrap();
     let synced = model.len();
     for _ in 0..3 {
@@ -283,13 +266,7 @@ fn a_power_loss_keeps_exactly_what_was_fsynced() {
 
 #[test]
 fn a_corrupt_batch_inside_an_fsynced_segment_is_reported_not_served_or_cut() {
-    let fs = SimFs::new();
-    let config = small_segments();
-    let mut log = open(&fs, &config);
-    let (mut model, mut n) = (vec![], 0);
-    for _ in 0..20 {
-        append(&mut log, &mut model, &mut n).unwrap();
-    }
+    let (fs, config, mut log, model, _n) = filled(20);
     assert!(log.segment_count() >= 3);
     log.sync().unwrap();
     drop(log);
@@ -329,13 +306,7 @@ fn a_corrupt_batch_inside_an_fsynced_segment_is_reported_not_served_or_cut() {
 
 #[test]
 fn retired_segment_files_are_removed_in_the_background_and_after_a_crash() {
-    let fs = SimFs::new();
-    let config = small_segments();
-    let mut log = open(&fs, &config);
-    let (mut model, mut n) = (vec![], 0);
-    for _ in 0..20 {
-        append(&mut log, &mut model, &mut n).unwrap();
-    }
+    let (fs, config, mut log, model, _n) = filled(20);
     let segments = log.segment_count();
     log.delete_records_before(60).unwrap();
     assert!(log.segment_count() < segments);
