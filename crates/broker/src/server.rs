@@ -252,7 +252,11 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let synced = tokio::task::spawn_blocking(move || {
             for p in seal {
                 if let Err(e) = p.seal() {
-                    warn!(topic = %p.topic, partition = p.index, error = %e, "sealing a rolled segment failed; retrying");
+                    // Retried every tick; said once a minute per partition (a full disk would
+                    // otherwise fill the log with it).
+                    if p.should_report_seal_failure(now) {
+                        warn!(topic = %p.topic, partition = p.index, error = %e, "sealing a rolled segment failed; retrying");
+                    }
                 }
             }
             for p in due {

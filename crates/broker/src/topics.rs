@@ -308,6 +308,8 @@ pub struct Partition {
     pub commit: GroupCommit,
     /// Set while rolled segments wait to be sealed (see `storage::Log::take_seal`).
     seal_pending: Arc<AtomicBool>,
+    /// When a failed seal was last reported (ms since the epoch).
+    seal_failure_reported_ms: AtomicI64,
 }
 
 impl Partition {
@@ -328,6 +330,16 @@ impl Partition {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether a seal failure at `now_ms` should be logged: at most once a minute.
+    pub fn should_report_seal_failure(&self, now_ms: i64) -> bool {
+        let last = self.seal_failure_reported_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= 60_000
+            && self
+                .seal_failure_reported_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Whether rolled segments wait to be sealed.
@@ -582,6 +594,7 @@ impl Topics {
         let seal_pending = log.seal_pending();
         Ok(Arc::new(Partition {
             seal_pending,
+            seal_failure_reported_ms: AtomicI64::new(i64::MIN),
             topic: name.to_string(),
             index,
             leader_epoch: 0,
