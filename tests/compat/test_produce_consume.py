@@ -381,11 +381,21 @@ def test_idempotent_producers_of_every_client(broker):
     assert sorted(m.value() for m in got) == sorted([b"%d" % i for i in range(200)] + [b"kp%d" % i for i in range(50)])
 
 
+def idempotent_batch(pid, epoch, first_seq, count):
+    """A v2 batch of `count` records from an idempotent producer, built by kafka-python's own
+    builder; record values are seq<N>."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=pid,
+                                  producer_epoch=epoch, base_sequence=first_seq, batch_size=1 << 20)
+    for i in range(count):
+        b.append(i, timestamp=None, key=None, value=b"seq%d" % (first_seq + i), headers=[])
+    return bytes(b.build())
+
+
 def test_a_retried_batch_is_stored_once(broker):
     """A retry after a lost response, which real clients only send on network failures:
     driven by hand with kafka-python's own v2 batch builder."""
-    from kafka.record.default_records import DefaultRecordBatchBuilder
-
     topic = topic_name("retry")
     create_topic(broker.bootstrap, topic)
     s = raw.connect(broker.port)
@@ -393,11 +403,7 @@ def test_a_retried_batch_is_stored_once(broker):
     assert err == 0 and pid >= 0 and epoch == 0
 
     def batch(first_seq, count):
-        b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=pid,
-                                      producer_epoch=epoch, base_sequence=first_seq, batch_size=1 << 20)
-        for i in range(count):
-            b.append(i, timestamp=None, key=None, value=b"seq%d" % (first_seq + i), headers=[])
-        return bytes(b.build())
+        return idempotent_batch(pid, epoch, first_seq, count)
 
     assert raw.produce_v3(s, topic, 0, batch(0, 3), 2) == (0, 0)
     assert raw.produce_v3(s, topic, 0, batch(0, 3), 3) == (0, 0), "the retry gets the original offset"
@@ -412,8 +418,6 @@ def test_producer_state_survives_a_restart(make_broker, sig):
     """A retry sent after the broker restarted still gets the original offset: after a clean
     stop the producer state comes from the snapshot written then; after SIGKILL it is rebuilt
     from the batch headers in the log."""
-    from kafka.record.default_records import DefaultRecordBatchBuilder
-
     b = make_broker().start()
     topic = topic_name("pstate")
     create_topic(b.bootstrap, topic)
@@ -422,11 +426,7 @@ def test_producer_state_survives_a_restart(make_broker, sig):
     assert err == 0
 
     def batch(first_seq, count):
-        bb = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=pid,
-                                       producer_epoch=epoch, base_sequence=first_seq, batch_size=1 << 20)
-        for i in range(count):
-            bb.append(i, timestamp=None, key=None, value=b"seq%d" % (first_seq + i), headers=[])
-        return bytes(bb.build())
+        return idempotent_batch(pid, epoch, first_seq, count)
 
     assert raw.produce_v3(s, topic, 0, batch(0, 3), 2) == (0, 0)
     assert raw.produce_v3(s, topic, 0, batch(3, 2), 3) == (0, 3)

@@ -143,9 +143,10 @@ impl From<SealError> for StorageError {
 }
 
 impl Log {
-    /// Opens the log in `dir` (creating it if need be), recovering it as after a crash: every
-    /// segment's batches are walked to rebuild its index, the last segment's CRCs are checked,
-    /// and a torn or corrupt tail is truncated. Files go through [`default_fs`].
+    /// Opens the log in `dir` (creating it if need be), recovering it as after a crash: sealed
+    /// segments are trusted, the last segment and any unsealed one are walked with their CRCs
+    /// checked and cut at a torn batch, and segments after a short one are dropped. Files go
+    /// through [`default_fs`].
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
         Self::open_on(&default_fs(), dir, config, false)
     }

@@ -387,8 +387,9 @@ impl Segment {
         })
     }
 
-    /// The header of the batch at `position`, which lies inside the recovered region, where
-    /// every batch was checked on open: an unreadable one there is corruption.
+    /// The header of the batch at `position`, which lies inside the segment's valid region
+    /// (checked by recovery, or vouched for by a sealed index): an unreadable one there is
+    /// corruption.
     fn header_at(&self, position: u64) -> Result<BatchInfo, StorageError> {
         read_batch_info(&*self.log, position, self.size)
             .map_err(io(&self.log_path))?

@@ -4,6 +4,8 @@
 //! still reads exactly the batches it acknowledged, and it opens again, crash or not. After a
 //! power loss, everything fsynced is there and nothing half-written is visible.
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
@@ -26,25 +28,8 @@ fn value(n: u32, bytes: usize) -> String {
 }
 
 /// Every record from `offset` on: (offset, value). Batches must be whole and their CRCs good.
-fn read_all(log: &Log, mut offset: i64) -> Result<Vec<(i64, String)>, StorageError> {
-    let mut out = vec![];
-    loop {
-        let data = log.read(offset, 4096)?;
-        if data.is_empty() {
-            return Ok(out);
-        }
-        for b in RecordBatch::iter_all(data) {
-            let b = b.expect("whole batches");
-            b.verify_crc().expect("crc");
-            for r in b.records(1 << 20).unwrap() {
-                let r = r.unwrap();
-                if r.offset >= offset {
-                    out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
-                }
-            }
-            offset = b.last_offset() + 1;
-        }
-    }
+fn read_all(log: &Log, offset: i64) -> Result<Vec<(i64, String)>, StorageError> {
+    common::read_records(log, offset, 4096)
 }
 
 fn open(fs: &SimFs, config: &LogConfig) -> Log {

@@ -1,9 +1,11 @@
 //! The log against an in-memory model: random appends, reads, restarts and torn tails.
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use storage::{Log, LogConfig};
-use wire::records::{BatchBuilder, RecordBatch};
+use wire::records::BatchBuilder;
 use wire::Compression;
 
 fn batch(first_value: u32, count: u32, value_bytes: usize) -> Bytes {
@@ -16,25 +18,8 @@ fn batch(first_value: u32, count: u32, value_bytes: usize) -> Bytes {
 }
 
 /// Every record value readable from `offset` on, in order.
-fn read_values(log: &Log, mut offset: i64, max_bytes: usize) -> Vec<(i64, String)> {
-    let mut out = vec![];
-    loop {
-        let data = log.read(offset, max_bytes).expect("read");
-        if data.is_empty() {
-            return out;
-        }
-        for b in RecordBatch::iter_all(data) {
-            let b = b.expect("whole batches");
-            b.verify_crc().expect("crc");
-            for r in b.records(1 << 20).unwrap() {
-                let r = r.unwrap();
-                if r.offset >= offset {
-                    out.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
-                }
-            }
-            offset = b.last_offset() + 1;
-        }
-    }
+fn read_values(log: &Log, offset: i64, max_bytes: usize) -> Vec<(i64, String)> {
+    common::read_records(log, offset, max_bytes).expect("read")
 }
 
 #[derive(Debug, Clone)]
