@@ -212,6 +212,8 @@ struct Ctx {
     defined: BTreeSet<String>,
     common: BTreeMap<String, Vec<Field>>,
     message: String,
+    /// Responses also get an `ErrorCodes` impl, so the broker can count the errors it sends.
+    response: bool,
 }
 
 pub fn snake(name: &str) -> String {
@@ -550,8 +552,52 @@ impl Ctx {
                 );
             }
         }
+        if self.response {
+            self.gen_error_codes(&mut o, name, &infos);
+        }
         self.out.push_str(&o);
         Ok(())
+    }
+
+    /// `impl ErrorCodes`: calls `f` with every non-zero `*ErrorCode` field, in this struct and in
+    /// the structs it holds.
+    fn gen_error_codes(&self, o: &mut String, name: &str, infos: &[FieldInfo]) {
+        let mut body = String::new();
+        for fi in infos {
+            let field = &fi.rust_name;
+            let option = fi.is_option(self.valid);
+            match &fi.ty {
+                Ty::Int16 if fi.kafka_name.ends_with("ErrorCode") && !option => {
+                    let _ = writeln!(
+                        body,
+                        "        if self.{field} != 0 {{\n            f(self.{field});\n        }}"
+                    );
+                }
+                Ty::Struct(_) if option => {
+                    let _ = writeln!(body, "        if let Some(x) = &self.{field} {{\n            c::ErrorCodes::error_codes(x, f);\n        }}");
+                }
+                Ty::Struct(_) => {
+                    let _ = writeln!(body, "        c::ErrorCodes::error_codes(&self.{field}, f);");
+                }
+                Ty::Array(inner) if matches!(inner.as_ref(), Ty::Struct(_)) => {
+                    let items = if option {
+                        format!("self.{field}.iter().flatten()")
+                    } else {
+                        format!("&self.{field}")
+                    };
+                    let _ = writeln!(
+                        body,
+                        "        for x in {items} {{\n            c::ErrorCodes::error_codes(x, f);\n        }}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        let f = if body.is_empty() { "_f" } else { "f" };
+        let _ = writeln!(
+            o,
+            "impl c::ErrorCodes for {name} {{\n    fn error_codes(&self, {f}: &mut dyn FnMut(i16)) {{\n{body}    }}\n}}\n"
+        );
     }
 
     /// The versions in which a field sits in the fixed part of the message (not tagged).
@@ -750,6 +796,7 @@ fn gen_spec(spec: &Spec) -> Result<(String, Generated)> {
             .map(|s| (s.name.clone(), s.fields.clone()))
             .collect(),
         message: spec.name.clone(),
+        response: spec.kind == "response",
     };
     let _ = writeln!(
         ctx.out,

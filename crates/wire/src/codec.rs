@@ -42,6 +42,12 @@ pub trait Encode {
     fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError>;
 }
 
+/// Visits the non-zero error codes a response carries, at every level (top, topic,
+/// partition), so the broker can count what it answers with.
+pub trait ErrorCodes {
+    fn error_codes(&self, f: &mut dyn FnMut(i16));
+}
+
 /// Reads a value in a given version of its message.
 pub trait Decode: Sized {
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError>;

@@ -10,6 +10,6 @@ pub mod frame;
 pub mod messages;
 pub mod records;
 
-pub use codec::{ApiMessage, Decode, DecodeError, Encode, EncodeError, Message, Uuid};
+pub use codec::{ApiMessage, Decode, DecodeError, Encode, EncodeError, ErrorCodes, Message, Uuid};
 pub use compression::Compression;
 pub use messages::{ApiKey, ErrorCode};

@@ -75,3 +75,11 @@ impl c::Message for AddOffsetsToTxnResponse {
 impl c::ApiMessage for AddOffsetsToTxnResponse {
     const API_KEY: i16 = 25;
 }
+
+impl c::ErrorCodes for AddOffsetsToTxnResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -122,6 +122,20 @@ impl c::ApiMessage for AddPartitionsToTxnResponse {
     const API_KEY: i16 = 24;
 }
 
+impl c::ErrorCodes for AddPartitionsToTxnResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.results_by_transaction {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.results_by_topic_v3_and_below {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AddPartitionsToTxnPartitionResult {
@@ -167,6 +181,14 @@ impl c::Decode for AddPartitionsToTxnPartitionResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AddPartitionsToTxnPartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.partition_error_code != 0 {
+            f(self.partition_error_code);
+        }
     }
 }
 
@@ -227,6 +249,14 @@ impl c::Decode for AddPartitionsToTxnTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AddPartitionsToTxnTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results_by_partition {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -295,5 +325,13 @@ impl c::Decode for AddPartitionsToTxnResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AddPartitionsToTxnResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topic_results {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

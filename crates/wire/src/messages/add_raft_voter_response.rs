@@ -87,3 +87,11 @@ impl c::Message for AddRaftVoterResponse {
 impl c::ApiMessage for AddRaftVoterResponse {
     const API_KEY: i16 = 80;
 }
+
+impl c::ErrorCodes for AddRaftVoterResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -85,3 +85,11 @@ impl c::Message for AllocateProducerIdsResponse {
 impl c::ApiMessage for AllocateProducerIdsResponse {
     const API_KEY: i16 = 67;
 }
+
+impl c::ErrorCodes for AllocateProducerIdsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -88,6 +88,14 @@ impl c::ApiMessage for AlterClientQuotasResponse {
     const API_KEY: i16 = 49;
 }
 
+impl c::ErrorCodes for AlterClientQuotasResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.entries {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct EntityData {
@@ -141,6 +149,10 @@ impl c::Decode for EntityData {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for EntityData {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,5 +224,16 @@ impl c::Decode for EntryData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for EntryData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.entity {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -105,6 +105,17 @@ impl c::ApiMessage for AlterPartitionReassignmentsResponse {
     const API_KEY: i16 = 45;
 }
 
+impl c::ErrorCodes for AlterPartitionReassignmentsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReassignablePartitionResponse {
@@ -165,6 +176,14 @@ impl c::Decode for ReassignablePartitionResponse {
     }
 }
 
+impl c::ErrorCodes for ReassignablePartitionResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReassignableTopicResponse {
@@ -222,5 +241,13 @@ impl c::Decode for ReassignableTopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ReassignableTopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

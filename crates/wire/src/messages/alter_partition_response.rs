@@ -92,6 +92,17 @@ impl c::ApiMessage for AlterPartitionResponse {
     const API_KEY: i16 = 56;
 }
 
+impl c::ErrorCodes for AlterPartitionResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionData {
@@ -181,6 +192,14 @@ impl c::Decode for PartitionData {
     }
 }
 
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicData {
@@ -250,5 +269,13 @@ impl c::Decode for TopicData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -88,6 +88,14 @@ impl c::ApiMessage for AlterReplicaLogDirsResponse {
     const API_KEY: i16 = 34;
 }
 
+impl c::ErrorCodes for AlterReplicaLogDirsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AlterReplicaLogDirPartitionResult {
@@ -133,6 +141,14 @@ impl c::Decode for AlterReplicaLogDirPartitionResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AlterReplicaLogDirPartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -193,5 +209,13 @@ impl c::Decode for AlterReplicaLogDirTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AlterReplicaLogDirTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -88,6 +88,14 @@ impl c::ApiMessage for AlterUserScramCredentialsResponse {
     const API_KEY: i16 = 51;
 }
 
+impl c::ErrorCodes for AlterUserScramCredentialsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AlterUserScramCredentialsResult {
@@ -145,5 +153,13 @@ impl c::Decode for AlterUserScramCredentialsResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AlterUserScramCredentialsResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

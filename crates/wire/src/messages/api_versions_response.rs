@@ -185,6 +185,23 @@ impl c::ApiMessage for ApiVersionsResponse {
     const API_KEY: i16 = 18;
 }
 
+impl c::ErrorCodes for ApiVersionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.api_keys {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.supported_features {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.finalized_features {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ApiVersion {
@@ -236,6 +253,10 @@ impl c::Decode for ApiVersion {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ApiVersion {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +324,10 @@ impl c::Decode for SupportedFeatureKey {
     }
 }
 
+impl c::ErrorCodes for SupportedFeatureKey {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FinalizedFeatureKey {
@@ -366,4 +391,8 @@ impl c::Decode for FinalizedFeatureKey {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for FinalizedFeatureKey {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -92,6 +92,17 @@ impl c::ApiMessage for AssignReplicasToDirsResponse {
     const API_KEY: i16 = 73;
 }
 
+impl c::ErrorCodes for AssignReplicasToDirsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.directories {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionData {
@@ -137,6 +148,14 @@ impl c::Decode for PartitionData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -199,6 +218,14 @@ impl c::Decode for TopicData {
     }
 }
 
+impl c::ErrorCodes for TopicData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DirectoryData {
@@ -255,5 +282,13 @@ impl c::Decode for DirectoryData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DirectoryData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -90,3 +90,11 @@ impl c::Message for BrokerHeartbeatResponse {
 impl c::ApiMessage for BrokerHeartbeatResponse {
     const API_KEY: i16 = 63;
 }
+
+impl c::ErrorCodes for BrokerHeartbeatResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -80,3 +80,11 @@ impl c::Message for BrokerRegistrationResponse {
 impl c::ApiMessage for BrokerRegistrationResponse {
     const API_KEY: i16 = 62;
 }
+
+impl c::ErrorCodes for BrokerRegistrationResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -88,6 +88,14 @@ impl c::ApiMessage for ConsumerGroupDescribeResponse {
     const API_KEY: i16 = 69;
 }
 
+impl c::ErrorCodes for ConsumerGroupDescribeResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.groups {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicPartitions {
@@ -153,6 +161,10 @@ impl c::Decode for TopicPartitions {
     }
 }
 
+impl c::ErrorCodes for TopicPartitions {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Assignment {
@@ -205,6 +217,14 @@ impl c::Decode for Assignment {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for Assignment {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topic_partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -329,6 +349,13 @@ impl c::Decode for Member {
     }
 }
 
+impl c::ErrorCodes for Member {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        c::ErrorCodes::error_codes(&self.assignment, f);
+        c::ErrorCodes::error_codes(&self.target_assignment, f);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribedGroup {
@@ -428,5 +455,16 @@ impl c::Decode for DescribedGroup {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribedGroup {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.members {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

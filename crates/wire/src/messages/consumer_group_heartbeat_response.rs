@@ -129,6 +129,17 @@ impl c::ApiMessage for ConsumerGroupHeartbeatResponse {
     const API_KEY: i16 = 68;
 }
 
+impl c::ErrorCodes for ConsumerGroupHeartbeatResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        if let Some(x) = &self.assignment {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicPartitions {
@@ -189,6 +200,10 @@ impl c::Decode for TopicPartitions {
     }
 }
 
+impl c::ErrorCodes for TopicPartitions {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Assignment {
@@ -241,5 +256,13 @@ impl c::Decode for Assignment {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for Assignment {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topic_partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

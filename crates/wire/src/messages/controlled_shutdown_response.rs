@@ -88,6 +88,17 @@ impl c::ApiMessage for ControlledShutdownResponse {
     const API_KEY: i16 = 7;
 }
 
+impl c::ErrorCodes for ControlledShutdownResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.remaining_partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct RemainingPartition {
@@ -134,4 +145,8 @@ impl c::Decode for RemainingPartition {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for RemainingPartition {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -87,3 +87,11 @@ impl c::Message for ControllerRegistrationResponse {
 impl c::ApiMessage for ControllerRegistrationResponse {
     const API_KEY: i16 = 70;
 }
+
+impl c::ErrorCodes for ControllerRegistrationResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -88,6 +88,14 @@ impl c::ApiMessage for CreateAclsResponse {
     const API_KEY: i16 = 30;
 }
 
+impl c::ErrorCodes for CreateAclsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AclCreationResult {
@@ -140,5 +148,13 @@ impl c::Decode for AclCreationResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AclCreationResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

@@ -129,3 +129,11 @@ impl c::Message for CreateDelegationTokenResponse {
 impl c::ApiMessage for CreateDelegationTokenResponse {
     const API_KEY: i16 = 38;
 }
+
+impl c::ErrorCodes for CreateDelegationTokenResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

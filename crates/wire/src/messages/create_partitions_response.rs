@@ -88,6 +88,14 @@ impl c::ApiMessage for CreatePartitionsResponse {
     const API_KEY: i16 = 37;
 }
 
+impl c::ErrorCodes for CreatePartitionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CreatePartitionsTopicResult {
@@ -145,5 +153,13 @@ impl c::Decode for CreatePartitionsTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for CreatePartitionsTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

@@ -92,6 +92,14 @@ impl c::ApiMessage for CreateTopicsResponse {
     const API_KEY: i16 = 19;
 }
 
+impl c::ErrorCodes for CreateTopicsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CreatableTopicConfigs {
@@ -188,6 +196,10 @@ impl c::Decode for CreatableTopicConfigs {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for CreatableTopicConfigs {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -341,5 +353,19 @@ impl c::Decode for CreatableTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for CreatableTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        if self.topic_config_error_code != 0 {
+            f(self.topic_config_error_code);
+        }
+        for x in self.configs.iter().flatten() {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

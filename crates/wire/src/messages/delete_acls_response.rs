@@ -88,6 +88,14 @@ impl c::ApiMessage for DeleteAclsResponse {
     const API_KEY: i16 = 31;
 }
 
+impl c::ErrorCodes for DeleteAclsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.filter_results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeleteAclsMatchingAcl {
@@ -182,6 +190,14 @@ impl c::Decode for DeleteAclsMatchingAcl {
     }
 }
 
+impl c::ErrorCodes for DeleteAclsMatchingAcl {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeleteAclsFilterResult {
@@ -251,5 +267,16 @@ impl c::Decode for DeleteAclsFilterResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeleteAclsFilterResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.matching_acls {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

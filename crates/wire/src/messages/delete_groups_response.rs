@@ -88,6 +88,14 @@ impl c::ApiMessage for DeleteGroupsResponse {
     const API_KEY: i16 = 42;
 }
 
+impl c::ErrorCodes for DeleteGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeletableGroupResult {
@@ -133,5 +141,13 @@ impl c::Decode for DeletableGroupResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeletableGroupResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

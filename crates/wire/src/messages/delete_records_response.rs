@@ -88,6 +88,14 @@ impl c::ApiMessage for DeleteRecordsResponse {
     const API_KEY: i16 = 21;
 }
 
+impl c::ErrorCodes for DeleteRecordsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeleteRecordsPartitionResult {
@@ -138,6 +146,14 @@ impl c::Decode for DeleteRecordsPartitionResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeleteRecordsPartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -198,5 +214,13 @@ impl c::Decode for DeleteRecordsTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeleteRecordsTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

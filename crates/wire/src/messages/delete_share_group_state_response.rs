@@ -81,6 +81,14 @@ impl c::ApiMessage for DeleteShareGroupStateResponse {
     const API_KEY: i16 = 86;
 }
 
+impl c::ErrorCodes for DeleteShareGroupStateResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionResult {
@@ -141,6 +149,14 @@ impl c::Decode for PartitionResult {
     }
 }
 
+impl c::ErrorCodes for PartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeleteStateResult {
@@ -198,5 +214,13 @@ impl c::Decode for DeleteStateResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeleteStateResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

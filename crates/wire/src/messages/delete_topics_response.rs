@@ -92,6 +92,14 @@ impl c::ApiMessage for DeleteTopicsResponse {
     const API_KEY: i16 = 20;
 }
 
+impl c::ErrorCodes for DeleteTopicsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DeletableTopicResult {
@@ -185,5 +193,13 @@ impl c::Decode for DeletableTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DeletableTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

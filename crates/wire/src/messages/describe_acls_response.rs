@@ -105,6 +105,17 @@ impl c::ApiMessage for DescribeAclsResponse {
     const API_KEY: i16 = 29;
 }
 
+impl c::ErrorCodes for DescribeAclsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.resources {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AclDescription {
@@ -161,6 +172,10 @@ impl c::Decode for AclDescription {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for AclDescription {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,5 +249,13 @@ impl c::Decode for DescribeAclsResource {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribeAclsResource {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.acls {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -112,6 +112,17 @@ impl c::ApiMessage for DescribeClientQuotasResponse {
     const API_KEY: i16 = 48;
 }
 
+impl c::ErrorCodes for DescribeClientQuotasResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in self.entries.iter().flatten() {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct EntityData {
@@ -167,6 +178,10 @@ impl c::Decode for EntityData {
     }
 }
 
+impl c::ErrorCodes for EntityData {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ValueData {
@@ -213,6 +228,10 @@ impl c::Decode for ValueData {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ValueData {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -284,5 +303,16 @@ impl c::Decode for EntryData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for EntryData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.entity {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.values {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

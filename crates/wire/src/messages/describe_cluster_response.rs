@@ -129,6 +129,17 @@ impl c::ApiMessage for DescribeClusterResponse {
     const API_KEY: i16 = 60;
 }
 
+impl c::ErrorCodes for DescribeClusterResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.brokers {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeClusterBroker {
@@ -192,4 +203,8 @@ impl c::Decode for DescribeClusterBroker {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for DescribeClusterBroker {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

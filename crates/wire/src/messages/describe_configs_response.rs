@@ -88,6 +88,14 @@ impl c::ApiMessage for DescribeConfigsResponse {
     const API_KEY: i16 = 32;
 }
 
+impl c::ErrorCodes for DescribeConfigsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeConfigsSynonym {
@@ -158,6 +166,10 @@ impl c::Decode for DescribeConfigsSynonym {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for DescribeConfigsSynonym {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +301,14 @@ impl c::Decode for DescribeConfigsResourceResult {
     }
 }
 
+impl c::ErrorCodes for DescribeConfigsResourceResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.synonyms {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeConfigsResult {
@@ -368,5 +388,16 @@ impl c::Decode for DescribeConfigsResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribeConfigsResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.configs {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -93,6 +93,17 @@ impl c::ApiMessage for DescribeDelegationTokenResponse {
     const API_KEY: i16 = 41;
 }
 
+impl c::ErrorCodes for DescribeDelegationTokenResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.tokens {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribedDelegationTokenRenewer {
@@ -139,6 +150,10 @@ impl c::Decode for DescribedDelegationTokenRenewer {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for DescribedDelegationTokenRenewer {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,5 +262,13 @@ impl c::Decode for DescribedDelegationToken {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribedDelegationToken {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.renewers {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -92,6 +92,14 @@ impl c::ApiMessage for DescribeGroupsResponse {
     const API_KEY: i16 = 15;
 }
 
+impl c::ErrorCodes for DescribeGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.groups {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribedGroupMember {
@@ -181,6 +189,10 @@ impl c::Decode for DescribedGroupMember {
     }
 }
 
+impl c::ErrorCodes for DescribedGroupMember {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribedGroup {
@@ -267,5 +279,16 @@ impl c::Decode for DescribedGroup {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribedGroup {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.members {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

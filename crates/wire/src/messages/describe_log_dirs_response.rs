@@ -97,6 +97,17 @@ impl c::ApiMessage for DescribeLogDirsResponse {
     const API_KEY: i16 = 35;
 }
 
+impl c::ErrorCodes for DescribeLogDirsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeLogDirsPartition {
@@ -155,6 +166,10 @@ impl c::Decode for DescribeLogDirsPartition {
     }
 }
 
+impl c::ErrorCodes for DescribeLogDirsPartition {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeLogDirsTopic {
@@ -211,6 +226,14 @@ impl c::Decode for DescribeLogDirsTopic {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribeLogDirsTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -294,5 +317,16 @@ impl c::Decode for DescribeLogDirsResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribeLogDirsResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

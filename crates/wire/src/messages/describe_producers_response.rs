@@ -88,6 +88,14 @@ impl c::ApiMessage for DescribeProducersResponse {
     const API_KEY: i16 = 61;
 }
 
+impl c::ErrorCodes for DescribeProducersResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ProducerState {
@@ -148,6 +156,10 @@ impl c::Decode for ProducerState {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ProducerState {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +238,17 @@ impl c::Decode for PartitionResponse {
     }
 }
 
+impl c::ErrorCodes for PartitionResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.active_producers {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicResponse {
@@ -283,5 +306,13 @@ impl c::Decode for TopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

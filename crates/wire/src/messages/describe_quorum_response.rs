@@ -131,6 +131,20 @@ impl c::ApiMessage for DescribeQuorumResponse {
     const API_KEY: i16 = 55;
 }
 
+impl c::ErrorCodes for DescribeQuorumResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.nodes {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReplicaState {
@@ -202,6 +216,10 @@ impl c::Decode for ReplicaState {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ReplicaState {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -321,6 +339,20 @@ impl c::Decode for PartitionData {
     }
 }
 
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.current_voters {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.observers {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicData {
@@ -377,6 +409,14 @@ impl c::Decode for TopicData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -445,6 +485,10 @@ impl c::Decode for Listener {
     }
 }
 
+impl c::ErrorCodes for Listener {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Node {
@@ -510,5 +554,13 @@ impl c::Decode for Node {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for Node {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.listeners {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -109,6 +109,17 @@ impl c::ApiMessage for DescribeTopicPartitionsResponse {
     const API_KEY: i16 = 75;
 }
 
+impl c::ErrorCodes for DescribeTopicPartitionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        if let Some(x) = &self.next_cursor {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeTopicPartitionsResponsePartition {
@@ -266,6 +277,14 @@ impl c::Decode for DescribeTopicPartitionsResponsePartition {
     }
 }
 
+impl c::ErrorCodes for DescribeTopicPartitionsResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeTopicPartitionsResponseTopic {
@@ -355,6 +374,17 @@ impl c::Decode for DescribeTopicPartitionsResponseTopic {
     }
 }
 
+impl c::ErrorCodes for DescribeTopicPartitionsResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Cursor {
@@ -401,4 +431,8 @@ impl c::Decode for Cursor {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for Cursor {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

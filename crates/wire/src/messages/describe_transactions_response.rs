@@ -87,6 +87,14 @@ impl c::ApiMessage for DescribeTransactionsResponse {
     const API_KEY: i16 = 65;
 }
 
+impl c::ErrorCodes for DescribeTransactionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.transaction_states {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicData {
@@ -143,6 +151,10 @@ impl c::Decode for TopicData {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for TopicData {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,5 +237,16 @@ impl c::Decode for TransactionState {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TransactionState {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

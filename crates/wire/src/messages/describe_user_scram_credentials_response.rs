@@ -105,6 +105,17 @@ impl c::ApiMessage for DescribeUserScramCredentialsResponse {
     const API_KEY: i16 = 50;
 }
 
+impl c::ErrorCodes for DescribeUserScramCredentialsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CredentialInfo {
@@ -151,6 +162,10 @@ impl c::Decode for CredentialInfo {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for CredentialInfo {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,5 +242,16 @@ impl c::Decode for DescribeUserScramCredentialsResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for DescribeUserScramCredentialsResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.credential_infos {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

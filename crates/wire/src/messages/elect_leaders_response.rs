@@ -97,6 +97,17 @@ impl c::ApiMessage for ElectLeadersResponse {
     const API_KEY: i16 = 43;
 }
 
+impl c::ErrorCodes for ElectLeadersResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.replica_election_results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionResult {
@@ -157,6 +168,14 @@ impl c::Decode for PartitionResult {
     }
 }
 
+impl c::ErrorCodes for PartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReplicaElectionResult {
@@ -214,5 +233,13 @@ impl c::Decode for ReplicaElectionResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ReplicaElectionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partition_result {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -119,6 +119,20 @@ impl c::ApiMessage for EndQuorumEpochResponse {
     const API_KEY: i16 = 54;
 }
 
+impl c::ErrorCodes for EndQuorumEpochResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionData {
@@ -173,6 +187,14 @@ impl c::Decode for PartitionData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -232,6 +254,14 @@ impl c::Decode for TopicData {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -298,4 +328,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

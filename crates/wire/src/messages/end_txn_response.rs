@@ -93,3 +93,11 @@ impl c::Message for EndTxnResponse {
 impl c::ApiMessage for EndTxnResponse {
     const API_KEY: i16 = 26;
 }
+
+impl c::ErrorCodes for EndTxnResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

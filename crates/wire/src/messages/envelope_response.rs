@@ -83,3 +83,11 @@ impl c::Message for EnvelopeResponse {
 impl c::ApiMessage for EnvelopeResponse {
     const API_KEY: i16 = 58;
 }
+
+impl c::ErrorCodes for EnvelopeResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

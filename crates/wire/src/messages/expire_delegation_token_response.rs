@@ -80,3 +80,11 @@ impl c::Message for ExpireDelegationTokenResponse {
 impl c::ApiMessage for ExpireDelegationTokenResponse {
     const API_KEY: i16 = 40;
 }
+
+impl c::ErrorCodes for ExpireDelegationTokenResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

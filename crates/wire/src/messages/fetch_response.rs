@@ -142,6 +142,20 @@ impl c::ApiMessage for FetchResponse {
     const API_KEY: i16 = 1;
 }
 
+impl c::ErrorCodes for FetchResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct EpochEndOffset {
@@ -194,6 +208,10 @@ impl c::Decode for EpochEndOffset {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for EpochEndOffset {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -252,6 +270,10 @@ impl c::Decode for LeaderIdAndEpoch {
     }
 }
 
+impl c::ErrorCodes for LeaderIdAndEpoch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct SnapshotId {
@@ -296,6 +318,10 @@ impl c::Decode for SnapshotId {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for SnapshotId {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +378,10 @@ impl c::Decode for AbortedTransaction {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for AbortedTransaction {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -541,6 +571,20 @@ impl c::Decode for PartitionData {
     }
 }
 
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        c::ErrorCodes::error_codes(&self.diverging_epoch, f);
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+        c::ErrorCodes::error_codes(&self.snapshot_id, f);
+        for x in self.aborted_transactions.iter().flatten() {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FetchableTopicResponse {
@@ -611,6 +655,14 @@ impl c::Decode for FetchableTopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for FetchableTopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -701,4 +753,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

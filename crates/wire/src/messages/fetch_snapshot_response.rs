@@ -125,6 +125,20 @@ impl c::ApiMessage for FetchSnapshotResponse {
     const API_KEY: i16 = 59;
 }
 
+impl c::ErrorCodes for FetchSnapshotResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct SnapshotId {
@@ -169,6 +183,10 @@ impl c::Decode for SnapshotId {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for SnapshotId {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +235,10 @@ impl c::Decode for LeaderIdAndEpoch {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for LeaderIdAndEpoch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -305,6 +327,16 @@ impl c::Decode for PartitionSnapshot {
     }
 }
 
+impl c::ErrorCodes for PartitionSnapshot {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        c::ErrorCodes::error_codes(&self.snapshot_id, f);
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicSnapshot {
@@ -362,6 +394,14 @@ impl c::Decode for TopicSnapshot {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicSnapshot {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -428,4 +468,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -156,6 +156,17 @@ impl c::ApiMessage for FindCoordinatorResponse {
     const API_KEY: i16 = 10;
 }
 
+impl c::ErrorCodes for FindCoordinatorResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.coordinators {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Coordinator {
@@ -260,5 +271,13 @@ impl c::Decode for Coordinator {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for Coordinator {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

@@ -134,3 +134,11 @@ impl c::Message for GetTelemetrySubscriptionsResponse {
 impl c::ApiMessage for GetTelemetrySubscriptionsResponse {
     const API_KEY: i16 = 71;
 }
+
+impl c::ErrorCodes for GetTelemetrySubscriptionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -79,3 +79,11 @@ impl c::Message for HeartbeatResponse {
 impl c::ApiMessage for HeartbeatResponse {
     const API_KEY: i16 = 12;
 }
+
+impl c::ErrorCodes for HeartbeatResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

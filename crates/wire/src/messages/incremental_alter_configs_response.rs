@@ -88,6 +88,14 @@ impl c::ApiMessage for IncrementalAlterConfigsResponse {
     const API_KEY: i16 = 44;
 }
 
+impl c::ErrorCodes for IncrementalAlterConfigsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct AlterConfigsResourceResponse {
@@ -150,5 +158,13 @@ impl c::Decode for AlterConfigsResourceResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for AlterConfigsResourceResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

@@ -85,3 +85,11 @@ impl c::Message for InitProducerIdResponse {
 impl c::ApiMessage for InitProducerIdResponse {
     const API_KEY: i16 = 22;
 }
+
+impl c::ErrorCodes for InitProducerIdResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -81,6 +81,14 @@ impl c::ApiMessage for InitializeShareGroupStateResponse {
     const API_KEY: i16 = 83;
 }
 
+impl c::ErrorCodes for InitializeShareGroupStateResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionResult {
@@ -141,6 +149,14 @@ impl c::Decode for PartitionResult {
     }
 }
 
+impl c::ErrorCodes for PartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct InitializeStateResult {
@@ -198,5 +214,13 @@ impl c::Decode for InitializeStateResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for InitializeStateResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -164,6 +164,17 @@ impl c::ApiMessage for JoinGroupResponse {
     const API_KEY: i16 = 11;
 }
 
+impl c::ErrorCodes for JoinGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.members {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct JoinGroupResponseMember {
@@ -237,4 +248,8 @@ impl c::Decode for JoinGroupResponseMember {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for JoinGroupResponseMember {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

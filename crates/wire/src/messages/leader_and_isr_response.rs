@@ -113,6 +113,20 @@ impl c::ApiMessage for LeaderAndIsrResponse {
     const API_KEY: i16 = 4;
 }
 
+impl c::ErrorCodes for LeaderAndIsrResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.partition_errors {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LeaderAndIsrPartitionError {
@@ -167,6 +181,14 @@ impl c::Decode for LeaderAndIsrPartitionError {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for LeaderAndIsrPartitionError {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -235,5 +257,13 @@ impl c::Decode for LeaderAndIsrTopicError {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for LeaderAndIsrTopicError {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partition_errors {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

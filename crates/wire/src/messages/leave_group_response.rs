@@ -101,6 +101,17 @@ impl c::ApiMessage for LeaveGroupResponse {
     const API_KEY: i16 = 13;
 }
 
+impl c::ErrorCodes for LeaveGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.members {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MemberResponse {
@@ -178,5 +189,13 @@ impl c::Decode for MemberResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for MemberResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

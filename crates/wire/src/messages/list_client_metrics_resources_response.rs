@@ -93,6 +93,17 @@ impl c::ApiMessage for ListClientMetricsResourcesResponse {
     const API_KEY: i16 = 74;
 }
 
+impl c::ErrorCodes for ListClientMetricsResourcesResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.client_metrics_resources {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ClientMetricsResource {
@@ -132,4 +143,8 @@ impl c::Decode for ClientMetricsResource {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ClientMetricsResource {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -97,6 +97,17 @@ impl c::ApiMessage for ListGroupsResponse {
     const API_KEY: i16 = 16;
 }
 
+impl c::ErrorCodes for ListGroupsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.groups {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ListedGroup {
@@ -161,4 +172,8 @@ impl c::Decode for ListedGroup {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for ListedGroup {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

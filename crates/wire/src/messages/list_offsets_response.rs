@@ -92,6 +92,14 @@ impl c::ApiMessage for ListOffsetsResponse {
     const API_KEY: i16 = 2;
 }
 
+impl c::ErrorCodes for ListOffsetsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ListOffsetsPartitionResponse {
@@ -187,6 +195,14 @@ impl c::Decode for ListOffsetsPartitionResponse {
     }
 }
 
+impl c::ErrorCodes for ListOffsetsPartitionResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ListOffsetsTopicResponse {
@@ -244,5 +260,13 @@ impl c::Decode for ListOffsetsTopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ListOffsetsTopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

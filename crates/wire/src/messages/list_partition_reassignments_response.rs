@@ -105,6 +105,17 @@ impl c::ApiMessage for ListPartitionReassignmentsResponse {
     const API_KEY: i16 = 46;
 }
 
+impl c::ErrorCodes for ListPartitionReassignmentsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OngoingPartitionReassignment {
@@ -199,6 +210,10 @@ impl c::Decode for OngoingPartitionReassignment {
     }
 }
 
+impl c::ErrorCodes for OngoingPartitionReassignment {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OngoingTopicReassignment {
@@ -256,5 +271,13 @@ impl c::Decode for OngoingTopicReassignment {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OngoingTopicReassignment {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -108,6 +108,17 @@ impl c::ApiMessage for ListTransactionsResponse {
     const API_KEY: i16 = 66;
 }
 
+impl c::ErrorCodes for ListTransactionsResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.transaction_states {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TransactionState {
@@ -157,4 +168,8 @@ impl c::Decode for TransactionState {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for TransactionState {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -151,6 +151,17 @@ impl c::ApiMessage for MetadataResponse {
     const API_KEY: i16 = 3;
 }
 
+impl c::ErrorCodes for MetadataResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.brokers {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MetadataResponseBroker {
@@ -226,6 +237,10 @@ impl c::Decode for MetadataResponseBroker {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for MetadataResponseBroker {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -345,6 +360,14 @@ impl c::Decode for MetadataResponsePartition {
     }
 }
 
+impl c::ErrorCodes for MetadataResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct MetadataResponseTopic {
@@ -449,5 +472,16 @@ impl c::Decode for MetadataResponseTopic {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for MetadataResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -92,6 +92,14 @@ impl c::ApiMessage for OffsetCommitResponse {
     const API_KEY: i16 = 8;
 }
 
+impl c::ErrorCodes for OffsetCommitResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetCommitResponsePartition {
@@ -137,6 +145,14 @@ impl c::Decode for OffsetCommitResponsePartition {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetCommitResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -197,5 +213,13 @@ impl c::Decode for OffsetCommitResponseTopic {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetCommitResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -82,6 +82,17 @@ impl c::ApiMessage for OffsetDeleteResponse {
     const API_KEY: i16 = 47;
 }
 
+impl c::ErrorCodes for OffsetDeleteResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetDeleteResponsePartition {
@@ -116,6 +127,14 @@ impl c::Decode for OffsetDeleteResponsePartition {
         this.partition_index = c::get_i32(buf)?;
         this.error_code = c::get_i16(buf)?;
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetDeleteResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -165,5 +184,13 @@ impl c::Decode for OffsetDeleteResponseTopic {
             }
         };
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetDeleteResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -126,6 +126,20 @@ impl c::ApiMessage for OffsetFetchResponse {
     const API_KEY: i16 = 9;
 }
 
+impl c::ErrorCodes for OffsetFetchResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.groups {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetFetchResponsePartition {
@@ -224,6 +238,14 @@ impl c::Decode for OffsetFetchResponsePartition {
     }
 }
 
+impl c::ErrorCodes for OffsetFetchResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetFetchResponseTopic {
@@ -289,6 +311,14 @@ impl c::Decode for OffsetFetchResponseTopic {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetFetchResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -390,6 +420,14 @@ impl c::Decode for OffsetFetchResponsePartitions {
     }
 }
 
+impl c::ErrorCodes for OffsetFetchResponsePartitions {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetFetchResponseTopics {
@@ -455,6 +493,14 @@ impl c::Decode for OffsetFetchResponseTopics {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetFetchResponseTopics {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -532,5 +578,16 @@ impl c::Decode for OffsetFetchResponseGroup {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetFetchResponseGroup {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

@@ -92,6 +92,14 @@ impl c::ApiMessage for OffsetForLeaderEpochResponse {
     const API_KEY: i16 = 23;
 }
 
+impl c::ErrorCodes for OffsetForLeaderEpochResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct EpochEndOffset {
@@ -154,6 +162,14 @@ impl c::Decode for EpochEndOffset {
     }
 }
 
+impl c::ErrorCodes for EpochEndOffset {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct OffsetForLeaderTopicResult {
@@ -211,5 +227,13 @@ impl c::Decode for OffsetForLeaderTopicResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for OffsetForLeaderTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -124,6 +124,17 @@ impl c::ApiMessage for ProduceResponse {
     const API_KEY: i16 = 0;
 }
 
+impl c::ErrorCodes for ProduceResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct BatchIndexAndErrorMessage {
@@ -197,6 +208,10 @@ impl c::Decode for BatchIndexAndErrorMessage {
     }
 }
 
+impl c::ErrorCodes for BatchIndexAndErrorMessage {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LeaderIdAndEpoch {
@@ -251,6 +266,10 @@ impl c::Decode for LeaderIdAndEpoch {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for LeaderIdAndEpoch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -388,6 +407,18 @@ impl c::Decode for PartitionProduceResponse {
     }
 }
 
+impl c::ErrorCodes for PartitionProduceResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.record_errors {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TopicProduceResponse {
@@ -445,6 +476,14 @@ impl c::Decode for TopicProduceResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TopicProduceResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partition_responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -535,4 +574,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -75,3 +75,11 @@ impl c::Message for PushTelemetryResponse {
 impl c::ApiMessage for PushTelemetryResponse {
     const API_KEY: i16 = 72;
 }
+
+impl c::ErrorCodes for PushTelemetryResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

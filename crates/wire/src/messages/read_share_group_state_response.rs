@@ -81,6 +81,14 @@ impl c::ApiMessage for ReadShareGroupStateResponse {
     const API_KEY: i16 = 84;
 }
 
+impl c::ErrorCodes for ReadShareGroupStateResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct StateBatch {
@@ -137,6 +145,10 @@ impl c::Decode for StateBatch {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for StateBatch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +237,17 @@ impl c::Decode for PartitionResult {
     }
 }
 
+impl c::ErrorCodes for PartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.state_batches {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReadStateResult {
@@ -282,5 +305,13 @@ impl c::Decode for ReadStateResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ReadStateResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -81,6 +81,14 @@ impl c::ApiMessage for ReadShareGroupStateSummaryResponse {
     const API_KEY: i16 = 87;
 }
 
+impl c::ErrorCodes for ReadShareGroupStateSummaryResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct PartitionResult {
@@ -151,6 +159,14 @@ impl c::Decode for PartitionResult {
     }
 }
 
+impl c::ErrorCodes for PartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReadStateSummaryResult {
@@ -208,5 +224,13 @@ impl c::Decode for ReadStateSummaryResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ReadStateSummaryResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -87,3 +87,11 @@ impl c::Message for RemoveRaftVoterResponse {
 impl c::ApiMessage for RemoveRaftVoterResponse {
     const API_KEY: i16 = 81;
 }
+
+impl c::ErrorCodes for RemoveRaftVoterResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

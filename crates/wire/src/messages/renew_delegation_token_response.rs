@@ -80,3 +80,11 @@ impl c::Message for RenewDelegationTokenResponse {
 impl c::ApiMessage for RenewDelegationTokenResponse {
     const API_KEY: i16 = 39;
 }
+
+impl c::ErrorCodes for RenewDelegationTokenResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -97,3 +97,11 @@ impl c::Message for SaslAuthenticateResponse {
 impl c::ApiMessage for SaslAuthenticateResponse {
     const API_KEY: i16 = 36;
 }
+
+impl c::ErrorCodes for SaslAuthenticateResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

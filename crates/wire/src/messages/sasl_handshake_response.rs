@@ -76,3 +76,11 @@ impl c::Message for SaslHandshakeResponse {
 impl c::ApiMessage for SaslHandshakeResponse {
     const API_KEY: i16 = 17;
 }
+
+impl c::ErrorCodes for SaslHandshakeResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -122,6 +122,20 @@ impl c::ApiMessage for ShareAcknowledgeResponse {
     const API_KEY: i16 = 79;
 }
 
+impl c::ErrorCodes for ShareAcknowledgeResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LeaderIdAndEpoch {
@@ -168,6 +182,10 @@ impl c::Decode for LeaderIdAndEpoch {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for LeaderIdAndEpoch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +252,15 @@ impl c::Decode for PartitionData {
     }
 }
 
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ShareAcknowledgeTopicResponse {
@@ -291,6 +318,14 @@ impl c::Decode for ShareAcknowledgeTopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ShareAcknowledgeTopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -357,4 +392,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -122,6 +122,20 @@ impl c::ApiMessage for ShareFetchResponse {
     const API_KEY: i16 = 78;
 }
 
+impl c::ErrorCodes for ShareFetchResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.responses {
+            c::ErrorCodes::error_codes(x, f);
+        }
+        for x in &self.node_endpoints {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LeaderIdAndEpoch {
@@ -168,6 +182,10 @@ impl c::Decode for LeaderIdAndEpoch {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for LeaderIdAndEpoch {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +239,10 @@ impl c::Decode for AcquiredRecords {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for AcquiredRecords {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,6 +356,21 @@ impl c::Decode for PartitionData {
     }
 }
 
+impl c::ErrorCodes for PartitionData {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        if self.acknowledge_error_code != 0 {
+            f(self.acknowledge_error_code);
+        }
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+        for x in &self.acquired_records {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ShareFetchableTopicResponse {
@@ -391,6 +428,14 @@ impl c::Decode for ShareFetchableTopicResponse {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for ShareFetchableTopicResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
 
@@ -457,4 +502,8 @@ impl c::Decode for NodeEndpoint {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for NodeEndpoint {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

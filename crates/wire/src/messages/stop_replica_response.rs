@@ -88,6 +88,17 @@ impl c::ApiMessage for StopReplicaResponse {
     const API_KEY: i16 = 5;
 }
 
+impl c::ErrorCodes for StopReplicaResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.partition_errors {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct StopReplicaPartitionError {
@@ -138,5 +149,13 @@ impl c::Decode for StopReplicaPartitionError {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for StopReplicaPartitionError {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

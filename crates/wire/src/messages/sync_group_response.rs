@@ -133,3 +133,11 @@ impl c::Message for SyncGroupResponse {
 impl c::ApiMessage for SyncGroupResponse {
     const API_KEY: i16 = 14;
 }
+
+impl c::ErrorCodes for SyncGroupResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

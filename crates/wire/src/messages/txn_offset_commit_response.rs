@@ -88,6 +88,14 @@ impl c::ApiMessage for TxnOffsetCommitResponse {
     const API_KEY: i16 = 28;
 }
 
+impl c::ErrorCodes for TxnOffsetCommitResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct TxnOffsetCommitResponsePartition {
@@ -133,6 +141,14 @@ impl c::Decode for TxnOffsetCommitResponsePartition {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TxnOffsetCommitResponsePartition {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -193,5 +209,13 @@ impl c::Decode for TxnOffsetCommitResponseTopic {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for TxnOffsetCommitResponseTopic {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }

@@ -87,3 +87,11 @@ impl c::Message for UnregisterBrokerResponse {
 impl c::ApiMessage for UnregisterBrokerResponse {
     const API_KEY: i16 = 64;
 }
+
+impl c::ErrorCodes for UnregisterBrokerResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

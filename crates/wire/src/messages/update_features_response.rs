@@ -109,6 +109,17 @@ impl c::ApiMessage for UpdateFeaturesResponse {
     const API_KEY: i16 = 57;
 }
 
+impl c::ErrorCodes for UpdateFeaturesResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        for x in &self.results {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct UpdatableFeatureResult {
@@ -166,5 +177,13 @@ impl c::Decode for UpdatableFeatureResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for UpdatableFeatureResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }

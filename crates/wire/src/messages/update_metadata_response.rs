@@ -68,3 +68,11 @@ impl c::Message for UpdateMetadataResponse {
 impl c::ApiMessage for UpdateMetadataResponse {
     const API_KEY: i16 = 6;
 }
+
+impl c::ErrorCodes for UpdateMetadataResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+    }
+}

@@ -93,6 +93,15 @@ impl c::ApiMessage for UpdateRaftVoterResponse {
     const API_KEY: i16 = 82;
 }
 
+impl c::ErrorCodes for UpdateRaftVoterResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
+        c::ErrorCodes::error_codes(&self.current_leader, f);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct CurrentLeader {
@@ -149,4 +158,8 @@ impl c::Decode for CurrentLeader {
         }
         Ok(this)
     }
+}
+
+impl c::ErrorCodes for CurrentLeader {
+    fn error_codes(&self, _f: &mut dyn FnMut(i16)) {}
 }

@@ -81,6 +81,14 @@ impl c::ApiMessage for WriteTxnMarkersResponse {
     const API_KEY: i16 = 27;
 }
 
+impl c::ErrorCodes for WriteTxnMarkersResponse {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.markers {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct WritableTxnMarkerPartitionResult {
@@ -126,6 +134,14 @@ impl c::Decode for WritableTxnMarkerPartitionResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for WritableTxnMarkerPartitionResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        if self.error_code != 0 {
+            f(self.error_code);
+        }
     }
 }
 
@@ -189,6 +205,14 @@ impl c::Decode for WritableTxnMarkerTopicResult {
     }
 }
 
+impl c::ErrorCodes for WritableTxnMarkerTopicResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.partitions {
+            c::ErrorCodes::error_codes(x, f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct WritableTxnMarkerResult {
@@ -246,5 +270,13 @@ impl c::Decode for WritableTxnMarkerResult {
             }
         }
         Ok(this)
+    }
+}
+
+impl c::ErrorCodes for WritableTxnMarkerResult {
+    fn error_codes(&self, f: &mut dyn FnMut(i16)) {
+        for x in &self.topics {
+            c::ErrorCodes::error_codes(x, f);
+        }
     }
 }
