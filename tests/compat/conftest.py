@@ -24,9 +24,14 @@ class Broker:
     def __init__(self, data_dir: Path, port: int | None = None, extra_args=()):
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.admin_port = free_port()
         self.extra_args = list(extra_args)
         self.proc = None
         self.log_path = data_dir.parent / f"broker-{self.port}.log"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def bootstrap(self) -> str:
@@ -36,7 +41,17 @@ class Broker:
         assert BINARY.exists(), f"{BINARY} is missing: run `cargo build --bin sluice` first"
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(BINARY), "server", "--listeners", self.bootstrap, "--data-dir", str(self.data_dir), *self.extra_args],
+            [
+                str(BINARY),
+                "server",
+                "--listeners",
+                self.bootstrap,
+                "--admin-listeners",
+                f"127.0.0.1:{self.admin_port}",
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra_args,
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -58,6 +58,8 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// `listeners`: the address clients connect to (`host:port`, or `PLAINTEXT://host:port`).
     pub listener: Listener,
+    /// `admin.listeners`: where the admin HTTP port listens (`None`: it is off).
+    pub admin_bind: Option<SocketAddr>,
     /// `log.dirs`: where data lives.
     pub data_dir: PathBuf,
     /// `max.connections`: connections held at once; past it, accepting pauses until one closes.
@@ -102,6 +104,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "advertised.listeners",
         "",
         "address clients are told to connect to (default: listeners)",
+    ),
+    (
+        "admin.listeners",
+        "127.0.0.1:9644",
+        "address of the admin HTTP port: /metrics, /health, /ready (empty: off)",
     ),
     ("log.dirs", "./sluice-data", "directory that holds the broker's data"),
     ("max.connections", "10000", "client connections held at once"),
@@ -366,6 +373,12 @@ impl ConfigLayers {
         } else {
             parse_host_port(&adv_text).map_err(|why| invalid("advertised.listeners", why))?
         };
+        let admin_text = get("admin.listeners").0.trim().to_string();
+        let admin_bind = if admin_text.is_empty() {
+            None
+        } else {
+            Some(parse_addr(&admin_text).map_err(|why| invalid("admin.listeners", why))?)
+        };
         let data_dir = PathBuf::from(get("log.dirs").0.trim());
         if data_dir.as_os_str().is_empty() {
             return Err(invalid("log.dirs", "must not be empty".into()));
@@ -454,6 +467,7 @@ impl ConfigLayers {
                 advertised_host,
                 advertised_port,
             },
+            admin_bind,
             data_dir,
             connections_max,
             request_frame_bytes_max: request_frame_bytes_max as usize,

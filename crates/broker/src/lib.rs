@@ -4,11 +4,13 @@
 //! Bytes are parsed only by `wire`; data is stored only by `storage`. This crate turns requests
 //! into calls on those and responses back into bytes.
 
+pub mod admin;
 pub mod config;
 pub mod dynamic_config;
 pub mod group;
 pub mod handlers;
 pub mod meta;
+pub mod metrics;
 pub mod producers;
 pub mod server;
 pub mod topics;
@@ -27,4 +29,5 @@ pub struct Broker {
     pub groups: group::coordinator::Coordinator,
     /// Woken after every append, so waiting fetches look again.
     pub data_arrived: tokio::sync::Notify,
+    pub metrics: metrics::Metrics,
 }

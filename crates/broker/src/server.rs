@@ -40,6 +40,8 @@ pub enum StartError {
 /// A bound broker, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The admin HTTP port, unless `admin.listeners` is empty.
+    admin: Option<TcpListener>,
     broker: Arc<Broker>,
     _lock: DataDirLock,
 }
@@ -55,7 +57,8 @@ impl Server {
         topic_defaults.configs = dynamic.topic_defaults();
         let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
         raise_open_files_limit(config.open_files_max + config.connections_max + 256);
-        let fs: Arc<dyn storage::Fs> = Arc::new(storage::RealFs::new(config.open_files_max));
+        let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
+        let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let started = std::time::Instant::now();
         let topics =
             crate::topics::Topics::open(&config.data_dir, topic_defaults, clean, fs).map_err(StartError::Topics)?;
@@ -76,6 +79,16 @@ impl Server {
             config.listener.advertised_port = local.port();
         }
         config.listener.bind = local;
+        let admin = match config.admin_bind {
+            None => None,
+            Some(addr) => {
+                let admin = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                config.admin_bind = Some(admin.local_addr().map_err(|source| StartError::Bind { addr, source })?);
+                Some(admin)
+            }
+        };
         let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
         let groups =
             crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
@@ -87,9 +100,11 @@ impl Server {
             producer_ids,
             groups,
             data_arrived: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::new(Some(real_fs)),
         };
         Ok(Server {
             listener,
+            admin,
             broker: Arc::new(broker),
             _lock: lock,
         })
@@ -97,6 +112,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.broker.config.listener.bind
+    }
+
+    /// Where the admin HTTP port listens, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.broker.config.admin_bind
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
@@ -112,6 +132,7 @@ impl Server {
             node_id = c.node_id,
             listener = %c.listener.bind,
             advertised = %format!("{}:{}", c.listener.advertised_host, c.listener.advertised_port),
+            admin = %c.admin_bind.map_or("off".to_string(), |a| format!("http://{a}")),
             data_dir = %c.data_dir.display(),
             cluster_id = %broker.cluster_id,
             topics = broker.topics.list().len(),
@@ -123,6 +144,20 @@ impl Server {
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
         let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
         let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // The admin port outlives the client listener: `/ready` says 503 while connections drain.
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin = self.admin.map(|listener| {
+            let mut stop = admin_stop_rx;
+            tokio::spawn(crate::admin::serve(
+                listener,
+                broker.clone(),
+                ready.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -149,8 +184,10 @@ impl Server {
             let broker = broker.clone();
             let memory = memory.clone();
             let stop = stop_rx.clone();
+            broker.metrics.connections_accepted.inc();
             tasks.spawn(async move {
                 let _permit = permit;
+                let _open = crate::metrics::Waiting::new(&broker.metrics.connections);
                 debug!(%peer, "connection opened");
                 if let Err(e) = serve(stream, peer, &broker, &memory, stop).await {
                     debug!(%peer, error = %e, "connection closed");
@@ -160,6 +197,7 @@ impl Server {
             while tasks.try_join_next().is_some() {}
         }
         info!("shutting down: no new connections; finishing requests in progress");
+        ready.store(false, std::sync::atomic::Ordering::Release);
         let _ = stop_tx.send(true);
         broker.groups.shutdown();
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} });
@@ -188,6 +226,10 @@ impl Server {
             }
             Ok(Err(e)) => warn!(error = %e, "could not sync every log at shutdown: the next start recovers them"),
             Err(e) => warn!(error = %e, "shutdown sync task failed"),
+        }
+        let _ = admin_stop_tx.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         info!("sluice broker stopped");
     }

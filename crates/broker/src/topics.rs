@@ -310,6 +310,8 @@ pub struct Partition {
     seal_pending: Arc<AtomicBool>,
     /// When a failed seal was last reported (ms since the epoch).
     seal_failure_reported_ms: AtomicI64,
+    /// Bytes and records appended and fetched, for metrics.
+    pub traffic: crate::metrics::Traffic,
 }
 
 impl Partition {
@@ -595,6 +597,7 @@ impl Topics {
         Ok(Arc::new(Partition {
             seal_pending,
             seal_failure_reported_ms: AtomicI64::new(i64::MIN),
+            traffic: Default::default(),
             topic: name.to_string(),
             index,
             leader_epoch: 0,

@@ -38,6 +38,10 @@ struct ServerArgs {
     /// Address clients are told to connect to (advertised.listeners).
     #[arg(long)]
     advertised_listeners: Option<String>,
+    /// Address of the admin HTTP port for /metrics, /health and /ready; empty turns it off
+    /// (admin.listeners).
+    #[arg(long)]
+    admin_listeners: Option<String>,
     /// Directory for the broker's data (log.dirs).
     #[arg(long)]
     data_dir: Option<String>,
@@ -79,6 +83,7 @@ fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
         ("node.id", &args.node_id),
         ("listeners", &args.listeners),
         ("advertised.listeners", &args.advertised_listeners),
+        ("admin.listeners", &args.admin_listeners),
         ("log.dirs", &args.data_dir),
     ];
     for (key, value) in flags {

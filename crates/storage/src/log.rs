@@ -349,7 +349,14 @@ impl Log {
         // Index entries hold offsets relative to the base as u32.
         let too_wide = last_offset - active.base_offset() > i64::from(u32::MAX);
         if (too_big || too_old || too_wide) && !active.is_empty() {
-            self.roll(base_offset, now_ms)?;
+            let why = if too_big {
+                "segment.bytes"
+            } else if too_old {
+                "segment.ms"
+            } else {
+                "offset range"
+            };
+            self.roll(base_offset, now_ms, why)?;
         }
         let mut stamped = BytesMut::from(&batch[..]);
         records::stamp(&mut stamped, base_offset, leader_epoch);
@@ -368,7 +375,8 @@ impl Log {
 
     /// Starts a new segment at `base_offset`. Nothing is fsynced: the old segment becomes
     /// unsealed, and [`Log::take_seal`] (run in the background) makes it durable.
-    fn roll(&mut self, base_offset: i64, now_ms: i64) -> Result<(), StorageError> {
+    /// `why`: what triggered the roll, for the log line.
+    fn roll(&mut self, base_offset: i64, now_ms: i64, why: &str) -> Result<(), StorageError> {
         self.active_mut().seal()?;
         let seg = Segment::create(
             &self.fs,
@@ -378,7 +386,8 @@ impl Log {
             Some(now_ms),
         )?;
         let old = self.active().base_offset();
-        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
+        // One line per roll: rare at the default segment.bytes (1 GiB).
+        tracing::info!(dir = %self.dir.display(), base_offset, why, "rolled a new segment");
         self.segments.insert(base_offset, seg);
         self.unsealed.insert(old);
         self.dir_changes += 1;
@@ -512,7 +521,7 @@ impl Log {
         }
         if takes_active {
             let end = self.log_end_offset();
-            self.roll(end, now_ms)?;
+            self.roll(end, now_ms, "retention takes the whole log")?;
         }
         if let Some(start) = new_start.filter(|s| *s > self.log_start_offset) {
             self.set_log_start_offset(start)?;

@@ -356,6 +356,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A group's members and committed offsets (topic, partition, offset), as metrics report them.
+pub struct GroupOffsets {
+    pub id: String,
+    pub members: usize,
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
 /// A group as DescribeGroups reports it.
 pub struct GroupDescription {
     pub state: &'static str,
@@ -744,6 +751,25 @@ impl Coordinator {
             }
         }
         all.sort();
+        all
+    }
+
+    /// Every group's member count and committed offsets, for metrics.
+    pub fn lag_snapshot(&self) -> Vec<GroupOffsets> {
+        let Some(shards) = self.shards.get() else {
+            return vec![];
+        };
+        let mut all = vec![];
+        for s in shards {
+            for (id, g) in &s.lock().groups {
+                all.push(GroupOffsets {
+                    id: id.clone(),
+                    members: g.member_count(),
+                    offsets: g.offsets().map(|((t, p), o)| (t.clone(), *p, o.offset)).collect(),
+                });
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
 

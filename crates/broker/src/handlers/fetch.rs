@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wire::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use wire::messages::{FetchRequest, FetchResponse};
+use wire::records::RecordBatch;
 use wire::{ErrorCode, Uuid};
 
 /// Upper bound on how long any fetch waits, whatever the client asks.
@@ -128,6 +129,25 @@ fn collect(wanted: &[Wanted], version: i16, max_bytes: usize) -> (Vec<FetchableT
     (responses, total)
 }
 
+/// Counts the bytes and records a response sends, per partition.
+fn count_sent(wanted: &[Wanted], responses: &[FetchableTopicResponse]) {
+    for (w, t) in wanted.iter().zip(responses) {
+        let Ok(topic) = &w.topic else { continue };
+        for p in &t.partitions {
+            let Some(data) = p.records.as_ref().filter(|d| !d.is_empty()) else {
+                continue;
+            };
+            if let Some(part) = topic.partition(p.partition_index) {
+                let records = RecordBatch::iter_all(data.clone())
+                    .map_while(Result::ok)
+                    .map(|b| b.record_count().max(0) as u64)
+                    .sum();
+                part.traffic.add_out(data.len(), records);
+            }
+        }
+    }
+}
+
 pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> FetchResponse {
     let wanted: Vec<Wanted> = request
         .topics
@@ -164,14 +184,19 @@ pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> Fet
         let (responses, total) = collect(&wanted, version, max_bytes);
         let errors = responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
         if total >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
+            count_sent(&wanted, &responses);
             return FetchResponse {
                 responses,
                 session_id: 0,
                 ..Default::default()
             };
         }
-        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+        let in_purgatory = crate::metrics::Waiting::new(&broker.metrics.fetch_waiting);
+        let woken = tokio::time::timeout_at(deadline, arrived).await;
+        drop(in_purgatory);
+        if woken.is_err() {
             let (responses, _) = collect(&wanted, version, max_bytes);
+            count_sent(&wanted, &responses);
             return FetchResponse {
                 responses,
                 session_id: 0,

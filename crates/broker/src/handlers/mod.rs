@@ -21,8 +21,9 @@ mod produce;
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
-use wire::{frame, Encode};
+use wire::{frame, Encode, ErrorCodes};
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -73,16 +74,32 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (*lo, *hi))
 }
 
-fn respond<B: Encode>(header: &RequestHeader, api_key: ApiKey, version: i16, body: &B) -> Outcome {
+/// The request being answered, and the error codes its response carried (for metrics).
+struct Ctx {
+    header: RequestHeader,
+    api_key: ApiKey,
+    version: i16,
+    errors: Mutex<Vec<i16>>,
+}
+
+fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
+    let (api_key, version) = (ctx.api_key, ctx.version);
     let mut out = BytesMut::new();
-    match frame::encode_response(&mut out, header.correlation_id, api_key, version, body) {
-        Ok(()) => Outcome::Respond(out),
+    match frame::encode_response(&mut out, ctx.header.correlation_id, api_key, version, body) {
+        Ok(()) => {
+            let mut errors = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
+            body.error_codes(&mut |code| errors.push(code));
+            Outcome::Respond(out)
+        }
         Err(e) => Outcome::Close(format!("cannot encode {} v{version} response: {e}", api_key.name())),
     }
 }
 
-/// `peer`: the client's address (shown as a group member's host).
+/// `peer`: the client's address (shown as a group member's host). Every request the broker
+/// serves is counted, with its duration and the errors in its response; one it closes the
+/// connection over is not.
 pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -> Outcome {
+    let started = std::time::Instant::now();
     let header = match frame::decode_request_header(&mut frame) {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("unreadable request header: {e}")),
@@ -94,7 +111,14 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
     if api_key == ApiKey::ApiVersions {
         // ApiVersions is answered even for versions we lack, so clients can find ours.
         let response = api_versions::handle(&header, frame);
-        return respond(&header, api_key, response.version, &response.body);
+        let ctx = Ctx {
+            header,
+            api_key,
+            version: response.version,
+            errors: Mutex::default(),
+        };
+        let outcome = respond(&ctx, &response.body);
+        return counted(broker, &ctx, started, outcome);
     }
     let Some((lo, hi)) = supported_versions(api_key) else {
         return Outcome::Close(format!("{} is not served by this broker", api_key.name()));
@@ -109,92 +133,64 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
         Ok(b) => b,
         Err(e) => return Outcome::Close(format!("malformed {} v{version} request: {e}", api_key.name())),
     };
+    let ctx = Ctx {
+        header,
+        api_key,
+        version,
+        errors: Mutex::default(),
+    };
+    let outcome = dispatch(broker, peer, &ctx, body).await;
+    counted(broker, &ctx, started, outcome)
+}
+
+fn counted(broker: &Broker, ctx: &Ctx, started: std::time::Instant, outcome: Outcome) -> Outcome {
+    if !matches!(outcome, Outcome::Close(_)) {
+        let errors = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
+        broker
+            .metrics
+            .request_done(ctx.api_key, started.elapsed().as_secs_f64(), &errors);
+    }
+    outcome
+}
+
+async fn dispatch(broker: &Broker, peer: SocketAddr, ctx: &Ctx, body: RequestBody) -> Outcome {
+    let version = ctx.version;
     match body {
         RequestBody::Produce(req) => match produce::handle(broker, version, req).await {
-            Some(resp) => respond(&header, api_key, version, &resp),
+            Some(resp) => respond(ctx, &resp),
             None => Outcome::NoResponse,
         },
-        RequestBody::Fetch(req) => respond(&header, api_key, version, &fetch::handle(broker, version, req).await),
-        RequestBody::ListOffsets(req) => {
-            respond(&header, api_key, version, &list_offsets::handle(broker, version, req))
-        }
-        RequestBody::Metadata(req) => respond(&header, api_key, version, &metadata::handle(broker, version, req)),
-        RequestBody::CreateTopics(req) => {
-            respond(&header, api_key, version, &create_topics::handle(broker, version, req))
-        }
-        RequestBody::DeleteTopics(req) => {
-            respond(&header, api_key, version, &delete_topics::handle(broker, version, req))
-        }
-        RequestBody::InitProducerId(req) => respond(
-            &header,
-            api_key,
-            version,
-            &init_producer_id::handle(broker, version, req),
-        ),
-        RequestBody::FindCoordinator(req) => respond(
-            &header,
-            api_key,
-            version,
-            &groups::find_coordinator(broker, version, req),
-        ),
+        RequestBody::Fetch(req) => respond(ctx, &fetch::handle(broker, version, req).await),
+        RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
+        RequestBody::Metadata(req) => respond(ctx, &metadata::handle(broker, version, req)),
+        RequestBody::CreateTopics(req) => respond(ctx, &create_topics::handle(broker, version, req)),
+        RequestBody::DeleteTopics(req) => respond(ctx, &delete_topics::handle(broker, version, req)),
+        RequestBody::InitProducerId(req) => respond(ctx, &init_producer_id::handle(broker, version, req)),
+        RequestBody::FindCoordinator(req) => respond(ctx, &groups::find_coordinator(broker, version, req)),
         RequestBody::JoinGroup(req) => {
-            let client_id = header.client_id.as_deref();
+            let client_id = ctx.header.client_id.as_deref();
             let resp = groups::join_group(broker, version, client_id, peer, req).await;
-            respond(&header, api_key, version, &resp)
+            respond(ctx, &resp)
         }
         RequestBody::SyncGroup(req) => {
             let resp = groups::sync_group(broker, version, req).await;
-            respond(&header, api_key, version, &resp)
+            respond(ctx, &resp)
         }
-        RequestBody::Heartbeat(req) => respond(&header, api_key, version, &groups::heartbeat(broker, version, req)),
-        RequestBody::LeaveGroup(req) => respond(&header, api_key, version, &groups::leave_group(broker, version, req)),
-        RequestBody::DescribeGroups(req) => respond(
-            &header,
-            api_key,
-            version,
-            &groups::describe_groups(broker, version, req),
-        ),
-        RequestBody::ListGroups(req) => respond(&header, api_key, version, &groups::list_groups(broker, version, req)),
-        RequestBody::DeleteGroups(req) => {
-            respond(&header, api_key, version, &groups::delete_groups(broker, version, req))
-        }
-        RequestBody::OffsetCommit(req) => respond(&header, api_key, version, &offsets::commit(broker, version, req)),
-        RequestBody::OffsetFetch(req) => respond(&header, api_key, version, &offsets::fetch(broker, version, req)),
-        RequestBody::OffsetDelete(req) => respond(&header, api_key, version, &offsets::delete(broker, version, req)),
-        RequestBody::DescribeConfigs(req) => {
-            respond(&header, api_key, version, &configs::describe(broker, version, req))
-        }
-        RequestBody::AlterConfigs(req) => respond(&header, api_key, version, &configs::alter(broker, version, req)),
-        RequestBody::IncrementalAlterConfigs(req) => respond(
-            &header,
-            api_key,
-            version,
-            &configs::incremental_alter(broker, version, req),
-        ),
-        RequestBody::CreatePartitions(req) => respond(
-            &header,
-            api_key,
-            version,
-            &create_partitions::handle(broker, version, req),
-        ),
-        RequestBody::DeleteRecords(req) => respond(
-            &header,
-            api_key,
-            version,
-            &cluster_admin::delete_records(broker, version, req),
-        ),
-        RequestBody::DescribeCluster(req) => respond(
-            &header,
-            api_key,
-            version,
-            &cluster_admin::describe_cluster(broker, version, req),
-        ),
-        RequestBody::DescribeLogDirs(req) => respond(
-            &header,
-            api_key,
-            version,
-            &cluster_admin::describe_log_dirs(broker, version, req),
-        ),
+        RequestBody::Heartbeat(req) => respond(ctx, &groups::heartbeat(broker, version, req)),
+        RequestBody::LeaveGroup(req) => respond(ctx, &groups::leave_group(broker, version, req)),
+        RequestBody::DescribeGroups(req) => respond(ctx, &groups::describe_groups(broker, version, req)),
+        RequestBody::ListGroups(req) => respond(ctx, &groups::list_groups(broker, version, req)),
+        RequestBody::DeleteGroups(req) => respond(ctx, &groups::delete_groups(broker, version, req)),
+        RequestBody::OffsetCommit(req) => respond(ctx, &offsets::commit(broker, version, req)),
+        RequestBody::OffsetFetch(req) => respond(ctx, &offsets::fetch(broker, version, req)),
+        RequestBody::OffsetDelete(req) => respond(ctx, &offsets::delete(broker, version, req)),
+        RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
+        RequestBody::AlterConfigs(req) => respond(ctx, &configs::alter(broker, version, req)),
+        RequestBody::IncrementalAlterConfigs(req) => respond(ctx, &configs::incremental_alter(broker, version, req)),
+        RequestBody::CreatePartitions(req) => respond(ctx, &create_partitions::handle(broker, version, req)),
+        RequestBody::DeleteRecords(req) => respond(ctx, &cluster_admin::delete_records(broker, version, req)),
+        RequestBody::DescribeCluster(req) => respond(ctx, &cluster_admin::describe_cluster(broker, version, req)),
+        RequestBody::DescribeLogDirs(req) => respond(ctx, &cluster_admin::describe_log_dirs(broker, version, req)),
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
     }
 }

@@ -137,6 +137,7 @@ fn append(
             batch.last_offset_delta(),
         )
     });
+    let record_count = batch.record_count().max(0) as u64;
     let log_append_time = match timestamp_type {
         TimestampType::LogAppendTime => now,
         TimestampType::CreateTime => -1,
@@ -175,10 +176,12 @@ fn append(
             });
         }
     }
+    let bytes = raw.len();
     let info = state
         .log
         .append(raw, partition.leader_epoch, now)
         .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
+    partition.traffic.add_in(bytes, record_count);
     if let Some(p) = &producer {
         state.producers.record(p, info.base_offset);
     }
@@ -274,6 +277,7 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
         .collect();
     if !to_sync.is_empty() {
         let waiting: Vec<(usize, usize)> = to_sync.iter().map(|(ti, pi, ..)| (*ti, *pi)).collect();
+        let _in_purgatory = crate::metrics::Waiting::new(&broker.metrics.produce_waiting);
         let synced = tokio::task::spawn_blocking(move || {
             to_sync
                 .into_iter()

@@ -1,0 +1,395 @@
+//! What the broker counts, and the Prometheus (OpenMetrics text) page a scrape of `/metrics`
+//! returns.
+//!
+//! Two kinds of metric:
+//! - Counted as they happen, here: requests, errors and latency per API; connections; requests
+//!   waiting in purgatory. Label sets are bounded by the protocol (API names, error names).
+//! - Read from the broker's state at scrape time (`encode`): per-topic traffic (counters kept on
+//!   each partition, so a deleted topic's series disappear with it), log sizes and offsets per
+//!   partition, consumer group lag, open segment files, the process's CPU and memory. A scrape
+//!   costs one short lock per partition and per group shard; it runs off the async threads.
+
+use crate::Broker;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wire::messages::ApiKey;
+use wire::ErrorCode;
+
+type ApiLabel = [(&'static str, &'static str); 1];
+type ApiErrorLabels = [(&'static str, &'static str); 2];
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~52 s, doubling: covers a produce from page cache to a long-polled fetch.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
+}
+
+/// Traffic through one partition, summed per topic at scrape time.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: AtomicU64,
+    pub records_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub records_out: AtomicU64,
+}
+
+impl Traffic {
+    pub fn add_in(&self, bytes: usize, records: u64) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.records_in.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub fn add_out(&self, bytes: usize, records: u64) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+    }
+}
+
+/// Counts one waiting request in a gauge for as long as it lives.
+pub struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    pub fn new(gauge: &'a Gauge) -> Waiting<'a> {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counters and gauges updated as requests and connections come and go.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<ApiLabel, Counter>,
+    request_errors: Family<ApiErrorLabels, Counter>,
+    request_seconds: Family<ApiLabel, Histogram, fn() -> Histogram>,
+    /// Client connections open now, and accepted since start.
+    pub connections: Gauge,
+    pub connections_accepted: Counter,
+    /// Produce requests waiting for an fsync (`flush.messages`) before they are answered.
+    pub produce_waiting: Gauge,
+    /// Fetch requests long-polling for data (`fetch.min.bytes` not yet reached).
+    pub fetch_waiting: Gauge,
+    /// Segment descriptors open now, when the broker uses the real file system.
+    segment_files: Option<Arc<storage::RealFs>>,
+    /// Seconds since the epoch when the process started.
+    start_time_seconds: f64,
+}
+
+impl Metrics {
+    pub fn new(segment_files: Option<Arc<storage::RealFs>>) -> Metrics {
+        Metrics {
+            requests: Family::default(),
+            request_errors: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            connections: Gauge::default(),
+            connections_accepted: Counter::default(),
+            produce_waiting: Gauge::default(),
+            fetch_waiting: Gauge::default(),
+            segment_files,
+            start_time_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+
+    /// Counts a request that was answered (or, for acks=0, handled), its duration and the
+    /// errors its response carries.
+    pub fn request_done(&self, api: ApiKey, seconds: f64, errors: &[i16]) {
+        let label = [("api", api.name())];
+        self.requests.get_or_create(&label).inc();
+        self.request_seconds.get_or_create(&label).observe(seconds);
+        for &code in errors {
+            let error = ErrorCode::from_code(code).map_or("UNKNOWN_SERVER_ERROR", ErrorCode::name);
+            self.request_errors
+                .get_or_create(&[("api", api.name()), ("error", error)])
+                .inc();
+        }
+    }
+
+    /// The page `/metrics` returns. Reads every partition and group: call off the async threads.
+    pub fn encode(&self, broker: &Arc<Broker>) -> Result<String, std::fmt::Error> {
+        let mut root = Registry::default();
+        // The process's own metrics go by their conventional names (`process_*`); ours by `sluice_*`.
+        root.register_collector(Box::new(ProcessCollector {
+            start_time_seconds: self.start_time_seconds,
+        }));
+        let registry = root.sub_registry_with_prefix("sluice");
+        registry.register("requests", "Requests handled, by API", self.requests.clone());
+        registry.register(
+            "request_errors",
+            "Error codes in responses (one per topic, partition or group that failed), by API and error",
+            self.request_errors.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a whole request read to its response ready, by API",
+            Unit::Seconds,
+            self.request_seconds.clone(),
+        );
+        registry.register("connections", "Client connections open now", self.connections.clone());
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted since start",
+            self.connections_accepted.clone(),
+        );
+        registry.register(
+            "produce_purgatory_requests",
+            "Produce requests waiting for an fsync before their answer",
+            self.produce_waiting.clone(),
+        );
+        registry.register(
+            "fetch_purgatory_requests",
+            "Fetch requests waiting for data (long polling)",
+            self.fetch_waiting.clone(),
+        );
+        registry.register_collector(Box::new(StateCollector { broker: broker.clone() }));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &root)?;
+        Ok(out)
+    }
+}
+
+/// Reads the broker's state at scrape time.
+struct StateCollector {
+    broker: Arc<Broker>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, v: f64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let broker = &self.broker;
+        let topics = broker.topics.list();
+
+        // Per topic: traffic summed over its partitions.
+        type Field = fn(&Traffic) -> &AtomicU64;
+        let traffic: [(&str, &str, Field); 4] = [
+            ("topic_bytes_in", "Record batch bytes appended, by topic", |t| {
+                &t.bytes_in
+            }),
+            ("topic_records_in", "Records appended, by topic", |t| &t.records_in),
+            (
+                "topic_bytes_out",
+                "Record batch bytes sent to consumers, by topic",
+                |t| &t.bytes_out,
+            ),
+            ("topic_records_out", "Records sent to consumers, by topic", |t| {
+                &t.records_out
+            }),
+        ];
+        for (name, help, field) in &traffic {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for t in &topics {
+                let total: u64 = t
+                    .partitions
+                    .iter()
+                    .map(|p| field(&p.traffic).load(Ordering::Relaxed))
+                    .sum();
+                ConstCounter::new(total).encode(family.encode_family(&[("topic", t.name.as_str())])?)?;
+            }
+        }
+
+        // Per partition: log size and offsets.
+        let mut sizes = vec![];
+        let partitions: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        for t in &topics {
+            for p in &t.partitions {
+                let state = p.lock();
+                sizes.push((
+                    t.name.as_str(),
+                    p.index.to_string(),
+                    state.log.size_bytes(),
+                    state.log.log_start_offset(),
+                    state.log.log_end_offset(),
+                ));
+            }
+        }
+        let per_partition: [(&str, &str); 3] = [
+            ("log_size_bytes", "Bytes of a partition's log on disk"),
+            ("log_start_offset", "First offset a consumer can read"),
+            ("log_end_offset", "Offset the next appended record gets"),
+        ];
+        for (i, (name, help)) in per_partition.iter().enumerate() {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (topic, partition, size, start, end) in &sizes {
+                let v = match i {
+                    0 => *size as i64,
+                    1 => *start,
+                    _ => *end,
+                };
+                ConstGauge::new(v)
+                    .encode(family.encode_family(&[("topic", *topic), ("partition", partition.as_str())])?)?;
+            }
+        }
+        gauge(
+            &mut e,
+            "topics",
+            "Topics, internal ones included",
+            None,
+            topics.len() as f64,
+        )?;
+        gauge(
+            &mut e,
+            "partitions",
+            "Partitions led by this broker",
+            None,
+            partitions as f64,
+        )?;
+        let failed = topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.commit.failed())
+            .count();
+        gauge(
+            &mut e,
+            "partitions_failed",
+            "Partitions refusing writes after a failed fsync, until a restart",
+            None,
+            failed as f64,
+        )?;
+
+        // Consumer groups: members, and lag per committed partition.
+        let groups = broker.groups.lag_snapshot();
+        {
+            let mut family =
+                e.encode_descriptor("group_members", "Members of a consumer group", None, MetricType::Gauge)?;
+            for g in &groups {
+                ConstGauge::new(g.members as i64).encode(family.encode_family(&[("group", g.id.as_str())])?)?;
+            }
+        }
+        let mut family = e.encode_descriptor(
+            "group_lag",
+            "Records between a group's committed offset and the partition's high watermark",
+            None,
+            MetricType::Gauge,
+        )?;
+        for g in &groups {
+            for (topic, partition, committed) in &g.offsets {
+                let Some(hw) = broker
+                    .topics
+                    .get(topic)
+                    .and_then(|t| t.partition(*partition).map(|p| p.high_watermark()))
+                else {
+                    continue;
+                };
+                let lag = (hw - committed).max(0);
+                let partition = partition.to_string();
+                let labels = [
+                    ("group", g.id.as_str()),
+                    ("topic", topic.as_str()),
+                    ("partition", partition.as_str()),
+                ];
+                ConstGauge::new(lag).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        drop(family);
+        if let Some(fs) = &broker.metrics.segment_files {
+            gauge(
+                &mut e,
+                "segment_files_open",
+                "Segment file descriptors open now (at most log.open.files.max, plus files in use)",
+                None,
+                fs.open_files() as f64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's own CPU, memory and descriptors, as every Prometheus exporter names them.
+/// Linux only: elsewhere they are left out.
+#[derive(Debug)]
+struct ProcessCollector {
+    start_time_seconds: f64,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        cpu.encode(e.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time of the broker process",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        gauge(
+            &mut e,
+            "process_resident_memory",
+            "Resident memory of the broker process",
+            Some(&Unit::Bytes),
+            p.rss_bytes as f64,
+        )?;
+        gauge(
+            &mut e,
+            "process_open_fds",
+            "Descriptors the broker process has open",
+            None,
+            p.open_fds as f64,
+        )?;
+        gauge(
+            &mut e,
+            "process_start_time",
+            "When the broker process started, since the Unix epoch",
+            Some(&Unit::Seconds),
+            self.start_time_seconds,
+        )
+    }
+}
+
+/// What `/proc/self` says about this process.
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub open_fds: usize,
+}
+
+impl ProcessStats {
+    #[cfg(target_os = "linux")]
+    pub fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces: fields are counted after its ')'.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf only reads a configuration value.
+        let (hz, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        Some(ProcessStats {
+            cpu_seconds: ticks as f64 / hz.max(1) as f64,
+            rss_bytes: resident_pages * page.max(1) as u64,
+            open_fds,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> Option<ProcessStats> {
+        None
+    }
+}
