@@ -35,7 +35,7 @@ def run(parent, name, config, partitions, acks, rate=None):
     data = Path(tempfile.mkdtemp(dir=parent)) / "data"
     port = free_port()
     proc = subprocess.Popen(
-        [str(BINARY), "server", "--listeners", f"127.0.0.1:{port}", "--data-dir", str(data)],
+        [str(BINARY), "server", "--listeners", f"127.0.0.1:{port}", "--admin-listeners", "", "--data-dir", str(data)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -31,7 +31,7 @@ def free_port():
 def start(data, port, open_files):
     env = dict(os.environ, SLUICE_LOG_OPEN_FILES_MAX=str(open_files))
     return subprocess.Popen(
-        [str(BINARY), "server", "--listeners", f"127.0.0.1:{port}", "--data-dir", str(data)],
+        [str(BINARY), "server", "--listeners", f"127.0.0.1:{port}", "--admin-listeners", "", "--data-dir", str(data)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -684,7 +684,8 @@ impl Ctx {
             Ty::Float64 => format!("c::put_f64({buf}, {val});\n"),
             Ty::Uuid => format!("c::put_uuid({buf}, {r});\n"),
             Ty::Str => format!("c::put_string({buf}, {r}, {compact})?;\n"),
-            Ty::Bytes | Ty::Records => format!("c::put_bytes({buf}, {r}, {compact})?;\n"),
+            Ty::Bytes => format!("c::put_bytes({buf}, {r}, {compact})?;\n"),
+            Ty::Records => format!("c::put_records({buf}, {r}, {compact})?;\n"),
             Ty::Struct(_) => format!("c::Encode::encode({r}, {buf}, version)?;\n"),
             Ty::Array(inner) => format!(
                 "c::put_array_len({buf}, {obj}.len(), {compact})?;\nfor item in {obj}.iter() {{\n{}}}\n",

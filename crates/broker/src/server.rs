@@ -57,6 +57,7 @@ impl Server {
         topic_defaults.configs = dynamic.topic_defaults();
         let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
         raise_open_files_limit(config.open_files_max + config.connections_max + 256);
+        keep_freed_memory();
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let started = std::time::Instant::now();
@@ -409,9 +410,9 @@ async fn serve(
         };
         let outcome = handlers::handle_frame(broker, peer, frame).await;
         drop(permit);
-        let bytes = match outcome {
-            Outcome::Respond(bytes) => bytes,
-            Outcome::NoResponse => BytesMut::new(),
+        let chunks = match outcome {
+            Outcome::Respond(chunks) => chunks,
+            Outcome::NoResponse => vec![],
             Outcome::Close(why) => {
                 let _ = tokio::time::timeout(idle, wr.flush()).await;
                 warn!(reason = %why, "closing connection");
@@ -423,7 +424,10 @@ async fn serve(
         // idle timeout rather than holding the connection forever.
         let flush = !holds_whole_frame(rd.buffer());
         let write = async {
-            wr.write_all(&bytes).await?;
+            // Chunks past the buffer's size (record data) go straight to the socket.
+            for chunk in &chunks {
+                wr.write_all(chunk).await?;
+            }
             if flush {
                 wr.flush().await?;
             }
@@ -432,6 +436,27 @@ async fn serve(
         match tokio::time::timeout(idle, write).await {
             Err(_) => return Err(ConnError::Idle),
             Ok(r) => r?,
+        }
+    }
+}
+
+/// Fetch reads and request bodies are buffers of up to a few MiB, freed after each response.
+/// glibc's defaults hand such buffers back to the kernel and map fresh ones for the next
+/// request, so every fetch paid for page faults and for zeroing new pages (a third of the
+/// broker's CPU while serving consumers, measured with perf; docs/benchmarks.md). Freed memory
+/// is now kept for reuse: up to `TRIM_BYTES` of free memory at the top of a heap before it is
+/// returned, and no separate mapping below `MMAP_BYTES`. The cost: after a burst, up to that
+/// much freed memory stays in the process's RSS.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const MMAP_BYTES: libc::c_int = 64 << 20;
+        const TRIM_BYTES: libc::c_int = 256 << 20;
+        // SAFETY: mallopt only changes allocator parameters; called before the runtime's
+        // threads allocate much, and safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_BYTES);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_BYTES);
         }
     }
 }

@@ -544,9 +544,9 @@ impl Segment {
         };
         let available = self.size - first.position;
         let want = (max_bytes as u64).min(available).max(u64::from(first.size));
-        let mut buf = vec![0u8; want as usize];
-        self.log
-            .read_exact_at(&mut buf, first.position)
+        let mut buf = self
+            .log
+            .read_vec_at(want as usize, first.position)
             .map_err(io(&self.log_path))?;
         // Cut after the last whole batch. Each batch's framing and CRC are checked as it is
         // walked: a batch that fails ends the read before it, and a read that starts at it

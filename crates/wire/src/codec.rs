@@ -388,6 +388,67 @@ pub fn put_bytes(buf: &mut BytesMut, b: &[u8], compact: bool) -> Result<(), Enco
     Ok(())
 }
 
+/// Records fields at least this large are spliced rather than copied (see [`splicing`]):
+/// below it, a copy costs less than one more chunk to write.
+pub const SPLICE_BYTES_MIN: usize = 4096;
+
+struct Splice {
+    /// The buffer whose records may be spliced; fields written elsewhere (a tagged field's
+    /// temporary buffer) are copied as usual.
+    target: *const BytesMut,
+    taken: Vec<(usize, Bytes)>,
+}
+
+thread_local! {
+    static SPLICE: std::cell::RefCell<Option<Splice>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` (which writes into `target`) so that large records fields are not copied into
+/// `target`: their length prefix is written, and the field's `Bytes` is returned with the
+/// position in `target` where it belongs. The caller sends `target`'s bytes and the returned
+/// ones interleaved by position, so record data read from disk goes to the socket without a
+/// copy in memory. Encoding is synchronous, so the thread-local state never crosses tasks.
+pub fn splicing<T>(target: *const BytesMut, encode: impl FnOnce() -> T) -> (T, Vec<(usize, Bytes)>) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SPLICE.with(|s| s.borrow_mut().take());
+        }
+    }
+    SPLICE.with(|s| {
+        *s.borrow_mut() = Some(Splice {
+            target,
+            taken: Vec::new(),
+        })
+    });
+    let reset = Reset;
+    let result = encode();
+    let taken = SPLICE.with(|s| s.borrow_mut().take().map(|sp| sp.taken).unwrap_or_default());
+    drop(reset);
+    (result, taken)
+}
+
+/// A `records` field: as [`put_bytes`], except that inside [`splicing`] a large one written to
+/// the target buffer is handed back instead of copied.
+pub fn put_records(buf: &mut BytesMut, b: &Bytes, compact: bool) -> Result<(), EncodeError> {
+    put_len(buf, b.len(), compact, true, "bytes")?;
+    if b.len() >= SPLICE_BYTES_MIN {
+        let at = buf.len();
+        let spliced = SPLICE.with(|s| match s.borrow_mut().as_mut() {
+            Some(sp) if std::ptr::eq(sp.target, buf) => {
+                sp.taken.push((at, b.clone()));
+                true
+            }
+            _ => false,
+        });
+        if spliced {
+            return Ok(());
+        }
+    }
+    buf.put_slice(b);
+    Ok(())
+}
+
 pub fn put_null_bytes(buf: &mut BytesMut, compact: bool) {
     if compact {
         put_uvarint(buf, 0);

@@ -46,6 +46,43 @@ pub fn encode_response<B: Encode>(
     })
 }
 
+/// A whole response frame as chunks to write in order. Large records fields (a fetch's data)
+/// are not copied into the encoded bytes: their `Bytes` come back as chunks of their own
+/// (see [`crate::codec::splicing`]), and the size prefix counts them.
+pub fn encode_response_chunks<B: Encode>(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &B,
+) -> Result<Vec<Bytes>, EncodeError> {
+    let header_version = api_key.response_header_version(version);
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    let target: *const BytesMut = &out;
+    let (result, taken) = crate::codec::splicing(target, || {
+        ResponseHeader { correlation_id }.encode(&mut out, header_version)?;
+        body.encode(&mut out, version)
+    });
+    result?;
+    let len = out.len() - 4 + taken.iter().map(|(_, b)| b.len()).sum::<usize>();
+    let len = i32::try_from(len).map_err(|_| EncodeError::TooLong { what: "frame", len })?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    let encoded = out.freeze();
+    let mut chunks = Vec::with_capacity(2 * taken.len() + 1);
+    let mut at = 0;
+    for (position, data) in taken {
+        if position > at {
+            chunks.push(encoded.slice(at..position));
+        }
+        chunks.push(data);
+        at = position;
+    }
+    if at < encoded.len() {
+        chunks.push(encoded.slice(at..));
+    }
+    Ok(chunks)
+}
+
 /// Appends a whole request frame: size prefix, request header, body (for clients and tests).
 pub fn encode_request<B: Encode>(out: &mut BytesMut, header: &RequestHeader, body: &B) -> Result<(), EncodeError> {
     let header_version = request_header_version(header.request_api_key, header.request_api_version);
@@ -80,6 +117,45 @@ pub fn decode_response_header(frame: &mut Bytes, api_key: ApiKey, version: i16) 
 mod tests {
     use super::*;
     use crate::messages::ApiVersionsRequest;
+
+    #[test]
+    fn spliced_chunks_make_the_same_frame_as_a_copy() {
+        use crate::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use crate::messages::FetchResponse;
+        let partition = |index: i32, len: usize| PartitionData {
+            partition_index: index,
+            records: Some(Bytes::from(vec![index as u8; len])),
+            ..Default::default()
+        };
+        // Big (spliced), small (copied), big, none: in flexible and non-flexible versions.
+        let body = FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![
+                    partition(1, 70_000),
+                    partition(2, 100),
+                    partition(3, crate::codec::SPLICE_BYTES_MIN),
+                    PartitionData {
+                        records: None,
+                        ..partition(4, 0)
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for version in [4, 11, 12, 16] {
+            let mut copied = BytesMut::new();
+            encode_response(&mut copied, 9, ApiKey::Fetch, version, &body).unwrap();
+            let chunks = encode_response_chunks(9, ApiKey::Fetch, version, &body).unwrap();
+            assert!(chunks.len() >= 4, "the two large records fields stand alone");
+            assert_eq!(chunks.concat(), copied.to_vec(), "version {version}");
+        }
+        // Outside `encode_response_chunks`, nothing is spliced.
+        let mut again = BytesMut::new();
+        encode_response(&mut again, 9, ApiKey::Fetch, 16, &body).unwrap();
+        assert!(again.len() > 70_000 + 100 + crate::codec::SPLICE_BYTES_MIN);
+    }
 
     #[test]
     fn a_request_frame_round_trips() {

@@ -19,7 +19,7 @@ mod offsets;
 mod produce;
 
 use crate::Broker;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
@@ -28,8 +28,9 @@ use wire::{frame, Encode, ErrorCodes};
 /// What the connection does after a request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Write this whole response frame.
-    Respond(BytesMut),
+    /// Write this whole response frame: its chunks in order (a fetch's record data stays in
+    /// the buffers it was read into; see `wire::frame::encode_response_chunks`).
+    Respond(Vec<Bytes>),
     /// Nothing to send (a produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot read or does not serve.
@@ -84,9 +85,8 @@ struct Ctx {
 
 fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
     let (api_key, version) = (ctx.api_key, ctx.version);
-    let mut out = BytesMut::new();
-    match frame::encode_response(&mut out, ctx.header.correlation_id, api_key, version, body) {
-        Ok(()) => {
+    match frame::encode_response_chunks(ctx.header.correlation_id, api_key, version, body) {
+        Ok(out) => {
             let mut errors = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
             body.error_codes(&mut |code| errors.push(code));
             Outcome::Respond(out)

@@ -463,7 +463,7 @@ impl c::Encode for PartitionData {
         }
         match &self.records {
             Some(v) => {
-                c::put_bytes(buf, v, flexible)?;
+                c::put_records(buf, v, flexible)?;
             }
             None => {
                 c::put_null_bytes(buf, flexible);

@@ -282,7 +282,7 @@ impl c::Encode for PartitionSnapshot {
         c::Encode::encode(&self.snapshot_id, buf, version)?;
         c::put_i64(buf, self.size);
         c::put_i64(buf, self.position);
-        c::put_bytes(buf, &self.unaligned_records, flexible)?;
+        c::put_records(buf, &self.unaligned_records, flexible)?;
         if flexible {
             let mut tagged_count = 0u32;
             if self.current_leader != LeaderIdAndEpoch::default() {

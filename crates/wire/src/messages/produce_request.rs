@@ -142,7 +142,7 @@ impl c::Encode for PartitionProduceData {
         c::put_i32(buf, self.index);
         match &self.records {
             Some(v) => {
-                c::put_bytes(buf, v, flexible)?;
+                c::put_records(buf, v, flexible)?;
             }
             None => {
                 c::put_null_bytes(buf, flexible);
