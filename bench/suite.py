@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -131,6 +132,16 @@ def loopback_limit(seconds=3.0) -> float:
     return sent / elapsed / MIB
 
 
+def measure_limits(directory: Path, volume: int, earlier: dict | None = None) -> dict:
+    limits = disk_limits(directory, max(volume, 256 * MIB) // MIB * MIB)
+    limits["loopback_mib_s"] = loopback_limit()
+    if earlier:
+        limits = {k: max(v, earlier[k]) for k, v in limits.items()} | {
+            "runs": {k: (round(earlier[k]), round(v)) for k, v in limits.items()}
+        }
+    return limits
+
+
 # ---------------------------------------------------------------------------------------------
 # The broker
 
@@ -142,7 +153,7 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, parent: Path):
+    def __init__(self, parent: Path, settings=()):
         self.data = Path(tempfile.mkdtemp(dir=parent)) / "data"
         self.port, self.admin_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -156,6 +167,7 @@ class Broker:
                 f"127.0.0.1:{self.admin_port}",
                 "--data-dir",
                 str(self.data),
+                *[a for kv in settings for a in ("--set", kv)],
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -192,11 +204,14 @@ class Broker:
             evict(path)
 
     def stop(self):
+        """Stops the broker and removes its data (every run writes gigabytes)."""
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(60)
+        shutil.rmtree(self.data.parent, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +319,63 @@ def consume(bootstrap, partitions, expected) -> dict:
     return {"records": got, "seconds": elapsed, "rec_s": got / elapsed, "mib_s": nbytes / elapsed / MIB}
 
 
+def raw_fetch(port, partitions, ends) -> dict:
+    """Reads every partition to `ends` with bare Fetch v4 requests on one connection, walking
+    only batch headers: what the broker and the socket can do when the client decodes nothing
+    (as a replica following a leader would). Not a Kafka client: shown next to the real ones."""
+    offsets = [0] * partitions
+    nbytes, requests = 0, 0
+    # One receive buffer for every response, as a real client keeps: fresh memory per
+    # response costs the client a page fault per 4 KiB, more than the transfer itself.
+    frame = bytearray(128 * MIB)
+    view = memoryview(frame)
+    s = socket.create_connection(("127.0.0.1", port))
+    start = time.perf_counter()
+    while any(o < e for o, e in zip(offsets, ends)):
+        requests += 1
+        body = struct.pack(">iiiib", -1, 500, 1, 64 * MIB, 0) + struct.pack(">i", 1)
+        body += struct.pack(">h", len(TOPIC)) + TOPIC.encode() + struct.pack(">i", partitions)
+        for p in range(partitions):
+            body += struct.pack(">iqi", p, offsets[p], 4 * MIB)
+        header = struct.pack(">hhih", 1, 4, requests, 3) + b"raw"
+        s.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        (n,) = struct.unpack(">i", recv_exact(s, 4))
+        if n > len(frame):
+            frame = bytearray(n)
+            view = memoryview(frame)
+        got = 0
+        while got < n:
+            k = s.recv_into(view[got:n])
+            if not k:
+                raise SystemExit("the broker closed the connection")
+            got += k
+        at = 4 + 4 + 4  # correlation id, throttle time, topic count
+        (name_len,) = struct.unpack_from(">h", frame, at)
+        at += 2 + name_len
+        (count,) = struct.unpack_from(">i", frame, at)
+        at += 4
+        for _ in range(count):
+            p, err, _hw, _lso, aborted = struct.unpack_from(">ihqqi", frame, at)
+            at += 4 + 2 + 8 + 8 + 4 + max(aborted, 0) * 16
+            if err:
+                raise SystemExit(f"raw fetch: partition {p} error {err}")
+            (size,) = struct.unpack_from(">i", frame, at)
+            at += 4
+            end = at + max(size, 0)
+            while at + 61 <= end:
+                base, length = struct.unpack_from(">qi", frame, at)
+                (delta,) = struct.unpack_from(">i", frame, at + 23)
+                if at + 12 + length > end:
+                    break
+                offsets[p] = base + delta + 1
+                at += 12 + length
+            nbytes += max(size, 0)
+            at = end
+    elapsed = time.perf_counter() - start
+    s.close()
+    return {"seconds": elapsed, "mib_s": nbytes / elapsed / MIB, "requests": requests}
+
+
 def _e2e_consumer(bootstrap, partitions, expected, out):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-e2e", "enable.auto.commit": False, "fetch.wait.max.ms": 100})
     c.assign([TopicPartition(TOPIC, p, 0) for p in range(partitions)])
@@ -311,10 +383,12 @@ def _e2e_consumer(bootstrap, partitions, expected, out):
     latencies = []
     deadline = time.time() + 300
     while len(latencies) < expected and time.time() < deadline:
-        for m in c.consume(num_messages=1000, timeout=0.5):
-            if m.error() is None:
-                # CreateTime, stamped by the producer's clock: this machine's.
-                latencies.append(time.time() * 1e3 - m.timestamp()[1])
+        # One message per poll, which returns as soon as one is there: consume(n, timeout)
+        # waits for n messages or the timeout, and would add that wait to the latency.
+        m = c.poll(0.1)
+        if m is not None and m.error() is None:
+            # CreateTime, stamped by the producer's clock: this machine's.
+            latencies.append(time.time() * 1e3 - m.timestamp()[1])
     c.close()
     out.put(latencies)
 
@@ -355,13 +429,39 @@ def idle_connections(bootstrap_port, count) -> dict:
 
 
 def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise SystemExit("the broker closed an idle connection")
-        buf += chunk
-    return buf
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = s.recv_into(view[got:])
+        if not k:
+            raise SystemExit("the broker closed a connection")
+        got += k
+    return bytes(buf)
+
+
+def histogram_quantiles(metrics_page: str, api: str) -> dict:
+    """Upper bounds of p50 and p99 of an API's broker-side duration (ms), from /metrics'
+    histogram buckets (each bound twice the previous)."""
+    buckets = []
+    for line in metrics_page.splitlines():
+        if line.startswith("sluice_request_duration_seconds_bucket{") and f'api="{api}"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    at = lambda q: next((le * 1e3 for le, n in buckets if n >= q * total), float("inf"))
+    return {"p50": at(0.5), "p99": at(0.99), "p999": at(0.999), "count": total}
+
+
+def end_offsets(metrics_page: str, partitions: int) -> list:
+    """Each partition's log end offset, from /metrics."""
+    ends = [0] * partitions
+    for line in metrics_page.splitlines():
+        if line.startswith("sluice_log_end_offset{") and f'topic="{TOPIC}"' in line:
+            p = int(line.split('partition="')[1].split('"')[0])
+            ends[p] = int(float(line.split()[-1]))
+    return ends
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +562,11 @@ def main():
     acks_list = ["1"] if args.quick else ["1", "all"]
     codecs = ["none"] if args.quick else ["none", "lz4"]
 
+    # The limits are measured before and after the workloads; each is the better of the two
+    # (a shared virtual machine's figures move between runs: both are reported).
+    log("limits: disk and loopback")
+    first = measure_limits(args.dir, 256 * MIB)
+    log(f"limits: {first}")
     produce_rows = []
     consume_rows = []
     peak = {}
@@ -487,6 +592,12 @@ def main():
                             c["broker_cpu_s"] = b.cpu_seconds() - cpu0
                             c.update(partitions=partitions, size=size, source="page cache")
                             consume_rows.append(c)
+                            ends = end_offsets(b.metrics(), partitions)
+                            cpu0 = b.cpu_seconds()
+                            c = raw_fetch(b.port, partitions, ends)
+                            c["broker_cpu_s"] = b.cpu_seconds() - cpu0
+                            c.update(partitions=partitions, size=size, source="page cache, bare fetches", rec_s=r["records"] / c["seconds"])
+                            consume_rows.append(c)
                             b.evict_logs()
                             cpu0 = b.cpu_seconds()
                             c = consume(b.bootstrap, partitions, r["records"])
@@ -503,8 +614,7 @@ def main():
                     log(f"produce p={partitions} size={size} acks={acks} {codec}: {r['rec_s']:.0f} rec/s {r['mib_s']:.0f} MiB/s p99 {r['p99']:.1f} ms")
 
     log("limits: disk and loopback")
-    limits = disk_limits(args.dir, max(volume, 256 * MIB) // MIB * MIB)
-    limits["loopback_mib_s"] = loopback_limit()
+    limits = measure_limits(args.dir, volume, first)
     log(f"limits: {limits}")
 
     # End to end at a quarter of the peak acks=all rate, 1 KiB records, 16 partitions.
@@ -517,13 +627,16 @@ def main():
         e2e = end_to_end(b.bootstrap, e2e_partitions, 1024, rate, 10.0 if not args.quick else 4.0)
         e2e["broker_cpu_s"] = b.cpu_seconds() - cpu0
         e2e["rate"] = rate
+        e2e["broker_produce"] = histogram_quantiles(b.metrics(), "Produce")
     finally:
         b.stop()
     log(f"e2e at {rate}/s: produce p99 {e2e['produce']['p99']:.2f} ms, e2e p99 {e2e['e2e']['p99']:.2f} ms")
 
     # Idle connections.
     connections = 1000 if args.quick else 10_000
-    b = Broker(args.dir)
+    # Room above the held connections for the client that checks the broker still answers
+    # (at max.connections, new connections wait in the accept backlog).
+    b = Broker(args.dir, settings=[f"max.connections={connections + 100}"])
     try:
         rss0 = b.status_kib("VmRSS")
         held = idle_connections(b.port, connections)
@@ -569,19 +682,23 @@ def main():
 
 
 def render(produce_rows, consume_rows, e2e, conn, many, limits, total, args) -> str:
+    def runs(key):
+        r = limits.get("runs", {}).get(key)
+        return f"{r[0]}, {r[1]}" if r else ""
+
     lines = [
         f"Run {datetime.date.today().isoformat()}, commit `{commit()}`, {machine()}; `bench/run{' --quick' if args.quick else ''}` took {total / 60:.1f} min.",
         "Driver: one confluent-kafka (librdkafka) producer or consumer in Python, on the same 2 cores as the broker.",
         "",
-        "**The machine's limits, measured in this run:**",
+        "**The machine's limits, measured in this run** before and after the workloads; the better of the two is the limit:",
         "",
-        "| limit | MiB/s |",
-        "|---|---:|",
-        f"| disk: sequential write, 1 MiB writes + one fsync | {limits['write_mib_s']:.0f} |",
-        f"| disk: the same writes into the page cache (no fsync) | {limits['write_cache_mib_s']:.0f} |",
-        f"| disk: sequential read, evicted from the page cache | {limits['read_disk_mib_s']:.0f} |",
-        f"| page cache: sequential read | {limits['read_cache_mib_s']:.0f} |",
-        f"| loopback TCP, one stream | {limits['loopback_mib_s']:.0f} |",
+        "| limit | MiB/s | before, after |",
+        "|---|---:|---:|",
+        f"| disk: sequential write, 1 MiB writes + one fsync | {limits['write_mib_s']:.0f} | {runs('write_mib_s')} |",
+        f"| disk: the same writes into the page cache (no fsync) | {limits['write_cache_mib_s']:.0f} | {runs('write_cache_mib_s')} |",
+        f"| disk: sequential read, evicted from the page cache | {limits['read_disk_mib_s']:.0f} | {runs('read_disk_mib_s')} |",
+        f"| page cache: sequential read | {limits['read_cache_mib_s']:.0f} | {runs('read_cache_mib_s')} |",
+        f"| loopback TCP, one stream | {limits['loopback_mib_s']:.0f} | {runs('loopback_mib_s')} |",
         "",
         f"**Produce**, one producer flat out for {args.seconds:.0f} s (linger.ms=5); latency is produce() to acknowledgement, so it includes queueing in the client:",
         "",
@@ -602,11 +719,11 @@ def render(produce_rows, consume_rows, e2e, conn, many, limits, total, args) -> 
         "|---:|---:|---|---:|---:|---:|---:|",
     ]
     for c in consume_rows:
-        limit = limits["loopback_mib_s"] if c["source"] == "page cache" else limits["read_disk_mib_s"]
+        limit = limits["loopback_mib_s"] if c["source"].startswith("page cache") else limits["read_disk_mib_s"]
         lines.append(
             f"| {c['partitions']} | {c['size']} B | {c['source']} | {c['rec_s']:,.0f} | {c['mib_s']:.0f} | {c['mib_s'] / limit:.0%} | {c['broker_cpu_s']:.1f} |"
         )
-    p, e = e2e["produce"], e2e["e2e"]
+    p, e, bp = e2e["produce"], e2e["e2e"], e2e["broker_produce"]
     lines += [
         "",
         f"**End to end** at {e2e['rate']:,} records/s (a quarter of the peak acks=all rate), 1 KiB records, 16 partitions, acks=all, linger.ms=1, producer and consumer in separate processes:",
@@ -615,6 +732,7 @@ def render(produce_rows, consume_rows, e2e, conn, many, limits, total, args) -> 
         "|---|---:|---:|---:|---:|",
         f"| produce (send to acknowledgement) | {p['p50']:.2f} | {p['p99']:.2f} | {p['p999']:.2f} | {p['max']:.2f} |",
         f"| end to end (send to receipt) | {e['p50']:.2f} | {e['p99']:.2f} | {e['p999']:.2f} | {e['max']:.2f} |",
+        f"| inside the broker: Produce request read to response ready (upper bounds, from /metrics) | ≤ {bp['p50']:.2f} | ≤ {bp['p99']:.2f} | ≤ {bp['p999']:.2f} | |",
         "",
         "**Many partitions** (`bench/partitions.py`: topics of 1000 partitions created through the admin API, log.open.files.max=1000):",
         "",

@@ -351,6 +351,19 @@ enum ConnError {
     Idle,
 }
 
+/// Reads a request body of exactly `size` bytes into fresh memory, without zeroing it first
+/// (a produce request is mostly record data; zeroing it cost as much as reading it).
+async fn read_body(rd: &mut (impl tokio::io::AsyncRead + Unpin), size: usize) -> std::io::Result<BytesMut> {
+    let mut frame = BytesMut::with_capacity(size);
+    let mut body = rd.take(size as u64);
+    while frame.len() < size {
+        if body.read_buf(&mut frame).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame)
+}
+
 /// True when `buf` starts with a whole size-prefixed frame.
 fn holds_whole_frame(buf: &[u8]) -> bool {
     if buf.len() < 4 {
@@ -397,10 +410,9 @@ async fn serve(
                 .acquire_many(size as u32)
                 .await
                 .map_err(|_| ConnError::Protocol("memory pool closed".into()))?;
-            let mut frame = BytesMut::zeroed(size);
-            match tokio::time::timeout(idle, rd.read_exact(&mut frame)).await {
+            match tokio::time::timeout(idle, read_body(&mut rd, size)).await {
                 Err(_) => Err(ConnError::Idle),
-                Ok(r) => r.map(|_| (frame.freeze(), permit)).map_err(ConnError::from),
+                Ok(r) => r.map(|frame| (frame.freeze(), permit)).map_err(ConnError::from),
             }
         };
         let (frame, permit) = tokio::select! {
@@ -490,6 +502,32 @@ fn raise_open_files_limit(wanted: usize) {
             limit = limit.rlim_cur,
             wanted,
             "the open-file limit is below log.open.files.max + max.connections; raise `ulimit -n` or lower them"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn read_body_reads_exactly_the_frame_and_leaves_the_rest() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let mut rd = BufReader::with_capacity(8 * 1024, rx);
+        let first: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let second = vec![7u8; 5000];
+        tokio::spawn(async move {
+            tx.write_all(&first).await.unwrap();
+            tx.write_all(&second).await.unwrap();
+        });
+        let a = read_body(&mut rd, 100_000).await.unwrap();
+        assert_eq!(a.len(), 100_000);
+        assert!(a.iter().enumerate().all(|(i, b)| *b == i as u8));
+        let b = read_body(&mut rd, 5000).await.unwrap();
+        assert_eq!(&b[..], &[7u8; 5000][..]);
+        assert_eq!(
+            read_body(&mut rd, 1).await.unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
         );
     }
 }
