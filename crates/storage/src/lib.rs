@@ -11,8 +11,9 @@
 //! commit, and a backend seam ([`Fs`]) with a descriptor-bounded real backend and a
 //! fault-injecting simulated one ([`sim::SimFs`]).
 //!
-//! Reads verify every batch's CRC before serving it. Not built: a zero-copy read path (a read
-//! is one `pread` into a buffer).
+//! Reads verify every batch's CRC before serving it. A read is one `pread` into fresh, unzeroed
+//! memory (`FsFile::read_vec_at`), and the broker sends that buffer as it is; `sendfile` is not
+//! used because it would serve bytes nobody checked (docs/benchmarks.md measures both costs).
 
 mod delete;
 pub mod disk;
