@@ -136,3 +136,20 @@ def test_deleted_topic_leaves_metrics(broker):
     assert ("sluice_log_size_bytes", frozenset({("topic", "short-lived"), ("partition", "0")})) in scrape(broker)
     admin.delete_topics(["short-lived"])["short-lived"].result(10)
     assert not [k for k in scrape(broker) if ("topic", "short-lived") in k[1]]
+
+
+def test_a_group_id_with_quotes_and_newlines_keeps_the_page_parseable(broker):
+    """Group ids are the client's choice: the page must stay valid whatever they hold."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("odd", num_partitions=1, replication_factor=1)])["odd"].result(10)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for _ in range(5):
+        producer.produce("odd", value=b"x")
+    assert producer.flush(10) == 0
+    group = 'a "quoted"\\ group\nwith a newline'
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("odd", 0, 2)], asynchronous=False)
+    consumer.close()
+    samples = scrape(broker)
+    assert value(samples, "sluice_group_lag", group=group, topic="odd", partition="0") == 3
+    assert value(samples, "sluice_groups") >= 1

@@ -24,6 +24,24 @@ use wire::messages::ApiKey;
 use wire::ErrorCode;
 
 type ApiLabel = [(&'static str, &'static str); 1];
+
+/// The most group lag (and group member) series one scrape reports.
+const GROUP_LAG_SERIES_MAX: usize = 10_000;
+
+/// A label value as the text format needs it: `\`, `"` and newlines escaped.
+fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 type ApiErrorLabels = [(&'static str, &'static str); 2];
 
 fn latency_histogram() -> Histogram {
@@ -270,12 +288,24 @@ impl Collector for StateCollector {
         )?;
 
         // Consumer groups: members, and lag per committed partition.
+        // Group ids are any string a client picks: escaped here, since the encoder writes label
+        // values as they are (a `"` or a newline would break the whole page). Series per group
+        // and partition are capped at `GROUP_LAG_SERIES_MAX`; past it the rest are left out
+        // and `sluice_group_lag_series_omitted` says how many.
         let groups = broker.groups.lag_snapshot();
+        let ids: Vec<String> = groups.iter().map(|g| escape_label_value(&g.id)).collect();
+        gauge(
+            &mut e,
+            "groups",
+            "Consumer groups known to the coordinator",
+            None,
+            groups.len() as f64,
+        )?;
         {
             let mut family =
                 e.encode_descriptor("group_members", "Members of a consumer group", None, MetricType::Gauge)?;
-            for g in &groups {
-                ConstGauge::new(g.members as i64).encode(family.encode_family(&[("group", g.id.as_str())])?)?;
+            for (g, id) in groups.iter().zip(&ids).take(GROUP_LAG_SERIES_MAX) {
+                ConstGauge::new(g.members as i64).encode(family.encode_family(&[("group", id.as_str())])?)?;
             }
         }
         let mut family = e.encode_descriptor(
@@ -284,7 +314,8 @@ impl Collector for StateCollector {
             None,
             MetricType::Gauge,
         )?;
-        for g in &groups {
+        let (mut written, mut omitted) = (0usize, 0usize);
+        for (g, id) in groups.iter().zip(&ids) {
             for (topic, partition, committed) in &g.offsets {
                 let Some(hw) = broker
                     .topics
@@ -293,10 +324,15 @@ impl Collector for StateCollector {
                 else {
                     continue;
                 };
+                if written == GROUP_LAG_SERIES_MAX {
+                    omitted += 1;
+                    continue;
+                }
+                written += 1;
                 let lag = (hw - committed).max(0);
                 let partition = partition.to_string();
                 let labels = [
-                    ("group", g.id.as_str()),
+                    ("group", id.as_str()),
                     ("topic", topic.as_str()),
                     ("partition", partition.as_str()),
                 ];
@@ -304,6 +340,13 @@ impl Collector for StateCollector {
             }
         }
         drop(family);
+        gauge(
+            &mut e,
+            "group_lag_series_omitted",
+            "Group lag series left out of this page (past the cap of 10000)",
+            None,
+            omitted as f64,
+        )?;
         if let Some(fs) = &broker.metrics.segment_files {
             gauge(
                 &mut e,
@@ -391,5 +434,16 @@ impl ProcessStats {
     #[cfg(not(target_os = "linux"))]
     pub fn read() -> Option<ProcessStats> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value("plain-group.1"), "plain-group.1");
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

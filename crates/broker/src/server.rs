@@ -457,18 +457,23 @@ async fn serve(
 /// request, so every fetch paid for page faults and for zeroing new pages (a third of the
 /// broker's CPU while serving consumers, measured with perf; docs/benchmarks.md). Freed memory
 /// is now kept for reuse: up to `TRIM_BYTES` of free memory at the top of a heap before it is
-/// returned, and no separate mapping below `MMAP_BYTES`. The cost: after a burst, up to that
+/// returned, and no separate mapping below `MMAP_BYTES` (larger buffers are still mapped fresh). The cost: after a burst, up to that
 /// much freed memory stays in the process's RSS.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        const MMAP_BYTES: libc::c_int = 64 << 20;
+        // glibc's largest accepted mmap threshold on 64-bit (HEAP_MAX_SIZE / 2); a larger
+        // value is refused, and setting the trim threshold alone would pin the mmap threshold
+        // at its 128 KiB start.
+        const MMAP_BYTES: libc::c_int = 32 << 20;
         const TRIM_BYTES: libc::c_int = 256 << 20;
-        // SAFETY: mallopt only changes allocator parameters; called before the runtime's
-        // threads allocate much, and safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_BYTES);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_BYTES);
+        // SAFETY: mallopt only changes allocator parameters and is safe to call at any time.
+        let accepted = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_BYTES) == 1 };
+        if accepted {
+            // SAFETY: as above.
+            unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_BYTES) };
+        } else {
+            tracing::warn!("the allocator refused the mmap threshold; fetch buffers are mapped fresh each time");
         }
     }
 }

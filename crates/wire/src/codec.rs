@@ -409,22 +409,24 @@ thread_local! {
 /// ones interleaved by position, so record data read from disk goes to the socket without a
 /// copy in memory. Encoding is synchronous, so the thread-local state never crosses tasks.
 pub fn splicing<T>(target: *const BytesMut, encode: impl FnOnce() -> T) -> (T, Vec<(usize, Bytes)>) {
-    struct Reset;
-    impl Drop for Reset {
+    // Puts back whatever was there before (an enclosing `splicing`), also on panic.
+    struct Restore(Option<Splice>);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            SPLICE.with(|s| s.borrow_mut().take());
+            let outer = self.0.take();
+            SPLICE.with(|s| *s.borrow_mut() = outer);
         }
     }
-    SPLICE.with(|s| {
-        *s.borrow_mut() = Some(Splice {
+    let outer = SPLICE.with(|s| {
+        s.borrow_mut().replace(Splice {
             target,
             taken: Vec::new(),
         })
     });
-    let reset = Reset;
+    let restore = Restore(outer);
     let result = encode();
     let taken = SPLICE.with(|s| s.borrow_mut().take().map(|sp| sp.taken).unwrap_or_default());
-    drop(reset);
+    drop(restore);
     (result, taken)
 }
 
