@@ -228,36 +228,27 @@ impl Collector for StateCollector {
             }
         }
 
-        // Per partition: log size and offsets.
-        let mut sizes = vec![];
-        let partitions: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        // Per partition: log size and offsets, read under one short lock each.
+        let mut per_partition = vec![];
         for t in &topics {
             for p in &t.partitions {
                 let state = p.lock();
-                sizes.push((
-                    t.name.as_str(),
-                    p.index.to_string(),
-                    state.log.size_bytes(),
-                    state.log.log_start_offset(),
-                    state.log.log_end_offset(),
-                ));
+                let log = &state.log;
+                let values = [log.size_bytes() as i64, log.log_start_offset(), log.log_end_offset()];
+                per_partition.push((t.name.as_str(), p.index.to_string(), values));
             }
         }
-        let per_partition: [(&str, &str); 3] = [
+        let partitions = per_partition.len();
+        let families: [(&str, &str); 3] = [
             ("log_size_bytes", "Bytes of a partition's log on disk"),
             ("log_start_offset", "First offset a consumer can read"),
             ("log_end_offset", "Offset the next appended record gets"),
         ];
-        for (i, (name, help)) in per_partition.iter().enumerate() {
+        for (i, (name, help)) in families.iter().enumerate() {
             let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (topic, partition, size, start, end) in &sizes {
-                let v = match i {
-                    0 => *size as i64,
-                    1 => *start,
-                    _ => *end,
-                };
-                ConstGauge::new(v)
-                    .encode(family.encode_family(&[("topic", *topic), ("partition", partition.as_str())])?)?;
+            for (topic, partition, values) in &per_partition {
+                let labels = [("topic", *topic), ("partition", partition.as_str())];
+                ConstGauge::new(values[i]).encode(family.encode_family(&labels)?)?;
             }
         }
         gauge(

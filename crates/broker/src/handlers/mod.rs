@@ -21,7 +21,6 @@ mod produce;
 use crate::Broker;
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
 use wire::{frame, Encode, ErrorCodes};
 
@@ -75,20 +74,30 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (*lo, *hi))
 }
 
-/// The request being answered, and the error codes its response carried (for metrics).
-struct Ctx {
+/// The request being answered: what its response needs, and when it started (for metrics).
+struct Ctx<'a> {
+    broker: &'a Broker,
     header: RequestHeader,
     api_key: ApiKey,
     version: i16,
-    errors: Mutex<Vec<i16>>,
+    started: std::time::Instant,
+}
+
+impl Ctx<'_> {
+    /// Counts the request, its duration and the error codes in its response.
+    fn count(&self, errors: &[i16]) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.broker.metrics.request_done(self.api_key, seconds, errors);
+    }
 }
 
 fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
     let (api_key, version) = (ctx.api_key, ctx.version);
     match frame::encode_response_chunks(ctx.header.correlation_id, api_key, version, body) {
         Ok(out) => {
-            let mut errors = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
+            let mut errors = vec![];
             body.error_codes(&mut |code| errors.push(code));
+            ctx.count(&errors);
             Outcome::Respond(out)
         }
         Err(e) => Outcome::Close(format!("cannot encode {} v{version} response: {e}", api_key.name())),
@@ -112,13 +121,13 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
         // ApiVersions is answered even for versions we lack, so clients can find ours.
         let response = api_versions::handle(&header, frame);
         let ctx = Ctx {
+            broker,
             header,
             api_key,
             version: response.version,
-            errors: Mutex::default(),
+            started,
         };
-        let outcome = respond(&ctx, &response.body);
-        return counted(broker, &ctx, started, outcome);
+        return respond(&ctx, &response.body);
     }
     let Some((lo, hi)) = supported_versions(api_key) else {
         return Outcome::Close(format!("{} is not served by this broker", api_key.name()));
@@ -134,31 +143,25 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
         Err(e) => return Outcome::Close(format!("malformed {} v{version} request: {e}", api_key.name())),
     };
     let ctx = Ctx {
+        broker,
         header,
         api_key,
         version,
-        errors: Mutex::default(),
+        started,
     };
-    let outcome = dispatch(broker, peer, &ctx, body).await;
-    counted(broker, &ctx, started, outcome)
+    dispatch(&ctx, peer, body).await
 }
 
-fn counted(broker: &Broker, ctx: &Ctx, started: std::time::Instant, outcome: Outcome) -> Outcome {
-    if !matches!(outcome, Outcome::Close(_)) {
-        let errors = ctx.errors.lock().unwrap_or_else(|p| p.into_inner());
-        broker
-            .metrics
-            .request_done(ctx.api_key, started.elapsed().as_secs_f64(), &errors);
-    }
-    outcome
-}
-
-async fn dispatch(broker: &Broker, peer: SocketAddr, ctx: &Ctx, body: RequestBody) -> Outcome {
-    let version = ctx.version;
+async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome {
+    let (broker, version) = (ctx.broker, ctx.version);
     match body {
         RequestBody::Produce(req) => match produce::handle(broker, version, req).await {
             Some(resp) => respond(ctx, &resp),
-            None => Outcome::NoResponse,
+            // acks=0: handled, and counted, without a response.
+            None => {
+                ctx.count(&[]);
+                Outcome::NoResponse
+            }
         },
         RequestBody::Fetch(req) => respond(ctx, &fetch::handle(broker, version, req).await),
         RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
