@@ -1,5 +1,15 @@
-//! The `sluice` binary: `sluice server` runs a broker. Argument parsing and process setup only;
-//! everything else lives in the library crates.
+//! The `sluice` binary: `sluice server` runs a broker; `topic`, `produce`, `consume`, `group`,
+//! `config`, `cluster` and `bench` drive a cluster through the `client` crate. Argument parsing,
+//! output formatting and process setup only; everything else lives in the library crates.
+
+mod bench;
+mod cluster;
+mod common;
+mod config;
+mod consume;
+mod group;
+mod produce;
+mod topic;
 
 use anyhow::Result;
 use broker::config::{ConfigLayers, Source, SETTINGS};
@@ -10,7 +20,11 @@ use std::path::PathBuf;
 #[command(
     name = "sluice",
     version,
-    about = "A Kafka-compatible event streaming platform in one binary"
+    about = "A Kafka-compatible event streaming platform in one binary",
+    after_help = "Client commands reach 127.0.0.1:9092 unless given -b HOST:PORT (or SLUICE_BOOTSTRAP), and print\n\
+                  tables unless given -o json. Exit codes: 0 done, 1 the operation failed, 2 bad usage or settings.\n\n\
+                  Examples:\n  sluice server\n  sluice topic create orders -p 6\n  echo hello | sluice produce orders\n  \
+                  sluice consume orders --from-beginning -e\n  sluice group describe billing\n  sluice bench produce -d 10"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,6 +36,20 @@ enum Command {
     /// Run a broker (a single node by default, listening on 127.0.0.1:9092).
     #[command(after_help = server_help())]
     Server(ServerArgs),
+    /// Create, list, describe, alter, grow and delete topics.
+    Topic(topic::TopicArgs),
+    /// Write lines from stdin or a file as records.
+    Produce(produce::ProduceArgs),
+    /// Print records, alone or as a member of a consumer group.
+    Consume(consume::ConsumeArgs),
+    /// List, describe (lag), reset offsets of and delete consumer groups.
+    Group(group::GroupArgs),
+    /// Show and change topic and broker configs.
+    Config(config::ConfigArgs),
+    /// Show the cluster's brokers and controller.
+    Cluster(cluster::ClusterArgs),
+    /// Measure produce, consume and end-to-end throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -103,45 +131,41 @@ fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
     Ok(l)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the broker");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
+    // Client commands log only warnings unless SLUICE_LOG says otherwise: their output is data.
+    let default_level = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let server = matches!(cli.command, Command::Server(_));
     let result = match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Topic(args) => topic::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Group(args) => group::run(args),
+        Command::Config(args) => config::run(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");
-        std::process::exit(2);
+        // A server that cannot start was almost always given a bad setting: a usage error.
+        std::process::exit(if server {
+            common::EXIT_USAGE
+        } else {
+            common::EXIT_FAILED
+        });
     }
 }
 
@@ -150,7 +174,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = broker::Server::bind(config).await?;
-        server.run(shutdown_signal()).await;
+        server.run(common::shutdown_signal()).await;
         Ok(())
     })
 }

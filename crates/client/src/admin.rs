@@ -213,7 +213,13 @@ impl Admin {
 
     /// Every topic, sorted by name (internal ones included, flagged).
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
-        let mut out: Vec<TopicInfo> = self.client.refresh(&[]).await?.into_iter().filter_map(|(_, _, t)| t).collect();
+        let mut out: Vec<TopicInfo> = self
+            .client
+            .refresh(&[])
+            .await?
+            .into_iter()
+            .filter_map(|(_, _, t)| t)
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -264,7 +270,11 @@ impl Admin {
         let resp = self.client.send_any(&req).await?;
         let mut out = vec![];
         for r in resp.results {
-            Error::check(r.error_code, || format!("configs of '{name}'"), r.error_message.as_ref())?;
+            Error::check(
+                r.error_code,
+                || format!("configs of '{name}'"),
+                r.error_message.as_ref(),
+            )?;
             for c in r.configs {
                 out.push(ConfigEntry {
                     source: source_name(c.config_source),
@@ -304,7 +314,11 @@ impl Admin {
         };
         let resp = self.client.send_controller(&req).await?;
         for r in resp.responses {
-            Error::check(r.error_code, || format!("configs of '{name}'"), r.error_message.as_ref())?;
+            Error::check(
+                r.error_code,
+                || format!("configs of '{name}'"),
+                r.error_message.as_ref(),
+            )?;
         }
         Ok(())
     }
@@ -353,7 +367,9 @@ impl Admin {
                     vec![]
                 },
                 subscription: if consumer {
-                    decode_subscription(&m.member_metadata).map(|s| s.topics).unwrap_or_default()
+                    decode_subscription(&m.member_metadata)
+                        .map(|s| s.topics)
+                        .unwrap_or_default()
                 } else {
                     vec![]
                 },
@@ -391,12 +407,20 @@ impl Admin {
     }
 
     /// Committed offsets of `group` (for `partitions`, or all it has committed when empty).
-    pub async fn group_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         committed_offsets(&self.client, group, partitions).await
     }
 
     /// Offsets of partitions by `spec`, asked of each partition's leader.
-    pub async fn list_offsets(&self, partitions: &[TopicPartition], spec: OffsetSpec) -> Result<BTreeMap<TopicPartition, i64>> {
+    pub async fn list_offsets(
+        &self,
+        partitions: &[TopicPartition],
+        spec: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         Ok(list_offsets(&self.client, partitions, spec)
             .await?
             .into_iter()
@@ -511,7 +535,11 @@ pub async fn list_offsets(
         for t in resp.topics {
             for p in t.partitions {
                 let name = t.name.clone();
-                if let Err(e) = Error::check(p.error_code, || format!("offsets of {name}/{}", p.partition_index), None) {
+                if let Err(e) = Error::check(
+                    p.error_code,
+                    || format!("offsets of {name}/{}", p.partition_index),
+                    None,
+                ) {
                     if e.needs_metadata() {
                         client.invalidate(&t.name);
                     }
@@ -614,7 +642,11 @@ pub async fn commit_offsets(
     for t in resp.topics {
         for p in t.partitions {
             let name = t.name.clone();
-            Error::check(p.error_code, || format!("committing {name}/{} for group '{group}'", p.partition_index), None)?;
+            Error::check(
+                p.error_code,
+                || format!("committing {name}/{} for group '{group}'", p.partition_index),
+                None,
+            )?;
         }
     }
     Ok(())

@@ -59,7 +59,10 @@ impl Assignor {
 
 /// For each topic, its subscribers in member-id order get consecutive ranges; the first
 /// `partitions % members` get one more.
-pub fn range(members: &[MemberSubscription], partitions: &BTreeMap<String, i32>) -> BTreeMap<String, Vec<TopicPartition>> {
+pub fn range(
+    members: &[MemberSubscription],
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Vec<TopicPartition>> {
     let mut out: BTreeMap<String, Vec<TopicPartition>> =
         members.iter().map(|m| (m.member_id.clone(), vec![])).collect();
     for (topic, &n) in partitions {
@@ -190,7 +193,13 @@ mod tests {
         let out = range(&ms, &parts(&[("t", 5), ("u", 2)]));
         assert_eq!(
             out["a"],
-            vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2), ("u".into(), 0), ("u".into(), 1)]
+            vec![
+                ("t".into(), 0),
+                ("t".into(), 1),
+                ("t".into(), 2),
+                ("u".into(), 0),
+                ("u".into(), 1)
+            ]
         );
         assert_eq!(out["b"], vec![("t".into(), 3), ("t".into(), 4)]);
     }

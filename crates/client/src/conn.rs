@@ -102,7 +102,7 @@ impl Connection {
     ) -> Result<Connection> {
         let unreachable = |e: std::io::Error| Error::Unreachable {
             addr: addr.to_string(),
-            source: Arc::new(e),
+            error: Arc::new(e),
         };
         let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(s) => s.map_err(unreachable)?,
@@ -218,7 +218,7 @@ impl Connection {
         if let Err(e) = w.write_all(frame).await {
             let err = Error::Io {
                 addr: self.addr.clone(),
-                source: Arc::new(e),
+                error: Arc::new(e),
             };
             fail_all(&self.pending, &self.dead, err.clone());
             return Err(err);
@@ -326,6 +326,6 @@ fn io_err(addr: &str, e: std::io::Error) -> Error {
     };
     Error::Io {
         addr: addr.to_string(),
-        source: Arc::new(e),
+        error: Arc::new(e),
     }
 }

@@ -170,7 +170,9 @@ impl Consumer {
     /// Joins the group for `topics`; partitions arrive with the first `poll`.
     pub fn subscribe(&mut self, topics: &[String]) -> Result<()> {
         let Some(g) = &mut self.group else {
-            return Err(Error::Config("subscribe needs a group id; use assign without one".into()));
+            return Err(Error::Config(
+                "subscribe needs a group id; use assign without one".into(),
+            ));
         };
         self.subscription = topics.to_vec();
         g.joined = false;
@@ -208,7 +210,10 @@ impl Consumer {
 
     pub async fn seek(&mut self, tp: &TopicPartition, to: Seek) -> Result<()> {
         if !self.parts.contains_key(tp) {
-            return Err(Error::Invalid(format!("{}/{} is not assigned to this consumer", tp.0, tp.1)));
+            return Err(Error::Invalid(format!(
+                "{}/{} is not assigned to this consumer",
+                tp.0, tp.1
+            )));
         }
         let offset = match to {
             Seek::Offset(o) => o,
@@ -400,7 +405,9 @@ impl Consumer {
         // Partitions with records still buffered are not fetched again until drained.
         let buffered: BTreeSet<TopicPartition> = self.buffer.iter().map(|r| (r.topic.clone(), r.partition)).collect();
         for (tp, p) in &self.parts {
-            let (false, Some(pos)) = (p.paused, p.fetch_position) else { continue };
+            let (false, Some(pos)) = (p.paused, p.fetch_position) else {
+                continue;
+            };
             if buffered.contains(tp) {
                 continue;
             }
@@ -486,7 +493,9 @@ impl Consumer {
     }
 
     fn take_partition(&mut self, tp: TopicPartition, p: wire::messages::fetch_response::PartitionData) -> Result<()> {
-        let Some(state) = self.parts.get_mut(&tp) else { return Ok(()) };
+        let Some(state) = self.parts.get_mut(&tp) else {
+            return Ok(());
+        };
         let Some(pos) = state.fetch_position else { return Ok(()) };
         match ErrorCode::from_code(p.error_code) {
             Some(ErrorCode::None) => {}
@@ -613,7 +622,9 @@ impl Consumer {
 
     /// Starts a commit of the current positions without waiting; a failure is logged.
     pub fn commit_async(&mut self) {
-        let Some(group) = self.config.group_id.clone() else { return };
+        let Some(group) = self.config.group_id.clone() else {
+            return;
+        };
         let (generation, member) = match &self.group {
             Some(g) if g.joined => (g.generation, g.member_id.clone()),
             _ => (-1, String::new()),

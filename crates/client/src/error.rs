@@ -11,14 +11,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No broker answered: the address is wrong or nothing listens there.
-    #[error("cannot reach {addr}: {source} — is `sluice server` running there?")]
-    Unreachable { addr: String, source: Arc<std::io::Error> },
+    #[error("cannot reach {addr}: {error} — is `sluice server` running there?")]
+    Unreachable { addr: String, error: Arc<std::io::Error> },
     /// An established connection failed.
-    #[error("connection to {addr} failed: {source}")]
-    Io { addr: String, source: Arc<std::io::Error> },
+    #[error("connection to {addr} failed: {error}")]
+    Io { addr: String, error: Arc<std::io::Error> },
     /// The broker answered with a Kafka error code.
-    #[error("{}{}{}", code_name(*.code), if .context.is_empty() { String::new() } else { format!(" ({})", .context) }, .message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Kafka { code: i16, context: String, message: Option<String> },
+    #[error("{}{}{}", if .context.is_empty() { String::new() } else { format!("{}: ", .context) }, code_name(*.code), .message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Kafka {
+        code: i16,
+        context: String,
+        message: Option<String>,
+    },
     /// The broker sent bytes this client cannot read, or lacks an API this client needs.
     #[error("protocol error talking to {addr}: {detail}")]
     Protocol { addr: String, detail: String },

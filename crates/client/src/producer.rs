@@ -93,9 +93,7 @@ impl ProducerRecord {
 
     fn size(&self) -> usize {
         let b = |x: &Option<Bytes>| x.as_ref().map_or(0, |x| x.len());
-        21 + b(&self.key)
-            + b(&self.value)
-            + self.headers.iter().map(|(k, v)| 10 + k.len() + b(v)).sum::<usize>()
+        21 + b(&self.key) + b(&self.value) + self.headers.iter().map(|(k, v)| 10 + k.len() + b(v)).sum::<usize>()
     }
 }
 
@@ -112,6 +110,15 @@ pub struct RecordMetadata {
 /// Resolves once the record is written (or has failed for good).
 pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
 
+/// Boxed delivery callback (see `Producer::send_with`).
+pub type Callback = Box<dyn FnOnce(Result<RecordMetadata>) + Send>;
+
+/// How a record's outcome is reported.
+enum Delivery {
+    Future(oneshot::Sender<Result<RecordMetadata>>),
+    Callback(Callback),
+}
+
 impl std::future::Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
@@ -121,7 +128,7 @@ impl std::future::Future for DeliveryFuture {
     }
 }
 
-type Waiter = (oneshot::Sender<Result<RecordMetadata>>, i64);
+type Waiter = (Delivery, i64);
 
 struct Batch {
     builder: Option<BatchBuilder>,
@@ -201,7 +208,12 @@ impl Shared {
                 }),
                 Err(e) => Err(e.clone()),
             };
-            let _ = w.send(r);
+            match w {
+                Delivery::Future(tx) => {
+                    let _ = tx.send(r);
+                }
+                Delivery::Callback(cb) => cb(r),
+            }
         }
     }
 }
@@ -214,7 +226,10 @@ pub struct Producer {
 impl Producer {
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
         if ![-1, 0, 1].contains(&config.acks) {
-            return Err(Error::Config(format!("acks must be -1 (all), 0 or 1, not {}", config.acks)));
+            return Err(Error::Config(format!(
+                "acks must be -1 (all), 0 or 1, not {}",
+                config.acks
+            )));
         }
         let idempotent = match config.idempotence {
             Some(true) if config.acks != -1 => {
@@ -224,7 +239,9 @@ impl Producer {
             None => config.acks == -1,
         };
         if config.batch_size == 0 || config.buffer_memory < config.max_request_size {
-            return Err(Error::Config("batch size must be positive and buffer memory at least max request size".into()));
+            return Err(Error::Config(
+                "batch size must be positive and buffer memory at least max request size".into(),
+            ));
         }
         let pid = if idempotent { init_pid(&client).await? } else { (-1, -1) };
         let memory = Semaphore::new(config.buffer_memory.min(Semaphore::MAX_PERMITS));
@@ -254,12 +271,30 @@ impl Producer {
     /// Queues `record` and returns a future for its delivery. Waits only when the buffer is full
     /// or the topic's metadata is not yet known.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(record, Delivery::Future(tx)).await?;
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// Like `send`, but calls `callback` with the outcome (on the producer's task: keep it short).
+    pub async fn send_with(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue(record, Delivery::Callback(Box::new(callback))).await
+    }
+
+    async fn enqueue(&self, record: ProducerRecord, delivery: Delivery) -> Result<()> {
         let cfg = &self.shared.config;
         let size = record.size();
         if size > cfg.max_request_size {
             return Err(Error::Kafka {
                 code: ErrorCode::MessageTooLarge.code(),
-                context: format!("record of {size} bytes is over max.request.size {}", cfg.max_request_size),
+                context: format!(
+                    "record of {size} bytes is over max.request.size {}",
+                    cfg.max_request_size
+                ),
                 message: None,
             });
         }
@@ -280,7 +315,6 @@ impl Producer {
             .await
             .map_err(|_| Error::Closed("producer"))?;
         permit.forget();
-        let (tx, rx) = oneshot::channel();
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let mut wake = false;
         {
@@ -298,7 +332,10 @@ impl Producer {
                 (None, Some(k)) => partition_for_key(k, n),
                 (None, None) => t.sticky,
             };
-            let q = t.partitions.get_mut(partition as usize).ok_or(Error::Closed("producer"))?;
+            let q = t
+                .partitions
+                .get_mut(partition as usize)
+                .ok_or(Error::Closed("producer"))?;
             if let Some(open) = &q.open {
                 if open.bytes + size > cfg.batch_size {
                     let full = q.open.take();
@@ -310,9 +347,13 @@ impl Producer {
                     }
                 }
             }
-            let q = t.partitions.get_mut(partition as usize).ok_or(Error::Closed("producer"))?;
+            let q = t
+                .partitions
+                .get_mut(partition as usize)
+                .ok_or(Error::Closed("producer"))?;
             let open = q.open.get_or_insert_with(|| {
-                wake |= cfg.linger.is_zero();
+                // The sender learns of the new batch and its linger deadline.
+                wake = true;
                 Batch {
                     builder: Some(BatchBuilder::new(cfg.compression)),
                     data: None,
@@ -324,18 +365,21 @@ impl Producer {
                     maybe_written: false,
                 }
             });
-            let headers: Vec<(&[u8], Option<&[u8]>)> =
-                record.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())).collect();
+            let headers: Vec<(&[u8], Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                .collect();
             if let Some(b) = open.builder.as_mut() {
                 b.push(timestamp, record.key.as_deref(), record.value.as_deref(), &headers);
             }
             open.bytes += size;
-            open.waiters.push((tx, timestamp));
+            open.waiters.push((delivery, timestamp));
         }
         if wake {
             self.shared.wake.notify_one();
         }
-        Ok(DeliveryFuture(rx))
+        Ok(())
     }
 
     async fn partition_count(&self, topic: &str) -> Result<i32> {
