@@ -109,7 +109,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 last_record = Instant::now();
             }
             let mut done = false;
-            for r in &records {
+            for (i, r) in records.iter().enumerate() {
                 let written = if args.conn.json() {
                     writeln!(out, "{}", record_json(r))
                 } else {
@@ -123,6 +123,16 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 }
                 seen += 1;
                 if args.count.is_some_and(|n| seen >= n) {
+                    // Records returned but not printed are not consumed: move each partition's
+                    // position back to its first unprinted record, so the commit on close
+                    // covers only what was printed.
+                    let mut rewound = std::collections::BTreeSet::new();
+                    for rest in &records[i + 1..] {
+                        let tp = (rest.topic.clone(), rest.partition);
+                        if rewound.insert(tp.clone()) {
+                            consumer.seek(&tp, Seek::Offset(rest.offset)).await?;
+                        }
+                    }
                     done = true;
                     break;
                 }

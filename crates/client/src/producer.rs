@@ -185,6 +185,8 @@ struct Shared {
     wake: Notify,
     progress: Notify,
     memory: Semaphore,
+    /// Records queued whose outcome has not been reported yet (what `flush` waits for).
+    outstanding: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -198,6 +200,7 @@ impl Shared {
 
     fn finish(&self, batch: Batch, topic: &str, partition: i32, result: Result<(i64, i64)>) {
         self.release(batch.bytes);
+        let n = batch.waiters.len();
         for (i, (w, ts)) in batch.waiters.into_iter().enumerate() {
             let r = match &result {
                 Ok((base, append_time)) => Ok(RecordMetadata {
@@ -215,6 +218,8 @@ impl Shared {
                 Delivery::Callback(cb) => cb(r),
             }
         }
+        self.outstanding.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        self.progress.notify_waiters();
     }
 }
 
@@ -260,6 +265,7 @@ impl Producer {
             wake: Notify::new(),
             progress: Notify::new(),
             memory,
+            outstanding: Default::default(),
         });
         let task = tokio::spawn(run(shared.clone()));
         Ok(Producer {
@@ -375,6 +381,9 @@ impl Producer {
             }
             open.bytes += size;
             open.waiters.push((delivery, timestamp));
+            self.shared
+                .outstanding
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         if wake {
             self.shared.wake.notify_one();
@@ -423,7 +432,7 @@ impl Producer {
         self.shared.wake.notify_one();
         loop {
             let progressed = self.shared.progress.notified();
-            if self.shared.lock().is_idle() {
+            if self.shared.outstanding.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                 break;
             }
             self.shared.wake.notify_one();
@@ -646,22 +655,24 @@ fn requeue(shared: &Shared, mut o: Outgoing, why: &Error) {
     }
 }
 
+/// Reports a batch's outcome, then frees its partition for the next batch: a flush that sees
+/// the partition idle knows every callback and future of the batch has been resolved.
 fn done_with(shared: &Shared, o: Outgoing, result: Result<(i64, i64)>) {
+    let refused = result.is_err() && !o.batch.maybe_written && shared.idempotent;
+    let (count, pid) = (o.batch.waiters.len() as i32, o.batch.pid);
+    shared.finish(o.batch, &o.topic, o.partition, result);
+    let mut st = shared.lock();
+    if let Some(q) = st
+        .topics
+        .get_mut(&o.topic)
+        .and_then(|t| t.partitions.get_mut(o.partition as usize))
     {
-        let mut st = shared.lock();
-        if let Some(q) = st
-            .topics
-            .get_mut(&o.topic)
-            .and_then(|t| t.partitions.get_mut(o.partition as usize))
-        {
-            q.in_flight = false;
-            if result.is_err() && !o.batch.maybe_written && q.pid == o.batch.pid && shared.idempotent {
-                // A definite refusal: the broker did not take this sequence; reuse it.
-                q.next_seq = q.next_seq.wrapping_sub(o.batch.waiters.len() as i32);
-            }
+        q.in_flight = false;
+        if refused && q.pid == pid {
+            // A definite refusal: the broker did not take this sequence; reuse it.
+            q.next_seq = q.next_seq.wrapping_sub(count);
         }
     }
-    shared.finish(o.batch, &o.topic, o.partition, result);
 }
 
 async fn send_to_leader(shared: &Shared, leader: i32, mut batches: Vec<Outgoing>) {
