@@ -195,19 +195,33 @@ def test_keys_land_where_the_java_partitioner_puts_them_whoever_writes(fbroker):
     assert placed == expected
 
 
-def test_a_group_mixes_a_sluice_member_and_a_confluent_member(fbroker, tmp_path):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_a_group_mixes_a_sluice_member_and_a_confluent_member(fbroker, tmp_path, assignor):
     t = topic_name("mix")
     g = group_name()
     create_topic(fbroker.bootstrap, t, partitions=4)
     out_path = tmp_path / "sluice-member.txt"
     with open(out_path, "wb") as out:
         member = subprocess.Popen(
-            [str(BINARY), "consume", t, "-g", g, "--from-beginning", "-f", "%p %o %s\\n", "-b", fbroker.bootstrap],
+            [str(BINARY), "consume", t, "-g", g, "--from-beginning", "-f", "%p %o %s\\n", "-b", fbroker.bootstrap,
+             "--assignor", assignor],
             stdout=out, stderr=subprocess.PIPE,
         )
+    # With cooperative-sticky the sluice member joins first and owns all four partitions; it
+    # must hand two over (revoke, rejoin) without stopping on the two it keeps.
+    if assignor == "cooperative-sticky":
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = sluice(fbroker, "group", "describe", g, "-o", "json", check=False)
+            if out.returncode == 0 and (d := json.loads(out.stdout))["members"]:
+                if len(d["members"][0]["assignment"]) == 4:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sluice member never owned all four partitions")
     theirs = Consumer({
         "bootstrap.servers": fbroker.bootstrap, "group.id": g, "auto.offset.reset": "earliest",
-        "enable.auto.commit": True, "auto.commit.interval.ms": 200,
+        "enable.auto.commit": True, "auto.commit.interval.ms": 200, "partition.assignment.strategy": assignor,
     })
     theirs.subscribe([t])
     try:
@@ -221,9 +235,12 @@ def test_a_group_mixes_a_sluice_member_and_a_confluent_member(fbroker, tmp_path)
             theirs.poll(0.2)
             desc = split()
         assert desc, f"the group never split between the two members: {sluice_json(fbroker, 'group', 'describe', g)}"
-        assert desc["assignor"] == "range"
+        assert desc["assignor"] == assignor
         owned = [sorted(p["partition"] for p in m["assignment"]) for m in desc["members"]]
-        assert sorted(owned) == [[0, 1], [2, 3]]
+        if assignor == "range":
+            assert sorted(owned) == [[0, 1], [2, 3]]
+        else:
+            assert sorted(len(o) for o in owned) == [2, 2] and sorted(sum(owned, [])) == [0, 1, 2, 3]
 
         produce(fbroker.bootstrap, t, [{"value": f"r{i}".encode(), "partition": i % 4} for i in range(40)])
         read_by_them = []

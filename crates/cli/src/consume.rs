@@ -4,6 +4,7 @@
 use crate::common::{block_on, text, Conn};
 use anyhow::Result;
 use client::consumer::TopicPartition;
+use client::assignor::Assignor;
 use client::{Admin, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec, Seek};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -47,6 +48,10 @@ pub struct ConsumeArgs {
     /// Stop when no record arrives for this many ms.
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// Partition assignor(s) to offer the group, in order of preference: range,
+    /// cooperative-sticky; may be repeated.
+    #[arg(long, requires = "group", default_values = ["range", "cooperative-sticky"], value_parser = parse_assignor)]
+    assignor: Vec<Assignor>,
     /// Output template (see below); ignored with -o json.
     #[arg(long, short = 'f', default_value = "%s\\n")]
     format: String,
@@ -62,6 +67,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             } else {
                 AutoOffsetReset::Latest
             },
+            assignors: args.assignor.clone(),
             ..Default::default()
         };
         let admin = Admin::new(client.clone());
@@ -163,6 +169,10 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn parse_assignor(s: &str) -> Result<Assignor, String> {
+    Assignor::from_name(s).ok_or_else(|| format!("unknown assignor {s:?}: expected range or cooperative-sticky"))
 }
 
 /// Whether every assigned partition's position has reached its end offset (as first seen).
