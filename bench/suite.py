@@ -22,6 +22,8 @@ What is measured:
   process; produce latency (send to acknowledgement) and end-to-end latency (send to receipt).
 - Idle connections: 10 000 client connections, each having sent ApiVersions, held open.
 - For every broker: its CPU seconds per phase and its peak RSS.
+- A second driver, `sluice bench` (the native Rust client): produce (acks=1 and acks=all),
+  consume and end to end on 16 partitions with 1 KiB records, next to librdkafka's figures.
 """
 
 import argparse
@@ -417,6 +419,56 @@ def end_to_end(bootstrap, partitions, size, rate, seconds) -> dict:
     return {"produce": produced, "e2e": percentiles(latencies)}
 
 
+def sluice_bench(bootstrap, *args) -> dict:
+    """Runs `sluice bench ... --json` and returns its result object."""
+    out = subprocess.run(
+        [str(BINARY), "bench", *args, "-b", bootstrap, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"sluice bench {' '.join(args)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def native_driver(directory: Path, seconds: float, e2e_rate: int, e2e_seconds: float) -> list:
+    """The same shapes driven by `sluice bench`: 16 partitions, 1 KiB records."""
+    rows = []
+    for acks in ["1", "all"]:
+        b = Broker(directory)
+        try:
+            b.create_topic(16)
+            cpu0 = b.cpu_seconds()
+            r = sluice_bench(b.bootstrap, "produce", "-t", TOPIC, "-d", str(seconds), "-s", "1024", "--acks", acks)
+            r["broker_cpu_s"] = b.cpu_seconds() - cpu0
+            r["what"] = f"produce, acks={acks}, flat out"
+            rows.append(r)
+            if acks == "1":
+                cpu0 = b.cpu_seconds()
+                c = sluice_bench(b.bootstrap, "consume", "-t", TOPIC)
+                c["broker_cpu_s"] = b.cpu_seconds() - cpu0
+                c["what"] = "consume everything just produced (page cache)"
+                if c["records"] != r["records"]:
+                    raise SystemExit(f"sluice bench consume read {c['records']} of {r['records']} records")
+                rows.append(c)
+        finally:
+            b.stop()
+    b = Broker(directory)
+    try:
+        b.create_topic(16)
+        cpu0 = b.cpu_seconds()
+        e = sluice_bench(
+            b.bootstrap, "e2e", "-t", TOPIC, "-d", str(e2e_seconds), "-s", "1024", "--acks", "all", "--rate", str(e2e_rate), "--linger-ms", "1"
+        )
+        e["broker_cpu_s"] = b.cpu_seconds() - cpu0
+        e["what"] = f"end to end at {e2e_rate:,} records/s, acks=all, linger 1 ms"
+        rows.append(e)
+    finally:
+        b.stop()
+    return rows
+
+
 def idle_connections(bootstrap_port, count) -> dict:
     """Opens `count` connections, each sending ApiVersions v0 and reading the answer, holds them,
     then checks the broker still answers."""
@@ -640,6 +692,12 @@ def main():
         b.stop()
     log(f"e2e at {rate}/s: produce p99 {e2e['produce']['p99']:.2f} ms, e2e p99 {e2e['e2e']['p99']:.2f} ms")
 
+    # The second driver: the native client through `sluice bench`, same shapes.
+    log("sluice bench: produce, consume, e2e")
+    native = native_driver(args.dir, args.seconds, rate, 10.0 if not args.quick else 4.0)
+    for n in native:
+        log(f"sluice bench {n['what']}: {n['records_per_sec']:.0f} rec/s {n['mib_per_sec']:.0f} MiB/s")
+
     # Idle connections.
     connections = 1000 if args.quick else 10_000
     # Room above the held connections for the client that checks the broker still answers
@@ -680,16 +738,16 @@ def main():
     ).stdout.strip()
 
     total = time.monotonic() - began
-    report = render(produce_rows, consume_rows, e2e, conn, many, limits, total, args)
+    report = render(produce_rows, consume_rows, e2e, native, conn, many, limits, total, args)
     print(report)
     if not args.no_write:
         write_docs(report, produce_rows, consume_rows, e2e, limits)
     (args.dir / "results.json").write_text(
-        json.dumps({"produce": produce_rows, "consume": consume_rows, "e2e": e2e, "connections": conn, "limits": limits}, indent=1)
+        json.dumps({"produce": produce_rows, "consume": consume_rows, "e2e": e2e, "native": native, "connections": conn, "limits": limits}, indent=1)
     )
 
 
-def render(produce_rows, consume_rows, e2e, conn, many, limits, total, args) -> str:
+def render(produce_rows, consume_rows, e2e, native, conn, many, limits, total, args) -> str:
     def runs(key):
         r = limits.get("runs", {}).get(key)
         return f"{r[0]}, {r[1]}" if r else ""
@@ -741,6 +799,21 @@ def render(produce_rows, consume_rows, e2e, conn, many, limits, total, args) -> 
         f"| produce (send to acknowledgement) | {p['p50']:.2f} | {p['p99']:.2f} | {p['p999']:.2f} | {p['max']:.2f} |",
         f"| end to end (send to receipt) | {e['p50']:.2f} | {e['p99']:.2f} | {e['p999']:.2f} | {e['max']:.2f} |",
         f"| inside the broker: Produce request read to response ready (upper bounds, from /metrics) | ≤ {bp['p50']:.2f} | ≤ {bp['p99']:.2f} | ≤ {bp['p999']:.2f} | |",
+        "",
+        "**Second driver: `sluice bench`** (the native Rust client, one process; linger 5 ms, or 1 ms end to end as above; batches up to 1 MB), 16 partitions, 1 KiB records; latency is send to acknowledgement (produce) or send to receipt (end to end):",
+        "",
+        "| workload | records/s | MiB/s | of limit | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in native:
+        lat = n.get("latency_ms") or {}
+        limit = limits["loopback_mib_s"] if n["kind"] == "consume" else limits["write_mib_s"]
+        cell = lambda k: f"{lat[k]:.2f}" if k in lat else ""
+        lines.append(
+            f"| {n['what']} | {n['records_per_sec']:,.0f} | {n['mib_per_sec']:.0f} | {n['mib_per_sec'] / limit:.0%} | "
+            f"{cell('p50')} | {cell('p99')} | {cell('p99_9')} | {cell('max')} | {n['broker_cpu_s']:.1f} |"
+        )
+    lines += [
         "",
         "**Many partitions** (`bench/partitions.py`: topics of 1000 partitions created through the admin API, log.open.files.max=1000):",
         "",
