@@ -3,8 +3,8 @@
 
 use crate::common::{block_on, text, Conn};
 use anyhow::Result;
-use client::consumer::TopicPartition;
 use client::assignor::Assignor;
+use client::consumer::TopicPartition;
 use client::{Admin, AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, OffsetSpec, Seek};
 use serde_json::json;
 use std::collections::BTreeMap;
