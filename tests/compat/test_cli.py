@@ -308,6 +308,24 @@ def test_group_describe_reset_offsets_and_delete(fbroker):
     assert gone.returncode == 1
 
 
+def test_a_group_whose_committed_offset_fell_out_of_the_log_resets(fbroker):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    t = topic_name("oor")
+    g = group_name()
+    sluice(fbroker, "topic", "create", t, "-p", "1")
+    sluice(fbroker, "produce", t, input=b"".join(b"m%d\n" % i for i in range(10)))
+    sluice(fbroker, "group", "reset-offsets", g, "--topic", t, "--to-offset", "2", "--execute")
+    # Retention (here DeleteRecords) moves the log start past the committed offset.
+    admin = AdminClient({"bootstrap.servers": fbroker.bootstrap})
+    [f] = admin.delete_records([TopicPartition(t, 0, 5)]).values()
+    assert f.result(timeout=15).low_watermark == 5
+    out = sluice(fbroker, "consume", t, "-g", g, "--from-beginning", "-e", timeout=60)
+    assert out.stdout == b"m5\nm6\nm7\nm8\nm9\n"
+    assert sluice_json(fbroker, "group", "describe", g)["offsets"][0]["committed"] == 10
+
+
 def test_bench_reports_json(fbroker):
     t = topic_name("bench")
     p = sluice_json(fbroker, "bench", "produce", "-t", t, "-p", "2", "-n", "3000", "-s", "100", "--acks", "all", "--json")

@@ -115,6 +115,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 last_record = Instant::now();
             }
             let mut done = false;
+            let mut write_error = None;
             for (i, r) in records.iter().enumerate() {
                 let written = if args.conn.json() {
                     writeln!(out, "{}", record_json(r))
@@ -122,10 +123,8 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                     out.write_all(&render(&template, r))
                 };
                 if let Err(e) = written {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(());
-                    }
-                    return Err(e.into());
+                    write_error = Some(e);
+                    break;
                 }
                 seen += 1;
                 if args.count.is_some_and(|n| seen >= n) {
@@ -143,9 +142,10 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                     break;
                 }
             }
-            if let Err(e) = out.flush() {
+            if let Some(e) = write_error.or_else(|| out.flush().err()) {
+                // A closed pipe (`| head`) ends the command quietly, after a proper close.
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
+                    break Ok(());
                 }
                 break Err(e.into());
             }

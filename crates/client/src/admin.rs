@@ -505,6 +505,14 @@ pub async fn list_offsets(
                 context: format!("{}/{}", tp.0, tp.1),
                 message: None,
             })?;
+        if leader < 0 {
+            client.invalidate(&tp.0);
+            return Err(Error::Kafka {
+                code: ErrorCode::LeaderNotAvailable.code(),
+                context: format!("{}/{}", tp.0, tp.1),
+                message: None,
+            });
+        }
         by_leader.entry(leader).or_default().push(tp);
     }
     let mut out = BTreeMap::new();

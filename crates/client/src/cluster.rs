@@ -84,7 +84,7 @@ struct Metadata {
 struct Inner {
     config: ClientConfig,
     /// Connections by address; a dead one is replaced on next use.
-    conns: tokio::sync::Mutex<HashMap<String, Arc<Connection>>>,
+    conns: std::sync::Mutex<HashMap<String, Arc<Connection>>>,
     meta: RwLock<Metadata>,
     coordinators: RwLock<HashMap<String, i32>>,
 }
@@ -118,16 +118,24 @@ impl Client {
     }
 
     async fn conn_to(&self, addr: &str) -> Result<Arc<Connection>> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.is_dead() {
+        {
+            let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = conns.get(addr).filter(|c| !c.is_dead()) {
                 return Ok(c.clone());
             }
         }
+        // Connect without the lock, so a slow or dead broker does not hold up the others. Two
+        // callers may race to connect; the first connection stored wins.
         let cfg = &self.inner.config;
         let c = Arc::new(Connection::connect(addr, &cfg.client_id, cfg.connect_timeout, cfg.request_timeout).await?);
-        conns.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        match conns.get(addr).filter(|c| !c.is_dead()) {
+            Some(existing) => Ok(existing.clone()),
+            None => {
+                conns.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
     }
 
     /// A connection to any live broker: known brokers first, then the bootstrap list.

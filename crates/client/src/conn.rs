@@ -2,8 +2,10 @@
 //! negotiates each API's version from the broker's ApiVersions answer.
 //!
 //! Requests are pipelined: many may wait on one connection (at most `MAX_IN_FLIGHT`; the next
-//! caller waits for a slot). A reader task owns the read half; when the connection fails every
-//! waiting request gets the error and the connection is marked dead, so its owner reconnects.
+//! caller waits for a slot). A writer task owns the write half and a reader task the read half,
+//! so a caller that is cancelled mid-request never leaves half a frame on the socket (its
+//! waiter is removed when its future is dropped). When the connection fails every waiting
+//! request gets the error and the connection is marked dead, so its owner reconnects.
 
 use crate::error::{Error, Result};
 use bytes::{Bytes, BytesMut};
@@ -77,18 +79,37 @@ pub struct Connection {
     client_id: String,
     /// (min, max) version the broker accepts, by API key.
     versions: HashMap<i16, (i16, i16)>,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Whole frames for the writer task, in order.
+    frames: tokio::sync::mpsc::Sender<BytesMut>,
     pending: Arc<Mutex<Pending>>,
     dead: Arc<AtomicBool>,
     next_correlation: AtomicI32,
     slots: Semaphore,
     reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
     request_timeout: Duration,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// Removes a request's waiter when its caller stops waiting (answered, timed out or cancelled).
+struct WaiterGuard<'a> {
+    pending: &'a Mutex<Pending>,
+    correlation: i32,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiters
+            .remove(&self.correlation);
     }
 }
 
@@ -116,11 +137,14 @@ impl Connection {
         }));
         let dead = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_loop(read, addr.to_string(), pending.clone(), dead.clone()));
+        let (frames, rx) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+        let writer = tokio::spawn(write_loop(write, rx, addr.to_string(), pending.clone(), dead.clone()));
         let mut conn = Connection {
             addr: addr.to_string(),
             client_id: client_id.to_string(),
             versions: HashMap::new(),
-            writer: tokio::sync::Mutex::new(write),
+            frames,
+            writer,
             pending,
             dead,
             next_correlation: AtomicI32::new(0),
@@ -190,7 +214,7 @@ impl Connection {
     pub async fn send_oneway<R: Request>(&self, req: &R) -> Result<()> {
         let v = self.version_for::<R>()?;
         let (frame, _) = self.frame(req, v)?;
-        self.write(&frame).await
+        self.write(frame).await
     }
 
     /// Sends `req` at the negotiated version and returns the version used with the response.
@@ -213,15 +237,11 @@ impl Connection {
         Ok((frame, correlation))
     }
 
-    async fn write(&self, frame: &[u8]) -> Result<()> {
-        let mut w = self.writer.lock().await;
-        if let Err(e) = w.write_all(frame).await {
-            let err = Error::Io {
-                addr: self.addr.clone(),
-                error: Arc::new(e),
-            };
-            fail_all(&self.pending, &self.dead, err.clone());
-            return Err(err);
+    /// Hands a whole frame to the writer task (cancel-safe: the frame is queued whole or not at all).
+    async fn write(&self, frame: BytesMut) -> Result<()> {
+        if self.frames.send(frame).await.is_err() {
+            let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            return Err(p.failed.clone().unwrap_or(Error::Closed("connection")));
         }
         Ok(())
     }
@@ -237,17 +257,16 @@ impl Connection {
             }
             p.waiters.insert(correlation, tx);
         }
-        self.write(&frame).await?;
+        let _guard = WaiterGuard {
+            pending: &self.pending,
+            correlation,
+        };
+        self.write(frame).await?;
         let timeout = self.request_timeout + request_wait(req);
         let mut body = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(Error::Closed("connection")),
             Err(_) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .waiters
-                    .remove(&correlation);
                 return Err(Error::Timeout {
                     after: timeout,
                     what: format!("{} from {}", R::NAME, self.addr),
@@ -285,6 +304,21 @@ fn fail_all(pending: &Mutex<Pending>, dead: &AtomicBool, err: Error) {
     }
     for (_, w) in p.waiters.drain() {
         let _ = w.send(Err(err.clone()));
+    }
+}
+
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut frames: tokio::sync::mpsc::Receiver<BytesMut>,
+    addr: String,
+    pending: Arc<Mutex<Pending>>,
+    dead: Arc<AtomicBool>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = write.write_all(&frame).await {
+            fail_all(&pending, &dead, io_err(&addr, e));
+            return;
+        }
     }
 }
 

@@ -24,6 +24,12 @@ use wire::ErrorCode;
 
 pub type TopicPartition = (String, i32);
 
+/// How often a group member compares its subscribed topics' partition counts with those of its
+/// last join (Kafka's leader does this on each metadata refresh).
+const METADATA_CHECK: Duration = Duration::from_secs(30);
+/// The most a single batch may decompress to.
+const MAX_BATCH_DECOMPRESSED: usize = 256 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoOffsetReset {
     Earliest,
@@ -103,6 +109,8 @@ struct PartState {
     fetch_position: Option<i64>,
     paused: bool,
     high_watermark: i64,
+    /// The position fell outside the log: take `auto_offset_reset`'s offset, not the committed one.
+    needs_reset: bool,
 }
 
 struct Membership {
@@ -113,6 +121,9 @@ struct Membership {
     joined: bool,
     signals: Arc<Signals>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// Partition counts of the subscribed topics at the last join, and when they were checked.
+    counts: BTreeMap<String, usize>,
+    checked: Instant,
 }
 
 impl Membership {
@@ -154,6 +165,8 @@ impl Consumer {
             joined: false,
             signals: Arc::new(Signals::default()),
             heartbeat: None,
+            counts: BTreeMap::new(),
+            checked: Instant::now(),
         });
         Ok(Consumer {
             client,
@@ -175,7 +188,8 @@ impl Consumer {
             ));
         };
         self.subscription = topics.to_vec();
-        g.joined = false;
+        // The next poll commits (if auto-commit is on) and rejoins with the new topics.
+        g.signals.rejoin.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -292,7 +306,7 @@ impl Consumer {
         let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
         for r in &out {
             if let Some(p) = self.parts.get_mut(&(r.topic.clone(), r.partition)) {
-                p.position = Some(r.offset + 1);
+                p.position = Some(r.offset.saturating_add(1));
             }
         }
         out
@@ -303,6 +317,20 @@ impl Consumer {
         if self.subscription.is_empty() {
             return Ok(());
         }
+        if g.joined && !g.signals.rejoin.load(Ordering::SeqCst) && g.checked.elapsed() >= METADATA_CHECK {
+            // A subscribed topic created or grown since the join needs a new assignment.
+            g.checked = Instant::now();
+            if let Ok(got) = self.client.refresh(&self.subscription).await {
+                let now: BTreeMap<String, usize> = got
+                    .into_iter()
+                    .filter_map(|(n, _, t)| t.map(|t| (n, t.partitions.len())))
+                    .collect();
+                if now != g.counts {
+                    tracing::info!(group = %g.settings.group_id, "subscribed topics changed; rejoining");
+                    g.signals.rejoin.store(true, Ordering::SeqCst);
+                }
+            }
+        }
         if g.joined && !g.signals.rejoin.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -310,14 +338,22 @@ impl Consumer {
         if g.signals.forget_member.swap(false, Ordering::SeqCst) {
             g.member_id.clear();
         }
+        let lost = g.signals.lost.swap(false, Ordering::SeqCst);
         g.signals.rejoin.store(false, Ordering::SeqCst);
-        // Commit what was consumed before anything may move (errors: the rebalance wins).
-        if self.config.enable_auto_commit && g.joined {
+        if lost {
+            // Fenced: these partitions may be another member's by now. Drop them uncommitted.
+            self.parts.clear();
+            self.buffer.clear();
+            self.committed.clear();
+        } else if self.config.enable_auto_commit && g.joined {
+            // Commit what was consumed before anything may move (errors: the rebalance wins).
             if let Err(e) = self.commit().await {
                 tracing::debug!(error = %e, "commit before rebalance failed");
             }
         }
         let Some(g) = &mut self.group else { return Ok(()) };
+        // Until the join succeeds this member holds no valid generation.
+        g.joined = false;
         let cooperative = g.assignor.is_some_and(|a| a.is_cooperative());
         if !cooperative {
             // Eager protocol: give everything up before joining.
@@ -337,6 +373,14 @@ impl Consumer {
         g.generation = joined.generation;
         g.assignor = Some(joined.assignor);
         g.joined = true;
+        g.checked = Instant::now();
+        g.counts = match self.client.refresh(&self.subscription).await {
+            Ok(got) => got
+                .into_iter()
+                .filter_map(|(n, _, t)| t.map(|t| (n, t.partitions.len())))
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
         let new: BTreeSet<TopicPartition> = joined.assignment.iter().cloned().collect();
         let revoked: Vec<TopicPartition> = self.parts.keys().filter(|tp| !new.contains(*tp)).cloned().collect();
         for tp in &revoked {
@@ -371,9 +415,30 @@ impl Consumer {
         if missing.is_empty() {
             return Ok(());
         }
+        match self.lookup_positions(&missing).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_retriable() => {
+                // A leader moving or a coordinator loading: the next poll tries again.
+                tracing::debug!(error = %e, "cannot resolve positions yet");
+                for tp in &missing {
+                    self.client.invalidate(&tp.0);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lookup_positions(&mut self, missing: &[TopicPartition]) -> Result<()> {
         let mut found = BTreeMap::new();
-        if let Some(g) = &self.config.group_id {
-            found = committed_offsets(&self.client, g, &missing).await?;
+        let fresh: Vec<TopicPartition> = missing
+            .iter()
+            .filter(|tp| !self.parts.get(*tp).is_some_and(|p| p.needs_reset))
+            .cloned()
+            .collect();
+        if let (Some(g), false) = (&self.config.group_id, fresh.is_empty()) {
+            found = committed_offsets(&self.client, g, &fresh).await?;
         }
         let rest: Vec<TopicPartition> = missing.iter().filter(|tp| !found.contains_key(*tp)).cloned().collect();
         if !rest.is_empty() {
@@ -395,6 +460,7 @@ impl Consumer {
             if let Some(p) = self.parts.get_mut(&tp) {
                 p.position = Some(o);
                 p.fetch_position = Some(o);
+                p.needs_reset = false;
             }
         }
         Ok(())
@@ -510,6 +576,7 @@ impl Consumer {
                 }
                 state.position = None;
                 state.fetch_position = None;
+                state.needs_reset = true;
                 return Ok(());
             }
             Some(c) if c.is_retriable() => {
@@ -528,8 +595,18 @@ impl Consumer {
         let Some(data) = p.records else { return Ok(()) };
         let mut next = pos;
         for batch in RecordBatch::iter_all(data) {
-            // A partial batch at the end is normal: the response was cut at max bytes.
-            let Ok(batch) = batch else { break };
+            let batch = match batch {
+                Ok(b) => b,
+                // A partial batch at the end is normal: the response was cut at max bytes.
+                Err(wire::records::BatchError::Truncated(_)) => break,
+                Err(e) => {
+                    return Err(Error::Kafka {
+                        code: ErrorCode::CorruptMessage.code(),
+                        context: format!("{}/{} at offset {next}", tp.0, tp.1),
+                        message: Some(e.to_string()),
+                    })
+                }
+            };
             if batch.last_offset() < next {
                 continue;
             }
@@ -542,7 +619,7 @@ impl Consumer {
             }
             if !batch.is_control() {
                 let append_time = batch.is_log_append_time().then(|| batch.max_timestamp());
-                let records = batch.records(usize::MAX).map_err(|e| Error::Kafka {
+                let records = batch.records(MAX_BATCH_DECOMPRESSED).map_err(|e| Error::Kafka {
                     code: ErrorCode::CorruptMessage.code(),
                     context: format!("{}/{} batch at offset {}", tp.0, tp.1, batch.base_offset()),
                     message: Some(e.to_string()),
@@ -567,7 +644,7 @@ impl Consumer {
                     });
                 }
             }
-            next = batch.last_offset() + 1;
+            next = batch.last_offset().saturating_add(1);
         }
         // Batches wholly before the position (or control batches) still move it on.
         state.fetch_position = Some(next);
@@ -629,12 +706,21 @@ impl Consumer {
             Some(g) if g.joined => (g.generation, g.member_id.clone()),
             _ => (-1, String::new()),
         };
+        // `committed` is not updated: a later commit sends these offsets again, which is
+        // harmless, while marking them done before the answer could skip them for good.
         let offsets = self.positions();
-        self.committed.extend(offsets.clone());
         let client = self.client.clone();
+        let signals = self.group.as_ref().map(|g| g.signals.clone());
         tokio::spawn(async move {
             if let Err(e) = commit_offsets(&client, &group, generation, &member, &offsets).await {
                 tracing::warn!(error = %e, "asynchronous commit failed");
+                let stale = matches!(
+                    e.code(),
+                    Some(ErrorCode::RebalanceInProgress | ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId)
+                );
+                if let (true, Some(s)) = (stale, signals) {
+                    s.rejoin.store(true, Ordering::SeqCst);
+                }
             }
         });
     }

@@ -120,6 +120,9 @@ pub struct Signals {
     pub rejoin: AtomicBool,
     /// The coordinator no longer knows the member id: join as a new member.
     pub forget_member: AtomicBool,
+    /// The member was fenced (unknown member or stale generation): its partitions may already
+    /// belong to another member, so it drops them without committing (KIP-429's "lost").
+    pub lost: AtomicBool,
 }
 
 /// Joins (or rejoins) the group and returns the assignment. `member_id` is updated as the
@@ -295,13 +298,18 @@ pub fn spawn_heartbeat(
                 Some(ErrorCode::None) => {}
                 Some(ErrorCode::UnknownMemberId) | Some(ErrorCode::FencedInstanceId) => {
                     signals.forget_member.store(true, Ordering::SeqCst);
+                    signals.lost.store(true, Ordering::SeqCst);
                     signals.rejoin.store(true, Ordering::SeqCst);
                     return;
                 }
-                Some(ErrorCode::RebalanceInProgress) | Some(ErrorCode::IllegalGeneration) => {
+                Some(ErrorCode::IllegalGeneration) => {
+                    signals.lost.store(true, Ordering::SeqCst);
                     signals.rejoin.store(true, Ordering::SeqCst);
                     return;
                 }
+                // Keep heartbeating until the next poll rejoins, so a member busy between
+                // polls is not expired by the session timeout during the rebalance.
+                Some(ErrorCode::RebalanceInProgress) => signals.rejoin.store(true, Ordering::SeqCst),
                 _ => tracing::debug!(code, "heartbeat error; trying again"),
             }
         }

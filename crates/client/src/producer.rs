@@ -206,7 +206,7 @@ impl Shared {
                 Ok((base, append_time)) => Ok(RecordMetadata {
                     topic: topic.to_string(),
                     partition,
-                    offset: if *base < 0 { -1 } else { base + i as i64 },
+                    offset: if *base < 0 { -1 } else { base.saturating_add(i as i64) },
                     timestamp: if *append_time >= 0 { *append_time } else { ts },
                 }),
                 Err(e) => Err(e.clone()),
@@ -539,6 +539,7 @@ fn take_ready(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>, bool) {
     let mut ready = vec![];
     let mut expired = vec![];
     let mut renew = false;
+    // First seal what is due and expire what is too old, everywhere.
     for (topic, t) in st.topics.iter_mut() {
         for (p, q) in t.partitions.iter_mut().enumerate() {
             if let Some(open) = &q.open {
@@ -566,7 +567,23 @@ fn take_ready(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>, bool) {
                     expired.push((topic.clone(), p as i32, b));
                 }
             }
+        }
+    }
+    // A batch whose fate is unknown has expired: no new batch gets a sequence until the
+    // producer id is renewed (the sender loop does that next).
+    let renewing = renew || st.renew_pid;
+    if renewing {
+        soonest(now);
+    }
+    for (topic, t) in st.topics.iter_mut() {
+        for (p, q) in t.partitions.iter_mut().enumerate() {
+            if q.in_flight {
+                continue;
+            }
             let Some(front) = q.sealed.front() else { continue };
+            if renewing && front.data.is_none() && shared.idempotent {
+                continue;
+            }
             if let Some(at) = front.retry_at {
                 if at > now {
                     soonest(at);
@@ -653,6 +670,9 @@ fn requeue(shared: &Shared, mut o: Outgoing, why: &Error) {
         q.in_flight = false;
         q.sealed.push_front(o.batch);
     }
+    drop(st);
+    // The sender must look again: its next deadline was worked out before this batch came back.
+    shared.wake.notify_one();
 }
 
 /// Reports a batch's outcome, then frees its partition for the next batch: a flush that sees
@@ -748,6 +768,21 @@ async fn send_to_leader(shared: &Shared, leader: i32, mut batches: Vec<Outgoing>
                 if err.needs_metadata() {
                     shared.client.invalidate(&o.topic);
                 }
+                let mut o = o;
+                // Only these refusals come before the append; after any other the broker may
+                // hold the batch, and its sequence must not be given to another.
+                let before_append = matches!(
+                    ErrorCode::from_code(code),
+                    Some(
+                        ErrorCode::NotLeaderOrFollower
+                            | ErrorCode::UnknownTopicOrPartition
+                            | ErrorCode::LeaderNotAvailable
+                            | ErrorCode::NotEnoughReplicas
+                            | ErrorCode::CorruptMessage
+                            | ErrorCode::KafkaStorageError
+                    )
+                );
+                o.batch.maybe_written |= !before_append;
                 requeue(shared, o, &err);
             } else {
                 done_with(shared, o, Err(err));
