@@ -169,6 +169,12 @@ struct State {
 }
 
 impl State {
+    fn queue_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartQueue> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+    }
+
     fn is_idle(&self) -> bool {
         self.topics
             .values()
@@ -661,16 +667,10 @@ async fn route(shared: &Arc<Shared>, ready: Vec<Outgoing>) {
 fn requeue(shared: &Shared, mut o: Outgoing, why: &Error) {
     tracing::debug!(topic = %o.topic, partition = o.partition, error = %why, "retrying a batch");
     o.batch.retry_at = Some(Instant::now() + shared.config.retry_backoff);
-    let mut st = shared.lock();
-    if let Some(q) = st
-        .topics
-        .get_mut(&o.topic)
-        .and_then(|t| t.partitions.get_mut(o.partition as usize))
-    {
+    if let Some(q) = shared.lock().queue_mut(&o.topic, o.partition) {
         q.in_flight = false;
         q.sealed.push_front(o.batch);
     }
-    drop(st);
     // The sender must look again: its next deadline was worked out before this batch came back.
     shared.wake.notify_one();
 }
@@ -681,12 +681,7 @@ fn done_with(shared: &Shared, o: Outgoing, result: Result<(i64, i64)>) {
     let refused = result.is_err() && !o.batch.maybe_written && shared.idempotent;
     let (count, pid) = (o.batch.waiters.len() as i32, o.batch.pid);
     shared.finish(o.batch, &o.topic, o.partition, result);
-    let mut st = shared.lock();
-    if let Some(q) = st
-        .topics
-        .get_mut(&o.topic)
-        .and_then(|t| t.partitions.get_mut(o.partition as usize))
-    {
+    if let Some(q) = shared.lock().queue_mut(&o.topic, o.partition) {
         q.in_flight = false;
         if refused && q.pid == pid {
             // A definite refusal: the broker did not take this sequence; reuse it.
