@@ -403,16 +403,21 @@ async fn run_producers(
     Ok((hist, sent, progress.errors.load(Ordering::Relaxed), elapsed))
 }
 
-fn report(
-    kind: &str,
-    common: &Common,
-    extra: serde_json::Value,
+/// What a workload moved, for the report.
+struct Totals {
     records: u64,
     bytes: u64,
-    secs: f64,
     errors: u64,
-    hist: Option<&Histogram>,
-) {
+    secs: f64,
+}
+
+fn report(kind: &str, common: &Common, extra: serde_json::Value, t: Totals, hist: Option<&Histogram>) {
+    let Totals {
+        records,
+        bytes,
+        errors,
+        secs,
+    } = t;
     let secs = secs.max(1e-9);
     let rps = records as f64 / secs;
     let mibps = bytes as f64 / (1 << 20) as f64 / secs;
@@ -472,10 +477,12 @@ async fn produce(conn: &Conn, common: Common, opts: ProduceOpts) -> Result<()> {
         "produce",
         &common,
         extra,
-        records,
-        records * opts.record_size as u64,
-        elapsed.as_secs_f64(),
-        errors,
+        Totals {
+            records,
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            errors,
+            secs: elapsed.as_secs_f64(),
+        },
         Some(&hist),
     );
     if errors > 0 {
@@ -486,7 +493,7 @@ async fn produce(conn: &Conn, common: Common, opts: ProduceOpts) -> Result<()> {
 
 async fn consume(conn: &Conn, common: Common, consumers: usize) -> Result<()> {
     let admin = Admin::new(new_client(conn).await?);
-    let tps = admin.partitions_of(&[common.topic.clone()]).await?;
+    let tps = admin.partitions_of(std::slice::from_ref(&common.topic)).await?;
     let starts = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
     let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
     let available: u64 = tps
@@ -550,10 +557,12 @@ async fn consume(conn: &Conn, common: Common, consumers: usize) -> Result<()> {
         "consume",
         &common,
         json!({"partitions": tps.len(), "consumers": k}),
-        records,
-        progress.bytes.load(Ordering::Relaxed),
-        elapsed.as_secs_f64(),
-        0,
+        Totals {
+            records,
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            errors: 0,
+            secs: elapsed.as_secs_f64(),
+        },
         None,
     );
     Ok(())
@@ -565,7 +574,7 @@ async fn e2e(conn: &Conn, common: Common, opts: ProduceOpts) -> Result<()> {
     }
     let admin = Admin::new(new_client(conn).await?);
     let partitions = ensure_topic(&admin, &common.topic, common.partitions).await?;
-    let tps = admin.partitions_of(&[common.topic.clone()]).await?;
+    let tps = admin.partitions_of(std::slice::from_ref(&common.topic)).await?;
     let mut consumer = Consumer::new(
         new_client(conn).await?,
         ConsumerConfig {
@@ -637,10 +646,12 @@ async fn e2e(conn: &Conn, common: Common, opts: ProduceOpts) -> Result<()> {
         "e2e",
         &common,
         extra,
-        got,
-        received.bytes.load(Ordering::Relaxed),
-        elapsed.as_secs_f64(),
-        errors,
+        Totals {
+            records: got,
+            bytes: received.bytes.load(Ordering::Relaxed),
+            errors,
+            secs: elapsed.as_secs_f64(),
+        },
         Some(&h),
     );
     if got < acked {

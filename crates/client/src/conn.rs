@@ -217,12 +217,6 @@ impl Connection {
         self.write(frame).await
     }
 
-    /// Sends `req` at the negotiated version and returns the version used with the response.
-    pub async fn send_versioned<R: Request>(&self, req: &R) -> Result<(i16, R::Response)> {
-        let v = self.version_for::<R>()?;
-        Ok((v, self.send_version(req, v).await?))
-    }
-
     fn frame<R: Request>(&self, req: &R, version: i16) -> Result<(BytesMut, i32)> {
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         let header = RequestHeader {

@@ -304,9 +304,16 @@ impl Consumer {
     fn take_buffered(&mut self) -> Vec<ConsumerRecord> {
         let n = self.buffer.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
-        for r in &out {
-            if let Some(p) = self.parts.get_mut(&(r.topic.clone(), r.partition)) {
-                p.position = Some(r.offset.saturating_add(1));
+        // A partition's records sit together in the buffer: update its position once, from the
+        // last of its run.
+        for (i, r) in out.iter().enumerate() {
+            let last_of_run = out
+                .get(i + 1)
+                .is_none_or(|n| n.partition != r.partition || n.topic != r.topic);
+            if last_of_run {
+                if let Some(p) = self.parts.get_mut(&(r.topic.clone(), r.partition)) {
+                    p.position = Some(r.offset.saturating_add(1));
+                }
             }
         }
         out
@@ -467,16 +474,13 @@ impl Consumer {
     }
 
     async fn fetch(&mut self, wait: Duration) -> Result<()> {
+        // `poll` fetches only once the buffer is drained, so no partition has records waiting.
+        debug_assert!(self.buffer.is_empty());
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-        // Partitions with records still buffered are not fetched again until drained.
-        let buffered: BTreeSet<TopicPartition> = self.buffer.iter().map(|r| (r.topic.clone(), r.partition)).collect();
         for (tp, p) in &self.parts {
             let (false, Some(pos)) = (p.paused, p.fetch_position) else {
                 continue;
             };
-            if buffered.contains(tp) {
-                continue;
-            }
             let leader = match self.client.topic(&tp.0, false).await {
                 Ok(t) => t.partitions.iter().find(|x| x.id == tp.1).map_or(-1, |x| x.leader),
                 Err(e) if e.is_retriable() => -1,
@@ -593,46 +597,39 @@ impl Consumer {
         }
         state.high_watermark = p.high_watermark;
         let Some(data) = p.records else { return Ok(()) };
+        let corrupt = |at: String, e: &dyn std::fmt::Display| Error::Kafka {
+            code: ErrorCode::CorruptMessage.code(),
+            context: format!("{}/{} {at}", tp.0, tp.1),
+            message: Some(e.to_string()),
+        };
         let mut next = pos;
+        let mut buffered = false;
         for batch in RecordBatch::iter_all(data) {
             let batch = match batch {
                 Ok(b) => b,
                 // A partial batch at the end is normal: the response was cut at max bytes.
                 Err(wire::records::BatchError::Truncated(_)) => break,
-                Err(e) => {
-                    return Err(Error::Kafka {
-                        code: ErrorCode::CorruptMessage.code(),
-                        context: format!("{}/{} at offset {next}", tp.0, tp.1),
-                        message: Some(e.to_string()),
-                    })
-                }
+                Err(e) => return Err(corrupt(format!("at offset {next}"), &e)),
             };
             if batch.last_offset() < next {
                 continue;
             }
             if self.config.check_crcs {
-                batch.verify_crc().map_err(|e| Error::Kafka {
-                    code: ErrorCode::CorruptMessage.code(),
-                    context: format!("{}/{} batch at offset {}", tp.0, tp.1, batch.base_offset()),
-                    message: Some(e.to_string()),
-                })?;
+                batch
+                    .verify_crc()
+                    .map_err(|e| corrupt(format!("batch at offset {}", batch.base_offset()), &e))?;
             }
             if !batch.is_control() {
                 let append_time = batch.is_log_append_time().then(|| batch.max_timestamp());
-                let records = batch.records(MAX_BATCH_DECOMPRESSED).map_err(|e| Error::Kafka {
-                    code: ErrorCode::CorruptMessage.code(),
-                    context: format!("{}/{} batch at offset {}", tp.0, tp.1, batch.base_offset()),
-                    message: Some(e.to_string()),
-                })?;
+                let records = batch
+                    .records(MAX_BATCH_DECOMPRESSED)
+                    .map_err(|e| corrupt(format!("batch at offset {}", batch.base_offset()), &e))?;
                 for r in records {
-                    let r = r.map_err(|e| Error::Kafka {
-                        code: ErrorCode::CorruptMessage.code(),
-                        context: format!("{}/{}", tp.0, tp.1),
-                        message: Some(e.to_string()),
-                    })?;
+                    let r = r.map_err(|e| corrupt(format!("batch at offset {}", batch.base_offset()), &e))?;
                     if r.offset < next {
                         continue;
                     }
+                    buffered = true;
                     self.buffer.push_back(ConsumerRecord {
                         topic: tp.0.clone(),
                         partition: tp.1,
@@ -648,7 +645,7 @@ impl Consumer {
         }
         // Batches wholly before the position (or control batches) still move it on.
         state.fetch_position = Some(next);
-        if !self.buffer.iter().any(|r| r.topic == tp.0 && r.partition == tp.1) {
+        if !buffered {
             state.position = Some(next);
         }
         Ok(())
