@@ -71,6 +71,24 @@ pub struct BrokerConfig {
     pub queued_request_bytes_max: usize,
     /// `connections.max.idle.ms`: a connection idle, or stalled mid-request, this long is closed.
     pub connection_idle_max: std::time::Duration,
+    /// `max.connections.per.ip`: connections one client address may hold; past it, a new one
+    /// from that address is closed at once (as Kafka does).
+    pub connections_per_ip_max: usize,
+    /// `max.connections.per.ip.overrides`: per-address exceptions to the above.
+    pub connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `socket.request.read.timeout.ms`: a request whose bytes have not all arrived this long
+    /// after its size did is dropped with its connection (Sluice only).
+    pub request_read_timeout: std::time::Duration,
+    /// `socket.write.timeout.ms`: a response that makes no progress into the socket for this
+    /// long closes the connection (Sluice only).
+    pub write_timeout: std::time::Duration,
+    /// `fetch.max.bytes`: the most record data one fetch response carries, whatever the
+    /// client asks (the first batch excepted, as Kafka).
+    pub fetch_response_bytes_max: usize,
+    /// `queued.max.response.bytes`: record data held in fetch responses not yet written to
+    /// their sockets, across connections (Sluice only).
+    pub queued_response_bytes_max: usize,
+
     /// Topic defaults and creation policy.
     pub topic_defaults: TopicDefaults,
     /// `log.open.files.max`: segment file descriptors open at once (see `storage::RealFs`).
@@ -87,6 +105,12 @@ pub struct TopicDefaults {
     pub num_partitions: i32,
     pub auto_create: bool,
     pub retention_check_interval_ms: i64,
+    /// `max.broker.partitions`: partitions this broker holds, internal ones included; a
+    /// creation past it is refused with `POLICY_VIOLATION`.
+    pub partitions_max: usize,
+    /// `max.partitions.per.request`: partitions one CreateTopics or CreatePartitions request
+    /// may add over all its topics; past it, `INVALID_PARTITIONS` (Sluice only).
+    pub partitions_per_request_max: usize,
     /// The default of every topic config in [`crate::topics::TOPIC_CONFIGS`], by topic config
     /// name (`retention.ms`), taken from its broker synonym (`log.retention.ms`).
     pub configs: BTreeMap<String, String>,
@@ -126,6 +150,46 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "connections.max.idle.ms",
         "600000",
         "close a connection idle (or stalled mid-request) this long",
+    ),
+    (
+        "max.connections.per.ip",
+        "1000",
+        "connections one client address may hold; more from it are closed at once (Kafka: unlimited)",
+    ),
+    (
+        "max.connections.per.ip.overrides",
+        "",
+        "per-address exceptions to max.connections.per.ip: `ip:count,ip:count`",
+    ),
+    (
+        "socket.request.read.timeout.ms",
+        "30000",
+        "drop a connection whose request has not fully arrived this long after its size (Sluice only)",
+    ),
+    (
+        "socket.write.timeout.ms",
+        "30000",
+        "close a connection whose response makes no progress into the socket this long (Sluice only)",
+    ),
+    (
+        "fetch.max.bytes",
+        "57671680",
+        "most record data in one fetch response, whatever the client asks",
+    ),
+    (
+        "queued.max.response.bytes",
+        "536870912",
+        "fetch response data held for clients, across connections; fetches shrink to fit (Sluice only)",
+    ),
+    (
+        "max.broker.partitions",
+        "100000",
+        "partitions this broker holds, internal ones included; creations past it are refused",
+    ),
+    (
+        "max.partitions.per.request",
+        "10000",
+        "partitions one CreateTopics or CreatePartitions request may add (Sluice only)",
     ),
     ("num.partitions", "1", "partitions of a topic created without a count"),
     (
@@ -223,6 +287,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "group.max.size",
         "10000",
         "members a consumer group may hold (Kafka: unlimited)",
+    ),
+    (
+        "group.max.member.metadata.bytes",
+        "1048576",
+        "largest protocol metadata (or assignment) of one group member; larger joins get MESSAGE_TOO_LARGE (Sluice only)",
+    ),
+    (
+        "group.max.memory.bytes",
+        "268435456",
+        "member metadata and assignments all groups may hold; past it joins get GROUP_MAX_SIZE_REACHED (Sluice only)",
     ),
     (
         "offsets.topic.num.partitions",
@@ -405,6 +479,25 @@ impl ConfigLayers {
         if idle_ms == 0 {
             return Err(invalid("connections.max.idle.ms", "must be at least 1".into()));
         }
+        let ranged = |key: &str, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            let v = num(key)?;
+            if !range.contains(&v) {
+                return Err(invalid(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ));
+            }
+            Ok(v)
+        };
+        let connections_per_ip_max = ranged("max.connections.per.ip", 1..=u32::MAX as u64)? as usize;
+        let connections_per_ip_overrides = parse_ip_overrides(get("max.connections.per.ip.overrides").0)
+            .map_err(|why| invalid("max.connections.per.ip.overrides", why))?;
+        let request_read_timeout_ms = ranged("socket.request.read.timeout.ms", 1..=idle_ms.max(1))?;
+        let write_timeout_ms = ranged("socket.write.timeout.ms", 1..=idle_ms.max(1))?;
+        let fetch_response_bytes_max = ranged("fetch.max.bytes", 1024..=i32::MAX as u64)?;
+        let queued_response_bytes_max = ranged("queued.max.response.bytes", fetch_response_bytes_max..=1 << 40)?;
+        let partitions_max = ranged("max.broker.partitions", 1..=10_000_000)?;
+        let partitions_per_request_max = ranged("max.partitions.per.request", 1..=partitions_max)?;
         let int = |key: &str, min: i64| -> Result<i64, ConfigError> {
             let v = get(key)
                 .0
@@ -429,10 +522,19 @@ impl ConfigLayers {
             crate::topics::check_default(topic_key, &value).map_err(|why| invalid(broker_key, why))?;
             configs.insert(topic_key.to_string(), value);
         }
+        let num_partitions = int("num.partitions", 1)?;
+        if num_partitions as u64 > partitions_per_request_max {
+            return Err(invalid(
+                "num.partitions",
+                format!("must be at most max.partitions.per.request ({partitions_per_request_max})"),
+            ));
+        }
         let topic_defaults = TopicDefaults {
-            num_partitions: int("num.partitions", 1)?.min(i64::from(i32::MAX)) as i32,
+            num_partitions: num_partitions as i32,
             auto_create: flag("auto.create.topics.enable")?,
             retention_check_interval_ms: int("log.retention.check.interval.ms", 1)?,
+            partitions_max: partitions_max as usize,
+            partitions_per_request_max: partitions_per_request_max as usize,
             configs,
         };
         let open_files_max = int("log.open.files.max", 16)? as usize;
@@ -446,11 +548,22 @@ impl ConfigLayers {
                 initial_rebalance_delay_ms: as_i32(int("group.initial.rebalance.delay.ms", 0)?),
                 members_max: int("group.max.size", 1)? as usize,
             },
-            offsets_partitions: as_i32(int("offsets.topic.num.partitions", 1)?),
+            offsets_partitions: {
+                let n = int("offsets.topic.num.partitions", 1)?;
+                if n as u64 > partitions_per_request_max {
+                    return Err(invalid(
+                        "offsets.topic.num.partitions",
+                        format!("must be at most max.partitions.per.request ({partitions_per_request_max})"),
+                    ));
+                }
+                n as i32
+            },
             offsets_segment_bytes: int("offsets.topic.segment.bytes", 14)?,
             offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
             offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
+            member_metadata_bytes_max: int("group.max.member.metadata.bytes", 1)? as usize,
+            memory_bytes_max: int("group.max.memory.bytes", 1)? as usize,
             ..Default::default()
         };
         let settings = self
@@ -473,10 +586,39 @@ impl ConfigLayers {
             request_frame_bytes_max: request_frame_bytes_max as usize,
             queued_request_bytes_max: queued_request_bytes_max as usize,
             connection_idle_max: std::time::Duration::from_millis(idle_ms),
+            connections_per_ip_max,
+            connections_per_ip_overrides,
+            request_read_timeout: std::time::Duration::from_millis(request_read_timeout_ms),
+            write_timeout: std::time::Duration::from_millis(write_timeout_ms),
+            fetch_response_bytes_max: fetch_response_bytes_max as usize,
+            queued_response_bytes_max: queued_response_bytes_max as usize,
+
             topic_defaults,
             open_files_max,
         })
     }
+}
+
+/// Kafka's `max.connections.per.ip.overrides`: `host:count` pairs separated by commas. Hosts
+/// must be IP addresses here (Kafka also resolves names; a broker that resolves names at start
+/// would depend on DNS to start).
+fn parse_ip_overrides(text: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, String> {
+    let mut out = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{entry}` is not `ip:count`"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip = host
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| format!("`{host}` is not an IP address"))?;
+        let count = count
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{count}` in `{entry}` is not a whole number"))?;
+        out.insert(ip, count);
+    }
+    Ok(out)
 }
 
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {

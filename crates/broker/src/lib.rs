@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod meta;
 pub mod metrics;
 pub mod producers;
+pub mod ratelog;
 pub mod server;
 pub mod topics;
 
@@ -29,5 +30,10 @@ pub struct Broker {
     pub groups: group::coordinator::Coordinator,
     /// Woken after every append, so waiting fetches look again.
     pub data_arrived: tokio::sync::Notify,
+    /// Record data held in fetch responses not yet written (`queued.max.response.bytes`).
+    pub response_memory: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Produce requests whose batches are being checked on the blocking pool at once (cores - 1,
+    /// at least 1): decompression and record checks never take every core.
+    pub validation: std::sync::Arc<tokio::sync::Semaphore>,
     pub metrics: metrics::Metrics,
 }

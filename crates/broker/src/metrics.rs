@@ -95,6 +95,8 @@ pub struct Metrics {
     /// Client connections open now, and accepted since start.
     pub connections: Gauge,
     pub connections_accepted: Counter,
+    /// Connections closed at once because their address held `max.connections.per.ip`.
+    pub connections_refused: Counter,
     /// Produce requests waiting for an fsync (`flush.messages`) before they are answered.
     pub produce_waiting: Gauge,
     /// Fetch requests long-polling for data (`fetch.min.bytes` not yet reached).
@@ -113,6 +115,7 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
             produce_waiting: Gauge::default(),
             fetch_waiting: Gauge::default(),
             segment_files,
@@ -161,6 +164,11 @@ impl Metrics {
             "connections_accepted",
             "Client connections accepted since start",
             self.connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once because their address held max.connections.per.ip",
+            self.connections_refused.clone(),
         );
         registry.register(
             "produce_purgatory_requests",

@@ -1,27 +1,42 @@
 //! Listeners and connections.
 //!
 //! Limits, and what happens at each:
-//! - `max.connections`: the accept loop waits for a free slot; new clients queue in the kernel's
-//!   backlog until one closes.
+//! - `max.connections`: at the limit, the connection that has been open longest without
+//!   sending a byte is closed to make room for a new one; when every connection has spoken,
+//!   the accept loop waits for a free slot and new clients queue in the kernel's backlog.
+//! - `max.connections.per.ip` (and `.overrides`): a new connection from an address that
+//!   already holds that many is closed at once, as Kafka does.
 //! - `socket.request.max.bytes`: a frame announcing more (or a negative size) closes the
 //!   connection, as Kafka does, before any of it is buffered.
-//! - `queued.max.request.bytes`: a connection waits for memory before it reads a request body,
-//!   so the sum of buffered request bodies never exceeds it.
-//! - `connections.max.idle.ms`: a connection that sends nothing, stalls inside a request, or
-//!   stops reading responses for that long is closed.
+//! - `queued.max.request.bytes`: request bytes are reserved from this pool as they arrive (in
+//!   steps that at most double what already arrived), never on the announced size, so a client
+//!   that announces a large frame and stalls holds about what it sent. When the pool is empty,
+//!   connections stop reading until memory is freed.
+//! - `socket.request.read.timeout.ms`: a request body that has not fully arrived this long after
+//!   its size did is dropped with its connection (freeing what it held).
+//! - `queued.max.response.bytes` (in `handlers::fetch`): record data of responses not yet written
+//!   is bounded across connections; fetches shrink to what the pool has.
+//! - `socket.write.timeout.ms`: a response that makes no progress into the socket this long
+//!   (a client that stopped reading) closes the connection and frees what it held.
+//! - `connections.max.idle.ms`: a connection that sends nothing between requests for that long
+//!   is closed.
 //! - In flight per connection: one request is handled at a time and responses are written in
 //!   request order; pipelined requests wait in the socket buffer (Kafka does the same).
+//!
+//! Every connection-level log line names the client's address, and repeats are rate-limited
+//! (`ratelog`).
 
 use crate::handlers::{self, Outcome};
 use crate::meta::{self, DataDirLock, MetaError};
 use crate::{Broker, BrokerConfig};
 use bytes::BytesMut;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 /// How long requests in progress may take to finish once shutdown starts.
@@ -93,6 +108,7 @@ impl Server {
         let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
         let groups =
             crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
+        let response_memory = Arc::new(Semaphore::new(config.queued_response_bytes_max));
         let broker = Broker {
             config,
             cluster_id,
@@ -101,6 +117,10 @@ impl Server {
             producer_ids,
             groups,
             data_arrived: tokio::sync::Notify::new(),
+            response_memory,
+            validation: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            )),
             metrics: crate::metrics::Metrics::new(Some(real_fs)),
         };
         Ok(Server {
@@ -141,6 +161,7 @@ impl Server {
         );
         let connections = Arc::new(Semaphore::new(c.connections_max));
         let memory = Arc::new(Semaphore::new(c.queued_request_bytes_max));
+
         let (stop_tx, stop_rx) = watch::channel(false);
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
         let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
@@ -160,15 +181,9 @@ impl Server {
             ))
         });
         let mut tasks = tokio::task::JoinSet::new();
+        let registry = Arc::new(Registry::default());
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                p = connections.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = &mut shutdown => break,
-            };
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
                 _ = &mut shutdown => break,
@@ -177,9 +192,43 @@ impl Server {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    if let Some(suppressed) = crate::ratelog::allow("accept-failed") {
+                        warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
+                }
+            };
+            let ip_max = c
+                .connections_per_ip_overrides
+                .get(&peer.ip())
+                .copied()
+                .unwrap_or(c.connections_per_ip_max);
+            let Some(registered) = registry.register(peer, ip_max) else {
+                broker.metrics.connections_refused.inc();
+                if let Some(suppressed) = crate::ratelog::allow("per-ip-limit") {
+                    warn!(%peer, limit = ip_max, suppressed, "closing a new connection: its address holds max.connections.per.ip");
+                }
+                drop(stream);
+                continue;
+            };
+            // At max.connections: make room by closing the connection that has been silent
+            // longest, or wait for one to close.
+            let permit = match connections.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    if let Some(evicted) = registry.evict_silent() {
+                        if let Some(suppressed) = crate::ratelog::allow("evict-silent") {
+                            info!(%peer, evicted = %evicted, suppressed, "at max.connections: closing the oldest connection that never sent a request");
+                        }
+                    }
+                    tokio::select! {
+                        p = connections.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = &mut shutdown => break,
+                    }
                 }
             };
             let broker = broker.clone();
@@ -190,9 +239,10 @@ impl Server {
                 let _permit = permit;
                 let _open = crate::metrics::Waiting::new(&broker.metrics.connections);
                 debug!(%peer, "connection opened");
-                if let Err(e) = serve(stream, peer, &broker, &memory, stop).await {
+                if let Err(e) = serve(stream, peer, &broker, &memory, stop, &registered).await {
                     debug!(%peer, error = %e, "connection closed");
                 }
+                drop(registered);
             });
             // Reap finished connections so the set does not grow with every client ever seen.
             while tasks.try_join_next().is_some() {}
@@ -339,6 +389,87 @@ async fn group_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Open connections by client address, and those that have not sent a byte yet, oldest first
+/// (the first to go at `max.connections`).
+#[derive(Default)]
+struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connection id (in order of arrival) → its address and the signal that closes it.
+    silent: BTreeMap<u64, (SocketAddr, Arc<Notify>)>,
+    next_id: u64,
+}
+
+/// One registered connection; dropping it unregisters it.
+struct Registered {
+    registry: Arc<Registry>,
+    ip: IpAddr,
+    id: u64,
+    /// Notified when the connection is to close to make room (while it is still silent).
+    evict: Arc<Notify>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection from `peer`, unless its address already holds `ip_max`.
+    fn register(self: &Arc<Self>, peer: SocketAddr, ip_max: usize) -> Option<Registered> {
+        let mut inner = self.lock();
+        let held = inner.per_ip.entry(peer.ip()).or_insert(0);
+        if *held >= ip_max {
+            if *held == 0 {
+                inner.per_ip.remove(&peer.ip());
+            }
+            return None;
+        }
+        *held += 1;
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let evict = Arc::new(Notify::new());
+        inner.silent.insert(id, (peer, evict.clone()));
+        Some(Registered {
+            registry: self.clone(),
+            ip: peer.ip(),
+            id,
+            evict,
+        })
+    }
+
+    /// Closes the oldest connection that has not sent a byte yet, if there is one.
+    fn evict_silent(&self) -> Option<SocketAddr> {
+        let (_, (peer, evict)) = self.lock().silent.pop_first()?;
+        // `notify_one` keeps the wake-up for a task that is not waiting yet.
+        evict.notify_one();
+        Some(peer)
+    }
+}
+
+impl Registered {
+    /// The connection sent its first bytes: it is no longer the first to go.
+    fn spoke(&self) {
+        self.registry.lock().silent.remove(&self.id);
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        inner.silent.remove(&self.id);
+        if let Some(n) = inner.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("i/o: {0}")]
@@ -349,19 +480,49 @@ enum ConnError {
     Protocol(String),
     #[error("idle for longer than connections.max.idle.ms")]
     Idle,
+    #[error("a request of {0} bytes did not arrive within socket.request.read.timeout.ms")]
+    ReadTimeout(usize),
+    #[error("a response made no progress for socket.write.timeout.ms: the client is not reading")]
+    WriteTimeout,
+    #[error("closed to make room at max.connections: it had sent nothing")]
+    Evicted,
 }
 
-/// Reads a request body of exactly `size` bytes into fresh memory, without zeroing it first
-/// (a produce request is mostly record data; zeroing it cost as much as reading it).
-async fn read_body(rd: &mut (impl tokio::io::AsyncRead + Unpin), size: usize) -> std::io::Result<BytesMut> {
+/// The first step of memory reserved for a request body, once its first bytes are here.
+const BODY_STEP_FIRST: usize = 8 * 1024;
+
+/// Reads a request body of exactly `size` bytes into fresh memory, without zeroing it first (a
+/// produce request is mostly record data; zeroing it cost as much as reading it). Memory is
+/// taken from `pool` as bytes arrive: a step is reserved only once bytes are waiting to be
+/// read, and each step is at most as large as what arrived before it, so a client that stalls
+/// holds at most about twice what it sent. The returned permit holds `size` bytes.
+async fn read_body<'a>(
+    rd: &mut BufReader<impl tokio::io::AsyncRead + Unpin>,
+    size: usize,
+    pool: &'a Semaphore,
+) -> Result<(BytesMut, tokio::sync::SemaphorePermit<'a>), ConnError> {
+    let closed = |_| ConnError::Protocol("memory pool closed".into());
+    // The buffer's capacity is address space, not memory: pages are touched as data lands.
     let mut frame = BytesMut::with_capacity(size);
-    let mut body = rd.take(size as u64);
+    let mut held = pool.acquire_many(0).await.map_err(closed)?;
+    let mut reserved = 0usize;
     while frame.len() < size {
-        if body.read_buf(&mut frame).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        if frame.len() == reserved {
+            // Wait for bytes before reserving memory for them.
+            if rd.fill_buf().await?.is_empty() {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            let step = (size - reserved).min(reserved.max(BODY_STEP_FIRST));
+            // `step <= size <= socket.request.max.bytes <= i32::MAX`.
+            held.merge(pool.acquire_many(step as u32).await.map_err(closed)?);
+            reserved += step;
+        }
+        let room = (reserved - frame.len()) as u64;
+        if (&mut *rd).take(room).read_buf(&mut frame).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(frame)
+    Ok((frame, held))
 }
 
 /// True when `buf` starts with a whole size-prefixed frame.
@@ -373,20 +534,51 @@ fn holds_whole_frame(buf: &[u8]) -> bool {
     n >= 0 && buf.len() - 4 >= n as usize
 }
 
+/// The most written in one step under `socket.write.timeout.ms`: a response must keep moving.
+const WRITE_STEP: usize = 256 * 1024;
+
+/// Writes `chunks` (and flushes when `flush`), failing when any step of at most `WRITE_STEP`
+/// bytes makes no progress for `timeout`.
+async fn write_response(
+    wr: &mut BufWriter<impl tokio::io::AsyncWrite + Unpin>,
+    chunks: &[bytes::Bytes],
+    flush: bool,
+    timeout: std::time::Duration,
+) -> Result<(), ConnError> {
+    for chunk in chunks {
+        // Chunks past the buffer's size (record data) go straight to the socket.
+        for piece in chunk.chunks(WRITE_STEP) {
+            match tokio::time::timeout(timeout, wr.write_all(piece)).await {
+                Err(_) => return Err(ConnError::WriteTimeout),
+                Ok(r) => r?,
+            }
+        }
+    }
+    if flush {
+        match tokio::time::timeout(timeout, wr.flush()).await {
+            Err(_) => return Err(ConnError::WriteTimeout),
+            Ok(r) => r?,
+        }
+    }
+    Ok(())
+}
+
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: &Broker,
+    broker: &Arc<Broker>,
     memory: &Semaphore,
     mut stop: watch::Receiver<bool>,
+    registered: &Registered,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     // Small buffers: an idle connection should cost little (large frames bypass them).
     let mut rd = BufReader::with_capacity(8 * 1024, rd);
     let mut wr = BufWriter::with_capacity(8 * 1024, wr);
-    let max = broker.config.request_frame_bytes_max;
-    let idle = broker.config.connection_idle_max;
+    let c = &broker.config;
+    let (max, idle) = (c.request_frame_bytes_max, c.connection_idle_max);
+    let mut silent = true;
     loop {
         let size = tokio::select! {
             r = tokio::time::timeout(idle, rd.read_i32()) => match r {
@@ -395,60 +587,59 @@ async fn serve(
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(Err(e)) => return Err(e.into()),
             },
+            _ = registered.evict.notified(), if silent => return Err(ConnError::Evicted),
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
+        if silent {
+            silent = false;
+            registered.spoke();
+        }
         if size < 0 || size as usize > max {
-            warn!(size, max, "closing connection: request frame size out of bounds");
+            if let Some(suppressed) = crate::ratelog::allow("frame-size") {
+                warn!(%peer, size, max, suppressed, "closing connection: request frame size outside 0..=socket.request.max.bytes");
+            }
             return Err(ConnError::FrameSize(size.into(), max));
         }
         let size = size as usize;
-        // Memory for the body is reserved before it is read, as Kafka's memory pool does; a
-        // client that announces a frame and then stalls holds it until `connections.max.idle.ms`.
-        let read_body = async {
-            // `size <= max <= i32::MAX`, and the semaphore holds at least `max` permits.
-            let permit = memory
-                .acquire_many(size as u32)
-                .await
-                .map_err(|_| ConnError::Protocol("memory pool closed".into()))?;
-            match tokio::time::timeout(idle, read_body(&mut rd, size)).await {
-                Err(_) => Err(ConnError::Idle),
-                Ok(r) => r.map(|frame| (frame.freeze(), permit)).map_err(ConnError::from),
-            }
-        };
         let (frame, permit) = tokio::select! {
-            r = read_body => r?,
+            r = tokio::time::timeout(c.request_read_timeout, read_body(&mut rd, size, memory)) => match r {
+                Err(_) => {
+                    if let Some(suppressed) = crate::ratelog::allow("read-timeout") {
+                        warn!(%peer, size, suppressed, "closing connection: its request did not arrive within socket.request.read.timeout.ms");
+                    }
+                    return Err(ConnError::ReadTimeout(size));
+                }
+                Ok(r) => r?,
+            },
             // A request cut off by shutdown was never acknowledged: drop it.
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let outcome = handlers::handle_frame(broker, peer, frame).await;
+        let outcome = handlers::handle_frame(broker, peer, frame.freeze()).await;
         drop(permit);
-        let chunks = match outcome {
-            Outcome::Respond(chunks) => chunks,
-            Outcome::NoResponse => vec![],
+        let (chunks, held) = match outcome {
+            Outcome::Respond(chunks) => (chunks, None),
+            Outcome::RespondHeld(chunks, held) => (chunks, Some(held)),
+            Outcome::NoResponse => (vec![], None),
             Outcome::Close(why) => {
-                let _ = tokio::time::timeout(idle, wr.flush()).await;
-                warn!(reason = %why, "closing connection");
+                let _ = tokio::time::timeout(c.write_timeout, wr.flush()).await;
+                if let Some(suppressed) = crate::ratelog::allow("protocol-close") {
+                    warn!(%peer, reason = %why, suppressed, "closing connection");
+                }
                 return Err(ConnError::Protocol(why));
             }
         };
         // Flush unless the next request is already here in full (pipelining): its response
-        // then goes out in the same write. A client that stops reading is dropped after the
-        // idle timeout rather than holding the connection forever.
+        // then goes out in the same write.
         let flush = !holds_whole_frame(rd.buffer());
-        let write = async {
-            // Chunks past the buffer's size (record data) go straight to the socket.
-            for chunk in &chunks {
-                wr.write_all(chunk).await?;
+        let written = write_response(&mut wr, &chunks, flush, c.write_timeout).await;
+        if matches!(written, Err(ConnError::WriteTimeout)) {
+            if let Some(suppressed) = crate::ratelog::allow("write-timeout") {
+                warn!(%peer, suppressed, "closing connection: it stopped reading its responses (socket.write.timeout.ms)");
             }
-            if flush {
-                wr.flush().await?;
-            }
-            Ok::<_, std::io::Error>(())
-        };
-        match tokio::time::timeout(idle, write).await {
-            Err(_) => return Err(ConnError::Idle),
-            Ok(r) => r?,
         }
+        written?;
+        // Response memory (`queued.max.response.bytes`) is free once it is in the socket.
+        drop(held);
     }
 }
 
@@ -519,20 +710,55 @@ mod tests {
     async fn read_body_reads_exactly_the_frame_and_leaves_the_rest() {
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
         let mut rd = BufReader::with_capacity(8 * 1024, rx);
+        let pool = Semaphore::new(1 << 20);
         let first: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let second = vec![7u8; 5000];
         tokio::spawn(async move {
             tx.write_all(&first).await.unwrap();
             tx.write_all(&second).await.unwrap();
         });
-        let a = read_body(&mut rd, 100_000).await.unwrap();
+        let (a, held) = read_body(&mut rd, 100_000, &pool).await.unwrap();
         assert_eq!(a.len(), 100_000);
-        assert!(a.iter().enumerate().all(|(i, b)| *b == i as u8));
-        let b = read_body(&mut rd, 5000).await.unwrap();
-        assert_eq!(&b[..], &[7u8; 5000][..]);
         assert_eq!(
-            read_body(&mut rd, 1).await.unwrap_err().kind(),
-            std::io::ErrorKind::UnexpectedEof
+            held.num_permits(),
+            100_000,
+            "the whole body is held while it is handled"
         );
+        assert!(a.iter().enumerate().all(|(i, b)| *b == i as u8));
+        drop(held);
+        let (b, _held) = read_body(&mut rd, 5000, &pool).await.unwrap();
+        assert_eq!(&b[..], &[7u8; 5000][..]);
+        assert!(read_body(&mut rd, 1, &pool).await.is_err(), "end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_holds_about_what_arrived_not_what_was_announced() {
+        const POOL: usize = 64 << 20;
+        let announced = 50 << 20;
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let pool = Arc::new(Semaphore::new(POOL));
+        let p = pool.clone();
+        let task = tokio::spawn(async move {
+            let mut rd = BufReader::with_capacity(8 * 1024, rx);
+            let _ = read_body(&mut rd, announced, &p).await;
+        });
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
+        settle().await;
+        assert_eq!(
+            pool.available_permits(),
+            POOL,
+            "nothing is reserved before a byte arrives"
+        );
+        tx.write_all(&vec![1u8; 100 * 1024]).await.unwrap();
+        settle().await;
+        let held = POOL - pool.available_permits();
+        assert!(held >= 100 * 1024, "what arrived is held ({held})");
+        assert!(
+            held <= 2 * 100 * 1024 + BODY_STEP_FIRST,
+            "at most about twice what arrived, not the {announced} announced ({held})"
+        );
+        task.abort();
+        let _ = task.await;
+        assert_eq!(pool.available_permits(), POOL, "a dropped read gives its memory back");
     }
 }

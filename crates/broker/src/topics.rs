@@ -723,6 +723,7 @@ impl Topics {
                 "the number of partitions must be at least 1",
             ));
         }
+        self.check_partition_limits(partitions as usize)?;
         let replication_factor = if replication_factor == -1 {
             1
         } else {
@@ -764,6 +765,45 @@ impl Topics {
             ));
         }
         Ok((partitions, replication_factor))
+    }
+
+    /// Partitions this broker holds, internal topics' included.
+    pub fn partition_count(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name
+            .values()
+            .map(|t| t.partitions.len())
+            .sum()
+    }
+
+    /// Refuses `adding` partitions past `max.partitions.per.request` or `max.broker.partitions`,
+    /// before anything is created. (The per-request budget over several topics is the handlers'.)
+    pub fn check_partition_limits(&self, adding: usize) -> Result<(), ApiError> {
+        let defaults = self.defaults();
+        if adding > defaults.partitions_per_request_max {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "{adding} partitions is more than one request may create (max.partitions.per.request = {})",
+                    defaults.partitions_per_request_max
+                ),
+            ));
+        }
+        let held = self.partition_count();
+        if held.saturating_add(adding) > defaults.partitions_max {
+            return Err(ApiError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "{adding} more partitions would make {} on this broker, more than max.broker.partitions = {} \
+                     (delete topics or raise the limit)",
+                    held.saturating_add(adding),
+                    defaults.partitions_max
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn create(
@@ -885,6 +925,7 @@ impl Topics {
                 format!("topic {name} has {current} partitions, more than the {count} asked for; partitions cannot be removed"),
             ));
         }
+        self.check_partition_limits((count - current) as usize)?;
         if validate_only {
             return Ok(());
         }

@@ -129,8 +129,23 @@ pub fn decompress(codec: Compression, data: &[u8], max_bytes: usize) -> Result<B
     Ok(Bytes::from(out))
 }
 
+/// At most this many output bytes per input byte of a raw snappy block (64 / 3, rounded up).
+const SNAPPY_EXPANSION_MAX: usize = 22;
+
 fn snappy_raw(block: &[u8], room: usize, out: &mut Vec<u8>) -> Result<(), CompressionError> {
     let len = snap::raw::decompress_len(block).map_err(|e| corrupt(Compression::Snappy, e))?;
+    // The longest output one element of the raw format can produce is 64 bytes from a 3-byte
+    // copy, so a block expands at most ~21.3 times. A claim beyond that is a lie: refuse it
+    // before allocating (and zeroing) what it claims.
+    if len > block.len().saturating_mul(SNAPPY_EXPANSION_MAX) {
+        return Err(corrupt(
+            Compression::Snappy,
+            format!(
+                "a block of {} bytes claims to hold {len} bytes, more than snappy can expand to",
+                block.len()
+            ),
+        ));
+    }
     if len > room {
         return Err(CompressionError::TooLarge(out.len() + room));
     }
@@ -225,6 +240,33 @@ mod tests {
         assert_eq!(
             &decompress(Compression::Snappy, &raw, 100).unwrap()[..],
             b"hello hello hello"
+        );
+    }
+
+    #[test]
+    fn a_snappy_block_claiming_more_than_it_can_expand_to_is_refused_before_allocating() {
+        // The length varint of 60 MiB, then 60 bytes: at most 22 * 64 bytes could come out.
+        let mut block = vec![];
+        let mut n = 60u64 << 20;
+        while n >= 0x80 {
+            block.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        block.push(n as u8);
+        block.extend_from_slice(&[0u8; 60]);
+        match decompress(Compression::Snappy, &block, 64 << 20) {
+            Err(CompressionError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("more than snappy can expand to"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The densest real data stays within the bound.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert!(packed.len() * SNAPPY_EXPANSION_MAX >= zeros.len());
+        assert_eq!(
+            decompress(Compression::Snappy, &packed, 1 << 20).unwrap().len(),
+            1 << 20
         );
     }
 

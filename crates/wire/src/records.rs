@@ -363,12 +363,18 @@ pub struct Records {
     base_timestamp: i64,
 }
 
+/// A length-prefixed byte string of a record: -1 is null, and any other negative length is
+/// refused. Kafka's decoder takes every negative length as null, but its consumers do not
+/// (librdkafka stops at such a record for good), so one stored would poison the partition.
 fn varbytes(buf: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
     let len = codec::get_varint(buf)?;
-    if len < 0 {
-        return Ok(None);
+    match len {
+        -1 => Ok(None),
+        len if len < 0 => Err(BatchError::InvalidRecord(format!(
+            "length {len}: a key, value or header length must be -1 (null) or at least 0"
+        ))),
+        len => Ok(Some(codec::take(buf, len as usize)?)),
     }
-    Ok(Some(codec::take(buf, len as usize)?))
 }
 
 impl Records {
@@ -567,6 +573,37 @@ mod tests {
         b.push(1005, None, None, &[]);
         b.push(999, Some(b""), Some(&[7u8; 3000]), &[(b"n", None)]);
         b.build()
+    }
+
+    /// One uncompressed batch whose single record has `key_len` as its key length varint.
+    fn batch_with_key_length(key_len: i32) -> Bytes {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(1000, None, Some(b"v"), &[]);
+        let mut raw = BytesMut::from(&b.build()[..]);
+        // The record: length, attributes, timestamp delta, offset delta, then the key length
+        // (-1, one zigzag byte 0x01) at a fixed place after the header.
+        let at = HEADER_BYTES + 4;
+        assert_eq!(raw[at], 0x01, "the null key's length");
+        let mut zigzag = BytesMut::new();
+        codec::put_varint(&mut zigzag, key_len);
+        assert_eq!(zigzag.len(), 1, "a one-byte length keeps the record's size");
+        raw[at] = zigzag[0];
+        let crc = crc32c::crc32c(&raw[CRC_START..]);
+        raw[17..21].copy_from_slice(&crc.to_be_bytes());
+        raw.freeze()
+    }
+
+    #[test]
+    fn lengths_below_minus_one_are_refused() {
+        let ok = RecordBatch::parse(&mut batch_with_key_length(-1)).unwrap();
+        ok.validate(1 << 20).unwrap();
+        for bad in [-2, -64] {
+            let batch = RecordBatch::parse(&mut batch_with_key_length(bad)).unwrap();
+            match batch.validate(1 << 20) {
+                Err(BatchError::InvalidRecord(why)) => assert!(why.contains(&format!("length {bad}")), "{why}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct GroupConfig {
     pub offsets_retention_check_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_bytes_max: usize,
+    /// `group.max.member.metadata.bytes` (see `memory`).
+    pub member_metadata_bytes_max: usize,
+    /// `group.max.memory.bytes` (see `memory`).
+    pub memory_bytes_max: usize,
     /// A shard's log is compacted once this much has been written since its last compaction
     /// and that is more than twice the size of the live state (not a setting; tests lower it).
     pub compact_after_bytes: u64,
@@ -64,6 +68,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_ms: 600_000,
             offset_metadata_bytes_max: 4096,
+            member_metadata_bytes_max: 1 << 20,
+            memory_bytes_max: 256 << 20,
             compact_after_bytes: 16 << 20,
         }
     }
@@ -378,6 +384,8 @@ pub struct Coordinator {
     next_token: AtomicU64,
     /// Set at shutdown: waiting requests are answered and no new ones wait.
     closed: std::sync::atomic::AtomicBool,
+    /// Member metadata and assignments held by all groups (`group.max.memory.bytes`).
+    pub memory: super::memory::GroupMemory,
 }
 
 /// Committed offsets by topic and partition (`None`: nothing committed).
@@ -395,6 +403,7 @@ impl Coordinator {
     /// the first group appears.
     pub fn open(topics: &Topics, config: GroupConfig) -> Result<Coordinator, String> {
         let c = Coordinator {
+            memory: super::memory::GroupMemory::new(config.member_metadata_bytes_max, config.memory_bytes_max),
             config,
             shards: OnceLock::new(),
             creating: Mutex::new(()),

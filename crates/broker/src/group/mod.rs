@@ -3,5 +3,6 @@
 //! and the log (`coordinator`).
 
 pub mod coordinator;
+pub mod memory;
 pub mod state;
 pub mod store;

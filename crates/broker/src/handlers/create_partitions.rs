@@ -5,8 +5,12 @@ use crate::Broker;
 use wire::messages::create_partitions_response::CreatePartitionsTopicResult;
 use wire::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ErrorCode};
 
+/// Runs on the blocking pool: creating partitions is file work.
 pub fn handle(broker: &Broker, _version: i16, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let node = broker.config.node_id;
+    let per_request = broker.topics.defaults().partitions_per_request_max;
+    // `max.partitions.per.request` covers the whole request, not each topic alone.
+    let mut budget = per_request as i64;
     let results = req
         .topics
         .into_iter()
@@ -15,13 +19,22 @@ pub fn handle(broker: &Broker, _version: i16, req: CreatePartitionsRequest) -> C
                 .topics
                 .get(&t.name)
                 .map_or(0, |topic| topic.partitions.len() as i32);
+            let adding = i64::from(t.count) - i64::from(current);
             // Manual assignments must place each new partition on this, the only, broker.
             let assignment_ok = t
                 .assignments
                 .as_ref()
-                .is_none_or(|a| a.len() as i32 == t.count - current && a.iter().all(|x| x.broker_ids == [node]));
-            let result = if assignment_ok {
-                broker.topics.add_partitions(&t.name, t.count, req.validate_only)
+                .is_none_or(|a| a.len() as i64 == adding && a.iter().all(|x| x.broker_ids == [node]));
+            let result = if adding > budget {
+                Err(ApiError::new(
+                    ErrorCode::InvalidPartitions,
+                    format!("the topics of this request add more than {per_request} partitions (max.partitions.per.request)"),
+                ))
+            } else if assignment_ok {
+                broker
+                    .topics
+                    .add_partitions(&t.name, t.count, req.validate_only)
+                    .inspect(|()| budget -= adding)
             } else {
                 Err(ApiError::new(
                     ErrorCode::InvalidReplicaAssignment,

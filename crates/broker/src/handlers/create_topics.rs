@@ -7,8 +7,12 @@ use wire::messages::create_topics_response::CreatableTopicResult;
 use wire::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use wire::ErrorCode;
 
+/// Runs on the blocking pool: creating partitions is file work.
 pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
+    let defaults = broker.topics.defaults();
+    // `max.partitions.per.request` covers the whole request, not each topic alone.
+    let mut budget = defaults.partitions_per_request_max;
     let topics = request
         .topics
         .into_iter()
@@ -45,6 +49,20 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
                     None => return fail(ErrorCode::InvalidConfig, format!("config {} has a null value", c.name)),
                 }
             }
+            let wanted = if t.num_partitions == -1 {
+                defaults.num_partitions
+            } else {
+                t.num_partitions
+            };
+            if wanted > 0 && wanted as usize > budget {
+                return fail(
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "the topics of this request add more than {} partitions (max.partitions.per.request)",
+                        defaults.partitions_per_request_max
+                    ),
+                );
+            }
             let outcome = if request.validate_only {
                 broker
                     .topics
@@ -58,6 +76,7 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
             };
             match outcome {
                 Ok((id, partitions, replication)) => {
+                    budget = budget.saturating_sub(partitions.max(0) as usize);
                     result.topic_id = id;
                     result.num_partitions = partitions;
                     result.replication_factor = replication;

@@ -11,6 +11,7 @@ use crate::Broker;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wire::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use wire::messages::{FetchRequest, FetchResponse};
 use wire::records::RecordBatch;
@@ -69,7 +70,10 @@ fn read_partition(
             }
         }
         Err(e) => {
-            tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "fetch read failed");
+            let key = format!("fetch-read-failed {}-{}", part.topic, part.index);
+            if let Some(suppressed) = crate::ratelog::allow(&key) {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, suppressed, "fetch read failed");
+            }
             // Corruption recovery found in a once-fsynced segment is not served (Kafka answers
             // a corrupt read the same way); any other failure is the disk's.
             r.error_code = match e {
@@ -148,7 +152,43 @@ fn count_sent(wanted: &[Wanted], responses: &[FetchableTopicResponse]) {
     }
 }
 
-pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> FetchResponse {
+/// The least a fetch reserves from the response pool before reading (unless it asks for less):
+/// when the pool is nearly empty, fetches shrink to this rather than to nothing.
+const RESERVE_FLOOR_BYTES: usize = 1 << 20;
+
+/// Reserves response memory for a read of up to `cap` bytes: what the pool has free (a fetch
+/// under memory pressure gets a smaller response), at least `RESERVE_FLOOR_BYTES`, waiting when
+/// even that is not free. Returns the permit and the bytes it covers.
+async fn reserve(pool: &Arc<Semaphore>, cap: usize) -> (OwnedSemaphorePermit, usize) {
+    let want = cap.min(pool.available_permits().max(RESERVE_FLOOR_BYTES));
+    // `want <= fetch.max.bytes <= i32::MAX`; the pool is never closed.
+    match pool.clone().acquire_many_owned(want as u32).await {
+        Ok(p) => (p, want),
+        Err(_) => unreachable!("the response pool is never closed"),
+    }
+}
+
+/// Makes `held` cover exactly `used` bytes: gives back what the read did not use, or waits for
+/// the extra when the first batch was larger than the reservation (it is always sent whole).
+async fn settle(pool: &Arc<Semaphore>, mut held: OwnedSemaphorePermit, used: usize) -> OwnedSemaphorePermit {
+    let reserved = held.num_permits();
+    if used < reserved {
+        drop(held.split(reserved - used));
+    } else if used > reserved {
+        if let Ok(extra) = pool
+            .clone()
+            .acquire_many_owned((used - reserved).min(u32::MAX as usize) as u32)
+            .await
+        {
+            held.merge(extra);
+        }
+    }
+    held
+}
+
+/// Answers a fetch. The returned permit holds the response's record data in the response pool
+/// (`queued.max.response.bytes`) until the connection has written it.
+pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> (FetchResponse, OwnedSemaphorePermit) {
     let wanted: Vec<Wanted> = request
         .topics
         .into_iter()
@@ -167,11 +207,14 @@ pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> Fet
             }
         })
         .collect();
-    let max_bytes = if version >= 3 {
+    let asked = if version >= 3 {
         request.max_bytes.max(0) as usize
     } else {
         i32::MAX as usize
     };
+    // `fetch.max.bytes` caps every response, whatever the client asks.
+    let cap = asked.min(broker.config.fetch_response_bytes_max);
+    let pool = &broker.response_memory;
     let min_bytes = request.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
@@ -181,27 +224,35 @@ pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> Fet
         let arrived = broker.data_arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
+        let (held, max_bytes) = reserve(pool, cap).await;
         let (responses, total) = collect(&wanted, version, max_bytes);
         let errors = responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
         if total >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             count_sent(&wanted, &responses);
-            return FetchResponse {
+            let held = settle(pool, held, total).await;
+            let response = FetchResponse {
                 responses,
                 session_id: 0,
                 ..Default::default()
             };
+            return (response, held);
         }
+        // Nothing is held while waiting.
+        drop((held, responses));
         let in_purgatory = crate::metrics::Waiting::new(&broker.metrics.fetch_waiting);
         let woken = tokio::time::timeout_at(deadline, arrived).await;
         drop(in_purgatory);
         if woken.is_err() {
-            let (responses, _) = collect(&wanted, version, max_bytes);
+            let (held, max_bytes) = reserve(pool, cap).await;
+            let (responses, total) = collect(&wanted, version, max_bytes);
             count_sent(&wanted, &responses);
-            return FetchResponse {
+            let held = settle(pool, held, total).await;
+            let response = FetchResponse {
                 responses,
                 session_id: 0,
                 ..Default::default()
             };
+            return (response, held);
         }
     }
 }

@@ -90,6 +90,25 @@ fn new_member_id(prefix: &str) -> String {
     )
 }
 
+/// Logs (rate-limited) a join or sync refused by `group.max.member.metadata.bytes` or
+/// `group.max.memory.bytes`.
+fn refused_for_memory(broker: &Broker, peer: SocketAddr, group_id: &str, api: &str, e: ErrorCode) {
+    if let Some(suppressed) = crate::ratelog::allow("group-memory") {
+        let c = broker.groups.config();
+        tracing::warn!(
+            %peer,
+            group = %group_id.escape_debug(),
+            api,
+            error = e.name(),
+            held = broker.groups.memory.held(),
+            member_max = c.member_metadata_bytes_max,
+            total_max = c.memory_bytes_max,
+            suppressed,
+            "refused: group.max.member.metadata.bytes or group.max.memory.bytes"
+        );
+    }
+}
+
 pub async fn join_group(
     broker: &Broker,
     version: i16,
@@ -108,6 +127,18 @@ pub async fn join_group(
     if req.group_id.is_empty() {
         return error_response(ErrorCode::InvalidGroupId, req.member_id);
     }
+    // Counted copies of the metadata, not slices that would pin the request frame.
+    let metadata = match broker
+        .groups
+        .memory
+        .admit(req.protocols.iter().map(|p| &p.metadata[..]))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            refused_for_memory(broker, peer, &req.group_id, "JoinGroup", e);
+            return error_response(e, req.member_id);
+        }
+    };
     let client_id = client_id.unwrap_or("").to_string();
     let prefix = req.group_instance_id.clone().unwrap_or_else(|| client_id.clone());
     let join = JoinRequest {
@@ -123,7 +154,7 @@ pub async fn join_group(
             req.rebalance_timeout_ms
         },
         protocol_type: req.protocol_type,
-        protocols: req.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        protocols: req.protocols.into_iter().map(|p| p.name).zip(metadata).collect(),
         require_known_member_id: version >= 4,
         new_member_id: new_member_id(&prefix),
     };
@@ -154,12 +185,26 @@ pub async fn join_group(
     }
 }
 
-pub async fn sync_group(broker: &Broker, _version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync_group(broker: &Broker, _version: i16, peer: SocketAddr, req: SyncGroupRequest) -> SyncGroupResponse {
     if req.group_id.is_empty() {
         return SyncGroupResponse {
             error_code: ErrorCode::InvalidGroupId as i16,
             ..Default::default()
         };
+    }
+    // The leader's assignments, each a counted copy (see `group::memory`).
+    let mut assignments = Vec::with_capacity(req.assignments.len());
+    for a in req.assignments {
+        match broker.groups.memory.admit([&a.assignment[..]]) {
+            Ok(mut copy) => assignments.push((a.member_id, copy.remove(0))),
+            Err(e) => {
+                refused_for_memory(broker, peer, &req.group_id, "SyncGroup", e);
+                return SyncGroupResponse {
+                    error_code: e as i16,
+                    ..Default::default()
+                };
+            }
+        }
     }
     let r = broker
         .groups
@@ -171,10 +216,7 @@ pub async fn sync_group(broker: &Broker, _version: i16, req: SyncGroupRequest) -
             req.generation_id,
             req.protocol_type.as_deref(),
             req.protocol_name.as_deref(),
-            req.assignments
-                .into_iter()
-                .map(|a| (a.member_id, a.assignment))
-                .collect(),
+            assignments,
         )
         .await;
     SyncGroupResponse {

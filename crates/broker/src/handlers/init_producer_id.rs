@@ -15,7 +15,9 @@ pub fn handle(broker: &Broker, _version: i16, request: InitProducerIdRequest) ->
         ..Default::default()
     };
     if request.transactional_id.is_some() {
-        tracing::warn!(id = ?request.transactional_id, "transactional producer refused: transactions are not supported yet");
+        if let Some(suppressed) = crate::ratelog::allow("transactional-refused") {
+            tracing::warn!(id = ?request.transactional_id, suppressed, "transactional producer refused: transactions are not supported yet");
+        }
         return fail(ErrorCode::TransactionalIdAuthorizationFailed);
     }
     if request.producer_id >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {

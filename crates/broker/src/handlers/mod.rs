@@ -21,6 +21,7 @@ mod produce;
 use crate::Broker;
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
 use wire::{frame, Encode, ErrorCodes};
 
@@ -30,6 +31,9 @@ pub enum Outcome {
     /// Write this whole response frame: its chunks in order (a fetch's record data stays in
     /// the buffers it was read into; see `wire::frame::encode_response_chunks`).
     Respond(Vec<Bytes>),
+    /// The same, holding memory of the response pool (`queued.max.response.bytes`) until it
+    /// has been written.
+    RespondHeld(Vec<Bytes>, tokio::sync::OwnedSemaphorePermit),
     /// Nothing to send (a produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot read or does not serve.
@@ -76,7 +80,7 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
 
 /// The request being answered: what its response needs, and when it started (for metrics).
 struct Ctx<'a> {
-    broker: &'a Broker,
+    broker: &'a Arc<Broker>,
     header: RequestHeader,
     api_key: ApiKey,
     version: i16,
@@ -107,7 +111,7 @@ fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
 /// `peer`: the client's address (shown as a group member's host). Every request the broker
 /// serves is counted, with its duration and the errors in its response; one it closes the
 /// connection over is not.
-pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -> Outcome {
+pub async fn handle_frame(broker: &Arc<Broker>, peer: SocketAddr, mut frame: Bytes) -> Outcome {
     let started = std::time::Instant::now();
     let header = match frame::decode_request_header(&mut frame) {
         Ok(h) => h,
@@ -152,6 +156,20 @@ pub async fn handle_frame(broker: &Broker, peer: SocketAddr, mut frame: Bytes) -
     dispatch(&ctx, peer, body).await
 }
 
+/// Runs a handler on the blocking pool and answers with what it returns.
+async fn blocking<B, F>(ctx: &Ctx<'_>, handler: F) -> Outcome
+where
+    B: Encode + ErrorCodes + Send + 'static,
+    F: FnOnce(&Broker) -> B + Send + 'static,
+{
+    let broker = ctx.broker.clone();
+    match tokio::task::spawn_blocking(move || handler(&broker)).await {
+        Ok(body) => respond(ctx, &body),
+        // The handler panicked, or the runtime is shutting down.
+        Err(e) => Outcome::Close(format!("{} handler failed: {e}", ctx.api_key.name())),
+    }
+}
+
 async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome {
     let (broker, version) = (ctx.broker, ctx.version);
     match body {
@@ -163,20 +181,29 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
                 Outcome::NoResponse
             }
         },
-        RequestBody::Fetch(req) => respond(ctx, &fetch::handle(broker, version, req).await),
+        RequestBody::Fetch(req) => {
+            let (response, held) = fetch::handle(broker, version, req).await;
+            match respond(ctx, &response) {
+                Outcome::Respond(chunks) => Outcome::RespondHeld(chunks, held),
+                other => other,
+            }
+        }
         RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
-        RequestBody::Metadata(req) => respond(ctx, &metadata::handle(broker, version, req)),
-        RequestBody::CreateTopics(req) => respond(ctx, &create_topics::handle(broker, version, req)),
-        RequestBody::DeleteTopics(req) => respond(ctx, &delete_topics::handle(broker, version, req)),
+        // These may create or delete topics (Metadata auto-creates): file work and a lock held
+        // for as long as it takes, so never on an async worker.
+        RequestBody::Metadata(req) => blocking(ctx, move |b| metadata::handle(b, version, req)).await,
+        RequestBody::CreateTopics(req) => blocking(ctx, move |b| create_topics::handle(b, version, req)).await,
+        RequestBody::DeleteTopics(req) => blocking(ctx, move |b| delete_topics::handle(b, version, req)).await,
         RequestBody::InitProducerId(req) => respond(ctx, &init_producer_id::handle(broker, version, req)),
-        RequestBody::FindCoordinator(req) => respond(ctx, &groups::find_coordinator(broker, version, req)),
+        // The first one creates `__consumer_offsets`.
+        RequestBody::FindCoordinator(req) => blocking(ctx, move |b| groups::find_coordinator(b, version, req)).await,
         RequestBody::JoinGroup(req) => {
             let client_id = ctx.header.client_id.as_deref();
             let resp = groups::join_group(broker, version, client_id, peer, req).await;
             respond(ctx, &resp)
         }
         RequestBody::SyncGroup(req) => {
-            let resp = groups::sync_group(broker, version, req).await;
+            let resp = groups::sync_group(broker, version, peer, req).await;
             respond(ctx, &resp)
         }
         RequestBody::Heartbeat(req) => respond(ctx, &groups::heartbeat(broker, version, req)),
@@ -190,7 +217,7 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
         RequestBody::AlterConfigs(req) => respond(ctx, &configs::alter(broker, version, req)),
         RequestBody::IncrementalAlterConfigs(req) => respond(ctx, &configs::incremental_alter(broker, version, req)),
-        RequestBody::CreatePartitions(req) => respond(ctx, &create_partitions::handle(broker, version, req)),
+        RequestBody::CreatePartitions(req) => blocking(ctx, move |b| create_partitions::handle(b, version, req)).await,
         RequestBody::DeleteRecords(req) => respond(ctx, &cluster_admin::delete_records(broker, version, req)),
         RequestBody::DescribeCluster(req) => respond(ctx, &cluster_admin::describe_cluster(broker, version, req)),
         RequestBody::DescribeLogDirs(req) => respond(ctx, &cluster_admin::describe_log_dirs(broker, version, req)),

@@ -57,13 +57,22 @@ fn too_large(size: usize, message_bytes_max: i64) -> Result<(), (ErrorCode, Stri
 /// In-sync replicas of every partition: this node alone, until replication.
 const ISR_SIZE: i32 = 1;
 
-fn append(
-    broker: &Broker,
-    partition: &Partition,
+/// A batch checked and ready to append: its bytes as they will be stored.
+struct Prepared {
+    raw: Bytes,
+    producer: Option<ProducerBatch>,
+    record_count: u64,
+    log_append_time: i64,
+}
+
+/// Checks one partition's records as Kafka does (framing, one batch, size, CRC, every record,
+/// timestamps) and converts them to the topic's codec. CPU work proportional to what the batch
+/// decompresses to: large or compressed batches run here on the blocking pool (`handle`).
+fn prepare(
     topic: &crate::topics::TopicConfig,
     acks: i16,
     records: Option<Bytes>,
-) -> Result<Appended, (ErrorCode, String)> {
+) -> Result<Prepared, (ErrorCode, String)> {
     // As Kafka: acks=all is refused before anything is written when the ISR is too small.
     if acks == -1 && topic.min_insync_replicas > ISR_SIZE {
         return Err(error(
@@ -156,12 +165,45 @@ fn append(
             b.freeze()
         }
     };
+    Ok(Prepared {
+        raw,
+        producer,
+        record_count,
+        log_append_time,
+    })
+}
+
+/// Batches larger than this, or compressed, are checked on the blocking pool.
+const INLINE_CHECK_BYTES_MAX: usize = 64 * 1024;
+
+/// Whether checking `records` may cost more than a few microseconds of CPU: compressed (it
+/// may decompress to `DECOMPRESSED_BATCH_BYTES_MAX`) or large.
+fn costly(records: &Option<Bytes>) -> bool {
+    records.as_ref().is_some_and(|r| {
+        // The attributes' codec bits, at their fixed place in a v2 batch header.
+        r.len() > INLINE_CHECK_BYTES_MAX || r.get(22).is_some_and(|a| a & 0x07 != 0)
+    })
+}
+
+fn append(
+    broker: &Broker,
+    partition: &Partition,
+    topic: &crate::topics::TopicConfig,
+    prepared: Prepared,
+) -> Result<Appended, (ErrorCode, String)> {
+    let Prepared {
+        raw,
+        producer,
+        record_count,
+        log_append_time,
+    } = prepared;
     if partition.commit.failed() {
         return Err(error(
             ErrorCode::KafkaStorageError,
             "an fsync of this partition's log failed: it takes no writes until the broker restarts".into(),
         ));
     }
+    let now = now_ms();
     let mut state = partition.lock();
     if let Some(p) = &producer {
         if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
@@ -204,6 +246,54 @@ fn needs_sync(partition: &Partition, topic: &crate::topics::TopicConfig, end: i6
     (end - partition.commit.durable_end() >= topic.flush_messages).then_some(end)
 }
 
+type Job = (usize, usize, Arc<crate::topics::Topic>, Arc<Partition>, Option<Bytes>);
+type Checked = (
+    usize,
+    usize,
+    Arc<crate::topics::Topic>,
+    Arc<Partition>,
+    Result<Prepared, (ErrorCode, String)>,
+);
+
+/// Checks every batch of a request (`prepare`). When any is costly, all of them are checked on
+/// the blocking pool, one request at a time per permit of `Broker::validation` (cores - 1, so
+/// at least one core stays with the async threads whatever batches arrive); a cheap request is
+/// checked in place.
+async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
+    let run = move |jobs: Vec<Job>| -> Vec<Checked> {
+        jobs.into_iter()
+            .map(|(ti, pi, topic, part, records)| {
+                let prepared = prepare(&topic.config, acks, records);
+                (ti, pi, topic, part, prepared)
+            })
+            .collect()
+    };
+    if !jobs.iter().any(|(.., records)| costly(records)) {
+        return run(jobs);
+    }
+    // The semaphore is never closed; were it, the checks would still run.
+    let _permit = broker.validation.clone().acquire_owned().await.ok();
+    let positions: Vec<_> = jobs
+        .iter()
+        .map(|(ti, pi, t, p, _)| (*ti, *pi, t.clone(), p.clone()))
+        .collect();
+    match tokio::task::spawn_blocking(move || run(jobs)).await {
+        Ok(checked) => checked,
+        Err(e) => positions
+            .into_iter()
+            .map(|(ti, pi, t, p)| {
+                (
+                    ti,
+                    pi,
+                    t,
+                    p,
+                    Err(error(ErrorCode::UnknownServerError, format!("check failed: {e}"))),
+                )
+            })
+            .collect(),
+    }
+}
+
 /// Returns the response, or `None` for acks=0 (no response is sent). Partitions whose
 /// `flush.messages` asks for it are fsynced (off the async threads, sharing fsyncs with
 /// concurrent produces) before the response is built; a failed fsync answers
@@ -211,70 +301,86 @@ fn needs_sync(partition: &Partition, topic: &crate::topics::TopicConfig, end: i6
 pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
-    let mut responses: Vec<TopicProduceResponse> = request
-        .topic_data
-        .into_iter()
-        .enumerate()
-        .map(|(ti, t)| {
-            let topic = broker.topics.get(&t.name);
-            let partition_responses = t
-                .partition_data
-                .into_iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    let mut r = PartitionProduceResponse {
-                        index: p.index,
-                        base_offset: -1,
-                        log_append_time_ms: -1,
-                        log_start_offset: -1,
-                        ..Default::default()
-                    };
-                    let outcome = if !valid_acks {
-                        Err(error(
-                            ErrorCode::InvalidRequiredAcks,
-                            format!("acks must be -1, 0 or 1, not {acks}"),
-                        ))
-                    } else {
-                        match topic
-                            .as_ref()
-                            .and_then(|topic| topic.partition(p.index).map(|part| (topic, part)))
-                        {
-                            None => Err(error(
-                                ErrorCode::UnknownTopicOrPartition,
-                                format!("{}-{} does not exist", t.name, p.index),
-                            )),
-                            Some((topic, _)) if crate::topics::is_internal(&topic.name) => Err(error(
-                                ErrorCode::InvalidTopicException,
-                                format!("cannot append to internal topic {}", topic.name),
-                            )),
-                            Some((topic, part)) => append(broker, part, &topic.config, acks, p.records).inspect(|a| {
-                                if let Some(end) = a.sync_to {
-                                    to_sync.push((ti, pi, part.clone(), end));
-                                }
-                            }),
-                        }
-                    };
-                    match outcome {
-                        Ok(a) => {
-                            r.base_offset = a.base_offset;
-                            r.log_append_time_ms = a.log_append_time;
-                            r.log_start_offset = a.log_start_offset;
-                        }
-                        Err((code, message)) => {
-                            r.error_code = code as i16;
-                            r.error_message = Some(message);
-                        }
+    // Every partition's outcome, by (topic, partition) position in the request; the batches to
+    // check and append are collected first so that the costly checks run together off the
+    // async threads.
+    let mut outcomes: Vec<Vec<Option<Result<Appended, (ErrorCode, String)>>>> = vec![];
+    let mut jobs: Vec<Job> = vec![];
+    let mut responses: Vec<TopicProduceResponse> = vec![];
+    for (ti, t) in request.topic_data.into_iter().enumerate() {
+        let topic = broker.topics.get(&t.name);
+        let mut row = vec![];
+        let mut partition_responses = vec![];
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            partition_responses.push(PartitionProduceResponse {
+                index: p.index,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+                ..Default::default()
+            });
+            let refused = if !valid_acks {
+                Some(error(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("acks must be -1, 0 or 1, not {acks}"),
+                ))
+            } else {
+                match topic
+                    .as_ref()
+                    .and_then(|topic| topic.partition(p.index).map(|part| (topic, part)))
+                {
+                    None => Some(error(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("{}-{} does not exist", t.name, p.index),
+                    )),
+                    Some((topic, _)) if crate::topics::is_internal(&topic.name) => Some(error(
+                        ErrorCode::InvalidTopicException,
+                        format!("cannot append to internal topic {}", topic.name),
+                    )),
+                    Some((topic, part)) => {
+                        jobs.push((ti, pi, topic.clone(), part.clone(), p.records));
+                        None
                     }
-                    r
-                })
-                .collect();
-            TopicProduceResponse {
-                name: t.name,
-                partition_responses,
+                }
+            };
+            row.push(refused.map(Err));
+        }
+        outcomes.push(row);
+        responses.push(TopicProduceResponse {
+            name: t.name,
+            partition_responses,
+        });
+    }
+    let checked = check_all(broker, acks, jobs).await;
+    let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
+    for (ti, pi, topic, part, prepared) in checked {
+        let outcome = prepared.and_then(|prepared| append(broker, &part, &topic.config, prepared));
+        if let Ok(Appended { sync_to: Some(end), .. }) = &outcome {
+            to_sync.push((ti, pi, part.clone(), *end));
+        }
+        outcomes[ti][pi] = Some(outcome);
+    }
+    for (t, row) in responses.iter_mut().zip(outcomes) {
+        for (r, outcome) in t.partition_responses.iter_mut().zip(row) {
+            match outcome {
+                Some(Ok(a)) => {
+                    r.base_offset = a.base_offset;
+                    r.log_append_time_ms = a.log_append_time;
+                    r.log_start_offset = a.log_start_offset;
+                }
+                Some(Err((code, message))) => {
+                    r.error_code = code as i16;
+                    r.error_message = Some(message);
+                }
+                // Every partition was refused or checked above: this is unreachable, and
+                // never answered as a success.
+                None => {
+                    r.error_code = ErrorCode::UnknownServerError as i16;
+                    r.error_message = Some("the batch was not checked".into());
+                }
             }
-        })
-        .collect();
+        }
+    }
     if !to_sync.is_empty() {
         let waiting: Vec<(usize, usize)> = to_sync.iter().map(|(ti, pi, ..)| (*ti, *pi)).collect();
         let _in_purgatory = crate::metrics::Waiting::new(&broker.metrics.produce_waiting);
