@@ -101,8 +101,8 @@ def read_create_topics_v2(s):
     return out
 
 
-def fetch_v4(topic, partition, offset, max_bytes=2**31 - 1, partition_max=2**31 - 1, correlation_id=1):
-    body = struct.pack(">iiiib", -1, 100, 1, max_bytes, 0) + struct.pack(">i", 1) + raw.string(topic)
+def fetch_v4(topic, partition, offset, max_bytes=2**31 - 1, partition_max=2**31 - 1, correlation_id=1, max_wait=100):
+    body = struct.pack(">iiiib", -1, max_wait, 1, max_bytes, 0) + struct.pack(">i", 1) + raw.string(topic)
     body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, partition_max)
     return raw.request_v1(1, 4, correlation_id, body)
 

@@ -492,8 +492,9 @@ impl ConfigLayers {
         let connections_per_ip_max = ranged("max.connections.per.ip", 1..=u32::MAX as u64)? as usize;
         let connections_per_ip_overrides = parse_ip_overrides(get("max.connections.per.ip.overrides").0)
             .map_err(|why| invalid("max.connections.per.ip.overrides", why))?;
-        let request_read_timeout_ms = ranged("socket.request.read.timeout.ms", 1..=idle_ms.max(1))?;
-        let write_timeout_ms = ranged("socket.write.timeout.ms", 1..=idle_ms.max(1))?;
+        // A connection stalled mid-request or mid-response is also idle: the shorter wins.
+        let request_read_timeout_ms = ranged("socket.request.read.timeout.ms", 1..=i32::MAX as u64)?.min(idle_ms);
+        let write_timeout_ms = ranged("socket.write.timeout.ms", 1..=i32::MAX as u64)?.min(idle_ms);
         let fetch_response_bytes_max = ranged("fetch.max.bytes", 1024..=i32::MAX as u64)?;
         let queued_response_bytes_max = ranged("queued.max.response.bytes", fetch_response_bytes_max..=1 << 40)?;
         let partitions_max = ranged("max.broker.partitions", 1..=10_000_000)?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dynamic_config;
 pub mod group;
 pub mod handlers;
+pub mod heavy;
 pub mod meta;
 pub mod metrics;
 pub mod producers;
@@ -32,8 +33,8 @@ pub struct Broker {
     pub data_arrived: tokio::sync::Notify,
     /// Record data held in fetch responses not yet written (`queued.max.response.bytes`).
     pub response_memory: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Produce requests whose batches are being checked on the blocking pool at once (cores - 1,
-    /// at least 1): decompression and record checks never take every core.
-    pub validation: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Low-priority threads for the CPU-heavy work clients ask for: batch checks, topic
+    /// creation and deletion.
+    pub heavy: heavy::Heavy,
     pub metrics: metrics::Metrics,
 }

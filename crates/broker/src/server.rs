@@ -118,9 +118,7 @@ impl Server {
             groups,
             data_arrived: tokio::sync::Notify::new(),
             response_memory,
-            validation: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
-            )),
+            heavy: crate::heavy::Heavy::start(),
             metrics: crate::metrics::Metrics::new(Some(real_fs)),
         };
         Ok(Server {

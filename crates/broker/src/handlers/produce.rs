@@ -256,9 +256,8 @@ type Checked = (
 );
 
 /// Checks every batch of a request (`prepare`). When any is costly, all of them are checked on
-/// the blocking pool, one request at a time per permit of `Broker::validation` (cores - 1, so
-/// at least one core stays with the async threads whatever batches arrive); a cheap request is
-/// checked in place.
+/// the low-priority threads of `Broker::heavy` (cores − 1 of them, at nice +19, so the async
+/// threads keep a core whatever batches arrive); a cheap request is checked in place.
 async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
     let run = move |jobs: Vec<Job>| -> Vec<Checked> {
         jobs.into_iter()
@@ -271,15 +270,13 @@ async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
     if !jobs.iter().any(|(.., records)| costly(records)) {
         return run(jobs);
     }
-    // The semaphore is never closed; were it, the checks would still run.
-    let _permit = broker.validation.clone().acquire_owned().await.ok();
     let positions: Vec<_> = jobs
         .iter()
         .map(|(ti, pi, t, p, _)| (*ti, *pi, t.clone(), p.clone()))
         .collect();
-    match tokio::task::spawn_blocking(move || run(jobs)).await {
-        Ok(checked) => checked,
-        Err(e) => positions
+    match broker.heavy.run(move || run(jobs)).await {
+        Some(checked) => checked,
+        None => positions
             .into_iter()
             .map(|(ti, pi, t, p)| {
                 (
@@ -287,7 +284,7 @@ async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
                     pi,
                     t,
                     p,
-                    Err(error(ErrorCode::UnknownServerError, format!("check failed: {e}"))),
+                    Err(error(ErrorCode::UnknownServerError, "the batch check failed".into())),
                 )
             })
             .collect(),
