@@ -366,7 +366,7 @@ impl Log {
         }
         // What a crash left in the page cache is on disk from here on (and cheap when clean),
         // so the whole log counts as durable after opening.
-        log.sync()?;
+        log.sync_at_open()?;
         Ok(log)
     }
 
@@ -793,6 +793,28 @@ impl Log {
             self.sealed(work)?;
         }
         self.active_mut().sync()
+    }
+
+    /// [`Log::sync`] for opening: every fsync must succeed, but an index that cannot be
+    /// written (a full disk) does not keep the log from opening, so consumers can drain it.
+    /// Unwritten seal work stays pending for the background seal; the active segment's index
+    /// is written at the next flush or shutdown.
+    fn sync_at_open(&mut self) -> Result<(), StorageError> {
+        if let Some(work) = self.take_seal() {
+            match work.run() {
+                Ok(()) => self.sealed(work)?,
+                Err(e) if !e.data_lost => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e.error, "cannot write segment indexes at open; retried in the background")
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+        let active = self.active_mut();
+        active.sync_log()?;
+        if let Err(e) = active.flush_index() {
+            tracing::warn!(error = %e, "cannot write the active segment's index at open; written at the next flush or shutdown");
+        }
+        Ok(())
     }
 
     /// What an fsync must cover for everything appended so far to be durable (see

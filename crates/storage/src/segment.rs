@@ -276,7 +276,13 @@ impl Segment {
         }
         // A written index vouches that the log under it is durable (see `open_clean`).
         seg.log.sync_data().map_err(io(&seg.log_path))?;
-        seg.write_index()?;
+        // The index is derived: one that cannot be written now (a full disk) is kept in memory
+        // and written later (a seal, a flush, shutdown); the log opens and serves reads.
+        // Whatever a failed write left on disk fails the checks of the next open.
+        if let Err(e) = seg.write_index() {
+            tracing::warn!(error = %e, "cannot write the rebuilt index; it is kept in memory and written later");
+            seg.index_written = 0;
+        }
         Ok((seg, truncated))
     }
 
@@ -786,6 +792,16 @@ impl Segment {
     /// A second handle on the log file (to fsync without holding the log's lock), and its path.
     pub fn log_file(&self) -> (Arc<dyn FsFile>, PathBuf) {
         (self.log.clone(), self.log_path.clone())
+    }
+
+    /// Makes the log durable; the index is left to [`Segment::sync`].
+    pub fn sync_log(&self) -> Result<(), StorageError> {
+        self.log.sync_data().map_err(io(&self.log_path))
+    }
+
+    /// Writes the index entries not yet on disk (see [`Segment::sync`]).
+    pub fn flush_index(&mut self) -> Result<(), StorageError> {
+        self.write_index()
     }
 
     /// Makes the log durable, and the index current on disk.

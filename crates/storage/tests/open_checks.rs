@@ -205,3 +205,34 @@ fn offsets_from(log: &Log, from: i64) -> Vec<i64> {
         .map(|(o, _)| o)
         .collect()
 }
+
+#[test]
+fn a_full_disk_does_not_keep_a_log_from_opening() {
+    for clean in [true, false] {
+        let (fs, _) = filled();
+        // Indexes that recovery would rewrite are gone, and not a byte is free.
+        for name in names(&fs).iter().filter(|n| n.ends_with(".index")) {
+            fs.remove(&Path::new(DIR).join(name)).unwrap();
+        }
+        fs.set_capacity(Some(fs.used()));
+        let mut log = open(&fs, clean);
+        assert_eq!(
+            offsets(&log),
+            (0..100).collect::<Vec<_>>(),
+            "clean={clean}: reads are served"
+        );
+        assert!(
+            log.append(batch(100), 0, 0).is_err(),
+            "writes fail while the disk is full"
+        );
+        fs.set_capacity(None);
+        assert_eq!(
+            log.append(batch(100), 0, 0).unwrap().base_offset,
+            100,
+            "and succeed once space returns"
+        );
+        log.sync().unwrap();
+        drop(log);
+        assert_eq!(open(&fs, clean).log_end_offset(), 105);
+    }
+}
