@@ -358,7 +358,7 @@ impl Partition {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::error!(topic = %self.topic, partition = self.index, dir = %format!("{}-{}", self.topic, self.index), error = %error, "{what} failed: clients get KAFKA_STORAGE_ERROR until it succeeds again (a full disk: free space; logged at most once a minute per partition)");
+            tracing::error!(topic = %self.topic, partition = self.index, dir = %format!("{}-{}", self.topic, self.index), error = %error, "{what} failed: clients get KAFKA_STORAGE_ERROR (CORRUPT_MESSAGE for damaged data) until it succeeds again; a full disk needs free space (logged at most once a minute per partition)");
         }
     }
 
@@ -560,6 +560,15 @@ fn partition_metadata_text(id: &Uuid) -> String {
     format!("version: 0\ntopic_id: {}\n", meta::base64_url(&id.0))
 }
 
+/// Writes `partition.metadata` (temp file, rename). Not fsynced, so creating many partitions
+/// costs no extra fsyncs: a file a crash leaves missing or empty is written again at the next
+/// start (only a readable file naming another id moves a directory aside).
+fn write_partition_metadata(path: &Path, id: &Uuid) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, partition_metadata_text(id))?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The topic id a `partition.metadata` names, or why it cannot be read.
 fn parse_partition_metadata(text: &str) -> Result<String, String> {
     let mut lines = text.lines();
@@ -630,6 +639,11 @@ impl Topics {
                         shown.join(", "),
                         if found.len() > shown.len() { ", ..." } else { "" },
                     ));
+                }
+                // A new data directory: written now, so that a crash while the first topic is
+                // created leaves a topic list (without it) rather than directories and no list.
+                if let Err(e) = meta::write_atomically(&path, b"[]") {
+                    tracing::warn!(error = %e, "cannot write an empty {}; written with the first topic", path.display());
                 }
                 vec![]
             }
@@ -767,7 +781,13 @@ impl Topics {
                         Ok(found) => Some(format!(
                             "names topic id {found}, but topics.json gives {name} the id {expected}"
                         )),
-                        Err(e) => Some(format!("cannot be read ({e})")),
+                        // Not evidence of another topic (it is written without an fsync, so a
+                        // crash can leave it empty): written again below.
+                        Err(e) => {
+                            tracing::warn!(file = %metadata.display(), error = %e, "unreadable; written again");
+                            let _ = std::fs::remove_file(&metadata);
+                            None
+                        }
                     };
                     if let Some(why) = why {
                         let to = move_aside(&dir).map_err(aside_failed)?;
@@ -786,9 +806,12 @@ impl Topics {
         }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
         if fresh || !metadata.exists() {
-            if let Err(e) = meta::write_atomically(&metadata, partition_metadata_text(&id).as_bytes()) {
+            if let Err(e) = write_partition_metadata(&metadata, &id) {
                 if fresh {
-                    return Err(ApiError::new(ErrorCode::KafkaStorageError, e.to_string()));
+                    return Err(ApiError::new(
+                        ErrorCode::KafkaStorageError,
+                        format!("cannot write {}: {e}", metadata.display()),
+                    ));
                 }
                 tracing::warn!(error = %e, "cannot write {}: it is written at a later start", metadata.display());
             }
@@ -1236,6 +1259,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn topics_json_entries_are_checked_like_create_topics() {
+        let path = Path::new("/data/topics.json");
+        let entry = |name: &str, partitions: i32| TopicRecord {
+            name: name.into(),
+            id: Uuid(meta::random_id()).to_string(),
+            partitions,
+            configs: BTreeMap::new(),
+        };
+        assert!(check_records(path, &[entry("a", 1), entry(CONSUMER_OFFSETS, 50)]).is_ok());
+        for (records, says) in [
+            (vec![entry("../../etc", 1)], "../../etc"),
+            (vec![entry("a", 0)], "0 partitions"),
+            (vec![entry("a", PARTITIONS_MAX + 1)], "1000001 partitions"),
+            (vec![entry("a.b", 1), entry("a_b", 1)], "collides"),
+        ] {
+            let e = check_records(path, &records).unwrap_err();
+            assert!(e.contains("topics.json") && e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn partition_metadata_is_kafkas_format() {
+        let id = Uuid([0xfb; 16]);
+        let text = partition_metadata_text(&id);
+        assert!(text.starts_with("version: 0\ntopic_id: "), "{text}");
+        assert_eq!(parse_partition_metadata(&text), Ok(meta::base64_url(&id.0)));
+        assert!(parse_partition_metadata("").is_err());
     }
 
     #[test]
