@@ -323,6 +323,16 @@ def test_a_partition_dir_of_another_topic_id_is_quarantined(make_broker):
     assert any("swapped-0" in l and "partition.metadata" in l for l in error_lines(b.logs())), b.logs()
 
 
+def test_a_deleted_partition_directory_is_reported(make_broker):
+    b = make_broker().start()
+    create_topic(b.bootstrap, "lost", partitions=2)
+    produce(b.bootstrap, "lost", [b"gone"], partition=1)
+    assert b.stop() == 0
+    shutil.rmtree(b.data_dir / "lost-1")
+    b.start()
+    assert any("lost-1" in l and "missing" in l for l in error_lines(b.logs())), b.logs()
+
+
 @pytest.mark.parametrize(
     "entry,why",
     [

@@ -804,6 +804,9 @@ impl Topics {
                 }
             }
         }
+        if !fresh && std::fs::symlink_metadata(&dir).is_err() {
+            tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in topics.json) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
+        }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
         if fresh || !metadata.exists() {
             if let Err(e) = write_partition_metadata(&metadata, &id) {
@@ -1030,6 +1033,8 @@ impl Topics {
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
+            drop(topic);
+            self.remove_new_dirs(name, 0..partitions);
             return Err(e);
         }
         tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
@@ -1053,6 +1058,8 @@ impl Topics {
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
+            drop(topic);
+            self.remove_new_dirs(name, 0..partitions);
             return Err(e);
         }
         tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
@@ -1162,7 +1169,10 @@ impl Topics {
             config: topic.config.clone(),
             overrides: topic.overrides.clone(),
         };
-        self.replace(&topic, new)?;
+        if let Err(e) = self.replace(&topic, new) {
+            self.remove_new_dirs(name, current..count);
+            return Err(e);
+        }
         tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }

@@ -890,7 +890,7 @@ fn read_checkpoint(fs: &dyn Fs, path: &Path) -> Result<Option<i64>, StorageError
             .map_err(|e| StorageError::Corrupt {
                 path: path.to_path_buf(),
                 position: 0,
-                why: format!("checkpoint is not an offset: {e}"),
+                why: format!("checkpoint is not an offset: {e}; restore it from a backup, or write the first offset still to be served (removing it serves again the records DeleteRecords removed)"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StorageError::Io {
