@@ -239,30 +239,28 @@ impl Log {
                 continue;
             }
             if let Some((pbase, pend)) = prev.filter(|(pbase, pend)| base > *pend && !vouched.contains(pbase)) {
-                {
-                    // A segment recovered after a crash lost writes (torn, or simply shorter: its
-                    // unsynced pages never reached the disk), so it no longer ends where the next
-                    // one begins. The log stays a prefix with no hole in its offsets: what was
-                    // written after the torn point goes too (as Kafka's recovery does); none of
-                    // it was ever fsynced as a whole.
-                    let later = &bases[i..];
-                    tracing::warn!(dir = %dir.display(), after = %segment::file_name(pbase, "log"), first = %segment::file_name(base, "log"), segments = later.len(), offsets = %format!("{pend}.."), "dropping the segments after one cut short by a crash");
-                    let mut gone = vec![];
-                    for b in later {
-                        for ext in ["log", "index"] {
-                            let from = dir.join(segment::file_name(*b, ext));
-                            let to = dir.join(format!("{}{DELETED_SUFFIX}", segment::file_name(*b, ext)));
-                            match fs.rename(&from, &to) {
-                                Ok(()) => gone.push(to),
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                                Err(source) => return Err(StorageError::Io { path: from, source }),
-                            }
+                // A segment recovered after a crash lost writes (torn, or simply shorter: its
+                // unsynced pages never reached the disk), so it no longer ends where the next
+                // one begins. The log stays a prefix with no hole in its offsets: what was
+                // written after the torn point goes too (as Kafka's recovery does); none of
+                // it was ever fsynced as a whole.
+                let later = &bases[i..];
+                tracing::warn!(dir = %dir.display(), after = %segment::file_name(pbase, "log"), first = %segment::file_name(base, "log"), segments = later.len(), offsets = %format!("{pend}.."), "dropping the segments after one cut short by a crash");
+                let mut gone = vec![];
+                for b in later {
+                    for ext in ["log", "index"] {
+                        let from = dir.join(segment::file_name(*b, ext));
+                        let to = dir.join(format!("{}{DELETED_SUFFIX}", segment::file_name(*b, ext)));
+                        match fs.rename(&from, &to) {
+                            Ok(()) => gone.push(to),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(source) => return Err(StorageError::Io { path: from, source }),
                         }
                     }
-                    fs.sync_dir(dir).map_err(dir_err)?;
-                    crate::delete::remove_later(fs, gone);
-                    break;
                 }
+                fs.sync_dir(dir).map_err(dir_err)?;
+                crate::delete::remove_later(fs, gone);
+                break;
             }
             if let Some((_, pend)) = prev.filter(|(_, pend)| base > *pend) {
                 if matches!(first, FirstBatch::Empty | FirstBatch::Unreadable) {
