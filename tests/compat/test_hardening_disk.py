@@ -96,21 +96,42 @@ def java_hash_partition(group, partitions=50):
 # --- item 9: damage in __consumer_offsets ---------------------------------------------------
 
 
-def test_a_flipped_byte_in_consumer_offsets_is_skipped_and_reported(make_broker):
+def batch_positions(data):
+    pos, out = 0, []
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">i", data[pos + 8 : pos + 12])
+        out.append(pos)
+        pos += 12 + length
+    return out
+
+
+@pytest.mark.parametrize("where", ["records", "header"])
+def test_a_flipped_byte_in_consumer_offsets_is_skipped_and_reported(make_broker, where):
+    """records: the damaged batch is stepped over by its header. header: the batch cannot be
+    stepped over, so the log is cut there (as after a crash); either way the commit before the
+    damage is kept and the coordinator goes on writing to that partition."""
     b = make_broker().start()
     topic = "orders"
     create_topic(b.bootstrap, topic)
     produce(b.bootstrap, topic, [b"v%d" % i for i in range(10)])
     group = "g-damaged"
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
-    c.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
+    # One batch per commit; more than an index interval (4096 bytes), so the damage lies where
+    # opening after a clean shutdown trusts the index and does not look.
+    for offset in range(1, 61):
+        c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
     c.close()
     assert b.stop() == 0
     part = b.data_dir / f"__consumer_offsets-{java_hash_partition(group)}"
     log = segments(part)[-1]
     data = bytearray(log.read_bytes())
-    data[-2] ^= 0xFF  # inside the last batch (the commit of offset 7): its CRC no longer holds
+    positions = batch_positions(data)
+    assert len(positions) == 60 and positions[10] < 4096
+    if where == "records":
+        # Inside the batch of the 10th commit (offset 10): its CRC no longer holds.
+        data[positions[10] - 2] ^= 0xFF
+    else:
+        data[positions[9] + 16] = 0x7F  # that batch's magic byte
     log.write_bytes(bytes(data))
     b.start()
     errors = [l for l in error_lines(b.logs()) if "__consumer_offsets" in l]
@@ -118,12 +139,14 @@ def test_a_flipped_byte_in_consumer_offsets_is_skipped_and_reported(make_broker)
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
     committed = c.committed([TopicPartition(topic, 0)], timeout=10)
     c.close()
-    assert committed[0].offset == 3, "the commit before the damage is still there"
+    # Skipped: the commits after the damaged batch are kept too. Cut: the one before it.
+    assert committed[0].offset == (60 if where == "records" else 9), "commits before the damage are kept"
     # The coordinator keeps working on the damaged partition.
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(topic, 0, 9)], asynchronous=False)
-    assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 9
+    c.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
+    assert c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == 5
     c.close()
+    assert "panicked" not in b.logs(), b.logs()
 
 
 # --- item 10: a full disk at start ----------------------------------------------------------

@@ -396,6 +396,14 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// The log was cut back to `end` while opening (damage stepped over by cutting, see
+    /// `storage::Log::skip_damaged`), before anything was served: the high watermark and
+    /// what counts as durable follow it down. Call with the partition's lock held.
+    pub fn log_cut_to(&self, end: i64) {
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        self.commit.truncated_to(end);
+    }
+
     /// Single node: everything appended is replicated to the whole ISR (this node).
     pub fn advance_high_watermark(&self, log_end: i64) {
         let prev = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);

@@ -239,6 +239,9 @@ impl Shard {
                     }
                     offset = skip.next_offset;
                     end = p.log.log_end_offset();
+                    if skip.cut {
+                        self.partition.log_cut_to(end);
+                    }
                     continue;
                 }
                 Err(e) => return Err(e.to_string()),
