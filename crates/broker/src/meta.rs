@@ -20,6 +20,7 @@ pub enum MetaError {
 /// Holds the data directory's lock for as long as it lives.
 #[derive(Debug)]
 pub struct DataDirLock {
+    _dir: File,
     _file: File,
 }
 
@@ -31,8 +32,20 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MetaError + '_ {
 }
 
 /// Creates the data directory if need be and locks it.
+///
+/// The lock is an exclusive `flock` on the directory itself, which cannot be unlinked while it
+/// holds files, so deleting `<data dir>/.lock` (or anything in the directory) under a running
+/// broker does not let a second one in. `.lock` is locked as well, for older binaries that
+/// only know that one.
 pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir_file = File::open(dir).map_err(io(dir))?;
+    let locked = |f: &File, path: &Path| match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(path)(e)),
+    };
+    locked(&dir_file, dir)?;
     let path = dir.join(".lock");
     let file = File::options()
         .create(true)
@@ -40,11 +53,11 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(DataDirLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
-    }
+    locked(&file, &path)?;
+    Ok(DataDirLock {
+        _dir: dir_file,
+        _file: file,
+    })
 }
 
 /// Reads the cluster id from `meta.properties`, creating the file (with a new random cluster
@@ -149,7 +162,7 @@ fn new_cluster_id() -> String {
     base64_url(&random_id())
 }
 
-fn base64_url(data: &[u8]) -> String {
+pub fn base64_url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
@@ -188,6 +201,9 @@ mod tests {
             load_or_create(&dir, 4),
             Err(MetaError::NodeIdMismatch { found: 3, .. })
         ));
+        // Deleting the lock file does not free the directory.
+        std::fs::remove_file(dir.join(".lock")).unwrap();
+        assert!(matches!(lock_data_dir(&dir), Err(MetaError::Locked(_))));
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
     }

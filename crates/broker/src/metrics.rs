@@ -28,7 +28,9 @@ type ApiLabel = [(&'static str, &'static str); 1];
 /// The most group lag (and group member) series one scrape reports.
 const GROUP_LAG_SERIES_MAX: usize = 10_000;
 
-/// A label value as the text format needs it: `\`, `"` and newlines escaped.
+/// A label value as the text format needs it: `\`, `"` and newlines escaped; other control
+/// characters (NUL, ESC, DEL, C1...), which scrapers and terminals mishandle, written as
+/// `%XX` per UTF-8 byte, and `%` itself as `%25`, so distinct group ids keep distinct labels.
 fn escape_label_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
@@ -36,6 +38,13 @@ fn escape_label_value(v: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
+            '%' => out.push_str("%25"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -444,5 +453,7 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(escape_label_value("plain-group.1"), "plain-group.1");
         assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label_value("g\0\u{1b}[1m\u{7f}%"), "g%00%1B[1m%7F%25");
+        assert_ne!(escape_label_value("a%00"), escape_label_value("a\0"));
     }
 }

@@ -203,10 +203,22 @@ impl ProducerIds {
     pub fn open(data_dir: &std::path::Path) -> Result<ProducerIds, String> {
         let path = data_dir.join("producer-ids");
         let next = match std::fs::read_to_string(&path) {
-            Ok(t) => t
-                .trim()
-                .parse::<i64>()
-                .map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
+            Ok(t) => {
+                let text = t.trim();
+                // The end of the last block reserved: an id, so 0 or more, and room for more
+                // blocks. Anything else would hand out negative or repeated ids.
+                let fix = "it holds the end of the last block of producer ids handed out; restore it from a backup, or write a number larger than any producer id in use (a fresh data directory starts at 0)";
+                let n = text
+                    .parse::<i64>()
+                    .map_err(|e| format!("{} is corrupt ({text:?} is not a number: {e}): {fix}", path.display()))?;
+                if !(0..=i64::MAX - ID_BLOCK).contains(&n) {
+                    return Err(format!(
+                        "{} is corrupt ({n} is not a valid producer id): {fix}",
+                        path.display()
+                    ));
+                }
+                n
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
@@ -220,7 +232,10 @@ impl ProducerIds {
     pub fn allocate(&self) -> Result<i64, String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.0 >= state.1 {
-            let end = state.0 + ID_BLOCK;
+            let end = state
+                .0
+                .checked_add(ID_BLOCK)
+                .ok_or_else(|| "producer ids are exhausted".to_string())?;
             crate::meta::write_atomically(&self.path, format!("{end}\n").as_bytes()).map_err(|e| e.to_string())?;
             state.1 = end;
         }
@@ -294,6 +309,18 @@ mod tests {
         let mut s = ProducerStates::default();
         s.record(&b, 0);
         assert_eq!(s.check(&ProducerBatch::new(1, 0, 1, 0)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn a_damaged_producer_ids_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sluice-pids-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for bad in ["-5", "x", "9223372036854775807"] {
+            std::fs::write(dir.join("producer-ids"), bad).unwrap();
+            let e = ProducerIds::open(&dir).unwrap_err();
+            assert!(e.contains("producer-ids") && e.contains(bad), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -310,6 +310,8 @@ pub struct Partition {
     seal_pending: Arc<AtomicBool>,
     /// When a failed seal was last reported (ms since the epoch).
     seal_failure_reported_ms: AtomicI64,
+    /// When a failed append or read was last logged (ms since the epoch).
+    storage_error_reported_ms: AtomicI64,
     /// Bytes and records appended and fetched, for metrics.
     pub traffic: crate::metrics::Traffic,
 }
@@ -344,6 +346,22 @@ impl Partition {
                 .is_ok()
     }
 
+    /// Logs a storage error of this partition (`what` failed: a write, a read), at most once
+    /// a minute per partition so a full disk under load does not flood the log; metrics
+    /// (`sluice_request_errors_total{error="KAFKA_STORAGE_ERROR"}`) count every one.
+    pub fn report_storage_error(&self, what: &str, error: &dyn std::fmt::Display) {
+        let now = crate::group::coordinator::now_ms();
+        let last = self.storage_error_reported_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .storage_error_reported_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(topic = %self.topic, partition = self.index, dir = %format!("{}-{}", self.topic, self.index), error = %error, "{what} failed: clients get KAFKA_STORAGE_ERROR (CORRUPT_MESSAGE for damaged data) until it succeeds again; a full disk needs free space (logged at most once a minute per partition)");
+        }
+    }
+
     /// Whether rolled segments wait to be sealed.
     pub fn seal_pending(&self) -> bool {
         self.seal_pending.load(Ordering::Acquire)
@@ -376,6 +394,14 @@ impl Partition {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The log was cut back to `end` while opening (damage stepped over by cutting, see
+    /// `storage::Log::skip_damaged`), before anything was served: the high watermark and
+    /// what counts as durable follow it down. Call with the partition's lock held.
+    pub fn log_cut_to(&self, end: i64) {
+        self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        self.commit.truncated_to(end);
     }
 
     /// Single node: everything appended is replicated to the whole ISR (this node).
@@ -471,6 +497,113 @@ fn parse_uuid(s: &str) -> Option<Uuid> {
     Some(Uuid(id))
 }
 
+/// The most partitions a topic may have: a bound on what CreateTopics and CreatePartitions
+/// ask for, and on a count read from `topics.json`.
+pub const PARTITIONS_MAX: i32 = 1_000_000;
+
+/// Checks every entry of `topics.json` (at `path`) as CreateTopics would: name, partition
+/// count, id, and no two entries alike. Returns each entry's id.
+fn check_records(path: &Path, records: &[TopicRecord]) -> Result<Vec<Uuid>, String> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut seen_ids: HashMap<Uuid, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let bad = |why: String| {
+            format!(
+                "{}: entry {i} (topic {:?}) {why}; fix or remove that entry (or restore the file from a backup)",
+                path.display(),
+                r.name
+            )
+        };
+        if !is_internal(&r.name) {
+            validate_topic_name(&r.name).map_err(|e| bad(e.message))?;
+        }
+        if !(1..=PARTITIONS_MAX).contains(&r.partitions) {
+            return Err(bad(format!(
+                "has {} partitions: the count must be 1 to {PARTITIONS_MAX}",
+                r.partitions
+            )));
+        }
+        let id = parse_uuid(&r.id).ok_or_else(|| bad(format!("has a bad topic id {:?}", r.id)))?;
+        if let Some(j) = names.insert(collision_key(&r.name), i) {
+            return Err(bad(format!("collides with entry {j} (topic {:?})", records[j].name)));
+        }
+        if let Some(j) = seen_ids.insert(id, i) {
+            return Err(bad(format!(
+                "has the same id as entry {j} (topic {:?})",
+                records[j].name
+            )));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Names of the partition directories (`<topic>-<n>`) in the data directory `dir`.
+fn partition_dirs(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| {
+            name.rsplit_once('-').is_some_and(|(topic, n)| {
+                !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                    && (is_internal(topic) || validate_topic_name(topic).is_ok())
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Kafka's `partition.metadata` in each partition directory: the topic id the directory
+/// belongs to, so a directory left by another topic of the same name is never served.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+fn partition_metadata_text(id: &Uuid) -> String {
+    format!("version: 0\ntopic_id: {}\n", meta::base64_url(&id.0))
+}
+
+/// Writes `partition.metadata` (temp file, rename). Not fsynced, so creating many partitions
+/// costs no extra fsyncs: a file a crash leaves missing or empty is written again at the next
+/// start (only a readable file naming another id moves a directory aside).
+fn write_partition_metadata(path: &Path, id: &Uuid) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, partition_metadata_text(id))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The topic id a `partition.metadata` names, or why it cannot be read.
+fn parse_partition_metadata(text: &str) -> Result<String, String> {
+    let mut lines = text.lines();
+    match lines.next().map(str::trim) {
+        Some("version: 0") => {}
+        other => return Err(format!("unknown version line {other:?}")),
+    }
+    match lines.next().and_then(|l| l.trim().strip_prefix("topic_id:")) {
+        Some(id) => Ok(id.trim().to_string()),
+        None => Err("no topic_id line".into()),
+    }
+}
+
+/// Moves a partition directory aside as `<dir>.<random hex>-stray` (Kafka's name for a log
+/// it does not recognise). Returns the new path.
+fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
+    let suffix: String = meta::random_id().iter().map(|b| format!("{b:02x}")).collect();
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".{suffix}-stray"));
+    let to = PathBuf::from(name);
+    std::fs::rename(dir, &to)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all())?;
+    }
+    Ok(to)
+}
+
 fn storage_error(e: StorageError) -> ApiError {
     ApiError::new(ErrorCode::KafkaStorageError, e.to_string())
 }
@@ -493,16 +626,54 @@ impl Topics {
         };
         let path = dir.join("topics.json");
         let records: Vec<TopicRecord> = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is corrupt: {e}; restore it from a backup (each partition directory's partition.metadata names its topic id)",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Starting empty would hide every record, and a topic created again under an
+                // old name would serve the old records: refuse instead.
+                let found = partition_dirs(dir);
+                if !found.is_empty() {
+                    let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
+                    return Err(format!(
+                        "{} is missing, but {} holds {} partition director{} ({}{}): the topic list was lost. Restore topics.json from a backup, or move those directories out of the data directory to start without them",
+                        path.display(),
+                        dir.display(),
+                        found.len(),
+                        if found.len() == 1 { "y" } else { "ies" },
+                        shown.join(", "),
+                        if found.len() > shown.len() { ", ..." } else { "" },
+                    ));
+                }
+                // A new data directory: written now, so that a crash while the first topic is
+                // created leaves a topic list (without it) rather than directories and no list.
+                if let Err(e) = meta::write_atomically(&path, b"[]") {
+                    tracing::warn!(error = %e, "cannot write an empty {}; written with the first topic", path.display());
+                }
+                vec![]
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        for r in records {
-            let id = parse_uuid(&r.id).ok_or_else(|| format!("{}: bad topic id {}", path.display(), r.id))?;
+        let checked = check_records(&path, &records)?;
+        for (r, id) in records.into_iter().zip(checked) {
             let topic = topics
-                .materialize(&r.name, id, r.partitions, r.configs, clean)
+                .materialize(&r.name, id, r.partitions, r.configs, clean, false)
                 .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
             topics.insert(topic);
+        }
+        // Directories of no topic in topics.json are not served; a topic created under that
+        // name moves its directory aside first.
+        let known: std::collections::HashSet<String> = topics
+            .list()
+            .iter()
+            .flat_map(|t| (0..t.partitions.len()).map(move |i| format!("{}-{i}", t.name)))
+            .collect();
+        let unknown: Vec<String> = partition_dirs(dir).into_iter().filter(|d| !known.contains(d)).collect();
+        if !unknown.is_empty() {
+            tracing::warn!(dirs = ?unknown, "partition directories of no topic in {}: not served; a topic created under such a name moves its directory aside first", path.display());
         }
         topics.restored.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(topics)
@@ -543,11 +714,23 @@ impl Topics {
         partitions: i32,
         overrides: BTreeMap<String, String>,
         clean: bool,
+        fresh: bool,
     ) -> Result<Topic, ApiError> {
         let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(name))?;
-        let parts = (0..partitions)
-            .map(|index| self.open_partition(name, index, &config, clean))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parts = match (0..partitions)
+            .map(|index| self.open_partition(name, id, index, &config, clean, fresh))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(parts) => parts,
+            Err(e) => {
+                if fresh {
+                    // A topic that could not be created leaves nothing behind (a full disk
+                    // must not leave half a topic for the next start to find).
+                    self.remove_new_dirs(name, 0..partitions);
+                }
+                return Err(e);
+            }
+        };
         Ok(Topic {
             name: name.to_string(),
             id,
@@ -557,15 +740,93 @@ impl Topics {
         })
     }
 
+    /// Removes the directories of partitions `range` of `name`, created by a creation that
+    /// failed.
+    fn remove_new_dirs(&self, name: &str, range: std::ops::Range<i32>) {
+        for index in range {
+            let dir = self.partition_dir(name, index);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a partition that failed to be created")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Opens partition `index` of topic `name` (id `id`). `fresh`: the partition is being
+    /// created, so a directory already at its path belongs to an earlier topic of that name
+    /// and is moved aside first; otherwise the directory's `partition.metadata` must name
+    /// `id` (a directory of another topic is moved aside, and the partition starts empty).
     fn open_partition(
         &self,
         name: &str,
+        id: Uuid,
         index: i32,
         config: &TopicConfig,
         clean: bool,
+        fresh: bool,
     ) -> Result<Arc<Partition>, ApiError> {
         let dir = self.partition_dir(name, index);
+        let metadata = dir.join(PARTITION_METADATA);
+        let expected = meta::base64_url(&id.0);
+        let aside_failed = |e: std::io::Error| {
+            ApiError::new(
+                ErrorCode::KafkaStorageError,
+                format!("cannot move {} aside: {e}", dir.display()),
+            )
+        };
+        if fresh {
+            if std::fs::symlink_metadata(&dir).is_ok() {
+                let to = move_aside(&dir).map_err(aside_failed)?;
+                tracing::warn!(dir = %dir.display(), moved_to = %to.display(), "a directory of an earlier topic named {name} was on disk: moved aside so its records never come back; delete it once you have checked it");
+            }
+        } else {
+            match std::fs::read_to_string(&metadata) {
+                Ok(text) => {
+                    let why = match parse_partition_metadata(&text) {
+                        Ok(found) if found == expected => None,
+                        Ok(found) => Some(format!(
+                            "names topic id {found}, but topics.json gives {name} the id {expected}"
+                        )),
+                        // Not evidence of another topic (it is written without an fsync, so a
+                        // crash can leave it empty): written again below.
+                        Err(e) => {
+                            tracing::warn!(file = %metadata.display(), error = %e, "unreadable; written again");
+                            let _ = std::fs::remove_file(&metadata);
+                            None
+                        }
+                    };
+                    if let Some(why) = why {
+                        let to = move_aside(&dir).map_err(aside_failed)?;
+                        tracing::error!(file = %metadata.display(), moved_to = %to.display(), "{} {why}: the directory belongs to another topic; moved aside and not served, {name}-{index} starts empty; check it, then delete it or restore the matching topics.json", metadata.display());
+                    }
+                }
+                // Written below: directories from before partition.metadata, or a new one.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ApiError::new(
+                        ErrorCode::KafkaStorageError,
+                        format!("cannot read {}: {e}", metadata.display()),
+                    ))
+                }
+            }
+        }
+        if !fresh && std::fs::symlink_metadata(&dir).is_err() {
+            tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in topics.json) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
+        }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
+        if fresh || !metadata.exists() {
+            if let Err(e) = write_partition_metadata(&metadata, &id) {
+                if fresh {
+                    return Err(ApiError::new(
+                        ErrorCode::KafkaStorageError,
+                        format!("cannot write {}: {e}", metadata.display()),
+                    ));
+                }
+                tracing::warn!(error = %e, "cannot write {}: it is written at a later start", metadata.display());
+            }
+        }
         // Producer state: as saved at a clean shutdown when it matches the log, else rebuilt
         // from the batch headers still in the log.
         let saved = self
@@ -597,6 +858,7 @@ impl Topics {
         Ok(Arc::new(Partition {
             seal_pending,
             seal_failure_reported_ms: AtomicI64::new(i64::MIN),
+            storage_error_reported_ms: AtomicI64::new(i64::MIN),
             traffic: Default::default(),
             topic: name.to_string(),
             index,
@@ -717,10 +979,10 @@ impl Topics {
         } else {
             partitions
         };
-        if partitions < 1 {
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
-                "the number of partitions must be at least 1",
+                format!("the number of partitions must be 1 to {PARTITIONS_MAX}"),
             ));
         }
         self.check_partition_limits(partitions as usize)?;
@@ -815,10 +1077,12 @@ impl Topics {
     ) -> Result<Arc<Topic>, ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let (partitions, _) = self.check_create(name, partitions, replication_factor, &overrides)?;
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false)?;
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false, true)?;
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
+            drop(topic);
+            self.remove_new_dirs(name, 0..partitions);
             return Err(e);
         }
         tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
@@ -838,10 +1102,12 @@ impl Topics {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false)?;
+        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false, true)?;
         let topic = self.insert(topic);
         if let Err(e) = self.persist() {
             self.remove(name);
+            drop(topic);
+            self.remove_new_dirs(name, 0..partitions);
             return Err(e);
         }
         tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
@@ -919,6 +1185,12 @@ impl Topics {
                 format!("topic {name} already has {current} partitions"),
             ));
         }
+        if count > PARTITIONS_MAX {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("a topic may have at most {PARTITIONS_MAX} partitions"),
+            ));
+        }
         if count < current {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
@@ -931,7 +1203,13 @@ impl Topics {
         }
         let mut partitions = topic.partitions.clone();
         for index in current..count {
-            partitions.push(self.open_partition(name, index, &topic.config, false)?);
+            match self.open_partition(name, topic.id, index, &topic.config, false, true) {
+                Ok(p) => partitions.push(p),
+                Err(e) => {
+                    self.remove_new_dirs(name, current..count);
+                    return Err(e);
+                }
+            }
         }
         let new = Topic {
             name: topic.name.clone(),
@@ -940,7 +1218,10 @@ impl Topics {
             config: topic.config.clone(),
             overrides: topic.overrides.clone(),
         };
-        self.replace(&topic, new)?;
+        if let Err(e) = self.replace(&topic, new) {
+            self.remove_new_dirs(name, current..count);
+            return Err(e);
+        }
         tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }
@@ -1037,6 +1318,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn topics_json_entries_are_checked_like_create_topics() {
+        let path = Path::new("/data/topics.json");
+        let entry = |name: &str, partitions: i32| TopicRecord {
+            name: name.into(),
+            id: Uuid(meta::random_id()).to_string(),
+            partitions,
+            configs: BTreeMap::new(),
+        };
+        assert!(check_records(path, &[entry("a", 1), entry(CONSUMER_OFFSETS, 50)]).is_ok());
+        for (records, says) in [
+            (vec![entry("../../etc", 1)], "../../etc"),
+            (vec![entry("a", 0)], "0 partitions"),
+            (vec![entry("a", PARTITIONS_MAX + 1)], "1000001 partitions"),
+            (vec![entry("a.b", 1), entry("a_b", 1)], "collides"),
+        ] {
+            let e = check_records(path, &records).unwrap_err();
+            assert!(e.contains("topics.json") && e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn partition_metadata_is_kafkas_format() {
+        let id = Uuid([0xfb; 16]);
+        let text = partition_metadata_text(&id);
+        assert!(text.starts_with("version: 0\ntopic_id: "), "{text}");
+        assert_eq!(parse_partition_metadata(&text), Ok(meta::base64_url(&id.0)));
+        assert!(parse_partition_metadata("").is_err());
     }
 
     #[test]

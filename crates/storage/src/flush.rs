@@ -110,6 +110,15 @@ impl GroupCommit {
         self.synced.notify_all();
     }
 
+    /// The log was cut back to `end` (its owner stepped over damage by cutting it, see
+    /// `Log::skip_damaged`; the cut was fsynced): offsets from `end` on are not on disk any
+    /// more, so appends there must be fsynced again before they count as durable.
+    pub fn truncated_to(&self, end: i64) {
+        let mut state = self.lock();
+        state.durable_end = state.durable_end.min(end);
+        self.durable_end.store(state.durable_end, Ordering::Release);
+    }
+
     /// Whether an fsync has failed: nothing more may be acknowledged as durable.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)

@@ -26,7 +26,7 @@ pub mod sim;
 pub use crate::delete::wait_for_deletions;
 pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
-pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork};
+pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork, Skipped, STRAY_SUFFIX};
 pub use crate::segment::BatchInfo;
 
 use std::path::PathBuf;

@@ -3,7 +3,13 @@
 //!
 //! Invariants (asserted, also in release builds):
 //! - offsets only grow: each batch starts at the log end offset;
-//! - segments are contiguous and sorted by base offset; only the last one is written to.
+//! - segments are sorted by base offset and do not overlap; only the last one is written to.
+//!   They are contiguous unless a segment file was lost from the middle of the log, a hole
+//!   that [`Log::open_on`] reports loudly and keeps (see there: nothing after it is dropped).
+//!
+//! Opening validates every file in the directory: a `.log` not named like a segment, or a
+//! segment whose first batch does not fit its name, that overlaps the one before it, or that
+//! holds no batch after a hole, is moved aside (`*.stray`, logged as an error), never read.
 //!
 //! Durability of rolled segments: a roll fsyncs nothing (an append must not wait for a whole
 //! segment's writeback). The rolled segment is *unsealed* until [`Log::take_seal`]'s work has
@@ -14,7 +20,7 @@
 
 use crate::fs::FsFile;
 use crate::fs::{Fs, OpenMode, RealFs};
-use crate::segment::{BatchInfo, Segment, DELETED_SUFFIX};
+use crate::segment::{self, BatchInfo, FirstBatch, Segment, DELETED_SUFFIX};
 use crate::{StorageError, SyncTarget};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,18 +175,26 @@ impl Log {
         let mut bases = vec![];
         let mut retired = vec![];
         let mut indexes = vec![];
+        let mut misnamed = vec![];
         for name in fs.list(dir).map_err(dir_err)? {
             if name.ends_with(DELETED_SUFFIX) {
                 retired.push(dir.join(name));
-            } else if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<i64>() {
-                    if base >= 0 {
-                        bases.push(base);
-                    }
+            } else if name.ends_with(STRAY_SUFFIX) {
+                // Quarantined by an earlier open: left for the operator.
+            } else if name.ends_with(".log") {
+                match segment::parse_file_name(&name, "log") {
+                    Some(base) => bases.push(base),
+                    None => misnamed.push(name),
                 }
-            } else if let Some(stem) = name.strip_suffix(".index") {
-                indexes.push((stem.parse::<i64>().ok(), name.clone()));
+            } else if name.ends_with(".index") {
+                indexes.push((segment::parse_file_name(&name, "index"), name.clone()));
             }
+        }
+        // A `.log` file that is not named like a segment may hold anything: never read as a
+        // segment, never deleted either.
+        for name in misnamed {
+            let to = quarantine(fs, dir, &name)?;
+            tracing::error!(file = %dir.join(&name).display(), moved_to = %to.display(), "not a segment file name (20 digits, then .log): moved aside, not read; delete it if it is not yours");
         }
         // An index without its log (the log was deleted while the index was being written).
         for (base, name) in indexes {
@@ -191,38 +205,52 @@ impl Log {
         // Segments deleted before a crash whose files were not yet removed.
         crate::delete::remove_later(fs, retired);
         bases.sort_unstable();
-        let mut segments = BTreeMap::new();
-        for (i, base) in bases.iter().enumerate() {
+        let seg_path = |base: i64| dir.join(segment::file_name(base, "log"));
+        let mut segments: BTreeMap<i64, Segment> = BTreeMap::new();
+        // Segments (base offsets) vouched for as written whole once: opened after a clean
+        // shutdown, or with a sealed index. One that now comes up short was damaged.
+        let mut vouched = BTreeSet::new();
+        for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            // After a crash, the last segment always holds writes that may be torn; a sealed
-            // one is trusted when its index fits (written only after its log was fsynced).
-            if clean || !last {
-                if let Some(seg) = Segment::open_clean(fs, dir, *base, config.index_interval_bytes, !clean)? {
-                    segments.insert(*base, seg);
-                    continue;
+            // Does the file continue the log? Checked before it is opened, since recovery would
+            // cut a file whose batches do not fit its name.
+            let prev = segments
+                .values()
+                .next_back()
+                .map(|s| (s.base_offset(), s.next_offset()));
+            let first = segment::first_batch(fs, dir, base)?;
+            let quarantined = |why: String| -> Result<(), StorageError> {
+                let to = quarantine_segment(fs, dir, base)?;
+                tracing::error!(file = %seg_path(base).display(), moved_to = %to.display(), "segment file not trusted: {why}; moved aside, not served (it is not part of this log; delete it once you have checked it)");
+                Ok(())
+            };
+            let misfit = match (first, prev) {
+                (FirstBatch::Base(b), _) if b != base => {
+                    Some(format!("its first batch has offset {b}, not the {base} its name says"))
                 }
-                if clean {
-                    tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
-                }
+                (_, Some((pbase, pend))) if base < pend => Some(format!(
+                    "it overlaps segment {} (offsets {pbase}..{pend})",
+                    segment::file_name(pbase, "log")
+                )),
+                _ => None,
+            };
+            if let Some(why) = misfit {
+                quarantined(why)?;
+                continue;
             }
-            let (seg, truncated) = Segment::open_and_recover(fs, dir, *base, config.index_interval_bytes)?;
-            if truncated > 0 {
-                tracing::warn!(dir = %dir.display(), segment = base, bytes = truncated, "truncated a torn or corrupt tail");
-            }
-            // A rolled segment that lost writes (torn, or simply shorter: its unsynced pages
-            // never reached the disk) no longer ends where the next one begins.
-            let short = bases.get(i + 1).is_some_and(|next| seg.next_offset() != *next);
-            segments.insert(*base, seg);
-            if short {
-                // The log stays a prefix with no hole in its offsets: what was written after
-                // the torn point goes too (as Kafka's recovery does).
-                let later = &bases[i + 1..];
-                tracing::warn!(dir = %dir.display(), segments = later.len(), "dropping the segments after a torn one");
+            if let Some((pbase, pend)) = prev.filter(|(pbase, pend)| base > *pend && !vouched.contains(pbase)) {
+                // A segment recovered after a crash lost writes (torn, or simply shorter: its
+                // unsynced pages never reached the disk), so it no longer ends where the next
+                // one begins. The log stays a prefix with no hole in its offsets: what was
+                // written after the torn point goes too (as Kafka's recovery does); none of
+                // it was ever fsynced as a whole.
+                let later = &bases[i..];
+                tracing::warn!(dir = %dir.display(), after = %segment::file_name(pbase, "log"), first = %segment::file_name(base, "log"), segments = later.len(), offsets = %format!("{pend}.."), "dropping the segments after one cut short by a crash");
                 let mut gone = vec![];
                 for b in later {
                     for ext in ["log", "index"] {
-                        let from = dir.join(crate::segment::file_name(*b, ext));
-                        let to = dir.join(format!("{}{DELETED_SUFFIX}", crate::segment::file_name(*b, ext)));
+                        let from = dir.join(segment::file_name(*b, ext));
+                        let to = dir.join(format!("{}{DELETED_SUFFIX}", segment::file_name(*b, ext)));
                         match fs.rename(&from, &to) {
                             Ok(()) => gone.push(to),
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -234,6 +262,67 @@ impl Log {
                 crate::delete::remove_later(fs, gone);
                 break;
             }
+            if let Some((_, pend)) = prev.filter(|(_, pend)| base > *pend) {
+                if matches!(first, FirstBatch::Empty | FirstBatch::Unreadable) {
+                    quarantined(format!(
+                        "it does not continue the log (which ends at {pend}) and holds no batch at {base}"
+                    ))?;
+                    continue;
+                }
+            }
+            if let Some((pbase, pend)) = prev.filter(|(_, pend)| base > *pend) {
+                // A hole between two segments that were both written whole: a segment file
+                // was deleted or lost. Policy (Kafka's): keep serving what is there, loudly.
+                // Cutting the log at the hole would drop acknowledged records after it, and
+                // refusing the partition would keep them unreadable; keeping them loses
+                // nothing, and offsets are never reused (appends continue at the end), so a
+                // restored file can be put back. Consumers skip the missing range.
+                let empty_prev = segments.get(&pbase).is_some_and(Segment::is_empty);
+                if !empty_prev {
+                    tracing::error!(dir = %dir.display(), before = %segment::file_name(pbase, "log"), after = %segment::file_name(base, "log"), missing = %format!("{pend}..{base}"), "offsets {pend}..{base} are missing between segments {} and {}: a segment file was deleted or lost; serving the rest (consumers skip the hole); restore the file from a backup to bring them back", segment::file_name(pbase, "log"), segment::file_name(base, "log"));
+                }
+            }
+            // After a crash, the last segment always holds writes that may be torn; a sealed
+            // one is trusted when its index fits (written only after its log was fsynced).
+            if clean || !last {
+                if let Some(seg) = Segment::open_clean(fs, dir, base, config.index_interval_bytes, !clean)? {
+                    segments.insert(base, seg);
+                    vouched.insert(base);
+                    continue;
+                }
+                if clean {
+                    tracing::warn!(dir = %dir.display(), segment = base, "index does not fit the log after a clean shutdown; recovering the segment");
+                }
+            }
+            if clean || segment::has_sealed_index(fs, dir, base) {
+                vouched.insert(base);
+            }
+            let (seg, truncated) = Segment::open_and_recover(fs, dir, base, config.index_interval_bytes)?;
+            if truncated > 0 {
+                let level_is_damage = vouched.contains(&base);
+                if level_is_damage {
+                    tracing::error!(file = %seg_path(base).display(), bytes = truncated, "a segment written whole earlier has a damaged tail: cut after its last valid batch");
+                } else {
+                    tracing::warn!(dir = %dir.display(), segment = base, bytes = truncated, "truncated a torn or corrupt tail");
+                }
+            }
+            segments.insert(base, seg);
+        }
+        // An empty segment never comes before another (a log rolls only from a non-empty one):
+        // one that does was emptied by damage. It is moved aside so the log starts, or goes on,
+        // at the next one; the hole is reported.
+        let empty: Vec<i64> = segments
+            .iter()
+            .rev()
+            .skip(1)
+            .filter(|(_, s)| s.is_empty())
+            .map(|(b, _)| *b)
+            .collect();
+        for base in empty {
+            segments.remove(&base);
+            let next = segments.range(base..).next().map_or(base, |(b, _)| *b);
+            let to = quarantine_segment(fs, dir, base)?;
+            tracing::error!(file = %seg_path(base).display(), moved_to = %to.display(), missing = %format!("{base}..{next}"), "segment is empty but later segments exist: offsets {base}..{next} are lost (the file was emptied or truncated); serving the later segments; restore the file from a backup to bring them back");
         }
         // Only the last segment takes appends; the others' indexes are read from disk on use.
         // Those without a sealed index (recovered now, or older files) are sealed below.
@@ -275,7 +364,7 @@ impl Log {
         }
         // What a crash left in the page cache is on disk from here on (and cheap when clean),
         // so the whole log counts as durable after opening.
-        log.sync()?;
+        log.sync_at_open()?;
         Ok(log)
     }
 
@@ -473,6 +562,57 @@ impl Log {
         Ok(Bytes::new())
     }
 
+    /// Works around the damaged batch at `offset` (a read there failed with `Corrupt`), for
+    /// owners that must read past damage (the broker's own topics): when the batch's header
+    /// still frames it plausibly, returns the offset after it (the batch stays on disk and is
+    /// never served); otherwise cuts the log there, as recovery after a crash would, moving
+    /// the later segments aside (`*.stray`), and returns the new log end.
+    pub fn skip_damaged(&mut self, offset: i64) -> Result<Skipped, StorageError> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        let Some((&base, seg)) = self.segments.range(..=offset).next_back() else {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        };
+        let path = seg.log_file().1;
+        if let Some((_, next)) = seg.damaged_batch(offset)? {
+            return Ok(Skipped {
+                next_offset: next,
+                cut: false,
+                path,
+            });
+        }
+        let later: Vec<i64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        for b in later {
+            self.segments.remove(&b);
+            self.unsealed.remove(&b);
+            quarantine_segment(&self.fs, &self.dir, b)?;
+        }
+        let Some(seg) = self.segments.remove(&base) else {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        };
+        self.unsealed.remove(&base);
+        let seg = match seg.cut_at(offset) {
+            Ok(seg) => seg,
+            Err(e) => {
+                // Keep a segment in the map whatever happens: reopen it as it is on disk.
+                let (seg, _) = Segment::open_and_recover(&self.fs, &self.dir, base, self.config.index_interval_bytes)?;
+                self.segments.insert(base, seg);
+                return Err(e);
+            }
+        };
+        self.segments.insert(base, seg);
+        self.dir_changes += 1;
+        self.update_seal_pending();
+        self.fs.sync_dir(&self.dir).map_err(|source| StorageError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(Skipped {
+            next_offset: self.log_end_offset(),
+            cut: true,
+            path,
+        })
+    }
+
     /// Advances the log start offset to `offset` (DeleteRecords): records below it are no
     /// longer readable, and segments wholly below it are deleted. The new start is written to
     /// a checkpoint before any file is removed. Returns the new log start offset.
@@ -653,6 +793,28 @@ impl Log {
         self.active_mut().sync()
     }
 
+    /// [`Log::sync`] for opening: every fsync must succeed, but an index that cannot be
+    /// written (a full disk) does not keep the log from opening, so consumers can drain it.
+    /// Unwritten seal work stays pending for the background seal; the active segment's index
+    /// is written at the next flush or shutdown.
+    fn sync_at_open(&mut self) -> Result<(), StorageError> {
+        if let Some(work) = self.take_seal() {
+            match work.run() {
+                Ok(()) => self.sealed(work)?,
+                Err(e) if !e.data_lost => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e.error, "cannot write segment indexes at open; retried in the background")
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+        let active = self.active_mut();
+        active.sync_log()?;
+        if let Err(e) = active.flush_index() {
+            tracing::warn!(error = %e, "cannot write the active segment's index at open; written at the next flush or shutdown");
+        }
+        Ok(())
+    }
+
     /// What an fsync must cover for everything appended so far to be durable (see
     /// [`crate::GroupCommit`]): the active segment, the rolled segments not yet sealed, and the
     /// directory when a segment was created since its last fsync.
@@ -676,6 +838,47 @@ impl Log {
 
 const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 
+/// Suffix of files moved aside because they cannot be trusted (a `.log` that is not named like
+/// a segment, or a segment that does not continue the log): never read, never deleted by the
+/// broker; the operator decides.
+pub const STRAY_SUFFIX: &str = ".stray";
+
+/// Renames `dir/name` to `dir/name.<ms since the epoch>.stray`. Returns the new path.
+fn quarantine(fs: &Arc<dyn Fs>, dir: &Path, name: &str) -> Result<PathBuf, StorageError> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let from = dir.join(name);
+    let to = dir.join(format!("{name}.{ms}{STRAY_SUFFIX}"));
+    fs.rename(&from, &to)
+        .map_err(|source| StorageError::Io { path: from, source })?;
+    Ok(to)
+}
+
+/// Moves a segment's log and index (if any) aside (see [`quarantine`]). Returns the log's new
+/// path.
+fn quarantine_segment(fs: &Arc<dyn Fs>, dir: &Path, base: i64) -> Result<PathBuf, StorageError> {
+    let to = quarantine(fs, dir, &segment::file_name(base, "log"))?;
+    match quarantine(fs, dir, &segment::file_name(base, "index")) {
+        Err(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    Ok(to)
+}
+
+/// What [`Log::skip_damaged`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where reading can go on.
+    pub next_offset: i64,
+    /// The log was cut at the damage (the batch's header could not be trusted to step over
+    /// it): everything from there on was moved aside, and the log now ends at `next_offset`.
+    pub cut: bool,
+    /// The segment file that holds the damage.
+    pub path: PathBuf,
+}
+
 fn read_checkpoint(fs: &dyn Fs, path: &Path) -> Result<Option<i64>, StorageError> {
     match fs.read_all(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes)
@@ -685,7 +888,7 @@ fn read_checkpoint(fs: &dyn Fs, path: &Path) -> Result<Option<i64>, StorageError
             .map_err(|e| StorageError::Corrupt {
                 path: path.to_path_buf(),
                 position: 0,
-                why: format!("checkpoint is not an offset: {e}"),
+                why: format!("checkpoint is not an offset: {e}; restore it from a backup, or write the first offset still to be served (removing it serves again the records DeleteRecords removed)"),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StorageError::Io {

@@ -133,6 +133,52 @@ fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<O
     }))
 }
 
+/// Whether `name` is a segment file name: 20 digits (the zero-padded base offset) and `.ext`.
+pub fn parse_file_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse::<i64>().ok()
+}
+
+/// What the first bytes of a segment's log file say, before the segment is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBatch {
+    /// The file is empty.
+    Empty,
+    /// A batch header that frames a batch inside the file, with its base offset.
+    Base(i64),
+    /// No readable batch header (torn or damaged): recovery decides.
+    Unreadable,
+}
+
+/// Reads the first batch header of the segment at `base` (see [`FirstBatch`]).
+pub fn first_batch(fs: &Arc<dyn Fs>, dir: &Path, base: i64) -> Result<FirstBatch, StorageError> {
+    let path = dir.join(file_name(base, "log"));
+    let file = fs.open(&path, OpenMode::Existing).map_err(io(&path))?;
+    let size = file.len().map_err(io(&path))?;
+    if size == 0 {
+        return Ok(FirstBatch::Empty);
+    }
+    Ok(match read_batch_info(&*file, 0, size).map_err(io(&path))? {
+        Some(info) => FirstBatch::Base(info.base_offset),
+        None => FirstBatch::Unreadable,
+    })
+}
+
+/// Whether the segment at `base` has a sealed index on disk (whether or not it fits its log):
+/// the segment was fsynced whole once, so a log that now comes up short was damaged, not cut
+/// short by a crash.
+pub fn has_sealed_index(fs: &Arc<dyn Fs>, dir: &Path, base: i64) -> bool {
+    fs.read_all(&dir.join(file_name(base, "index"))).is_ok_and(|b| {
+        b.len() >= INDEX_ENTRY_BYTES && b.len() % INDEX_ENTRY_BYTES == 0 && {
+            let at = b.len() - INDEX_ENTRY_BYTES;
+            b[at..at + 8] == SEALED_MARK
+        }
+    })
+}
+
 impl Segment {
     /// Opens the segment's files: the log created empty when `fresh`, else it must exist; the
     /// index always starts empty (it is rebuilt from the log).
@@ -230,7 +276,13 @@ impl Segment {
         }
         // A written index vouches that the log under it is durable (see `open_clean`).
         seg.log.sync_data().map_err(io(&seg.log_path))?;
-        seg.write_index()?;
+        // The index is derived: one that cannot be written now (a full disk) is kept in memory
+        // and written later (a seal, a flush, shutdown); the log opens and serves reads.
+        // Whatever a failed write left on disk fails the checks of the next open.
+        if let Err(e) = seg.write_index() {
+            tracing::warn!(error = %e, "cannot write the rebuilt index; it is kept in memory and written later");
+            seg.index_written = 0;
+        }
         Ok((seg, truncated))
     }
 
@@ -252,6 +304,11 @@ impl Segment {
         let file_size = seg.log.len().map_err(io(&seg.log_path))?;
         let mut bytes = match fs.read_all(&seg.index_path) {
             Ok(b) => b,
+            // An empty segment has no index entries, so none was ever written: nothing to
+            // check (this is every empty partition after a clean shutdown).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file_size == 0 && !require_sealed => {
+                return Ok(Some(seg))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&seg.index_path)(e)),
         };
@@ -418,6 +475,51 @@ impl Segment {
             position += u64::from(info.size);
         }
         Ok(None)
+    }
+
+    /// The damaged batch that starts at `offset` (a read there failed its CRC or framing):
+    /// its position and the offset after it, when its header still frames it plausibly (it
+    /// is followed by the next batch, or ends the segment where the segment ends). `None`
+    /// when the header cannot be trusted to step over it.
+    pub fn damaged_batch(&self, offset: i64) -> Result<Option<(u64, i64)>, StorageError> {
+        let Ok(Some(info)) = self.find(offset) else {
+            return Ok(None);
+        };
+        if info.base_offset != offset {
+            return Ok(None);
+        }
+        let after = info.position + u64::from(info.size);
+        let next = info.last_offset + 1;
+        let fits = if after == self.size {
+            next == self.next_offset
+        } else {
+            matches!(read_batch_info(&*self.log, after, self.size), Ok(Some(n)) if n.base_offset == next)
+        };
+        Ok(fits.then_some((info.position, next)))
+    }
+
+    /// Cuts the log file before the batch holding `offset` (found by a walk from the start
+    /// that checks every CRC, as recovery does: a damaged batch before it cuts there instead)
+    /// and reopens the segment. Returns the reopened segment.
+    pub fn cut_at(self, offset: i64) -> Result<Segment, StorageError> {
+        let dir = self.log_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (fs, base, interval) = (self.fs.clone(), self.base_offset, self.index_interval_bytes);
+        let mut position = 0u64;
+        let file_size = self.log.len().map_err(io(&self.log_path))?;
+        while let Some(info) = read_batch_info(&*self.log, position, file_size).map_err(io(&self.log_path))? {
+            if info.last_offset >= offset {
+                break;
+            }
+            position += u64::from(info.size);
+        }
+        self.log.set_len(position).map_err(io(&self.log_path))?;
+        match fs.remove(&self.index_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&self.index_path)(e)),
+            _ => {}
+        }
+        drop(self);
+        // Recovery checks every CRC again and cuts at the first bad batch, if earlier.
+        Ok(Segment::open_and_recover(&fs, &dir, base, interval)?.0)
     }
 
     /// How many index entries satisfy `pred`, which holds for a prefix of them (entries are
@@ -690,6 +792,16 @@ impl Segment {
     /// A second handle on the log file (to fsync without holding the log's lock), and its path.
     pub fn log_file(&self) -> (Arc<dyn FsFile>, PathBuf) {
         (self.log.clone(), self.log_path.clone())
+    }
+
+    /// Makes the log durable; the index is left to [`Segment::sync`].
+    pub fn sync_log(&self) -> Result<(), StorageError> {
+        self.log.sync_data().map_err(io(&self.log_path))
+    }
+
+    /// Writes the index entries not yet on disk (see [`Segment::sync`]).
+    pub fn flush_index(&mut self) -> Result<(), StorageError> {
+        self.write_index()
     }
 
     /// Makes the log durable, and the index current on disk.

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use storage::StorageError;
 use tokio::sync::oneshot;
 use wire::compression::Compression;
 use wire::messages::ErrorCode;
@@ -222,14 +223,35 @@ impl Shard {
     /// Rebuilds the shard's groups from its log.
     fn load(&self, now: i64) -> Result<(), String> {
         let mut state = self.lock();
-        let p = self.partition.lock();
+        let mut p = self.partition.lock();
         let mut offset = p.log.log_start_offset();
-        let end = p.log.log_end_offset();
+        let mut end = p.log.log_end_offset();
         let mut read_bytes = 0u64;
         let mut skipped = 0usize;
         let mut snapshots: BTreeMap<String, Option<super::state::GroupSnapshot>> = BTreeMap::new();
         while offset < end {
-            let data = p.log.read(offset, 1 << 20).map_err(|e| e.to_string())?;
+            let data = match p.log.read(offset, 1 << 20) {
+                Ok(data) => data,
+                Err(StorageError::Corrupt { .. }) => {
+                    // Damage in the broker's own topic must not keep the broker down: the
+                    // damaged batch is stepped over (or, when its header cannot be trusted,
+                    // the log is cut there as after a crash), loudly. What it held is lost;
+                    // every group and offset before (and, when skipped, after) it is kept.
+                    let skip = p.log.skip_damaged(offset).map_err(|e| e.to_string())?;
+                    if skip.cut {
+                        tracing::error!(file = %skip.path.display(), offset, "damaged batch in {CONSUMER_OFFSETS}-{}: the log is cut there (its header cannot be trusted) and what followed is moved aside (*.stray); groups and offsets committed from offset {offset} on are lost, those before are kept", self.partition.index);
+                    } else {
+                        tracing::error!(file = %skip.path.display(), offset, next = skip.next_offset, "damaged batch in {CONSUMER_OFFSETS}-{} at offsets {offset}..{}: skipped; the commits it held are lost, every other group and offset is kept (the batch goes with the next compaction)", self.partition.index, skip.next_offset);
+                    }
+                    offset = skip.next_offset;
+                    end = p.log.log_end_offset();
+                    if skip.cut {
+                        self.partition.log_cut_to(end);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             if data.is_empty() {
                 break;
             }
@@ -386,6 +408,8 @@ pub struct Coordinator {
     closed: std::sync::atomic::AtomicBool,
     /// Member metadata and assignments held by all groups (`group.max.memory.bytes`).
     pub memory: super::memory::GroupMemory,
+    /// When a failure to create `__consumer_offsets` was last logged (ms since the epoch).
+    create_failure_reported_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Committed offsets by topic and partition (`None`: nothing committed).
@@ -409,6 +433,7 @@ impl Coordinator {
             creating: Mutex::new(()),
             next_token: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
+            create_failure_reported_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         if topics.get(CONSUMER_OFFSETS).is_some() {
             c.shards(topics)
@@ -439,7 +464,17 @@ impl Coordinator {
         let topic = topics
             .create_internal(CONSUMER_OFFSETS, self.config.offsets_partitions, overrides)
             .map_err(|e| {
-                tracing::error!(error = %e.message, "cannot create {CONSUMER_OFFSETS}");
+                // Every FindCoordinator retries this: one line a minute, not one per request.
+                let now = now_ms();
+                let last = self.create_failure_reported_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= 60_000
+                    && self
+                        .create_failure_reported_ms
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::error!(error = %e.message, "cannot create {CONSUMER_OFFSETS}: consumer groups are unavailable until it can be (retried on every FindCoordinator; logged once a minute)");
+                }
                 ErrorCode::CoordinatorNotAvailable
             })?;
         let now = now_ms();
@@ -471,6 +506,12 @@ impl Coordinator {
         }
         // Compact strings may be longer than the int16-length strings of our records.
         if group_id.len() > i16::MAX as usize {
+            return Err(ErrorCode::InvalidGroupId);
+        }
+        // The decoder maps bytes that are not UTF-8 to U+FFFD (as Java's String does), so
+        // b"a\xff" and b"a\xfe" would arrive as the same id and share a group and its offsets.
+        // No id carrying U+FFFD is accepted, which makes the mapping collision-free.
+        if group_id.contains(char::REPLACEMENT_CHARACTER) {
             return Err(ErrorCode::InvalidGroupId);
         }
         let shards = self.shards(topics)?;

@@ -70,10 +70,8 @@ fn read_partition(
             }
         }
         Err(e) => {
-            let key = format!("fetch-read-failed {}-{}", part.topic, part.index);
-            if let Some(suppressed) = crate::ratelog::allow(&key) {
-                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, suppressed, "fetch read failed");
-            }
+            // A consumer retries at once: logged once a minute per partition, not per fetch.
+            part.report_storage_error("a fetch read", &e);
             // Corruption recovery found in a once-fsynced segment is not served (Kafka answers
             // a corrupt read the same way); any other failure is the disk's.
             r.error_code = match e {

@@ -18,6 +18,7 @@ use crate::topics::{Partition, TimestampType};
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use storage::StorageError;
 use wire::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use wire::messages::{ProduceRequest, ProduceResponse};
 use wire::records::{self, BatchError, RecordBatch};
@@ -219,10 +220,12 @@ fn append(
         }
     }
     let bytes = raw.len();
-    let info = state
-        .log
-        .append(raw, partition.leader_epoch, now)
-        .map_err(|e| error(ErrorCode::KafkaStorageError, e.to_string()))?;
+    let info = state.log.append(raw, partition.leader_epoch, now).map_err(|e| {
+        if matches!(e, StorageError::Io { .. } | StorageError::Failed) {
+            partition.report_storage_error("an append", &e);
+        }
+        error(ErrorCode::KafkaStorageError, e.to_string())
+    })?;
     partition.traffic.add_in(bytes, record_count);
     if let Some(p) = &producer {
         state.producers.record(p, info.base_offset);
@@ -384,7 +387,13 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
         let synced = tokio::task::spawn_blocking(move || {
             to_sync
                 .into_iter()
-                .map(|(ti, pi, part, end)| (ti, pi, part.sync_to(end)))
+                .map(|(ti, pi, part, end)| {
+                    let r = part.sync_to(end);
+                    if let Err(e) = &r {
+                        part.report_storage_error("an fsync", e);
+                    }
+                    (ti, pi, r)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
