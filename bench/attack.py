@@ -267,14 +267,19 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--no-docs", action="store_true", help="print only")
-    ap.add_argument("--only", type=int, help="run only attack N (1-5)")
+    ap.add_argument("--only", type=int, action="append", help="run only attack N (1-5; repeatable)")
+    ap.add_argument("--binary", type=Path, help="another sluice binary (an older build, to compare)")
     args = ap.parse_args()
+    if args.binary:
+        import suite
+
+        suite.BINARY = args.binary
     BOMB.append(zstd_bomb(1_500_000))
     seconds = 5.0 if args.quick else 15.0
     fill_bytes = 50 * MIB if args.quick else 200 * MIB
     rows = []
     for i, (name, attack, copies, settings, needs_data) in enumerate(ATTACKS, 1):
-        if args.only and args.only != i:
+        if args.only and i not in args.only:
             continue
         print(f"{name} ...", flush=True)
         rows.append(run_one(name, attack, copies, settings, needs_data, args.dir, seconds, fill_bytes))
