@@ -120,6 +120,20 @@ def answered(s, timeout) -> bool:
     return bool(select.select([s], [], [], timeout)[0])
 
 
+def settle(broker, timeout=10):
+    """Waits until the broker holds no connection (the fixture's readiness probe counts
+    against per-address limits until the broker notices it closed)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = urllib.request.urlopen(broker.admin_url + "/metrics", timeout=5).read().decode()
+        if any(l == "sluice_connections 0" for l in page.splitlines()):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the broker still holds connections")
+
+
 def log_lines(broker, needle):
     return [l for l in broker.logs().splitlines() if needle in l]
 
@@ -284,6 +298,7 @@ def test_fetch_responses_are_capped_and_unread_ones_dropped(make_broker):
 
 def test_connections_per_address_are_limited(make_broker):
     b = make_broker(extra_args=["--set", "max.connections.per.ip=5"]).start()
+    settle(b)
     held = [raw.connect(b.port) for _ in range(5)]
     for i, s in enumerate(held):
         assert api_versions(s, i)
@@ -306,6 +321,7 @@ def test_per_address_overrides(make_broker):
     b = make_broker(
         extra_args=["--set", "max.connections.per.ip=1", "--set", "max.connections.per.ip.overrides=127.0.0.1:4"]
     ).start()
+    settle(b)
     held = [raw.connect(b.port) for _ in range(4)]
     for i, s in enumerate(held):
         assert api_versions(s, i)
@@ -314,6 +330,7 @@ def test_per_address_overrides(make_broker):
 
 def test_silent_connections_are_the_first_to_go_at_max_connections(make_broker):
     b = make_broker(extra_args=["--set", "max.connections=5"]).start()
+    settle(b)
     spoke = raw.connect(b.port)
     assert api_versions(spoke)
     silent = [raw.connect(b.port) for _ in range(4)]

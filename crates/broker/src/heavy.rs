@@ -1,16 +1,19 @@
-//! A few low-priority threads for the CPU-heavy work any client can ask for at will: checking
-//! (decompressing) produced batches, and creating or deleting topics. The async workers keep
-//! answering everyone else while this runs.
+//! Low-priority threads for the CPU-heavy work any client can ask for at will: checking
+//! (decompressing) produced batches (`Broker::checks`), and creating or deleting topics
+//! (`Broker::topic_changes`). Two pools, so a topic of 10 000 partitions being created never
+//! makes a compressed produce wait behind it. The async workers keep answering everyone else
+//! while this runs.
 //!
 //! Limits, and what happens at each:
-//! - Threads: cores − 1 (at least 1), so this work never holds every core; each runs at nice
-//!   +19, so whenever an async worker (nice 0) wants the same core the kernel gives it about 70
-//!   times this thread's share. With nothing else to run they run at full speed, so
+//! - Threads: `Broker::checks` has cores − 1 (at least 1), so this work never holds every
+//!   core; `Broker::topic_changes` has one (topic changes are serialized anyway). Each runs at
+//!   nice +19, so whenever an async worker (nice 0) wants the same core the kernel gives it
+//!   about 70 times this thread's share. With nothing else to run they run at full speed, so
 //!   well-behaved compressed producers lose nothing (measured: lz4 produce throughput at nice
 //!   +10 and +19 alike, while a client's p99 under a flood of costly batches went from 9× to
 //!   1.1× its quiet p99 from +10 to +19; docs/benchmarks.md).
-//! - Queue: `QUEUE_MAX` jobs; a request that finds it full waits (asynchronously) for room,
-//!   holding only the request memory it already has (`queued.max.request.bytes`).
+//! - Queue: `QUEUE_MAX` jobs per pool; a request that finds it full waits (asynchronously) for
+//!   room, holding only the request memory it already has (`queued.max.request.bytes`).
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -28,15 +31,19 @@ pub struct Heavy {
 }
 
 impl Heavy {
-    /// Starts the threads (cores − 1, at least one).
-    pub fn start() -> Heavy {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+    /// Cores − 1, at least one.
+    pub fn all_but_one_core() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    }
+
+    /// Starts `threads` threads named `sluice-{name}-N`.
+    pub fn start(name: &str, threads: usize) -> Heavy {
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE_MAX);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("sluice-heavy-{i}"))
+                .name(format!("sluice-{name}-{i}"))
                 .spawn(move || {
                     lower_priority();
                     loop {
@@ -92,7 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_and_a_panic_is_a_failed_job_not_a_dead_pool() {
-        let heavy = Heavy::start();
+        let heavy = Heavy::start("test", 2);
         assert_eq!(heavy.run(|| 2 + 2).await, Some(4));
         assert_eq!(heavy.run(|| -> i32 { panic!("boom") }).await, None);
         for i in 0..200 {

@@ -33,8 +33,9 @@ pub struct Broker {
     pub data_arrived: tokio::sync::Notify,
     /// Record data held in fetch responses not yet written (`queued.max.response.bytes`).
     pub response_memory: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Low-priority threads for the CPU-heavy work clients ask for: batch checks, topic
-    /// creation and deletion.
-    pub heavy: heavy::Heavy,
+    /// Low-priority threads that check costly produced batches (`heavy`).
+    pub checks: heavy::Heavy,
+    /// The low-priority thread that creates and deletes topics (`heavy`).
+    pub topic_changes: heavy::Heavy,
     pub metrics: metrics::Metrics,
 }

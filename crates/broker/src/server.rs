@@ -118,7 +118,8 @@ impl Server {
             groups,
             data_arrived: tokio::sync::Notify::new(),
             response_memory,
-            heavy: crate::heavy::Heavy::start(),
+            checks: crate::heavy::Heavy::start("checks", crate::heavy::Heavy::all_but_one_core()),
+            topic_changes: crate::heavy::Heavy::start("topics", 1),
             metrics: crate::metrics::Metrics::new(Some(real_fs)),
         };
         Ok(Server {

@@ -5,7 +5,8 @@ use crate::Broker;
 use wire::messages::create_partitions_response::CreatePartitionsTopicResult;
 use wire::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ErrorCode};
 
-/// Runs on the low-priority threads (`Broker::heavy`): creating partitions is file work.
+/// Runs on the low-priority topic-change thread (`Broker::topic_changes`): creating
+/// partitions is file work.
 pub fn handle(broker: &Broker, _version: i16, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let node = broker.config.node_id;
     let per_request = broker.topics.defaults().partitions_per_request_max;

@@ -7,7 +7,8 @@ use wire::messages::create_topics_response::CreatableTopicResult;
 use wire::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use wire::ErrorCode;
 
-/// Runs on the low-priority threads (`Broker::heavy`): creating partitions is file work.
+/// Runs on the low-priority topic-change thread (`Broker::topic_changes`): creating
+/// partitions is file work.
 pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = std::collections::HashSet::new();
     let defaults = broker.topics.defaults();

@@ -170,15 +170,15 @@ where
     }
 }
 
-/// Runs a handler on the low-priority threads (`Broker::heavy`) and answers with what it
-/// returns.
-async fn heavy<B, F>(ctx: &Ctx<'_>, handler: F) -> Outcome
+/// Runs a handler on the low-priority topic-change thread (`Broker::topic_changes`) and answers
+/// with what it returns.
+async fn topic_change<B, F>(ctx: &Ctx<'_>, handler: F) -> Outcome
 where
     B: Encode + ErrorCodes + Send + 'static,
     F: FnOnce(&Broker) -> B + Send + 'static,
 {
     let broker = ctx.broker.clone();
-    match ctx.broker.heavy.run(move || handler(&broker)).await {
+    match ctx.broker.topic_changes.run(move || handler(&broker)).await {
         Some(body) => respond(ctx, &body),
         None => Outcome::Close(format!("{} handler failed", ctx.api_key.name())),
     }
@@ -206,8 +206,8 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         // These may create or delete topics: file work, and a lock held for as long as it
         // takes, so never on an async worker. (Metadata auto-creates at most `num.partitions`.)
         RequestBody::Metadata(req) => blocking(ctx, move |b| metadata::handle(b, version, req)).await,
-        RequestBody::CreateTopics(req) => heavy(ctx, move |b| create_topics::handle(b, version, req)).await,
-        RequestBody::DeleteTopics(req) => heavy(ctx, move |b| delete_topics::handle(b, version, req)).await,
+        RequestBody::CreateTopics(req) => topic_change(ctx, move |b| create_topics::handle(b, version, req)).await,
+        RequestBody::DeleteTopics(req) => topic_change(ctx, move |b| delete_topics::handle(b, version, req)).await,
         RequestBody::InitProducerId(req) => respond(ctx, &init_producer_id::handle(broker, version, req)),
         // The first one creates `__consumer_offsets`.
         RequestBody::FindCoordinator(req) => blocking(ctx, move |b| groups::find_coordinator(b, version, req)).await,
@@ -231,7 +231,9 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
         RequestBody::AlterConfigs(req) => respond(ctx, &configs::alter(broker, version, req)),
         RequestBody::IncrementalAlterConfigs(req) => respond(ctx, &configs::incremental_alter(broker, version, req)),
-        RequestBody::CreatePartitions(req) => heavy(ctx, move |b| create_partitions::handle(b, version, req)).await,
+        RequestBody::CreatePartitions(req) => {
+            topic_change(ctx, move |b| create_partitions::handle(b, version, req)).await
+        }
         RequestBody::DeleteRecords(req) => respond(ctx, &cluster_admin::delete_records(broker, version, req)),
         RequestBody::DescribeCluster(req) => respond(ctx, &cluster_admin::describe_cluster(broker, version, req)),
         RequestBody::DescribeLogDirs(req) => respond(ctx, &cluster_admin::describe_log_dirs(broker, version, req)),

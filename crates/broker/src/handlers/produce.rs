@@ -259,7 +259,7 @@ type Checked = (
 );
 
 /// Checks every batch of a request (`prepare`). When any is costly, all of them are checked on
-/// the low-priority threads of `Broker::heavy` (cores − 1 of them, at nice +19, so the async
+/// the low-priority threads of `Broker::checks` (cores − 1 of them, at nice +19, so the async
 /// threads keep a core whatever batches arrive); a cheap request is checked in place.
 async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
     let run = move |jobs: Vec<Job>| -> Vec<Checked> {
@@ -277,7 +277,7 @@ async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
         .iter()
         .map(|(ti, pi, t, p, _)| (*ti, *pi, t.clone(), p.clone()))
         .collect();
-    match broker.heavy.run(move || run(jobs)).await {
+    match broker.checks.run(move || run(jobs)).await {
         Some(checked) => checked,
         None => positions
             .into_iter()
