@@ -323,6 +323,13 @@ impl Ctx {
                 if option && matches!(fi.ty, Ty::Records | Ty::Struct(_)) {
                     return Ok("None".into());
                 }
+                // Kafka's generated default for a nullable string is "", but its brokers set
+                // every `ErrorMessage` to null unless there is an error to describe, and
+                // clients check for null. Defaulting to None makes a response built with
+                // `..Default::default()` say nothing on success, as Kafka does.
+                if option && matches!(fi.ty, Ty::Str) && fi.kafka_name == "ErrorMessage" {
+                    return Ok("None".into());
+                }
                 self.zero(&fi.ty)
             }
             (Ty::Bool, Some(d)) => match d.as_str() {

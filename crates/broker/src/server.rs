@@ -364,20 +364,22 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// How often group timers (session and rebalance timeouts) are checked: their resolution.
-const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest the group timer loop sleeps without looking (deadlines wake it sooner).
+const GROUP_TIMER_MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Drives the group coordinator's timers, and expires committed offsets every
-/// `offsets.retention.check.interval.ms`, until shutdown.
+/// Drives the group coordinator's timers — each group is visited when its next deadline
+/// (session, join or sync timeout) comes, within a millisecond or two of it — and expires
+/// committed offsets every `offsets.retention.check.interval.ms`, until shutdown.
 async fn group_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let expire_every = std::time::Duration::from_millis(broker.groups.config().offsets_retention_check_ms as u64);
     let mut next_expiry = tokio::time::Instant::now() + expire_every;
+    let mut next_deadline = None;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(GROUP_TICK) => {}
+            _ = broker.groups.wait_for_timers(next_deadline, GROUP_TIMER_MAX_SLEEP) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        broker.groups.tick();
+        next_deadline = broker.groups.tick_due();
         if tokio::time::Instant::now() >= next_expiry {
             next_expiry += expire_every;
             let n = broker.groups.expire_offsets();
@@ -388,8 +390,6 @@ async fn group_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Open connections by client address, and those that have not sent a byte yet, oldest first
-/// (the first to go at `max.connections`).
 #[derive(Default)]
 struct Registry {
     inner: Mutex<RegistryInner>,

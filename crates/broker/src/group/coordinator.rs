@@ -24,7 +24,7 @@ use super::state::{CommittedOffset, Group, JoinRequest, JoinResult, Limits, Repl
 use super::store::{self, Entry};
 use crate::topics::{Partition, Topics, CONSUMER_OFFSETS};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use storage::StorageError;
@@ -91,9 +91,32 @@ struct ShardState {
     /// Bytes appended since the last compaction, and the size of that snapshot.
     written: u64,
     snapshot_bytes: u64,
+    /// Groups by the time their timers next need a look (`Group::next_deadline`), and each
+    /// group's entry in it: what `Coordinator::tick_due` visits instead of every group.
+    timers: BTreeSet<(i64, String)>,
+    scheduled: HashMap<String, i64>,
 }
 
 impl ShardState {
+    /// Files the group under its next deadline (or takes it off the timers when it has none or
+    /// is gone). Returns the new deadline.
+    fn reschedule(&mut self, group_id: &str) -> Option<i64> {
+        let next = self.groups.get(group_id).and_then(Group::next_deadline);
+        let old = match next {
+            Some(at) => self.scheduled.insert(group_id.to_string(), at),
+            None => self.scheduled.remove(group_id),
+        };
+        if old != next {
+            if let Some(old) = old {
+                self.timers.remove(&(old, group_id.to_string()));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, group_id.to_string()));
+            }
+        }
+        next
+    }
+
     fn dispatch(&mut self, replies: Vec<Reply>) {
         for r in replies {
             match r {
@@ -410,6 +433,10 @@ pub struct Coordinator {
     pub memory: super::memory::GroupMemory,
     /// When a failure to create `__consumer_offsets` was last logged (ms since the epoch).
     create_failure_reported_ms: std::sync::atomic::AtomicI64,
+    /// The deadline the timer loop sleeps until (`tick_due`'s answer), and its wake-up when a
+    /// group files an earlier one.
+    armed_ms: std::sync::atomic::AtomicI64,
+    timers_changed: tokio::sync::Notify,
 }
 
 /// Committed offsets by topic and partition (`None`: nothing committed).
@@ -434,6 +461,8 @@ impl Coordinator {
             next_token: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
             create_failure_reported_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            armed_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
+            timers_changed: tokio::sync::Notify::new(),
         };
         if topics.get(CONSUMER_OFFSETS).is_some() {
             c.shards(topics)
@@ -492,7 +521,12 @@ impl Coordinator {
                 tracing::error!(error = %e, "cannot load consumer groups");
                 ErrorCode::CoordinatorLoadInProgress
             })?;
-            groups += s.lock().groups.len();
+            let mut state = s.lock();
+            let ids: Vec<String> = state.groups.keys().cloned().collect();
+            for id in ids {
+                state.reschedule(&id);
+            }
+            groups += state.groups.len();
         }
         if groups > 0 {
             tracing::info!(groups, "consumer groups loaded");
@@ -559,6 +593,7 @@ impl Coordinator {
                 // A join refused before the group ever had a member leaves nothing behind.
                 state.groups.remove(group_id);
             }
+            self.armed(state.reschedule(group_id));
             rx
         };
         let r = rx
@@ -625,6 +660,7 @@ impl Coordinator {
                 failed
             };
             state.dispatch(replies);
+            self.armed(state.reschedule(group_id));
             rx
         };
         rx.await
@@ -671,6 +707,7 @@ impl Coordinator {
         log_change(group_id, before, summary(Some(g)), "leave");
         state.dispatch(replies);
         shard.persist_group(&mut state, group_id, now);
+        self.armed(state.reschedule(group_id));
         (ErrorCode::None, errors)
     }
 
@@ -847,6 +884,7 @@ impl Coordinator {
         }
         state.groups.remove(group_id);
         state.persisted.remove(group_id);
+        state.reschedule(group_id);
         ErrorCode::None
     }
 
@@ -915,26 +953,53 @@ impl Coordinator {
         }
     }
 
-    /// Advances every group's timers (session and rebalance timeouts).
-    pub fn tick(&self) {
-        let Some(shards) = self.shards.get() else {
-            return;
-        };
+    /// Tells the timer loop about a group's new deadline, waking it when that is earlier than
+    /// the one it sleeps until.
+    fn armed(&self, at: Option<i64>) {
+        if at.is_some_and(|at| at < self.armed_ms.load(Ordering::Acquire)) {
+            self.timers_changed.notify_one();
+        }
+    }
+
+    /// Advances the timers (session, join and sync timeouts, lapsed member ids) of the groups
+    /// whose deadline has come, and only those. Returns the earliest deadline still filed.
+    pub fn tick_due(&self) -> Option<i64> {
+        let shards = self.shards.get()?;
         let now = now_ms();
+        let mut next: Option<i64> = None;
         for s in shards {
             let mut state = s.lock();
-            let ids: Vec<String> = state.groups.keys().cloned().collect();
-            for id in ids {
-                let Some(g) = state.groups.get_mut(&id) else { continue };
-                let before = summary(Some(g));
-                let replies = g.tick(now);
-                log_change(&id, before, summary(Some(g)), "timer");
-                if !replies.is_empty() {
-                    state.dispatch(replies);
+            while let Some((at, id)) = state.timers.first().cloned() {
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    break;
                 }
-                s.persist_group(&mut state, &id, now);
+                state.timers.pop_first();
+                state.scheduled.remove(&id);
+                if let Some(g) = state.groups.get_mut(&id) {
+                    let before = summary(Some(g));
+                    let replies = g.tick(now);
+                    log_change(&id, before, summary(Some(g)), "timer");
+                    if !replies.is_empty() {
+                        state.dispatch(replies);
+                    }
+                    s.persist_group(&mut state, &id, now);
+                }
+                // Filed again under its next deadline (a later one: `tick` handled all up to now).
+                state.reschedule(&id);
             }
         }
+        self.armed_ms.store(next.unwrap_or(i64::MAX), Ordering::Release);
+        next
+    }
+
+    /// Sleeps until `deadline_ms` (or `max`, whichever is sooner) or until a group files an
+    /// earlier deadline.
+    pub async fn wait_for_timers(&self, deadline_ms: Option<i64>, max: std::time::Duration) {
+        let wait = deadline_ms.map_or(max, |at| {
+            std::time::Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(max)
+        });
+        let _ = tokio::time::timeout(wait, self.timers_changed.notified()).await;
     }
 
     /// Expires offsets per `offsets.retention.minutes` and forgets `Empty` groups left with

@@ -182,12 +182,18 @@ impl Member {
     /// Whether the member is still alive at `now` (Kafka's `shouldKeepAlive`): a member waiting
     /// in a join or a sync cannot heartbeat, so it is kept (a new one for a bounded time).
     fn alive(&self, now: i64) -> bool {
+        self.expires_at().is_none_or(|at| at > now)
+    }
+
+    /// When the member's session ends unless it is heard from: `None` while it waits in a
+    /// join (a known member) or a sync, which end by the group's own deadlines.
+    fn expires_at(&self) -> Option<i64> {
         if self.join_waiter.is_some() {
-            !self.is_new || self.last_heartbeat + NEW_MEMBER_JOIN_TIMEOUT_MS > now
+            self.is_new.then(|| self.last_heartbeat + NEW_MEMBER_JOIN_TIMEOUT_MS)
         } else if self.sync_waiter.is_some() {
-            true
+            None
         } else {
-            self.last_heartbeat + i64::from(self.session_timeout_ms) > now
+            Some(self.last_heartbeat + i64::from(self.session_timeout_ms))
         }
     }
 }
@@ -1031,6 +1037,26 @@ impl Group {
     }
 
     // ---- Timers ----
+
+    /// The earliest time at which `tick` may change something (a pending member id lapsing,
+    /// the join or sync phase ending, a session ending), or `None` when no timer runs. Hearing
+    /// from a member only moves its own deadline later, so after a heartbeat or a commit the
+    /// previous answer is still a safe (early) one.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let join = (self.state == GroupState::PreparingRebalance)
+            .then_some(self.join_deadline)
+            .flatten();
+        let sync = matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable)
+            .then_some(self.sync_deadline)
+            .flatten();
+        self.members
+            .values()
+            .filter_map(Member::expires_at)
+            .chain(self.pending_members.values().copied())
+            .chain(join)
+            .chain(sync)
+            .min()
+    }
 
     /// Advances the group's timers to `now`: lapsed pending member ids, the end of the join
     /// phase (or of one round of the initial delay), members that did not sync in time, and

@@ -85,13 +85,10 @@ pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequ
             rack: None,
             ..Default::default()
         }],
-        // No ACLs: every cluster operation is allowed; the value only when asked for.
-        cluster_authorized_operations: if req.include_cluster_authorized_operations {
-            // ALTER, ALTER_CONFIGS, CLUSTER_ACTION, CREATE, DESCRIBE, DESCRIBE_CONFIGS, IDEMPOTENT_WRITE
-            (1 << 7) | (1 << 11) | (1 << 9) | (1 << 5) | (1 << 8) | (1 << 10) | (1 << 12)
-        } else {
-            i32::MIN
-        },
+        cluster_authorized_operations: super::operations::if_asked(
+            req.include_cluster_authorized_operations,
+            super::operations::CLUSTER,
+        ),
         ..Default::default()
     }
 }

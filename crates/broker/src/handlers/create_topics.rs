@@ -1,11 +1,68 @@
-//! CreateTopics: validated as Kafka does (name, partitions, replication factor, configs,
-//! collisions), with `validate_only`.
+//! CreateTopics: validated as Kafka does (name, partitions, replication factor or a manual
+//! replica assignment, configs, collisions), with `validate_only`.
 
 use crate::Broker;
 use std::collections::BTreeMap;
+use wire::messages::create_topics_request::CreatableReplicaAssignment;
 use wire::messages::create_topics_response::CreatableTopicResult;
 use wire::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use wire::ErrorCode;
+
+/// Checks a manual replica assignment as Kafka's controller does and returns the partition
+/// count and replication factor it implies: partitions numbered 0, 1, … in order, each with the
+/// same number of distinct, registered brokers, and no count or factor given beside it.
+fn manual_assignment(
+    assignments: &[CreatableReplicaAssignment],
+    num_partitions: i32,
+    replication_factor: i16,
+    brokers: &[i32],
+) -> Result<(i32, i16), (ErrorCode, String)> {
+    if replication_factor != -1 {
+        return Err((
+            ErrorCode::InvalidReplicationFactor,
+            "A manual partition assignment was specified, but replication factor was not set to -1.".into(),
+        ));
+    }
+    if num_partitions != -1 {
+        return Err((
+            ErrorCode::InvalidPartitions,
+            "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
+        ));
+    }
+    let invalid = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
+    let mut factor = None;
+    for (i, a) in assignments.iter().enumerate() {
+        if i64::from(a.partition_index) != i as i64 {
+            return invalid("Partitions should be a consecutive 0-based integer sequence.".into());
+        }
+        if a.broker_ids.is_empty() {
+            return invalid("The manual partition assignment includes an empty replica list.".into());
+        }
+        for (j, id) in a.broker_ids.iter().enumerate() {
+            if a.broker_ids[..j].contains(id) {
+                return invalid(format!(
+                    "The manual partition assignment includes the broker {id} more than once."
+                ));
+            }
+            if !brokers.contains(id) {
+                return invalid(format!(
+                    "The manual partition assignment includes broker {id}, but no such broker is registered."
+                ));
+            }
+        }
+        let n = a.broker_ids.len();
+        if let Some(f) = factor.filter(|f| *f != n) {
+            return invalid(format!(
+                "The manual partition assignment includes a partition with {n} replica(s), but this is not \
+                 consistent with previous partitions, which have {f} replica(s)."
+            ));
+        }
+        factor = Some(n);
+    }
+    let partitions = i32::try_from(assignments.len()).unwrap_or(i32::MAX);
+    // Distinct brokers out of `brokers` (one today): the factor fits an i16.
+    Ok((partitions, factor.unwrap_or(1) as i16))
+}
 
 /// Runs on the low-priority topic-change thread (`Broker::topic_changes`): creating
 /// partitions is file work.
@@ -35,12 +92,20 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
                     format!("topic {} appears more than once", t.name),
                 );
             }
-            if !t.assignments.is_empty() {
-                return fail(
-                    ErrorCode::InvalidRequest,
-                    "manual replica assignment is not supported yet".into(),
-                );
-            }
+            // A manual assignment gives the partition count and replication factor itself.
+            let (num_partitions, replication_factor) = if t.assignments.is_empty() {
+                (t.num_partitions, t.replication_factor)
+            } else {
+                match manual_assignment(
+                    &t.assignments,
+                    t.num_partitions,
+                    t.replication_factor,
+                    &[broker.config.node_id],
+                ) {
+                    Ok(shape) => shape,
+                    Err((code, message)) => return fail(code, message),
+                }
+            };
             let mut overrides = BTreeMap::new();
             for c in t.configs {
                 match c.value {
@@ -50,10 +115,10 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
                     None => return fail(ErrorCode::InvalidConfig, format!("config {} has a null value", c.name)),
                 }
             }
-            let wanted = if t.num_partitions == -1 {
+            let wanted = if num_partitions == -1 {
                 defaults.num_partitions
             } else {
-                t.num_partitions
+                num_partitions
             };
             if wanted > 0 && wanted as usize > budget {
                 return fail(
@@ -67,12 +132,12 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
             let outcome = if request.validate_only {
                 broker
                     .topics
-                    .check_create(&t.name, t.num_partitions, t.replication_factor, &overrides)
+                    .check_create(&t.name, num_partitions, replication_factor, &overrides)
                     .map(|(p, r)| (wire::Uuid::ZERO, p, r))
             } else {
                 broker
                     .topics
-                    .create(&t.name, t.num_partitions, t.replication_factor, overrides)
+                    .create(&t.name, num_partitions, replication_factor, overrides)
                     .map(|topic| (topic.id, topic.partitions.len() as i32, 1))
             };
             match outcome {

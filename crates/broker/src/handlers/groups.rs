@@ -13,9 +13,6 @@ use wire::messages::leave_group_response::MemberResponse;
 use wire::messages::list_groups_response::ListedGroup;
 use wire::messages::*;
 
-/// Kafka's `AclOperation` bits a group supports (READ, DELETE, DESCRIBE): with no ACLs, all.
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-
 pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let keys = if version >= 4 {
         req.coordinator_keys
@@ -299,11 +296,10 @@ pub fn describe_groups(broker: &Broker, _version: i16, req: DescribeGroupsReques
         .map(|group_id| {
             let mut d = DescribedGroup {
                 group_id: group_id.clone(),
-                authorized_operations: if req.include_authorized_operations {
-                    GROUP_OPERATIONS
-                } else {
-                    i32::MIN
-                },
+                authorized_operations: super::operations::if_asked(
+                    req.include_authorized_operations,
+                    super::operations::GROUP,
+                ),
                 ..Default::default()
             };
             match broker.groups.describe(&broker.topics, &group_id) {

@@ -9,7 +9,7 @@ use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponse
 use wire::messages::{MetadataRequest, MetadataResponse};
 use wire::ErrorCode;
 
-fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponseTopic {
     let node = broker.config.node_id;
     MetadataResponseTopic {
         error_code: 0,
@@ -29,7 +29,7 @@ fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
                 offline_replicas: vec![],
             })
             .collect(),
-        ..Default::default()
+        topic_authorized_operations: operations,
     }
 }
 
@@ -44,6 +44,8 @@ fn failed(name: Option<String>, topic_id: wire::Uuid, code: ErrorCode) -> Metada
 
 pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     let c = &broker.config;
+    let ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
+    let describe = |broker: &Broker, topic: &Topic| describe(broker, topic, ops);
     // Null means all topics; so does an empty list in version 0.
     let topics = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => t
@@ -92,6 +94,11 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
         // A single node is its own controller; clients send admin requests here.
         controller_id: c.node_id,
         topics,
+        // Versions 8 to 10 only; later ones ask DescribeCluster.
+        cluster_authorized_operations: super::operations::if_asked(
+            request.include_cluster_authorized_operations,
+            super::operations::CLUSTER,
+        ),
         ..Default::default()
     }
 }

@@ -25,6 +25,36 @@ use std::sync::Arc;
 use wire::messages::{ApiKey, RequestBody, RequestHeader};
 use wire::{frame, Encode, ErrorCodes};
 
+/// Kafka's `AclOperation` codes as bits of an `authorized_operations` field. With no authorizer
+/// (Sluice has none yet) Kafka answers every operation the resource type supports
+/// (`AclEntry.supportedOperations`), and `i32::MIN` when the request did not ask.
+pub mod operations {
+    const READ: i32 = 1 << 3;
+    const WRITE: i32 = 1 << 4;
+    const CREATE: i32 = 1 << 5;
+    const DELETE: i32 = 1 << 6;
+    const ALTER: i32 = 1 << 7;
+    const DESCRIBE: i32 = 1 << 8;
+    const CLUSTER_ACTION: i32 = 1 << 9;
+    const DESCRIBE_CONFIGS: i32 = 1 << 10;
+    const ALTER_CONFIGS: i32 = 1 << 11;
+    const IDEMPOTENT_WRITE: i32 = 1 << 12;
+
+    pub const TOPIC: i32 = READ | WRITE | CREATE | DESCRIBE | DELETE | ALTER | DESCRIBE_CONFIGS | ALTER_CONFIGS;
+    pub const GROUP: i32 = READ | DESCRIBE | DELETE | DESCRIBE_CONFIGS | ALTER_CONFIGS;
+    pub const CLUSTER: i32 =
+        CREATE | CLUSTER_ACTION | DESCRIBE_CONFIGS | ALTER_CONFIGS | IDEMPOTENT_WRITE | ALTER | DESCRIBE;
+
+    /// `all` when the request asked for authorized operations, else Kafka's "not asked".
+    pub fn if_asked(asked: bool, all: i32) -> i32 {
+        if asked {
+            all
+        } else {
+            i32::MIN
+        }
+    }
+}
+
 /// What the connection does after a request.
 #[derive(Debug)]
 pub enum Outcome {

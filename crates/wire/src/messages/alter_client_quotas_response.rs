@@ -170,7 +170,7 @@ impl Default for EntryData {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             entity: Vec::new(),
         }
     }

@@ -113,7 +113,7 @@ impl Default for AlterConfigsResourceResponse {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             resource_type: 0,
             resource_name: String::new(),
         }

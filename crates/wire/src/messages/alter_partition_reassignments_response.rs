@@ -23,7 +23,7 @@ impl Default for AlterPartitionReassignmentsResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             responses: Vec::new(),
         }
     }
@@ -132,7 +132,7 @@ impl Default for ReassignablePartitionResponse {
         Self {
             partition_index: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

@@ -112,7 +112,7 @@ impl Default for AlterUserScramCredentialsResult {
         Self {
             user: String::new(),
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

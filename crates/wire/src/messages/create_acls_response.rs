@@ -109,7 +109,7 @@ impl Default for AclCreationResult {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

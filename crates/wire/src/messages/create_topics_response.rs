@@ -229,7 +229,7 @@ impl Default for CreatableTopicResult {
             name: String::new(),
             topic_id: c::Uuid::ZERO,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             topic_config_error_code: 0,
             num_partitions: -1,
             replication_factor: -1,

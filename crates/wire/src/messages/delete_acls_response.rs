@@ -123,7 +123,7 @@ impl Default for DeleteAclsMatchingAcl {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             resource_type: 0,
             resource_name: String::new(),
             pattern_type: 3,
@@ -213,7 +213,7 @@ impl Default for DeleteAclsFilterResult {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             matching_acls: Vec::new(),
         }
     }

@@ -23,7 +23,7 @@ impl Default for DescribeAclsResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             resources: Vec::new(),
         }
     }

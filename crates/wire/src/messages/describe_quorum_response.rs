@@ -20,7 +20,7 @@ impl Default for DescribeQuorumResponse {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             topics: Vec::new(),
             nodes: Vec::new(),
         }
@@ -244,7 +244,7 @@ impl Default for PartitionData {
         Self {
             partition_index: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             leader_id: 0,
             leader_epoch: 0,
             high_watermark: 0,

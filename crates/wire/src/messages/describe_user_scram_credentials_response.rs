@@ -23,7 +23,7 @@ impl Default for DescribeUserScramCredentialsResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             results: Vec::new(),
         }
     }
@@ -186,7 +186,7 @@ impl Default for DescribeUserScramCredentialsResult {
         Self {
             user: String::new(),
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             credential_infos: Vec::new(),
         }
     }

@@ -124,7 +124,7 @@ impl Default for PartitionResult {
         Self {
             partition_id: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

@@ -29,7 +29,7 @@ impl Default for FindCoordinatorResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             node_id: 0,
             host: String::new(),
             port: 0,
@@ -192,7 +192,7 @@ impl Default for Coordinator {
             host: String::new(),
             port: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

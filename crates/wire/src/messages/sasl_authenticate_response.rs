@@ -23,7 +23,7 @@ impl Default for SaslAuthenticateResponse {
     fn default() -> Self {
         Self {
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             auth_bytes: ::bytes::Bytes::new(),
             session_lifetime_ms: 0,
         }

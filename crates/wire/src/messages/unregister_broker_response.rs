@@ -21,7 +21,7 @@ impl Default for UnregisterBrokerResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }

@@ -23,7 +23,7 @@ impl Default for UpdateFeaturesResponse {
         Self {
             throttle_time_ms: 0,
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
             results: Vec::new(),
         }
     }
@@ -136,7 +136,7 @@ impl Default for UpdatableFeatureResult {
         Self {
             feature: String::new(),
             error_code: 0,
-            error_message: Some(String::new()),
+            error_message: None,
         }
     }
 }
