@@ -14,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod producers;
 pub mod ratelog;
+pub mod response_memory;
 pub mod server;
 pub mod topics;
 
@@ -32,7 +33,7 @@ pub struct Broker {
     /// Woken after every append, so waiting fetches look again.
     pub data_arrived: tokio::sync::Notify,
     /// Record data held in fetch responses not yet written (`queued.max.response.bytes`).
-    pub response_memory: std::sync::Arc<tokio::sync::Semaphore>,
+    pub response_memory: std::sync::Arc<response_memory::ResponseMemory>,
     /// Low-priority threads that check costly produced batches (`heavy`).
     pub checks: heavy::Heavy,
     /// The low-priority thread that creates and deletes topics (`heavy`).

@@ -108,7 +108,7 @@ impl Server {
         let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
         let groups =
             crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
-        let response_memory = Arc::new(Semaphore::new(config.queued_response_bytes_max));
+        let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);
         let broker = Broker {
             config,
             cluster_id,
@@ -200,12 +200,12 @@ impl Server {
             };
             let ip_max = c
                 .connections_per_ip_overrides
-                .get(&peer.ip())
+                .get(&peer.ip().to_canonical())
                 .copied()
                 .unwrap_or(c.connections_per_ip_max);
             let Some(registered) = registry.register(peer, ip_max) else {
                 broker.metrics.connections_refused.inc();
-                if let Some(suppressed) = crate::ratelog::allow("per-ip-limit") {
+                if let Some(suppressed) = crate::ratelog::allow(&format!("per-ip-limit {}", peer.ip())) {
                     warn!(%peer, limit = ip_max, suppressed, "closing a new connection: its address holds max.connections.per.ip");
                 }
                 drop(stream);
@@ -230,6 +230,7 @@ impl Server {
                     }
                 }
             };
+            registered.seated();
             let broker = broker.clone();
             let memory = memory.clone();
             let stop = stop_rx.clone();
@@ -407,6 +408,7 @@ struct RegistryInner {
 struct Registered {
     registry: Arc<Registry>,
     ip: IpAddr,
+    peer: SocketAddr,
     id: u64,
     /// Notified when the connection is to close to make room (while it is still silent).
     evict: Arc<Notify>,
@@ -417,26 +419,28 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a connection from `peer`, unless its address already holds `ip_max`.
+    /// Registers a connection from `peer`, unless its address already holds `ip_max`. It is
+    /// not yet among the silent ones (`Registered::seated`): a connection waiting for a slot
+    /// must not be the one evicted to make room for itself.
     fn register(self: &Arc<Self>, peer: SocketAddr, ip_max: usize) -> Option<Registered> {
+        let ip = peer.ip().to_canonical();
         let mut inner = self.lock();
-        let held = inner.per_ip.entry(peer.ip()).or_insert(0);
+        let held = inner.per_ip.entry(ip).or_insert(0);
         if *held >= ip_max {
             if *held == 0 {
-                inner.per_ip.remove(&peer.ip());
+                inner.per_ip.remove(&ip);
             }
             return None;
         }
         *held += 1;
         let id = inner.next_id;
         inner.next_id += 1;
-        let evict = Arc::new(Notify::new());
-        inner.silent.insert(id, (peer, evict.clone()));
         Some(Registered {
             registry: self.clone(),
-            ip: peer.ip(),
+            ip,
+            peer,
             id,
-            evict,
+            evict: Arc::new(Notify::new()),
         })
     }
 
@@ -450,9 +454,19 @@ impl Registry {
 }
 
 impl Registered {
-    /// The connection sent its first bytes: it is no longer the first to go.
-    fn spoke(&self) {
-        self.registry.lock().silent.remove(&self.id);
+    /// The connection has its slot: until it speaks, it is among the first to go.
+    fn seated(&self) {
+        self.registry
+            .lock()
+            .silent
+            .insert(self.id, (self.peer, self.evict.clone()));
+    }
+
+    /// The connection sent its first bytes: it is no longer the first to go. False when it was
+    /// chosen for eviction meanwhile (its wake-up may have lost the race with those bytes):
+    /// it must close all the same, since the newcomer waits for its slot.
+    fn spoke(&self) -> bool {
+        self.registry.lock().silent.remove(&self.id).is_some()
     }
 }
 
@@ -591,7 +605,9 @@ async fn serve(
         };
         if silent {
             silent = false;
-            registered.spoke();
+            if !registered.spoke() {
+                return Err(ConnError::Evicted);
+            }
         }
         if size < 0 || size as usize > max {
             if let Some(suppressed) = crate::ratelog::allow("frame-size") {

@@ -552,6 +552,11 @@ impl Coordinator {
         Ok(&shards[partition_for(group_id, shards.len() as i32) as usize])
     }
 
+    /// Whether `__consumer_offsets` is open (group requests then touch no files to start).
+    pub fn loaded(&self) -> bool {
+        self.shards.get().is_some()
+    }
+
     /// Makes sure the coordinator can serve (FindCoordinator): `__consumer_offsets` exists.
     pub fn ready(&self, topics: &Topics) -> Result<(), ErrorCode> {
         self.shards(topics).map(|_| ())

@@ -26,7 +26,9 @@ pub fn handle(broker: &Broker, _version: i16, req: CreatePartitionsRequest) -> C
                 .assignments
                 .as_ref()
                 .is_none_or(|a| a.len() as i64 == adding && a.iter().all(|x| x.broker_ids == [node]));
-            let result = if adding > budget {
+            // An unknown topic, or a count that would shrink it, is answered as such by
+            // `add_partitions`; only a real growth spends the budget.
+            let result = if current > 0 && adding > budget {
                 Err(ApiError::new(
                     ErrorCode::InvalidPartitions,
                     format!("the topics of this request add more than {per_request} partitions (max.partitions.per.request)"),

@@ -6,12 +6,12 @@
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which clients
 //! take as "no session" and answer with full fetches.
 
+use crate::response_memory::Held;
 use crate::topics::{Partition, Topic};
 use crate::Broker;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wire::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use wire::messages::{FetchRequest, FetchResponse};
 use wire::records::RecordBatch;
@@ -83,7 +83,11 @@ fn read_partition(
     r
 }
 
-fn collect(wanted: &[Wanted], version: i16, max_bytes: usize) -> (Vec<FetchableTopicResponse>, usize) {
+/// Reads every partition asked for, up to `max_bytes` of records in all (`None`: no records at
+/// all, not even a first batch: the response pool had nothing).
+fn collect(wanted: &[Wanted], version: i16, max_bytes: Option<usize>) -> (Vec<FetchableTopicResponse>, usize) {
+    let read = max_bytes.is_some();
+    let max_bytes = max_bytes.unwrap_or(0);
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(wanted.len());
     for w in wanted {
@@ -111,7 +115,7 @@ fn collect(wanted: &[Wanted], version: i16, max_bytes: usize) -> (Vec<FetchableT
                         ..Default::default()
                     },
                     Some(part) => {
-                        let r = read_partition(part, p, max_bytes.saturating_sub(total), total == 0);
+                        let r = read_partition(part, p, max_bytes.saturating_sub(total), read && total == 0);
                         total += r.records.as_ref().map_or(0, Bytes::len);
                         r
                     }
@@ -150,43 +154,15 @@ fn count_sent(wanted: &[Wanted], responses: &[FetchableTopicResponse]) {
     }
 }
 
-/// The least a fetch reserves from the response pool before reading (unless it asks for less):
-/// when the pool is nearly empty, fetches shrink to this rather than to nothing.
-const RESERVE_FLOOR_BYTES: usize = 1 << 20;
-
-/// Reserves response memory for a read of up to `cap` bytes: what the pool has free (a fetch
-/// under memory pressure gets a smaller response), at least `RESERVE_FLOOR_BYTES`, waiting when
-/// even that is not free. Returns the permit and the bytes it covers.
-async fn reserve(pool: &Arc<Semaphore>, cap: usize) -> (OwnedSemaphorePermit, usize) {
-    let want = cap.min(pool.available_permits().max(RESERVE_FLOOR_BYTES));
-    // `want <= fetch.max.bytes <= i32::MAX`; the pool is never closed.
-    match pool.clone().acquire_many_owned(want as u32).await {
-        Ok(p) => (p, want),
-        Err(_) => unreachable!("the response pool is never closed"),
-    }
-}
-
-/// Makes `held` cover exactly `used` bytes: gives back what the read did not use, or waits for
-/// the extra when the first batch was larger than the reservation (it is always sent whole).
-async fn settle(pool: &Arc<Semaphore>, mut held: OwnedSemaphorePermit, used: usize) -> OwnedSemaphorePermit {
-    let reserved = held.num_permits();
-    if used < reserved {
-        drop(held.split(reserved - used));
-    } else if used > reserved {
-        if let Ok(extra) = pool
-            .clone()
-            .acquire_many_owned((used - reserved).min(u32::MAX as usize) as u32)
-            .await
-        {
-            held.merge(extra);
-        }
-    }
-    held
-}
-
-/// Answers a fetch. The returned permit holds the response's record data in the response pool
-/// (`queued.max.response.bytes`) until the connection has written it.
-pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> (FetchResponse, OwnedSemaphorePermit) {
+/// Answers a fetch from `ip`. The returned reservation holds the response's record data in the
+/// response pool (`queued.max.response.bytes`, see `response_memory`) until the connection has
+/// written it.
+pub async fn handle(
+    broker: &Broker,
+    version: i16,
+    ip: std::net::IpAddr,
+    request: FetchRequest,
+) -> (FetchResponse, Option<Held>) {
     let wanted: Vec<Wanted> = request
         .topics
         .into_iter()
@@ -222,12 +198,16 @@ pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> (Fe
         let arrived = broker.data_arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        let (held, max_bytes) = reserve(pool, cap).await;
-        let (responses, total) = collect(&wanted, version, max_bytes);
+        // Without memory by the deadline, the answer carries no records (clients fetch again).
+        let mut held = pool.reserve(ip, cap, deadline).await;
+        let budget = held.as_ref().map(Held::bytes);
+        let (responses, total) = collect(&wanted, version, budget);
         let errors = responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
         if total >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
             count_sent(&wanted, &responses);
-            let held = settle(pool, held, total).await;
+            if let Some(h) = held.as_mut() {
+                h.settle(total);
+            }
             let response = FetchResponse {
                 responses,
                 session_id: 0,
@@ -241,10 +221,14 @@ pub async fn handle(broker: &Broker, version: i16, request: FetchRequest) -> (Fe
         let woken = tokio::time::timeout_at(deadline, arrived).await;
         drop(in_purgatory);
         if woken.is_err() {
-            let (held, max_bytes) = reserve(pool, cap).await;
-            let (responses, total) = collect(&wanted, version, max_bytes);
+            // The wait is over: whatever memory is free now, or none.
+            let mut held = pool.reserve(ip, cap, tokio::time::Instant::now()).await;
+            let budget = held.as_ref().map(Held::bytes);
+            let (responses, total) = collect(&wanted, version, budget);
             count_sent(&wanted, &responses);
-            let held = settle(pool, held, total).await;
+            if let Some(h) = held.as_mut() {
+                h.settle(total);
+            }
             let response = FetchResponse {
                 responses,
                 session_id: 0,

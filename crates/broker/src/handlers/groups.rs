@@ -2,6 +2,7 @@
 //! LeaveGroup, DescribeGroups, ListGroups, DeleteGroups. The protocol lives in
 //! `group::state`; these turn requests into its calls, version by version.
 
+use crate::group::memory::Refused;
 use crate::group::state::JoinRequest;
 use crate::Broker;
 use std::net::SocketAddr;
@@ -90,7 +91,7 @@ fn new_member_id(prefix: &str) -> String {
 /// Logs (rate-limited) a join or sync refused by `group.max.member.metadata.bytes` or
 /// `group.max.memory.bytes`.
 fn refused_for_memory(broker: &Broker, peer: SocketAddr, group_id: &str, api: &str, e: ErrorCode) {
-    if let Some(suppressed) = crate::ratelog::allow("group-memory") {
+    if let Some(suppressed) = crate::ratelog::allow(&format!("group-memory {}", peer.ip())) {
         let c = broker.groups.config();
         tracing::warn!(
             %peer,
@@ -125,13 +126,17 @@ pub async fn join_group(
         return error_response(ErrorCode::InvalidGroupId, req.member_id);
     }
     // Counted copies of the metadata, not slices that would pin the request frame.
-    let metadata = match broker
+    let admitted = broker
         .groups
         .memory
-        .admit(req.protocols.iter().map(|p| &p.metadata[..]))
-    {
+        .admit(peer.ip().to_canonical(), req.protocols.iter().map(|p| &p.metadata[..]));
+    let metadata = match admitted {
         Ok(m) => m,
-        Err(e) => {
+        Err(why) => {
+            let e = match why {
+                Refused::TooLarge => ErrorCode::MessageTooLarge,
+                Refused::Full => ErrorCode::CoordinatorLoadInProgress,
+            };
             refused_for_memory(broker, peer, &req.group_id, "JoinGroup", e);
             return error_response(e, req.member_id);
         }
@@ -192,9 +197,17 @@ pub async fn sync_group(broker: &Broker, _version: i16, peer: SocketAddr, req: S
     // The leader's assignments, each a counted copy (see `group::memory`).
     let mut assignments = Vec::with_capacity(req.assignments.len());
     for a in req.assignments {
-        match broker.groups.memory.admit([&a.assignment[..]]) {
+        match broker
+            .groups
+            .memory
+            .admit(peer.ip().to_canonical(), [&a.assignment[..]])
+        {
             Ok(mut copy) => assignments.push((a.member_id, copy.remove(0))),
-            Err(e) => {
+            Err(why) => {
+                let e = match why {
+                    Refused::TooLarge => ErrorCode::MessageTooLarge,
+                    Refused::Full => ErrorCode::RebalanceInProgress,
+                };
                 refused_for_memory(broker, peer, &req.group_id, "SyncGroup", e);
                 return SyncGroupResponse {
                     error_code: e as i16,

@@ -1,7 +1,10 @@
 //! Metadata: the brokers of the cluster, its id and controller, and topic layouts.
 //!
 //! A topic asked for by name that does not exist is created when `auto.create.topics.enable`
-//! is on and the client allows it (v4+), as Kafka does.
+//! is on and the client allows it (v4+), as Kafka does. One request creates at most
+//! `AUTO_CREATE_TOPICS_MAX` topics and `max.partitions.per.request` partitions; the topics
+//! past that are answered `LEADER_NOT_AVAILABLE`, which clients retry (and the next request
+//! creates them), as Kafka answers for topics whose creation is under way.
 
 use crate::topics::Topic;
 use crate::Broker;
@@ -42,8 +45,14 @@ fn failed(name: Option<String>, topic_id: wire::Uuid, code: ErrorCode) -> Metada
     }
 }
 
+/// Topics one Metadata request may auto-create (each creation rewrites the topic table).
+const AUTO_CREATE_TOPICS_MAX: usize = 100;
+
 pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
     let c = &broker.config;
+    let defaults = broker.topics.defaults();
+    let mut created_topics = 0usize;
+    let mut created_partitions = 0usize;
     let ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
     let describe = |broker: &Broker, topic: &Topic| describe(broker, topic, ops);
     // Null means all topics; so does an empty list in version 0.
@@ -56,7 +65,14 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                     None => {
                         // Before v4 there is no flag, and Kafka auto-creates.
                         let allowed = version < 4 || request.allow_auto_topic_creation;
-                        if allowed && broker.topics.defaults().auto_create {
+                        let partitions = defaults.num_partitions.max(1) as usize;
+                        let within_budget = created_topics < AUTO_CREATE_TOPICS_MAX
+                            && created_partitions + partitions <= defaults.partitions_per_request_max;
+                        if allowed && defaults.auto_create && !within_budget {
+                            failed(Some(name), t.topic_id, ErrorCode::LeaderNotAvailable)
+                        } else if allowed && defaults.auto_create {
+                            created_topics += 1;
+                            created_partitions += partitions;
                             match broker.topics.create(&name, -1, -1, Default::default()) {
                                 // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
                                 // are elected; here creation is synchronous and the partitions are

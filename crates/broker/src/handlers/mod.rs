@@ -63,7 +63,7 @@ pub enum Outcome {
     Respond(Vec<Bytes>),
     /// The same, holding memory of the response pool (`queued.max.response.bytes`) until it
     /// has been written.
-    RespondHeld(Vec<Bytes>, tokio::sync::OwnedSemaphorePermit),
+    RespondHeld(Vec<Bytes>, crate::response_memory::Held),
     /// Nothing to send (a produce with acks=0).
     NoResponse,
     /// Close the connection, as Kafka does for requests it cannot read or does not serve.
@@ -214,8 +214,32 @@ where
     }
 }
 
+/// Group requests load (or create) `__consumer_offsets` on first use: file work, done on the
+/// blocking pool before the request itself runs on an async worker.
+async fn ensure_groups_loaded(broker: &Arc<Broker>) {
+    if !broker.groups.loaded() {
+        let b = broker.clone();
+        // Its failure is the request's own to report (COORDINATOR_NOT_AVAILABLE).
+        let _ = tokio::task::spawn_blocking(move || b.groups.ready(&b.topics)).await;
+    }
+}
+
 async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome {
     let (broker, version) = (ctx.broker, ctx.version);
+    if matches!(
+        body,
+        RequestBody::JoinGroup(_)
+            | RequestBody::SyncGroup(_)
+            | RequestBody::Heartbeat(_)
+            | RequestBody::LeaveGroup(_)
+            | RequestBody::OffsetCommit(_)
+            | RequestBody::OffsetFetch(_)
+            | RequestBody::OffsetDelete(_)
+            | RequestBody::DescribeGroups(_)
+            | RequestBody::DeleteGroups(_)
+    ) {
+        ensure_groups_loaded(broker).await;
+    }
     match body {
         RequestBody::Produce(req) => match produce::handle(broker, version, req).await {
             Some(resp) => respond(ctx, &resp),
@@ -226,15 +250,16 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             }
         },
         RequestBody::Fetch(req) => {
-            let (response, held) = fetch::handle(broker, version, req).await;
-            match respond(ctx, &response) {
-                Outcome::Respond(chunks) => Outcome::RespondHeld(chunks, held),
-                other => other,
+            let (response, held) = fetch::handle(broker, version, peer.ip().to_canonical(), req).await;
+            match (respond(ctx, &response), held) {
+                (Outcome::Respond(chunks), Some(held)) => Outcome::RespondHeld(chunks, held),
+                (other, _) => other,
             }
         }
         RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
         // These may create or delete topics: file work, and a lock held for as long as it
-        // takes, so never on an async worker. (Metadata auto-creates at most `num.partitions`.)
+        // takes, so never on an async worker. (Metadata auto-creates within a per-request
+        // budget, on the blocking pool so that metadata stays quick.)
         RequestBody::Metadata(req) => blocking(ctx, move |b| metadata::handle(b, version, req)).await,
         RequestBody::CreateTopics(req) => topic_change(ctx, move |b| create_topics::handle(b, version, req)).await,
         RequestBody::DeleteTopics(req) => topic_change(ctx, move |b| delete_topics::handle(b, version, req)).await,
@@ -259,8 +284,10 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::OffsetFetch(req) => respond(ctx, &offsets::fetch(broker, version, req)),
         RequestBody::OffsetDelete(req) => respond(ctx, &offsets::delete(broker, version, req)),
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
-        RequestBody::AlterConfigs(req) => respond(ctx, &configs::alter(broker, version, req)),
-        RequestBody::IncrementalAlterConfigs(req) => respond(ctx, &configs::incremental_alter(broker, version, req)),
+        RequestBody::AlterConfigs(req) => topic_change(ctx, move |b| configs::alter(b, version, req)).await,
+        RequestBody::IncrementalAlterConfigs(req) => {
+            topic_change(ctx, move |b| configs::incremental_alter(b, version, req)).await
+        }
         RequestBody::CreatePartitions(req) => {
             topic_change(ctx, move |b| create_partitions::handle(b, version, req)).await
         }

@@ -174,7 +174,8 @@ fn prepare(
     })
 }
 
-/// Batches larger than this, or compressed, are checked on the blocking pool.
+/// Requests whose batches add up to more than this, or that hold a compressed one, are
+/// checked on the low-priority threads.
 const INLINE_CHECK_BYTES_MAX: usize = 64 * 1024;
 
 /// Whether checking `records` may cost more than a few microseconds of CPU: compressed (it
@@ -270,7 +271,8 @@ async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
             })
             .collect()
     };
-    if !jobs.iter().any(|(.., records)| costly(records)) {
+    let inline_bytes: usize = jobs.iter().map(|(.., r)| r.as_ref().map_or(0, Bytes::len)).sum();
+    if inline_bytes <= INLINE_CHECK_BYTES_MAX && !jobs.iter().any(|(.., records)| costly(records)) {
         return run(jobs);
     }
     let positions: Vec<_> = jobs
