@@ -11,9 +11,12 @@
 //! - `queued.max.request.bytes`: request bytes are reserved from this pool as they arrive (in
 //!   steps that at most double what already arrived), never on the announced size, so a client
 //!   that announces a large frame and stalls holds about what it sent. When the pool is empty,
-//!   connections stop reading until memory is freed.
+//!   connections stop reading until memory is freed, except the body that began arriving
+//!   first, which may overdraw (`RequestMemory`), so that partly read bodies never wait on each
+//!   other for good.
 //! - `socket.request.read.timeout.ms`: a request body that has not fully arrived this long after
-//!   its size did is dropped with its connection (freeing what it held).
+//!   its size did, not counting time spent waiting for memory, is dropped with its connection
+//!   (freeing what it held).
 //! - `queued.max.response.bytes` (in `handlers::fetch`): record data of responses not yet written
 //!   is bounded across connections; fetches shrink to what the pool has.
 //! - `socket.write.timeout.ms`: a response that makes no progress into the socket this long
@@ -159,7 +162,7 @@ impl Server {
             "sluice broker started"
         );
         let connections = Arc::new(Semaphore::new(c.connections_max));
-        let memory = Arc::new(Semaphore::new(c.queued_request_bytes_max));
+        let memory = Arc::new(RequestMemory::new(c.queued_request_bytes_max));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
@@ -504,35 +507,127 @@ enum ConnError {
 /// The first step of memory reserved for a request body, once its first bytes are here.
 const BODY_STEP_FIRST: usize = 8 * 1024;
 
+/// The request memory pool (`queued.max.request.bytes`) and the request bodies arriving now.
+///
+/// Bodies reserve memory in steps as they arrive, so two large bodies could each hold part of
+/// the pool and wait for the rest forever. To rule that out, the body that began arriving
+/// first of all those still arriving may take a step the pool does not have ("overdraw"):
+/// it then always completes and gives its memory back. Memory held past the pool is thus at
+/// most about one request (`socket.request.max.bytes`) at a time.
+struct RequestMemory {
+    pool: Semaphore,
+    arriving: Mutex<std::collections::BTreeSet<u64>>,
+    /// The id of the oldest body still arriving (`u64::MAX`: none).
+    oldest: watch::Sender<u64>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A body being read; dropping it takes it off the arrivals.
+struct Arrival<'a> {
+    memory: &'a RequestMemory,
+    id: u64,
+}
+
+impl RequestMemory {
+    fn new(bytes: usize) -> RequestMemory {
+        RequestMemory {
+            pool: Semaphore::new(bytes),
+            arriving: Mutex::default(),
+            oldest: watch::channel(u64::MAX).0,
+            next_id: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.arriving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self) -> Arrival<'_> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut arriving = self.arrivals();
+        arriving.insert(id);
+        self.oldest.send_replace(arriving.first().copied().unwrap_or(u64::MAX));
+        Arrival { memory: self, id }
+    }
+}
+
+impl Arrival<'_> {
+    /// Resolves once this is the oldest body still arriving.
+    async fn oldest(&self) {
+        let mut oldest = self.memory.oldest.subscribe();
+        let _ = oldest.wait_for(|id| *id == self.id).await;
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        let mut arriving = self.memory.arrivals();
+        arriving.remove(&self.id);
+        self.memory
+            .oldest
+            .send_replace(arriving.first().copied().unwrap_or(u64::MAX));
+    }
+}
+
 /// Reads a request body of exactly `size` bytes into fresh memory, without zeroing it first (a
 /// produce request is mostly record data; zeroing it cost as much as reading it). Memory is
-/// taken from `pool` as bytes arrive: a step is reserved only once bytes are waiting to be
+/// taken from the pool as bytes arrive: a step is reserved only once bytes are waiting to be
 /// read, and each step is at most as large as what arrived before it, so a client that stalls
-/// holds at most about twice what it sent. The returned permit holds `size` bytes.
+/// holds at most about twice what it sent. The body must arrive within `read_timeout`, not
+/// counting time spent waiting for memory (another client's doing). The returned permit holds
+/// what the pool gave (all of `size`, unless this body overdrew; see `RequestMemory`).
 async fn read_body<'a>(
     rd: &mut BufReader<impl tokio::io::AsyncRead + Unpin>,
     size: usize,
-    pool: &'a Semaphore,
+    memory: &'a RequestMemory,
+    read_timeout: std::time::Duration,
 ) -> Result<(BytesMut, tokio::sync::SemaphorePermit<'a>), ConnError> {
     let closed = |_| ConnError::Protocol("memory pool closed".into());
+    let eof = || ConnError::Io(std::io::ErrorKind::UnexpectedEof.into());
+    let mut deadline = tokio::time::Instant::now() + read_timeout;
+    let arrival = memory.begin();
     // The buffer's capacity is address space, not memory: pages are touched as data lands.
     let mut frame = BytesMut::with_capacity(size);
-    let mut held = pool.acquire_many(0).await.map_err(closed)?;
+    let mut held = memory.pool.acquire_many(0).await.map_err(closed)?;
     let mut reserved = 0usize;
     while frame.len() < size {
         if frame.len() == reserved {
             // Wait for bytes before reserving memory for them.
-            if rd.fill_buf().await?.is_empty() {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            match tokio::time::timeout_at(deadline, rd.fill_buf()).await {
+                Err(_) => return Err(ConnError::ReadTimeout(size)),
+                Ok(r) => {
+                    if r?.is_empty() {
+                        return Err(eof());
+                    }
+                }
             }
             let step = (size - reserved).min(reserved.max(BODY_STEP_FIRST));
             // `step <= size <= socket.request.max.bytes <= i32::MAX`.
-            held.merge(pool.acquire_many(step as u32).await.map_err(closed)?);
+            match memory.pool.try_acquire_many(step as u32) {
+                Ok(p) => held.merge(p),
+                Err(tokio::sync::TryAcquireError::Closed) => {
+                    return Err(ConnError::Protocol("memory pool closed".into()))
+                }
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    let waited = tokio::time::Instant::now();
+                    tokio::select! {
+                        p = memory.pool.acquire_many(step as u32) => held.merge(p.map_err(closed)?),
+                        // The oldest body overdraws rather than wait (see `RequestMemory`).
+                        () = arrival.oldest() => {}
+                    }
+                    deadline += waited.elapsed();
+                }
+            }
             reserved += step;
         }
         let room = (reserved - frame.len()) as u64;
-        if (&mut *rd).take(room).read_buf(&mut frame).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        match tokio::time::timeout_at(deadline, (&mut *rd).take(room).read_buf(&mut frame)).await {
+            Err(_) => return Err(ConnError::ReadTimeout(size)),
+            Ok(r) => {
+                if r? == 0 {
+                    return Err(eof());
+                }
+            }
         }
     }
     Ok((frame, held))
@@ -580,7 +675,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     broker: &Arc<Broker>,
-    memory: &Semaphore,
+    memory: &RequestMemory,
     mut stop: watch::Receiver<bool>,
     registered: &Registered,
 ) -> Result<(), ConnError> {
@@ -617,14 +712,14 @@ async fn serve(
         }
         let size = size as usize;
         let (frame, permit) = tokio::select! {
-            r = tokio::time::timeout(c.request_read_timeout, read_body(&mut rd, size, memory)) => match r {
-                Err(_) => {
-                    if let Some(suppressed) = crate::ratelog::allow("read-timeout") {
+            r = read_body(&mut rd, size, memory, c.request_read_timeout) => match r {
+                Err(ConnError::ReadTimeout(size)) => {
+                    if let Some(suppressed) = crate::ratelog::allow(&format!("read-timeout {}", peer.ip())) {
                         warn!(%peer, size, suppressed, "closing connection: its request did not arrive within socket.request.read.timeout.ms");
                     }
                     return Err(ConnError::ReadTimeout(size));
                 }
-                Ok(r) => r?,
+                r => r?,
             },
             // A request cut off by shutdown was never acknowledged: drop it.
             _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -721,18 +816,20 @@ fn raise_open_files_limit(wanted: usize) {
 mod tests {
     use super::*;
 
+    const NO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
     #[tokio::test]
     async fn read_body_reads_exactly_the_frame_and_leaves_the_rest() {
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
         let mut rd = BufReader::with_capacity(8 * 1024, rx);
-        let pool = Semaphore::new(1 << 20);
+        let memory = RequestMemory::new(1 << 20);
         let first: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let second = vec![7u8; 5000];
         tokio::spawn(async move {
             tx.write_all(&first).await.unwrap();
             tx.write_all(&second).await.unwrap();
         });
-        let (a, held) = read_body(&mut rd, 100_000, &pool).await.unwrap();
+        let (a, held) = read_body(&mut rd, 100_000, &memory, NO_TIMEOUT).await.unwrap();
         assert_eq!(a.len(), 100_000);
         assert_eq!(
             held.num_permits(),
@@ -741,9 +838,12 @@ mod tests {
         );
         assert!(a.iter().enumerate().all(|(i, b)| *b == i as u8));
         drop(held);
-        let (b, _held) = read_body(&mut rd, 5000, &pool).await.unwrap();
+        let (b, _held) = read_body(&mut rd, 5000, &memory, NO_TIMEOUT).await.unwrap();
         assert_eq!(&b[..], &[7u8; 5000][..]);
-        assert!(read_body(&mut rd, 1, &pool).await.is_err(), "end of stream");
+        assert!(
+            read_body(&mut rd, 1, &memory, NO_TIMEOUT).await.is_err(),
+            "end of stream"
+        );
     }
 
     #[tokio::test]
@@ -751,22 +851,22 @@ mod tests {
         const POOL: usize = 64 << 20;
         let announced = 50 << 20;
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
-        let pool = Arc::new(Semaphore::new(POOL));
-        let p = pool.clone();
+        let memory = Arc::new(RequestMemory::new(POOL));
+        let m = memory.clone();
         let task = tokio::spawn(async move {
             let mut rd = BufReader::with_capacity(8 * 1024, rx);
-            let _ = read_body(&mut rd, announced, &p).await;
+            let _ = read_body(&mut rd, announced, &m, NO_TIMEOUT).await;
         });
         let settle = || tokio::time::sleep(std::time::Duration::from_millis(50));
         settle().await;
         assert_eq!(
-            pool.available_permits(),
+            memory.pool.available_permits(),
             POOL,
             "nothing is reserved before a byte arrives"
         );
         tx.write_all(&vec![1u8; 100 * 1024]).await.unwrap();
         settle().await;
-        let held = POOL - pool.available_permits();
+        let held = POOL - memory.pool.available_permits();
         assert!(held >= 100 * 1024, "what arrived is held ({held})");
         assert!(
             held <= 2 * 100 * 1024 + BODY_STEP_FIRST,
@@ -774,6 +874,62 @@ mod tests {
         );
         task.abort();
         let _ = task.await;
-        assert_eq!(pool.available_permits(), POOL, "a dropped read gives its memory back");
+        assert_eq!(
+            memory.pool.available_permits(),
+            POOL,
+            "a dropped read gives its memory back"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_that_together_need_more_than_the_pool_still_all_arrive() {
+        // Each needs 80% of the pool; stepping up together, they would each hold half and
+        // wait for the rest forever, but the oldest overdraws and completes.
+        const POOL: usize = 1 << 20;
+        let memory = Arc::new(RequestMemory::new(POOL));
+        let mut readers = vec![];
+        let mut writers = vec![];
+        for _ in 0..3 {
+            let (tx, rx) = tokio::io::duplex(64 * 1024);
+            let m = memory.clone();
+            readers.push(tokio::spawn(async move {
+                let mut rd = BufReader::with_capacity(8 * 1024, rx);
+                let (body, held) = read_body(&mut rd, POOL * 4 / 5, &m, NO_TIMEOUT).await.unwrap();
+                // Handled a moment later: the memory is held meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                drop(held);
+                body.len()
+            }));
+            writers.push(tx);
+        }
+        // Each writer sends its body in small pieces, so that all three are part-way in
+        // together (a writer whose reader waits for memory blocks on its own stream only).
+        let feeders: Vec<_> = writers
+            .into_iter()
+            .map(|mut w| {
+                tokio::spawn(async move {
+                    let chunk = vec![5u8; 16 * 1024];
+                    let mut left = POOL * 4 / 5;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        w.write_all(&chunk[..n]).await.unwrap();
+                        left -= n;
+                        tokio::task::yield_now().await;
+                    }
+                    w
+                })
+            })
+            .collect();
+        for r in readers {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(20), r)
+                .await
+                .expect("no deadlock")
+                .unwrap();
+            assert_eq!(n, POOL * 4 / 5);
+        }
+        for f in feeders {
+            drop(f.await.unwrap());
+        }
+        assert_eq!(memory.pool.available_permits(), POOL);
     }
 }
