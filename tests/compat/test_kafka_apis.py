@@ -296,6 +296,9 @@ def test_alter_replica_log_dirs_v1_raw_and_removed_versions_close(broker):
     path = str(broker.data_dir.resolve())
     assert alter_replica_log_dirs_v1(s, path, t, [0, 3]) == [(t, 0, 0), (t, 3, 3)]
     assert alter_replica_log_dirs_v1(s, "/elsewhere", t, [0], correlation_id=2) == [(t, 0, 57)]
+    # A name too long for the future log's directory (Kafka's 255-byte limit, KAFKA-4893).
+    long = "l" * 230
+    assert alter_replica_log_dirs_v1(s, path, long, [0], correlation_id=3) == [(long, 0, 17)]
     # Version 0 of the log dir and ACL APIs is gone in Kafka 4.0: the connection closes.
     for key in (34, 35, 29):
         c = raw.connect(broker.port)

@@ -1,6 +1,7 @@
 //! DeleteRecords, DescribeCluster, and the log dirs: DescribeLogDirs and AlterReplicaLogDirs.
 
 use crate::Broker;
+use std::collections::HashMap;
 use wire::messages::alter_replica_log_dirs_response::{
     AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
 };
@@ -159,11 +160,11 @@ fn log_dir(broker: &Broker) -> std::path::PathBuf {
         .unwrap_or_else(|_| broker.config.data_dir.clone())
 }
 
-/// Whether `path` names the one log dir: the path DescribeLogDirs reports, or the configured
+/// The paths that name the one log dir: the one DescribeLogDirs reports, and the configured
 /// directory made absolute (Kafka compares with each log dir's absolute path).
-fn is_our_log_dir(broker: &Broker, path: &str) -> bool {
+fn log_dir_names(broker: &Broker) -> [std::path::PathBuf; 2] {
     let configured = std::path::absolute(&broker.config.data_dir).unwrap_or_else(|_| broker.config.data_dir.clone());
-    std::path::Path::new(path) == log_dir(broker) || std::path::Path::new(path) == configured
+    [log_dir(broker), configured]
 }
 
 /// Kafka refuses a move when the future log's directory name (`<topic>-<n>.<32 hex>-future`)
@@ -183,24 +184,32 @@ pub fn alter_replica_log_dirs(
     _version: i16,
     req: AlterReplicaLogDirsRequest,
 ) -> AlterReplicaLogDirsResponse {
-    // (topic, partition) -> destination, keeping the order first seen.
+    // (topic, partition) -> destination, keeping the order first seen (indexed: a request may
+    // name millions of partitions).
     let mut moves: Vec<((String, i32), String)> = vec![];
+    let mut index: HashMap<(String, i32), usize> = HashMap::new();
     for dir in req.dirs {
         for t in dir.topics {
             for p in t.partitions {
                 let key = (t.name.clone(), p);
-                match moves.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, d)) => *d = dir.path.clone(),
-                    None => moves.push((key, dir.path.clone())),
+                match index.get(&key) {
+                    Some(&i) => moves[i].1 = dir.path.clone(),
+                    None => {
+                        index.insert(key.clone(), moves.len());
+                        moves.push((key, dir.path.clone()));
+                    }
                 }
             }
         }
     }
+    let ours = log_dir_names(broker);
+    let is_our_log_dir = |path: &str| ours.iter().any(|d| d.as_path() == std::path::Path::new(path));
     let mut results: Vec<AlterReplicaLogDirTopicResult> = vec![];
+    let mut by_topic: HashMap<String, usize> = HashMap::new();
     for ((topic, partition), dir) in moves {
         let code = if future_dir_name_too_long(&topic, partition) {
             ErrorCode::InvalidTopicException
-        } else if !is_our_log_dir(broker, &dir) {
+        } else if !is_our_log_dir(&dir) {
             ErrorCode::LogDirNotFound
         } else if broker
             .topics
@@ -216,12 +225,15 @@ pub fn alter_replica_log_dirs(
             partition_index: partition,
             error_code: code as i16,
         };
-        match results.iter_mut().find(|r| r.topic_name == topic) {
-            Some(r) => r.partitions.push(result),
-            None => results.push(AlterReplicaLogDirTopicResult {
-                topic_name: topic,
-                partitions: vec![result],
-            }),
+        match by_topic.get(&topic) {
+            Some(&i) => results[i].partitions.push(result),
+            None => {
+                by_topic.insert(topic.clone(), results.len());
+                results.push(AlterReplicaLogDirTopicResult {
+                    topic_name: topic,
+                    partitions: vec![result],
+                });
+            }
         }
     }
     AlterReplicaLogDirsResponse {

@@ -34,10 +34,14 @@ const CANNOT_STORE: &str =
 pub fn describe(_version: i16, req: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse {
     // Users in the order first named, each with whether it was named again.
     let mut users: Vec<(String, bool)> = vec![];
+    let mut index: HashMap<String, usize> = HashMap::new();
     for u in req.users.unwrap_or_default() {
-        match users.iter_mut().find(|(name, _)| *name == u.name) {
-            Some((_, twice)) => *twice = true,
-            None => users.push((u.name, false)),
+        match index.get(&u.name) {
+            Some(&i) => users[i].1 = true,
+            None => {
+                index.insert(u.name.clone(), users.len());
+                users.push((u.name, false));
+            }
         }
     }
     let results = users
@@ -86,9 +90,10 @@ pub fn alter(_version: i16, req: AlterUserScramCredentialsRequest) -> AlterUserS
     // Every alteration fails here (see the module comment), so each user named gets one error:
     // the first Kafka would find. Users are answered in the order first named.
     let mut order: Vec<String> = vec![];
+    let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut errors: HashMap<String, (ErrorCode, String)> = HashMap::new();
-    let seen = |name: &str, order: &mut Vec<String>| {
-        if !order.iter().any(|n| n == name) {
+    let mut seen = |name: &str, order: &mut Vec<String>| {
+        if named.insert(name.to_string()) {
             order.push(name.to_string());
         }
     };
