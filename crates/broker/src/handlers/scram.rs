@@ -99,13 +99,13 @@ pub fn alter(_version: i16, req: AlterUserScramCredentialsRequest) -> AlterUserS
     };
     // Kafka first walks the deletions, then the upsertions; a user already failed is skipped,
     // one met a second time is DUPLICATE_RESOURCE.
-    let mut pending: HashMap<String, bool> = HashMap::new();
+    let mut pending: std::collections::HashSet<String> = std::collections::HashSet::new();
     for d in &req.deletions {
         seen(&d.name, &mut order);
         if errors.contains_key(&d.name) {
             continue;
         }
-        if pending.remove(&d.name).is_some() {
+        if pending.remove(&d.name) {
             errors.insert(d.name.clone(), (ErrorCode::DuplicateResource, ALTERED_TWICE.into()));
             continue;
         }
@@ -120,7 +120,7 @@ pub fn alter(_version: i16, req: AlterUserScramCredentialsRequest) -> AlterUserS
         if errors.contains_key(&u.name) {
             continue;
         }
-        if pending.remove(&u.name).is_some() {
+        if pending.remove(&u.name) {
             errors.insert(u.name.clone(), (ErrorCode::DuplicateResource, ALTERED_TWICE.into()));
             continue;
         }
@@ -140,7 +140,7 @@ pub fn alter(_version: i16, req: AlterUserScramCredentialsRequest) -> AlterUserS
             // Valid: Kafka would store it, and a second alteration of this user in the same
             // request would then be DUPLICATE_RESOURCE.
             Ok(()) => {
-                pending.insert(u.name.clone(), true);
+                pending.insert(u.name.clone());
             }
         }
     }
