@@ -265,40 +265,17 @@ def test_kafka_python_alter_replica_log_dirs_within_the_one_dir(broker):
     assert not any(p["is_future_key"] for p in parts)
 
 
-def alter_replica_log_dirs_v1(s, path, topic, partitions, correlation_id=1):
-    """Kafka 4.0's lowest version (non-flexible), which no client here sends."""
-    body = struct.pack(">i", 1) + raw.string(path) + struct.pack(">i", 1) + raw.string(topic)
-    body += struct.pack(">i", len(partitions)) + b"".join(struct.pack(">i", p) for p in partitions)
-    s.sendall(raw.request_v1(34, 1, correlation_id, body))
-    frame = raw.read_frame(s)
-    off = 4 + 4  # correlation id, throttle
-    (ntopics,) = struct.unpack(">i", frame[off : off + 4])
-    off += 4
-    out = []
-    for _ in range(ntopics):
-        (n,) = struct.unpack(">h", frame[off : off + 2])
-        name_ = frame[off + 2 : off + 2 + n].decode()
-        off += 2 + n
-        (np,) = struct.unpack(">i", frame[off : off + 4])
-        off += 4
-        for _ in range(np):
-            idx, err = struct.unpack(">ih", frame[off : off + 6])
-            off += 6
-            out.append((name_, idx, err))
-    return out
-
-
 def test_alter_replica_log_dirs_v1_raw_and_removed_versions_close(broker):
     t = name("logdir-raw")
     create(broker, (t, 1))
     s = raw.connect(broker.port)
     # The configured data dir (absolute), as Kafka compares log dirs by absolute path.
     path = str(broker.data_dir.resolve())
-    assert alter_replica_log_dirs_v1(s, path, t, [0, 3]) == [(t, 0, 0), (t, 3, 3)]
-    assert alter_replica_log_dirs_v1(s, "/elsewhere", t, [0], correlation_id=2) == [(t, 0, 57)]
+    assert raw.alter_replica_log_dirs_v1(s, path, t, [0, 3]) == [(t, 0, 0), (t, 3, 3)]
+    assert raw.alter_replica_log_dirs_v1(s, "/elsewhere", t, [0], correlation_id=2) == [(t, 0, 57)]
     # A name too long for the future log's directory (Kafka's 255-byte limit, KAFKA-4893).
     long = "l" * 230
-    assert alter_replica_log_dirs_v1(s, path, long, [0], correlation_id=3) == [(long, 0, 17)]
+    assert raw.alter_replica_log_dirs_v1(s, path, long, [0], correlation_id=3) == [(long, 0, 17)]
     # Version 0 of the log dir and ACL APIs is gone in Kafka 4.0: the connection closes.
     for key in (34, 35, 29):
         c = raw.connect(broker.port)
@@ -372,23 +349,10 @@ def test_kafka_python_describe_metadata_quorum(broker):
 
 def test_describe_quorum_v0_raw(broker):
     """Version 0 (no timestamps, no nodes), which kafka-python never picks against this broker."""
-    body = struct.pack(">b", 2) + struct.pack(">b", len("__cluster_metadata") + 1) + b"__cluster_metadata"
-    body += struct.pack(">b", 2) + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
     s = raw.connect(broker.port)
-    s.sendall(raw.request_v2(55, 0, 9, body))
-    frame = raw.read_frame(s)
-    corr, _tags, err = struct.unpack(">ibh", frame[:7])
-    assert (corr, err) == (9, 0)
-    off = 7
-    assert frame[off] == 2  # one topic (compact array)
-    off += 1
-    n = frame[off] - 1
-    assert frame[off + 1 : off + 1 + n] == b"__cluster_metadata"
-    off += 1 + n
-    assert frame[off] == 2  # one partition
-    off += 1
-    index, perr, leader, epoch, hw = struct.unpack(">ihiiq", frame[off : off + 22])
-    assert (index, perr, leader, epoch, hw) == (0, 0, 1, 1, 0)
+    assert raw.describe_quorum_v0(s, "__cluster_metadata", 0, correlation_id=9) == (9, 0, 0, 0, 1, 1, 0)
+    # Another topic: UNKNOWN_TOPIC_OR_PARTITION on the partition asked for.
+    assert raw.describe_quorum_v0(s, "other", 0, correlation_id=10)[:4] == (10, 0, 0, 3)
 
 
 # -- SCRAM ------------------------------------------------------------------------------------
