@@ -100,3 +100,45 @@ def incremental_alter_configs_v0(s, resource_type, name, configs, correlation_id
     (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
     message = None if msg_len < 0 else frame[off + 4 : off + 4 + msg_len].decode()
     return err, message
+
+
+def alter_replica_log_dirs_v1(s, path, topic, partitions, correlation_id=1):
+    """AlterReplicaLogDirs v1, Kafka 4.0's lowest version (non-flexible), which none of the
+    clients in this suite sends: one dir, one topic. Returns [(topic, partition, error code)]."""
+    body = struct.pack(">i", 1) + string(path) + struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", len(partitions)) + b"".join(struct.pack(">i", p) for p in partitions)
+    s.sendall(request_v1(34, 1, correlation_id, body))
+    frame = read_frame(s)
+    off = 4 + 4  # correlation id, throttle
+    (ntopics,) = struct.unpack(">i", frame[off : off + 4])
+    off += 4
+    out = []
+    for _ in range(ntopics):
+        (n,) = struct.unpack(">h", frame[off : off + 2])
+        name_ = frame[off + 2 : off + 2 + n].decode()
+        off += 2 + n
+        (np,) = struct.unpack(">i", frame[off : off + 4])
+        off += 4
+        for _ in range(np):
+            idx, err = struct.unpack(">ih", frame[off : off + 6])
+            off += 6
+            out.append((name_, idx, err))
+    return out
+
+
+def describe_quorum_v0(s, topic, partition, correlation_id=1):
+    """DescribeQuorum v0 (flexible) for one partition. Returns (correlation id, top-level error,
+    partition index, partition error, leader id, leader epoch, high watermark) of the first
+    partition answered."""
+    name = topic.encode()
+    body = b"\x02" + bytes([len(name) + 1]) + name  # one topic; compact string
+    body += b"\x02" + struct.pack(">i", partition) + b"\x00"  # one partition, no tags
+    body += b"\x00" + b"\x00"  # topic tags, request tags
+    s.sendall(request_v2(55, 0, correlation_id, body))
+    frame = read_frame(s)
+    corr, _header_tags, err = struct.unpack(">ibh", frame[:7])
+    off = 7 + 1  # one topic
+    n = frame[off] - 1
+    off += 1 + n + 1  # name, one partition
+    index, perr, leader, epoch, hw = struct.unpack(">ihiiq", frame[off : off + 22])
+    return corr, err, index, perr, leader, epoch, hw

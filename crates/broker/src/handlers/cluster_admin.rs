@@ -1,6 +1,10 @@
-//! DeleteRecords, DescribeCluster and DescribeLogDirs.
+//! DeleteRecords, DescribeCluster, and the log dirs: DescribeLogDirs and AlterReplicaLogDirs.
 
 use crate::Broker;
+use std::collections::HashMap;
+use wire::messages::alter_replica_log_dirs_response::{
+    AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+};
 use wire::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use wire::messages::describe_cluster_response::DescribeClusterBroker;
 use wire::messages::describe_log_dirs_response::{
@@ -129,11 +133,7 @@ pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsReq
             ..Default::default()
         })
         .collect();
-    let dir = broker
-        .config
-        .data_dir
-        .canonicalize()
-        .unwrap_or_else(|_| broker.config.data_dir.clone());
+    let dir = log_dir(broker);
     // -1 when the file system cannot say, as Kafka's "unknown".
     let (total, usable) = storage::disk::space(&dir).map_or((-1, -1), |(t, u)| (t as i64, u as i64));
     DescribeLogDirsResponse {
@@ -144,6 +144,97 @@ pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsReq
             usable_bytes: usable,
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// The one log dir, as DescribeLogDirs names it: the data directory's canonical path.
+fn log_dir(broker: &Broker) -> std::path::PathBuf {
+    broker
+        .config
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| broker.config.data_dir.clone())
+}
+
+/// The paths that name the one log dir: the one DescribeLogDirs reports, and the configured
+/// directory made absolute (Kafka compares with each log dir's absolute path).
+fn log_dir_names(broker: &Broker) -> [std::path::PathBuf; 2] {
+    let configured = std::path::absolute(&broker.config.data_dir).unwrap_or_else(|_| broker.config.data_dir.clone());
+    [log_dir(broker), configured]
+}
+
+/// Kafka refuses a move when the future log's directory name (`<topic>-<n>.<32 hex>-future`)
+/// would pass 255 bytes (`UnifiedLog.logFutureDirName`, KAFKA-4893).
+fn future_dir_name_too_long(topic: &str, partition: i32) -> bool {
+    topic.len() + 1 + partition.to_string().len() + 1 + 32 + "-future".len() > 255
+}
+
+/// AlterReplicaLogDirs, as Kafka's `ReplicaManager.alterReplicaLogDirs` with one log dir: per
+/// partition (the last dir given wins when one is named twice), a topic name too long for a
+/// future log `INVALID_TOPIC_EXCEPTION`; a path that is not the log dir `LOG_DIR_NOT_FOUND`
+/// (checked before the partition, as Kafka does); a partition that does not exist
+/// `UNKNOWN_TOPIC_OR_PARTITION`; otherwise the replica is already in that dir and nothing
+/// moves: NONE. Results are grouped by topic in the order topics first appear.
+pub fn alter_replica_log_dirs(
+    broker: &Broker,
+    _version: i16,
+    req: AlterReplicaLogDirsRequest,
+) -> AlterReplicaLogDirsResponse {
+    // (topic, partition) -> destination, keeping the order first seen (indexed: a request may
+    // name millions of partitions).
+    let mut moves: Vec<((String, i32), String)> = vec![];
+    let mut index: HashMap<(String, i32), usize> = HashMap::new();
+    for dir in req.dirs {
+        for t in dir.topics {
+            for p in t.partitions {
+                let key = (t.name.clone(), p);
+                match index.get(&key) {
+                    Some(&i) => moves[i].1 = dir.path.clone(),
+                    None => {
+                        index.insert(key.clone(), moves.len());
+                        moves.push((key, dir.path.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let ours = log_dir_names(broker);
+    let is_our_log_dir = |path: &str| ours.iter().any(|d| d.as_path() == std::path::Path::new(path));
+    let mut results: Vec<AlterReplicaLogDirTopicResult> = vec![];
+    let mut by_topic: HashMap<String, usize> = HashMap::new();
+    for ((topic, partition), dir) in moves {
+        let code = if future_dir_name_too_long(&topic, partition) {
+            ErrorCode::InvalidTopicException
+        } else if !is_our_log_dir(&dir) {
+            ErrorCode::LogDirNotFound
+        } else if broker
+            .topics
+            .get(&topic)
+            .and_then(|t| t.partition(partition).cloned())
+            .is_none()
+        {
+            ErrorCode::UnknownTopicOrPartition
+        } else {
+            ErrorCode::None
+        };
+        let result = AlterReplicaLogDirPartitionResult {
+            partition_index: partition,
+            error_code: code as i16,
+        };
+        match by_topic.get(&topic) {
+            Some(&i) => results[i].partitions.push(result),
+            None => {
+                by_topic.insert(topic.clone(), results.len());
+                results.push(AlterReplicaLogDirTopicResult {
+                    topic_name: topic,
+                    partitions: vec![result],
+                });
+            }
+        }
+    }
+    AlterReplicaLogDirsResponse {
+        results,
         ..Default::default()
     }
 }

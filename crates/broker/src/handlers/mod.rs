@@ -1,15 +1,17 @@
 //! Request dispatch: reads the header, checks the API and version against what this broker
 //! serves, decodes the body with `wire`, calls the API's handler, encodes the response.
 //!
-//! One module per API (or per family: `groups`, `offsets`). Handlers take the decoded request
-//! and return the response value; they never see bytes.
+//! One module per API (or per family: `groups`, `offsets`, `replicas`, `acls`, `scram`).
+//! Handlers take the decoded request and return the response value; they never see bytes.
 
+mod acls;
 mod api_versions;
 mod cluster_admin;
 mod configs;
 mod create_partitions;
 mod create_topics;
 mod delete_topics;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -17,6 +19,9 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod quorum;
+mod replicas;
+mod scram;
 
 use crate::Broker;
 use bytes::Bytes;
@@ -98,7 +103,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::DescribeLogDirs, 0, 4),
+    // Kafka 4.0 removed version 0 of the log dir and ACL APIs (KIP-896).
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -294,6 +311,194 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::DeleteRecords(req) => respond(ctx, &cluster_admin::delete_records(broker, version, req)),
         RequestBody::DescribeCluster(req) => respond(ctx, &cluster_admin::describe_cluster(broker, version, req)),
         RequestBody::DescribeLogDirs(req) => respond(ctx, &cluster_admin::describe_log_dirs(broker, version, req)),
+        RequestBody::AlterReplicaLogDirs(req) => {
+            respond(ctx, &cluster_admin::alter_replica_log_dirs(broker, version, req))
+        }
+        RequestBody::DescribeAcls(req) => respond(ctx, &acls::describe(version, req)),
+        RequestBody::CreateAcls(req) => respond(ctx, &acls::create(version, req)),
+        RequestBody::DeleteAcls(req) => respond(ctx, &acls::delete(version, req)),
+        RequestBody::ElectLeaders(req) => respond(ctx, &replicas::elect_leaders(broker, version, req)),
+        RequestBody::AlterPartitionReassignments(req) => {
+            respond(ctx, &replicas::alter_reassignments(broker, version, req))
+        }
+        RequestBody::ListPartitionReassignments(req) => {
+            respond(ctx, &replicas::list_reassignments(broker, version, req))
+        }
+        RequestBody::DescribeUserScramCredentials(req) => respond(ctx, &scram::describe(version, req)),
+        RequestBody::AlterUserScramCredentials(req) => respond(ctx, &scram::alter(version, req)),
+        RequestBody::DescribeQuorum(req) => respond(ctx, &quorum::handle(broker, version, req)),
+        RequestBody::DescribeTopicPartitions(req) => {
+            respond(ctx, &describe_topic_partitions::handle(broker, version, req))
+        }
         other => Outcome::Close(format!("no handler for {}", other.api_key().name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use wire::Message;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sluice-handlers-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    async fn server(name: &str) -> crate::Server {
+        let mut layers = crate::ConfigLayers::new();
+        let dir = temp_dir(name);
+        let flag = crate::config::Source::Flag;
+        layers.set("log.dirs", dir.display().to_string(), flag.clone()).unwrap();
+        layers.set("listeners", "127.0.0.1:0".into(), flag.clone()).unwrap();
+        layers.set("admin.listeners", String::new(), flag).unwrap();
+        crate::Server::bind(layers.build().unwrap()).await.unwrap()
+    }
+
+    /// The default request of `key` with its spec's version range, for each API in
+    /// `SUPPORTED` (an API added there must be added here too, or the tests fail).
+    fn default_request_of(key: ApiKey) -> (RequestBody, i16, i16) {
+        macro_rules! requests {
+            ($($k:ident => $t:ident),* $(,)?) => {
+                match key {
+                    $(ApiKey::$k => (
+                        RequestBody::$k(wire::messages::$t::default()),
+                        <wire::messages::$t as Message>::MIN_VERSION,
+                        <wire::messages::$t as Message>::MAX_VERSION,
+                    ),)*
+                    other => panic!("add {} to default_request_of", other.name()),
+                }
+            };
+        }
+        requests!(
+            Produce => ProduceRequest,
+            Fetch => FetchRequest,
+            ListOffsets => ListOffsetsRequest,
+            Metadata => MetadataRequest,
+            ApiVersions => ApiVersionsRequest,
+            CreateTopics => CreateTopicsRequest,
+            DeleteTopics => DeleteTopicsRequest,
+            InitProducerId => InitProducerIdRequest,
+            FindCoordinator => FindCoordinatorRequest,
+            JoinGroup => JoinGroupRequest,
+            SyncGroup => SyncGroupRequest,
+            Heartbeat => HeartbeatRequest,
+            LeaveGroup => LeaveGroupRequest,
+            OffsetCommit => OffsetCommitRequest,
+            OffsetFetch => OffsetFetchRequest,
+            OffsetDelete => OffsetDeleteRequest,
+            DescribeGroups => DescribeGroupsRequest,
+            ListGroups => ListGroupsRequest,
+            DeleteGroups => DeleteGroupsRequest,
+            DescribeConfigs => DescribeConfigsRequest,
+            AlterConfigs => AlterConfigsRequest,
+            IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+            CreatePartitions => CreatePartitionsRequest,
+            DeleteRecords => DeleteRecordsRequest,
+            DescribeCluster => DescribeClusterRequest,
+            DescribeLogDirs => DescribeLogDirsRequest,
+            AlterReplicaLogDirs => AlterReplicaLogDirsRequest,
+            DescribeAcls => DescribeAclsRequest,
+            CreateAcls => CreateAclsRequest,
+            DeleteAcls => DeleteAclsRequest,
+            ElectLeaders => ElectLeadersRequest,
+            AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+            ListPartitionReassignments => ListPartitionReassignmentsRequest,
+            DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+            AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+            DescribeQuorum => DescribeQuorumRequest,
+            DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+        )
+    }
+
+    /// A frame (without its size prefix) holding the default request of `key` at `version`.
+    fn default_request(key: ApiKey, version: i16) -> Bytes {
+        let header = RequestHeader {
+            request_api_key: key as i16,
+            request_api_version: version,
+            correlation_id: 7,
+            client_id: Some("test".into()),
+        };
+        let (body, _, _) = default_request_of(key);
+        let header_version = frame::request_header_version(key as i16, version);
+        let mut out = BytesMut::new();
+        header.encode(&mut out, header_version).unwrap();
+        body.encode(&mut out, version).unwrap();
+        out.freeze()
+    }
+
+    /// Every API advertised is answered at its lowest and highest version: a response (or, for
+    /// a produce with acks=0, none), never a closed connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_supported_api_has_a_handler() {
+        let server = server("dispatch").await;
+        let broker = server.broker().clone();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for &(key, lo, hi) in SUPPORTED {
+            for version in [lo, hi] {
+                let frame = default_request(key, version);
+                let outcome =
+                    tokio::time::timeout(std::time::Duration::from_secs(20), handle_frame(&broker, peer, frame))
+                        .await
+                        .unwrap_or_else(|_| panic!("{} v{version} got no answer", key.name()));
+                match outcome {
+                    Outcome::Respond(_) | Outcome::RespondHeld(..) => {}
+                    Outcome::NoResponse if key == ApiKey::Produce => {}
+                    other => panic!("{} v{version}: {other:?}", key.name()),
+                }
+            }
+        }
+        drop(broker);
+        drop(server);
+        let _ = std::fs::remove_dir_all(temp_dir("dispatch"));
+    }
+
+    /// The request's versions in its spec file ("validVersions").
+    fn spec_versions(key: ApiKey) -> (i16, i16) {
+        let (_, min, max) = default_request_of(key);
+        (min, max)
+    }
+
+    #[test]
+    fn supported_versions_are_within_the_specs() {
+        for &(key, lo, hi) in SUPPORTED {
+            let (min, max) = spec_versions(key);
+            assert!(
+                min <= lo && lo <= hi && hi <= max,
+                "{} {lo}-{hi} vs spec {min}-{max}",
+                key.name()
+            );
+        }
+    }
+
+    /// The README's API table lists exactly `SUPPORTED`, in its order, with the same versions.
+    #[test]
+    fn readme_table_matches_supported() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+        let section = readme
+            .split("\n## Kafka APIs\n")
+            .nth(1)
+            .expect("README has a \"## Kafka APIs\" section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let rows: Vec<(i16, String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split('|').map(str::trim).collect();
+                let key = cells.first()?.parse::<i16>().ok()?;
+                Some((key, cells.get(1)?.to_string(), cells.get(2)?.to_string()))
+            })
+            .collect();
+        let expected: Vec<(i16, String, String)> = SUPPORTED
+            .iter()
+            .map(|&(k, lo, hi)| {
+                let versions = if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+                (k as i16, k.name().to_string(), versions)
+            })
+            .collect();
+        for (row, want) in rows.iter().zip(&expected) {
+            assert_eq!(row, want, "README row differs from SUPPORTED");
+        }
+        assert_eq!(rows.len(), expected.len(), "README rows: {rows:?}");
     }
 }
