@@ -427,3 +427,27 @@ def test_dynamic_broker_configs_are_kept_and_read_only_ones_refused(make_broker)
     # Nothing refused was kept.
     got = describe(admin, ResourceType.BROKER, "1")
     assert got["default.replication.factor"].value == "1" and got["num.io.threads"].value == "8"
+
+
+def test_create_topics_returns_the_created_topics_configs(broker):
+    """CreateTopics v5+ answers with the new topic's configs and their sources, as Kafka does."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic as KNewTopic
+
+    k = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    topic = topic_name()
+    result = k.create_topics([KNewTopic(topic, 1, 1, topic_configs={"preallocate": "true", "segment.jitter.ms": "5"})])
+    k.close()
+    (created,) = result["topics"]
+    assert created["error_code"] == 0, created
+    configs = created["configs"]
+    assert set(configs) == set(KAFKA_TOPIC_DEFAULTS)
+    assert configs["preallocate"]["value"] == "true"
+    assert configs["preallocate"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+    assert configs["segment.jitter.ms"]["value"] == "5"
+    assert configs["min.cleanable.dirty.ratio"] == {
+        "value": "0.5",
+        "read_only": False,
+        "config_source": "DEFAULT_CONFIG",
+        "is_sensitive": False,
+    }

@@ -50,7 +50,8 @@ fn synonyms(name: &str, settings: &[Setting], sensitive: bool) -> Vec<DescribeCo
         .collect()
 }
 
-fn describe_topic(
+/// A topic's configs as DescribeConfigs reports them (also what CreateTopics v5+ returns).
+pub(crate) fn describe_topic(
     broker: &Broker,
     name: &str,
     keys: Option<&[String]>,
