@@ -743,7 +743,9 @@ pub fn broker_config_type(key: &str) -> i8 {
 pub fn check_broker_value(key: &str, value: &str) -> Result<(), String> {
     let invalid = |why: String| format!("Invalid value {value} for configuration {key}: {why}");
     if let Some(d) = synonym_of(key) {
-        return crate::topics::check_default(d.name, value).map_err(|why| format!("{key}: {why}"));
+        // The message names the broker key, as Kafka's does.
+        return crate::topics::check_default(d.name, value)
+            .map_err(|why| why.replace(&format!("configuration {}:", d.name), &format!("configuration {key}:")));
     }
     let kind = broker_config_type(key);
     let canonical = crate::topics::parse_config_value(kind, value).map_err(invalid)?;

@@ -222,3 +222,85 @@ fn topic_defaults(layers: &Layers, statics: &[(String, String, bool)]) -> BTreeM
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(key: &str, value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(key.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn changes_are_checked_as_kafka_checks_dynamic_broker_configs() {
+        for (key, value) in [
+            ("log.retention.ms", "1000"),
+            ("num.io.threads", "16"),
+            ("sasl.kerberos.min.time.before.relogin", "120000"),
+            ("max.connections", "5000"),
+            ("log.cleaner.io.max.bytes.per.second", "1e6"),
+        ] {
+            assert_eq!(check(Layer::Broker, &one(key, value)), Ok(()), "{key}");
+        }
+        assert_eq!(check(Layer::Cluster, &one("num.io.threads", "16")), Ok(()));
+        let refused = |layer, values: &BTreeMap<String, String>| check(layer, values).unwrap_err();
+        let e = refused(Layer::Broker, &one("num.partitions", "3"));
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            e.message,
+            "Cannot update these configs dynamically: Set(num.partitions)"
+        );
+        let both = BTreeMap::from([
+            ("default.replication.factor".to_string(), "3".to_string()),
+            ("log.dirs".to_string(), "/x".to_string()),
+        ]);
+        assert_eq!(
+            refused(Layer::Broker, &both).message,
+            "Cannot update these configs dynamically: Set(default.replication.factor, log.dirs)"
+        );
+        let e = refused(Layer::Cluster, &one("sasl.kerberos.min.time.before.relogin", "1"));
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("broker id must be specified"), "{}", e.message);
+        let e = refused(Layer::Broker, &one("ssl.keystore.location", "/k.jks"));
+        assert!(e.message.contains("listener prefix"), "{}", e.message);
+        for (key, value) in [
+            ("num.io.threads", "many"),
+            ("num.io.threads", "0"),
+            ("log.retention.ms", "soon"),
+        ] {
+            let e = refused(Layer::Broker, &one(key, value));
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{key}={value}");
+            assert!(e.message.contains(key), "{}", e.message);
+        }
+        assert_eq!(
+            refused(Layer::Broker, &one("no.such.setting", "1")).code,
+            ErrorCode::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn every_broker_config_has_a_valid_default_and_one_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for (key, default, _) in config::SETTINGS {
+            assert!(names.insert(*key), "{key} twice");
+            if is_dynamic(key) {
+                assert_eq!(config::check_broker_value(key, default), Ok(()), "{key}");
+            }
+        }
+        for s in config::KAFKA_BROKER_CONFIGS {
+            assert!(names.insert(s.name), "{} twice", s.name);
+            if let Some(d) = s.default {
+                assert!(crate::topics::parse_config_value(s.kind, d).is_ok(), "{}", s.name);
+            }
+        }
+        for d in TOPIC_CONFIGS {
+            if let Some(synonym) = d.synonym {
+                assert!(
+                    config::SETTINGS.iter().any(|(k, ..)| *k == synonym),
+                    "{synonym} is a setting"
+                );
+                assert_eq!(config::broker_default(synonym), Some(d.default), "{synonym}");
+            }
+        }
+    }
+}
