@@ -1004,7 +1004,17 @@ impl ConfigLayers {
                 }
                 n as i32
             },
-            offsets_segment_bytes: int("offsets.topic.segment.bytes", 14)?,
+            offsets_segment_bytes: {
+                // It becomes the topic's segment.bytes, an INT in Kafka.
+                let v = int("offsets.topic.segment.bytes", 14)?;
+                if v > i64::from(i32::MAX) {
+                    return Err(invalid(
+                        "offsets.topic.segment.bytes",
+                        "must be at most 2147483647".into(),
+                    ));
+                }
+                v
+            },
             offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
             offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
