@@ -1088,7 +1088,7 @@ impl Topics {
         for (r, id) in records.into_iter().zip(checked) {
             let topic = topics
                 .materialize(&r.name, id, r.partitions, r.configs, clean, false)
-                .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
+                .map_err(|e| format!("cannot open topic {} of {}: {}", r.name, path.display(), e.message))?;
             topics.insert(topic);
         }
         // Directories of no topic in topics.json are not served; a topic created under that
