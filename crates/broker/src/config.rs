@@ -262,6 +262,81 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "1",
         "replicas that must have a write before acks=all succeeds (topic default)",
     ),
+    (
+        "log.index.interval.bytes",
+        "4096",
+        "bytes between offset index entries (topic default index.interval.bytes)",
+    ),
+    (
+        "log.index.size.max.bytes",
+        "10485760",
+        "largest offset index (topic default segment.index.bytes; no effect yet)",
+    ),
+    (
+        "log.roll.jitter.ms",
+        "0",
+        "jitter subtracted from log.roll.ms (topic default segment.jitter.ms; no effect yet)",
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        "60000",
+        "wait before a deleted segment's files go (topic default file.delete.delay.ms; no effect yet)",
+    ),
+    (
+        "log.preallocate",
+        "false",
+        "preallocate segment files (topic default preallocate; no effect yet)",
+    ),
+    (
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        "tombstone retention in compacted topics (topic default delete.retention.ms; no effect yet)",
+    ),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        "topic default min.compaction.lag.ms (no effect yet)",
+    ),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        "topic default max.compaction.lag.ms (no effect yet)",
+    ),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "0.5",
+        "topic default min.cleanable.dirty.ratio (no effect yet)",
+    ),
+    (
+        "log.local.retention.ms",
+        "-2",
+        "topic default local.retention.ms (no tiered storage; no effect)",
+    ),
+    (
+        "log.local.retention.bytes",
+        "-2",
+        "topic default local.retention.bytes (no tiered storage; no effect)",
+    ),
+    (
+        "unclean.leader.election.enable",
+        "false",
+        "topic default unclean.leader.election.enable (single node; no effect)",
+    ),
+    (
+        "compression.gzip.level",
+        "-1",
+        "topic default compression.gzip.level (no effect yet)",
+    ),
+    (
+        "compression.lz4.level",
+        "9",
+        "topic default compression.lz4.level (no effect yet)",
+    ),
+    (
+        "compression.zstd.level",
+        "3",
+        "topic default compression.zstd.level (no effect yet)",
+    ),
     ("log.retention.check.interval.ms", "300000", "how often retention runs"),
     (
         "log.open.files.max",
@@ -324,6 +399,375 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "largest metadata string stored with a committed offset",
     ),
 ];
+
+/// Whether, and where, a broker setting can change at runtime (Kafka's "update mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Only in the file, environment or flags, with a restart.
+    ReadOnly,
+    /// For one broker (resource name = its id), never as the cluster default.
+    PerBroker,
+    /// For one broker or as the cluster default (resource name "").
+    ClusterWide,
+    /// Only with a listener prefix (`listener.name.<l>.ssl...`): TLS key and trust stores.
+    PerListener,
+}
+
+/// A Kafka broker config that is not one of Sluice's [`SETTINGS`]: reported by
+/// DescribeConfigs with Kafka 4.0's default (or Sluice's fixed value where Sluice's behaviour
+/// is fixed), and, when Kafka lets it change at runtime, stored by the alter APIs in
+/// `broker-configs.json`. None of them changes what Sluice does yet.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaSetting {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    /// A [`crate::topics::config_type`] code; `PASSWORD` ones are sensitive.
+    pub kind: i8,
+    pub mode: UpdateMode,
+}
+
+const fn ks(name: &'static str, default: Option<&'static str>, kind: i8, mode: UpdateMode) -> KafkaSetting {
+    KafkaSetting {
+        name,
+        default,
+        kind,
+        mode,
+    }
+}
+
+/// Kafka 4.0 broker configs beyond Sluice's own [`SETTINGS`] (the common ones clients, tools
+/// and dashboards read).
+pub const KAFKA_BROKER_CONFIGS: &[KafkaSetting] = {
+    use crate::topics::config_type::*;
+    use UpdateMode::*;
+    const MAX: Option<&str> = Some("9223372036854775807");
+    &[
+        // Identity and roles. Sluice is one combined broker and controller.
+        ks("broker.id", Some("-1"), INT, ReadOnly),
+        ks("process.roles", Some("broker,controller"), LIST, ReadOnly),
+        ks("broker.rack", None, STRING, ReadOnly),
+        ks("reserved.broker.max.id", Some("1000"), INT, ReadOnly),
+        ks("controller.listener.names", None, STRING, ReadOnly),
+        ks("controller.quorum.voters", Some(""), LIST, ReadOnly),
+        ks("controller.quorum.bootstrap.servers", Some(""), LIST, ReadOnly),
+        ks("controller.quorum.election.timeout.ms", Some("1000"), INT, ReadOnly),
+        ks("controller.quorum.election.backoff.max.ms", Some("1000"), INT, ReadOnly),
+        ks("controller.quorum.fetch.timeout.ms", Some("2000"), INT, ReadOnly),
+        ks("controller.quorum.request.timeout.ms", Some("2000"), INT, ReadOnly),
+        ks("controller.quorum.retry.backoff.ms", Some("20"), INT, ReadOnly),
+        ks("controller.quorum.append.linger.ms", Some("25"), INT, ReadOnly),
+        ks("controller.socket.timeout.ms", Some("30000"), INT, ReadOnly),
+        ks("metadata.log.dir", None, STRING, ReadOnly),
+        ks("metadata.log.segment.bytes", Some("1073741824"), INT, ReadOnly),
+        ks("metadata.max.retention.bytes", Some("104857600"), LONG, ReadOnly),
+        ks("metadata.max.retention.ms", Some("604800000"), LONG, ReadOnly),
+        ks("initial.broker.registration.timeout.ms", Some("60000"), INT, ReadOnly),
+        ks("broker.heartbeat.interval.ms", Some("2000"), INT, ReadOnly),
+        ks("broker.session.timeout.ms", Some("9000"), INT, ReadOnly),
+        // Listeners and the network.
+        ks(
+            "listener.security.protocol.map",
+            Some("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"),
+            STRING,
+            PerBroker,
+        ),
+        ks("inter.broker.listener.name", None, STRING, ReadOnly),
+        ks("security.inter.broker.protocol", Some("PLAINTEXT"), STRING, ReadOnly),
+        ks("num.network.threads", Some("3"), INT, ClusterWide),
+        ks("num.io.threads", Some("8"), INT, ClusterWide),
+        ks("background.threads", Some("10"), INT, ClusterWide),
+        ks("queued.max.requests", Some("500"), INT, ReadOnly),
+        ks("socket.send.buffer.bytes", Some("102400"), INT, ReadOnly),
+        ks("socket.receive.buffer.bytes", Some("102400"), INT, ReadOnly),
+        ks("socket.listen.backlog.size", Some("50"), INT, ReadOnly),
+        ks("socket.connection.setup.timeout.ms", Some("10000"), LONG, ReadOnly),
+        ks("socket.connection.setup.timeout.max.ms", Some("30000"), LONG, ReadOnly),
+        ks("max.connection.creation.rate", Some("2147483647"), INT, ClusterWide),
+        ks("connections.max.reauth.ms", Some("0"), LONG, ReadOnly),
+        ks("max.incremental.fetch.session.cache.slots", Some("1000"), INT, ReadOnly),
+        ks("fetch.purgatory.purge.interval.requests", Some("1000"), INT, ReadOnly),
+        ks(
+            "producer.purgatory.purge.interval.requests",
+            Some("1000"),
+            INT,
+            ReadOnly,
+        ),
+        ks(
+            "delete.records.purgatory.purge.interval.requests",
+            Some("1"),
+            INT,
+            ReadOnly,
+        ),
+        // Topics and logs.
+        ks("default.replication.factor", Some("1"), INT, ReadOnly),
+        ks("delete.topic.enable", Some("true"), BOOLEAN, ReadOnly),
+        ks("log.retention.hours", Some("168"), INT, ReadOnly),
+        ks("log.retention.minutes", None, INT, ReadOnly),
+        ks("log.roll.hours", Some("168"), INT, ReadOnly),
+        ks("log.roll.jitter.hours", Some("0"), INT, ReadOnly),
+        ks("log.flush.scheduler.interval.ms", MAX, LONG, ReadOnly),
+        ks("log.flush.offset.checkpoint.interval.ms", Some("60000"), INT, ReadOnly),
+        ks(
+            "log.flush.start.offset.checkpoint.interval.ms",
+            Some("60000"),
+            INT,
+            ReadOnly,
+        ),
+        ks("log.dir.failure.timeout.ms", Some("30000"), LONG, ReadOnly),
+        ks("num.recovery.threads.per.data.dir", Some("2"), INT, ClusterWide),
+        ks("log.cleaner.enable", Some("true"), BOOLEAN, ReadOnly),
+        ks("log.cleaner.threads", Some("1"), INT, ClusterWide),
+        ks(
+            "log.cleaner.io.max.bytes.per.second",
+            Some("1.7976931348623157E308"),
+            DOUBLE,
+            ClusterWide,
+        ),
+        ks("log.cleaner.dedupe.buffer.size", Some("134217728"), LONG, ClusterWide),
+        ks("log.cleaner.io.buffer.size", Some("524288"), INT, ClusterWide),
+        ks("log.cleaner.io.buffer.load.factor", Some("0.9"), DOUBLE, ClusterWide),
+        ks("log.cleaner.backoff.ms", Some("15000"), LONG, ClusterWide),
+        ks("create.topic.policy.class.name", None, CLASS, ReadOnly),
+        ks("alter.config.policy.class.name", None, CLASS, ReadOnly),
+        ks("remote.log.storage.system.enable", Some("false"), BOOLEAN, ReadOnly),
+        // Replication (a single node has none).
+        ks("num.replica.fetchers", Some("1"), INT, ClusterWide),
+        ks("num.replica.alter.log.dirs.threads", None, INT, ReadOnly),
+        ks("replica.lag.time.max.ms", Some("30000"), LONG, ReadOnly),
+        ks("replica.fetch.max.bytes", Some("1048576"), INT, ReadOnly),
+        ks("replica.fetch.min.bytes", Some("1"), INT, ReadOnly),
+        ks("replica.fetch.wait.max.ms", Some("500"), INT, ReadOnly),
+        ks("replica.fetch.backoff.ms", Some("1000"), INT, ReadOnly),
+        ks("replica.fetch.response.max.bytes", Some("10485760"), INT, ReadOnly),
+        ks("replica.socket.timeout.ms", Some("30000"), INT, ReadOnly),
+        ks("replica.socket.receive.buffer.bytes", Some("65536"), INT, ReadOnly),
+        ks(
+            "replica.high.watermark.checkpoint.interval.ms",
+            Some("5000"),
+            LONG,
+            ReadOnly,
+        ),
+        ks("replica.selector.class", None, CLASS, ReadOnly),
+        ks("auto.leader.rebalance.enable", Some("true"), BOOLEAN, ReadOnly),
+        ks("leader.imbalance.check.interval.seconds", Some("300"), LONG, ReadOnly),
+        ks("leader.imbalance.per.broker.percentage", Some("10"), INT, ReadOnly),
+        ks("leader.replication.throttled.rate", MAX, LONG, PerBroker),
+        ks("follower.replication.throttled.rate", MAX, LONG, PerBroker),
+        ks("replica.alter.log.dirs.io.max.bytes.per.second", MAX, LONG, PerBroker),
+        // Internal topics: Sluice creates them with one replica (a single node).
+        ks("offsets.topic.replication.factor", Some("1"), SHORT, ReadOnly),
+        ks("offsets.topic.compression.codec", Some("0"), INT, ReadOnly),
+        ks("offsets.load.buffer.size", Some("5242880"), INT, ReadOnly),
+        ks("offsets.commit.timeout.ms", Some("5000"), INT, ReadOnly),
+        ks("transaction.state.log.replication.factor", Some("1"), SHORT, ReadOnly),
+        ks("transaction.state.log.min.isr", Some("1"), INT, ReadOnly),
+        ks("transaction.state.log.num.partitions", Some("50"), INT, ReadOnly),
+        ks("transaction.state.log.segment.bytes", Some("104857600"), INT, ReadOnly),
+        ks("transaction.state.log.load.buffer.size", Some("5242880"), INT, ReadOnly),
+        ks("transaction.max.timeout.ms", Some("900000"), INT, ReadOnly),
+        ks("transactional.id.expiration.ms", Some("604800000"), INT, ReadOnly),
+        ks(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            Some("10000"),
+            INT,
+            ReadOnly,
+        ),
+        ks(
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            Some("3600000"),
+            INT,
+            ReadOnly,
+        ),
+        ks(
+            "transaction.partition.verification.enable",
+            Some("true"),
+            BOOLEAN,
+            ClusterWide,
+        ),
+        ks("producer.id.expiration.ms", Some("86400000"), INT, ClusterWide),
+        ks(
+            "producer.id.expiration.check.interval.ms",
+            Some("600000"),
+            INT,
+            ReadOnly,
+        ),
+        // Groups: Sluice speaks the classic protocol only.
+        ks("group.coordinator.rebalance.protocols", Some("classic"), LIST, ReadOnly),
+        // Security (Sluice has no TLS or SASL yet: these are reported and stored only).
+        ks("authorizer.class.name", Some(""), STRING, ReadOnly),
+        ks("super.users", None, STRING, ReadOnly),
+        ks(
+            "principal.builder.class",
+            Some("org.apache.kafka.common.security.authenticator.DefaultKafkaPrincipalBuilder"),
+            CLASS,
+            ReadOnly,
+        ),
+        ks("sasl.enabled.mechanisms", Some("GSSAPI"), LIST, PerBroker),
+        ks(
+            "sasl.mechanism.inter.broker.protocol",
+            Some("GSSAPI"),
+            STRING,
+            PerBroker,
+        ),
+        ks("sasl.mechanism.controller.protocol", Some("GSSAPI"), STRING, ReadOnly),
+        ks("sasl.jaas.config", None, PASSWORD, PerBroker),
+        ks("sasl.kerberos.service.name", None, STRING, PerBroker),
+        ks("sasl.kerberos.kinit.cmd", Some("/usr/bin/kinit"), STRING, PerBroker),
+        ks(
+            "sasl.kerberos.ticket.renew.window.factor",
+            Some("0.8"),
+            DOUBLE,
+            PerBroker,
+        ),
+        ks("sasl.kerberos.ticket.renew.jitter", Some("0.05"), DOUBLE, PerBroker),
+        ks("sasl.kerberos.min.time.before.relogin", Some("60000"), LONG, PerBroker),
+        ks(
+            "sasl.kerberos.principal.to.local.rules",
+            Some("DEFAULT"),
+            LIST,
+            PerBroker,
+        ),
+        ks("sasl.login.refresh.window.factor", Some("0.8"), DOUBLE, PerBroker),
+        ks("sasl.login.refresh.window.jitter", Some("0.05"), DOUBLE, PerBroker),
+        ks("sasl.login.refresh.min.period.seconds", Some("60"), SHORT, PerBroker),
+        ks("sasl.login.refresh.buffer.seconds", Some("300"), SHORT, PerBroker),
+        ks("sasl.server.callback.handler.class", None, CLASS, ReadOnly),
+        ks("sasl.login.class", None, CLASS, ReadOnly),
+        ks("sasl.login.callback.handler.class", None, CLASS, ReadOnly),
+        ks("sasl.oauthbearer.jwks.endpoint.url", None, STRING, ReadOnly),
+        ks("sasl.oauthbearer.expected.audience", None, LIST, ReadOnly),
+        ks("sasl.oauthbearer.expected.issuer", None, STRING, ReadOnly),
+        ks("ssl.protocol", Some("TLSv1.3"), STRING, PerListener),
+        ks("ssl.enabled.protocols", Some("TLSv1.2,TLSv1.3"), LIST, PerListener),
+        ks("ssl.cipher.suites", Some(""), LIST, PerListener),
+        ks("ssl.provider", None, STRING, PerListener),
+        ks("ssl.keystore.type", Some("JKS"), STRING, PerListener),
+        ks("ssl.keystore.location", None, STRING, PerListener),
+        ks("ssl.keystore.password", None, PASSWORD, PerListener),
+        ks("ssl.key.password", None, PASSWORD, PerListener),
+        ks("ssl.keystore.key", None, PASSWORD, PerListener),
+        ks("ssl.keystore.certificate.chain", None, PASSWORD, PerListener),
+        ks("ssl.truststore.type", Some("JKS"), STRING, PerListener),
+        ks("ssl.truststore.location", None, STRING, PerListener),
+        ks("ssl.truststore.password", None, PASSWORD, PerListener),
+        ks("ssl.truststore.certificates", None, PASSWORD, PerListener),
+        ks("ssl.keymanager.algorithm", Some("SunX509"), STRING, PerListener),
+        ks("ssl.trustmanager.algorithm", Some("PKIX"), STRING, PerListener),
+        ks(
+            "ssl.endpoint.identification.algorithm",
+            Some("https"),
+            STRING,
+            PerListener,
+        ),
+        ks("ssl.secure.random.implementation", None, STRING, PerListener),
+        ks("ssl.client.auth", Some("none"), STRING, PerListener),
+        ks("ssl.principal.mapping.rules", Some("DEFAULT"), STRING, ReadOnly),
+        ks("ssl.engine.factory.class", None, CLASS, PerListener),
+        ks("ssl.allow.dn.changes", Some("false"), BOOLEAN, ReadOnly),
+        ks("ssl.allow.san.changes", Some("false"), BOOLEAN, ReadOnly),
+        // Metrics and quotas.
+        ks("metric.reporters", Some(""), LIST, ClusterWide),
+        ks("metrics.num.samples", Some("2"), INT, ReadOnly),
+        ks("metrics.sample.window.ms", Some("30000"), LONG, ReadOnly),
+        ks("metrics.recording.level", Some("INFO"), STRING, ReadOnly),
+        ks("quota.window.num", Some("11"), INT, ReadOnly),
+        ks("quota.window.size.seconds", Some("1"), INT, ReadOnly),
+        ks("replication.quota.window.num", Some("11"), INT, ReadOnly),
+    ]
+};
+
+/// Sluice settings Kafka lets change at runtime besides the topic defaults (stored, not acted
+/// on until Sluice reads them at runtime).
+const DYNAMIC_SETTINGS: &[&str] = &[
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
+];
+
+/// A Kafka broker config that is not one of Sluice's settings.
+pub fn kafka_setting(key: &str) -> Option<&'static KafkaSetting> {
+    KAFKA_BROKER_CONFIGS.iter().find(|s| s.name == key)
+}
+
+/// Whether `key` is a broker config this broker knows (a setting or a Kafka one).
+pub fn is_broker_config(key: &str) -> bool {
+    SETTINGS.iter().any(|(k, ..)| *k == key) || kafka_setting(key).is_some()
+}
+
+/// The built-in default of a broker config (`None`: Kafka's is null).
+pub fn broker_default(key: &str) -> Option<&'static str> {
+    match SETTINGS.iter().find(|(k, ..)| *k == key) {
+        Some((_, d, _)) => Some(d),
+        None => kafka_setting(key).and_then(|s| s.default),
+    }
+}
+
+/// The topic config a broker setting is the default of.
+pub fn synonym_of(key: &str) -> Option<&'static crate::topics::TopicConfigDef> {
+    crate::topics::TOPIC_CONFIGS.iter().find(|d| d.synonym == Some(key))
+}
+
+/// Where a broker config can change at runtime, as in Kafka.
+pub fn update_mode(key: &str) -> UpdateMode {
+    if synonym_of(key).is_some() || DYNAMIC_SETTINGS.contains(&key) {
+        return UpdateMode::ClusterWide;
+    }
+    kafka_setting(key).map_or(UpdateMode::ReadOnly, |s| s.mode)
+}
+
+/// The Kafka type of a broker config (a [`crate::topics::config_type`] code).
+pub fn broker_config_type(key: &str) -> i8 {
+    use crate::topics::config_type::*;
+    if let Some(d) = synonym_of(key) {
+        return d.kind;
+    }
+    if let Some(s) = kafka_setting(key) {
+        return s.kind;
+    }
+    match key {
+        "auto.create.topics.enable" => BOOLEAN,
+        "queued.max.request.bytes"
+        | "connections.max.idle.ms"
+        | "queued.max.response.bytes"
+        | "log.retention.check.interval.ms"
+        | "group.max.memory.bytes"
+        | "offsets.retention.check.interval.ms" => LONG,
+        "listeners" | "advertised.listeners" | "admin.listeners" | "log.dirs" | "max.connections.per.ip.overrides" => {
+            STRING
+        }
+        _ => INT,
+    }
+}
+
+/// Checks a value a dynamic broker config is given: the reason it is refused.
+pub fn check_broker_value(key: &str, value: &str) -> Result<(), String> {
+    let invalid = |why: String| format!("Invalid value {value} for configuration {key}: {why}");
+    if let Some(d) = synonym_of(key) {
+        // The message names the broker key, as Kafka's does.
+        return crate::topics::check_default(d.name, value)
+            .map_err(|why| why.replace(&format!("configuration {}:", d.name), &format!("configuration {key}:")));
+    }
+    let kind = broker_config_type(key);
+    let canonical = crate::topics::parse_config_value(kind, value).map_err(invalid)?;
+    match key {
+        "max.connections.per.ip.overrides" => parse_ip_overrides(value).map(|_| ()).map_err(invalid),
+        "max.connections"
+        | "max.connections.per.ip"
+        | "num.network.threads"
+        | "num.io.threads"
+        | "background.threads"
+        | "log.cleaner.threads"
+        | "num.replica.fetchers"
+        | "num.recovery.threads.per.data.dir" => {
+            let min = if key.starts_with("max.connections") { 0 } else { 1 };
+            match canonical.parse::<i64>() {
+                Ok(n) if n >= min => Ok(()),
+                _ => Err(invalid(format!("Value must be at least {min}"))),
+            }
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Layers of raw `key = value` strings, applied in order; later layers win.
 #[derive(Debug, Default)]
@@ -518,10 +962,11 @@ impl ConfigLayers {
             }
         };
         let mut configs = BTreeMap::new();
-        for (topic_key, broker_key, ..) in crate::topics::TOPIC_CONFIGS {
+        for d in crate::topics::TOPIC_CONFIGS {
+            let Some(broker_key) = d.synonym else { continue };
             let value = get(broker_key).0.trim().to_string();
-            crate::topics::check_default(topic_key, &value).map_err(|why| invalid(broker_key, why))?;
-            configs.insert(topic_key.to_string(), value);
+            crate::topics::check_default(d.name, &value).map_err(|why| invalid(broker_key, why))?;
+            configs.insert(d.name.to_string(), value);
         }
         let num_partitions = int("num.partitions", 1)?;
         if num_partitions as u64 > partitions_per_request_max {
@@ -559,7 +1004,17 @@ impl ConfigLayers {
                 }
                 n as i32
             },
-            offsets_segment_bytes: int("offsets.topic.segment.bytes", 14)?,
+            offsets_segment_bytes: {
+                // It becomes the topic's segment.bytes, an INT in Kafka.
+                let v = int("offsets.topic.segment.bytes", 14)?;
+                if v > i64::from(i32::MAX) {
+                    return Err(invalid(
+                        "offsets.topic.segment.bytes",
+                        "must be at most 2147483647".into(),
+                    ));
+                }
+                v
+            },
             offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
             offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
@@ -567,11 +1022,13 @@ impl ConfigLayers {
             memory_bytes_max: int("group.max.memory.bytes", 1)? as usize,
             ..Default::default()
         };
-        let settings = self
+        let mut settings: Vec<(String, String, bool)> = self
             .values
             .iter()
             .map(|(k, (v, source))| (k.clone(), v.clone(), *source == Source::Default))
             .collect();
+        // Kafka reports a KRaft node's id under both names.
+        settings.push(("broker.id".into(), node_id.to_string(), false));
         Ok(BrokerConfig {
             settings,
             groups,
@@ -603,7 +1060,7 @@ impl ConfigLayers {
 /// Kafka's `max.connections.per.ip.overrides`: `host:count` pairs separated by commas. Hosts
 /// must be IP addresses here (Kafka also resolves names; a broker that resolves names at start
 /// would depend on DNS to start).
-fn parse_ip_overrides(text: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, String> {
+pub(crate) fn parse_ip_overrides(text: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, String> {
     let mut out = BTreeMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (host, count) = entry

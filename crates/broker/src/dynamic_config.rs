@@ -1,13 +1,16 @@
-//! Broker settings that change at runtime (Kafka's dynamic broker configs, KIP-226): the
-//! broker-level defaults of topic configs (`log.retention.ms`, `message.max.bytes`, …).
+//! Broker settings that change at runtime (Kafka's dynamic broker configs, KIP-226): every
+//! config Kafka lets change at runtime (`config::update_mode`). The broker-level defaults of
+//! topic configs (`log.retention.ms`, `message.max.bytes`, …) take effect at once; the others
+//! (`num.io.threads`, `max.connections`, `sasl.kerberos.*`, …) are stored and reported only.
 //!
 //! As in Kafka there are two layers over the static settings (file, environment, flags): the
 //! cluster-wide default (resource name "") and this broker's own (resource name = node id),
 //! which wins. Both are kept in `<data dir>/broker-configs.json`, written atomically before a
-//! change takes effect. Every other setting is read-only at runtime.
+//! change takes effect. Every other setting is read-only at runtime, and a change to one is
+//! refused as Kafka refuses it (`INVALID_REQUEST`, "Cannot update these configs dynamically").
 
-use crate::config::SETTINGS;
-use crate::topics::{check_default, ApiError, Topics, TOPIC_CONFIGS};
+use crate::config::{self, UpdateMode};
+use crate::topics::{ApiError, Topics, TOPIC_CONFIGS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,17 +52,9 @@ impl Layers {
     }
 }
 
-/// The topic config a dynamic broker setting is the default of.
-fn topic_key(broker_key: &str) -> Option<&'static str> {
-    TOPIC_CONFIGS
-        .iter()
-        .find(|(_, synonym, ..)| *synonym == broker_key)
-        .map(|(key, ..)| *key)
-}
-
 /// Whether a broker setting can change at runtime.
 pub fn is_dynamic(key: &str) -> bool {
-    topic_key(key).is_some()
+    config::update_mode(key) != UpdateMode::ReadOnly
 }
 
 /// One value a setting has in one layer: what DescribeConfigs lists as synonyms.
@@ -86,8 +81,8 @@ impl DynamicConfigs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Layers::default(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        for (key, value) in layers.cluster.iter().chain(&layers.broker) {
-            check(key, value).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+        for (layer, values) in [(Layer::Cluster, &layers.cluster), (Layer::Broker, &layers.broker)] {
+            check(layer, values).map_err(|e| format!("{}: {}", path.display(), e.message))?;
         }
         Ok(DynamicConfigs {
             path,
@@ -128,9 +123,7 @@ impl DynamicConfigs {
         let mut layers = self.layers();
         let mut next = layers.clone();
         let values = change(next.get_mut(layer))?;
-        for (key, value) in &values {
-            check(key, value)?;
-        }
+        check(layer, &values)?;
         *next.get_mut(layer) = values;
         let defaults = topic_defaults(&next, &self.statics);
         topics.set_config_defaults(defaults.clone(), true)?;
@@ -148,27 +141,56 @@ impl DynamicConfigs {
     }
 }
 
-/// A dynamic value must name a setting that can change at runtime and be valid for it.
-fn check(key: &str, value: &str) -> Result<(), ApiError> {
-    if !SETTINGS.iter().any(|(k, ..)| *k == key) {
+/// The values of one dynamic layer must name settings that can change at runtime there, and
+/// be valid for them. As Kafka (`DynamicBrokerConfig.validateConfigs`, answered with
+/// `INVALID_REQUEST` since KAFKA-13609): the read-only keys are listed together, then the
+/// TLS keys that need a listener prefix, then per-broker keys set as the cluster default, then
+/// a bad value. A key that is no broker config at all is refused with `INVALID_CONFIG`
+/// (Kafka would store it for plugins; Sluice has none, so it can only be a mistake).
+fn check(layer: Layer, values: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if let Some(key) = values.keys().find(|k| !config::is_broker_config(k)) {
         return Err(ApiError::new(
             ErrorCode::InvalidConfig,
             format!("unknown broker config {key}"),
         ));
     }
-    let Some(topic_key) = topic_key(key) else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidConfig,
-            format!("{key} cannot be changed at runtime: set it in the config file, environment or flags and restart"),
-        ));
+    let with = |mode: UpdateMode| -> Vec<&str> {
+        values
+            .keys()
+            .filter(|k| config::update_mode(k) == mode)
+            .map(String::as_str)
+            .collect()
     };
-    check_default(topic_key, value).map_err(|why| ApiError::new(ErrorCode::InvalidConfig, format!("{key}: {why}")))
+    let refuse = |what: &str, keys: Vec<&str>| -> Result<(), ApiError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what}: Set({})", keys.join(", ")),
+        ))
+    };
+    refuse("Cannot update these configs dynamically", with(UpdateMode::ReadOnly))?;
+    refuse(
+        "These security configs can be dynamically updated only per-listener using the listener prefix",
+        with(UpdateMode::PerListener),
+    )?;
+    if layer == Layer::Cluster {
+        refuse(
+            "Cannot update these configs at default cluster level, broker id must be specified",
+            with(UpdateMode::PerBroker),
+        )?;
+    }
+    for (key, value) in values {
+        config::check_broker_value(key, value).map_err(|why| ApiError::new(ErrorCode::InvalidRequest, why))?;
+    }
+    Ok(())
 }
 
 fn lookup(layers: &Layers, statics: &[(String, String, bool)], key: &str) -> Vec<Setting> {
-    let Some((_, default, _)) = SETTINGS.iter().find(|(k, ..)| *k == key) else {
+    if !config::is_broker_config(key) {
         return vec![];
-    };
+    }
     let mut found = vec![];
     let mut push = |value: &str, source: i8| {
         found.push(Setting {
@@ -185,16 +207,100 @@ fn lookup(layers: &Layers, statics: &[(String, String, bool)], key: &str) -> Vec
     if let Some((_, v, false)) = statics.iter().find(|(k, ..)| k == key) {
         push(v, source::STATIC_BROKER_CONFIG);
     }
-    push(default, source::DEFAULT_CONFIG);
+    if let Some(default) = config::broker_default(key) {
+        push(default, source::DEFAULT_CONFIG);
+    }
     found
 }
 
 fn topic_defaults(layers: &Layers, statics: &[(String, String, bool)]) -> BTreeMap<String, String> {
     TOPIC_CONFIGS
         .iter()
-        .filter_map(|(key, synonym, ..)| {
-            let first = lookup(layers, statics, synonym).into_iter().next()?;
-            Some((key.to_string(), first.value))
+        .filter_map(|d| {
+            let first = lookup(layers, statics, d.synonym?).into_iter().next()?;
+            Some((d.name.to_string(), first.value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(key: &str, value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(key.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn changes_are_checked_as_kafka_checks_dynamic_broker_configs() {
+        for (key, value) in [
+            ("log.retention.ms", "1000"),
+            ("num.io.threads", "16"),
+            ("sasl.kerberos.min.time.before.relogin", "120000"),
+            ("max.connections", "5000"),
+            ("log.cleaner.io.max.bytes.per.second", "1e6"),
+        ] {
+            assert_eq!(check(Layer::Broker, &one(key, value)), Ok(()), "{key}");
+        }
+        assert_eq!(check(Layer::Cluster, &one("num.io.threads", "16")), Ok(()));
+        let refused = |layer, values: &BTreeMap<String, String>| check(layer, values).unwrap_err();
+        let e = refused(Layer::Broker, &one("num.partitions", "3"));
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            e.message,
+            "Cannot update these configs dynamically: Set(num.partitions)"
+        );
+        let both = BTreeMap::from([
+            ("default.replication.factor".to_string(), "3".to_string()),
+            ("log.dirs".to_string(), "/x".to_string()),
+        ]);
+        assert_eq!(
+            refused(Layer::Broker, &both).message,
+            "Cannot update these configs dynamically: Set(default.replication.factor, log.dirs)"
+        );
+        let e = refused(Layer::Cluster, &one("sasl.kerberos.min.time.before.relogin", "1"));
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("broker id must be specified"), "{}", e.message);
+        let e = refused(Layer::Broker, &one("ssl.keystore.location", "/k.jks"));
+        assert!(e.message.contains("listener prefix"), "{}", e.message);
+        for (key, value) in [
+            ("num.io.threads", "many"),
+            ("num.io.threads", "0"),
+            ("log.retention.ms", "soon"),
+        ] {
+            let e = refused(Layer::Broker, &one(key, value));
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{key}={value}");
+            assert!(e.message.contains(key), "{}", e.message);
+        }
+        assert_eq!(
+            refused(Layer::Broker, &one("no.such.setting", "1")).code,
+            ErrorCode::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn every_broker_config_has_a_valid_default_and_one_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for (key, default, _) in config::SETTINGS {
+            assert!(names.insert(*key), "{key} twice");
+            if is_dynamic(key) {
+                assert_eq!(config::check_broker_value(key, default), Ok(()), "{key}");
+            }
+        }
+        for s in config::KAFKA_BROKER_CONFIGS {
+            assert!(names.insert(s.name), "{} twice", s.name);
+            if let Some(d) = s.default {
+                assert!(crate::topics::parse_config_value(s.kind, d).is_ok(), "{}", s.name);
+            }
+        }
+        for d in TOPIC_CONFIGS {
+            if let Some(synonym) = d.synonym {
+                assert!(
+                    config::SETTINGS.iter().any(|(k, ..)| *k == synonym),
+                    "{synonym} is a setting"
+                );
+                assert_eq!(config::broker_default(synonym), Some(d.default), "{synonym}");
+            }
+        }
+    }
 }

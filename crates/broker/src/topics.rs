@@ -52,94 +52,552 @@ pub enum TimestampType {
 
 /// Kafka's `ConfigType` codes, as DescribeConfigs reports them.
 pub mod config_type {
+    pub const BOOLEAN: i8 = 1;
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
+    pub const SHORT: i8 = 4;
     pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
+    pub const CLASS: i8 = 8;
+    pub const PASSWORD: i8 = 9;
 }
 
-/// The topic configs this broker understands: name, the broker setting that supplies its
-/// default (its synonym), type, and what it does.
-pub const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
+/// How a topic config's value is checked, after it parsed as its type (Kafka's validators).
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// Any value of the type.
+    Any,
+    /// A whole number at least this.
+    AtLeast(i64),
+    /// A number in this closed range.
+    Between(f64, f64),
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// `cleanup.policy`: a list of `delete` and `compact` (only `delete` until compaction lands).
+    CleanupPolicy,
+    /// `*.replication.throttled.replicas`: `*`, or `partition:broker` pairs.
+    ThrottledReplicas,
+    /// `compression.gzip.level`: 1 to 9, or -1 (zlib's default).
+    GzipLevel,
+}
+
+/// One topic config as Kafka 4.0's `LogConfig` defines it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker setting that supplies its default (Kafka's primary synonym), if any.
+    pub synonym: Option<&'static str>,
+    /// A [`config_type`] code.
+    pub kind: i8,
+    /// Kafka's default, as DescribeConfigs reports it.
+    pub default: &'static str,
+    pub check: Check,
+    /// Whether Sluice acts on it; the others are checked, stored and reported only.
+    pub effect: bool,
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    synonym: Option<&'static str>,
+    kind: i8,
+    default: &'static str,
+    check: Check,
+    effect: bool,
+    doc: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        synonym,
+        kind,
+        default,
+        check,
+        effect,
+        doc,
+    }
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic config of Kafka 4.0 (`TopicConfig` / `LogConfig`), sorted by name: the one
+/// table of topic configs. `effect: false` ones are accepted, validated, kept in `topics.json`
+/// and reported, but change nothing yet.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
+    use config_type::*;
+    use Check::*;
+    &[
+        def(
+            "cleanup.policy",
+            Some("log.cleanup.policy"),
+            LIST,
+            "delete",
+            CleanupPolicy,
+            true,
+            "delete (compaction is not supported yet)",
+        ),
+        def(
+            "compression.gzip.level",
+            Some("compression.gzip.level"),
+            INT,
+            "-1",
+            GzipLevel,
+            false,
+            "gzip level when compression.type is gzip (Sluice recompresses at its codec's default level)",
+        ),
+        def(
+            "compression.lz4.level",
+            Some("compression.lz4.level"),
+            INT,
+            "9",
+            Between(1.0, 17.0),
+            false,
+            "lz4 level when compression.type is lz4 (Sluice recompresses at its codec's default level)",
+        ),
+        def(
+            "compression.type",
+            Some("compression.type"),
+            STRING,
+            "producer",
+            OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+            true,
+            "producer, uncompressed, gzip, snappy, lz4 or zstd",
+        ),
+        def(
+            "compression.zstd.level",
+            Some("compression.zstd.level"),
+            INT,
+            "3",
+            Between(-131072.0, 22.0),
+            false,
+            "zstd level when compression.type is zstd (Sluice recompresses at its codec's default level)",
+        ),
+        def(
+            "delete.retention.ms",
+            Some("log.cleaner.delete.retention.ms"),
+            LONG,
+            "86400000",
+            AtLeast(0),
+            false,
+            "how long delete tombstones are kept in a compacted topic (no compaction yet)",
+        ),
+        def(
+            "file.delete.delay.ms",
+            Some("log.segment.delete.delay.ms"),
+            LONG,
+            "60000",
+            AtLeast(0),
+            false,
+            "wait before deleting a file from disk (Sluice deletes in the background at once)",
+        ),
+        def(
+            "flush.messages",
+            Some("log.flush.interval.messages"),
+            LONG,
+            LONG_MAX,
+            AtLeast(1),
+            true,
+            "fsync after this many unflushed records; 1: every acknowledged write is on disk first",
+        ),
+        def(
+            "flush.ms",
+            Some("log.flush.interval.ms"),
+            LONG,
+            LONG_MAX,
+            AtLeast(0),
+            true,
+            "fsync when the last one is this old and records are waiting",
+        ),
+        def(
+            "follower.replication.throttled.replicas",
+            None,
+            LIST,
+            "",
+            ThrottledReplicas,
+            false,
+            "replicas throttled on the follower side (single node: no replication)",
+        ),
+        def(
+            "index.interval.bytes",
+            Some("log.index.interval.bytes"),
+            INT,
+            "4096",
+            AtLeast(0),
+            true,
+            "bytes between offset index entries (from the next segment)",
+        ),
+        def(
+            "leader.replication.throttled.replicas",
+            None,
+            LIST,
+            "",
+            ThrottledReplicas,
+            false,
+            "replicas throttled on the leader side (single node: no replication)",
+        ),
+        def(
+            "local.retention.bytes",
+            Some("log.local.retention.bytes"),
+            LONG,
+            "-2",
+            AtLeast(-2),
+            false,
+            "bytes kept locally with tiered storage; -2: retention.bytes (no tiered storage)",
+        ),
+        def(
+            "local.retention.ms",
+            Some("log.local.retention.ms"),
+            LONG,
+            "-2",
+            AtLeast(-2),
+            false,
+            "time kept locally with tiered storage; -2: retention.ms (no tiered storage)",
+        ),
+        def(
+            "max.compaction.lag.ms",
+            Some("log.cleaner.max.compaction.lag.ms"),
+            LONG,
+            LONG_MAX,
+            AtLeast(1),
+            false,
+            "longest a record stays uncompacted (no compaction yet)",
+        ),
+        def(
+            "max.message.bytes",
+            Some("message.max.bytes"),
+            INT,
+            "1048588",
+            AtLeast(0),
+            true,
+            "largest record batch accepted",
+        ),
+        def(
+            "message.timestamp.after.max.ms",
+            Some("log.message.timestamp.after.max.ms"),
+            LONG,
+            "3600000",
+            AtLeast(0),
+            true,
+            "how far ahead of the broker's clock a CreateTime timestamp may be",
+        ),
+        def(
+            "message.timestamp.before.max.ms",
+            Some("log.message.timestamp.before.max.ms"),
+            LONG,
+            LONG_MAX,
+            AtLeast(0),
+            true,
+            "how far behind the broker's clock a CreateTime timestamp may be",
+        ),
+        def(
+            "message.timestamp.type",
+            Some("log.message.timestamp.type"),
+            STRING,
+            "CreateTime",
+            OneOf(&["CreateTime", "LogAppendTime"]),
+            true,
+            "CreateTime or LogAppendTime",
+        ),
+        def(
+            "min.cleanable.dirty.ratio",
+            Some("log.cleaner.min.cleanable.ratio"),
+            DOUBLE,
+            "0.5",
+            Between(0.0, 1.0),
+            false,
+            "dirty share of a log that makes it eligible for compaction (no compaction yet)",
+        ),
+        def(
+            "min.compaction.lag.ms",
+            Some("log.cleaner.min.compaction.lag.ms"),
+            LONG,
+            "0",
+            AtLeast(0),
+            false,
+            "shortest a record stays uncompacted (no compaction yet)",
+        ),
+        def(
+            "min.insync.replicas",
+            Some("min.insync.replicas"),
+            INT,
+            "1",
+            AtLeast(1),
+            true,
+            "replicas that must acknowledge acks=all",
+        ),
+        def(
+            "preallocate",
+            Some("log.preallocate"),
+            BOOLEAN,
+            "false",
+            Any,
+            false,
+            "preallocate segment files (Sluice never does)",
+        ),
+        def(
+            "remote.log.copy.disable",
+            None,
+            BOOLEAN,
+            "false",
+            Any,
+            false,
+            "stop copying to tiered storage (no tiered storage)",
+        ),
+        def(
+            "remote.log.delete.on.disable",
+            None,
+            BOOLEAN,
+            "false",
+            Any,
+            false,
+            "delete tiered data when tiered storage is turned off (no tiered storage)",
+        ),
+        def(
+            "remote.storage.enable",
+            None,
+            BOOLEAN,
+            "false",
+            Any,
+            false,
+            "tiered storage; true is refused, as by a Kafka broker without remote.log.storage.system.enable",
+        ),
+        def(
+            "retention.bytes",
+            Some("log.retention.bytes"),
+            LONG,
+            "-1",
+            Any,
+            true,
+            "bytes kept per partition; -1 no limit",
+        ),
+        def(
+            "retention.ms",
+            Some("log.retention.ms"),
+            LONG,
+            "604800000",
+            AtLeast(-1),
+            true,
+            "how long records are kept; -1 forever",
+        ),
+        def(
+            "segment.bytes",
+            Some("log.segment.bytes"),
+            INT,
+            "1073741824",
+            AtLeast(14),
+            true,
+            "segment size before a new one is rolled",
+        ),
+        def(
+            "segment.index.bytes",
+            Some("log.index.size.max.bytes"),
+            INT,
+            "10485760",
+            AtLeast(4),
+            false,
+            "largest offset index file (Sluice's index grows as needed)",
+        ),
+        def(
+            "segment.jitter.ms",
+            Some("log.roll.jitter.ms"),
+            LONG,
+            "0",
+            AtLeast(0),
+            false,
+            "random jitter subtracted from segment.ms (Sluice rolls at segment.ms)",
+        ),
+        def(
+            "segment.ms",
+            Some("log.roll.ms"),
+            LONG,
+            "604800000",
+            AtLeast(1),
+            true,
+            "roll a new segment after this long, so retention can delete the old one",
+        ),
+        def(
+            "unclean.leader.election.enable",
+            Some("unclean.leader.election.enable"),
+            BOOLEAN,
+            "false",
+            Any,
+            false,
+            "elect an out-of-sync replica as a last resort (single node: no elections)",
+        ),
+    ]
+};
+
+/// Topic configs Kafka 4.0 removed. Tools written for Kafka 3.x still set them (the issue that
+/// asked for them names `message.format.version`), so they are accepted and ignored — neither
+/// acted on nor reported — rather than failing the whole request; what replaces each is here.
+const REMOVED_TOPIC_CONFIGS: &[(&str, &str)] = &[
     (
-        "cleanup.policy",
-        "log.cleanup.policy",
-        config_type::LIST,
-        "delete (compaction is not supported yet)",
+        "message.downconversion.enable",
+        "removed in Kafka 4.0 with fetch versions below 4 (KIP-896)",
     ),
     (
-        "compression.type",
-        "compression.type",
-        config_type::STRING,
-        "producer, uncompressed, gzip, snappy, lz4 or zstd",
+        "message.format.version",
+        "removed in Kafka 4.0: every batch is format v2 (KIP-724)",
     ),
     (
-        "flush.messages",
-        "log.flush.interval.messages",
-        config_type::LONG,
-        "fsync after this many unflushed records; 1: every acknowledged write is on disk first",
-    ),
-    (
-        "flush.ms",
-        "log.flush.interval.ms",
-        config_type::LONG,
-        "fsync when the last one is this old and records are waiting",
-    ),
-    (
-        "max.message.bytes",
-        "message.max.bytes",
-        config_type::INT,
-        "largest record batch accepted",
-    ),
-    (
-        "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
-        config_type::LONG,
-        "how far ahead of the broker's clock a CreateTime timestamp may be",
-    ),
-    (
-        "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
-        config_type::LONG,
-        "how far behind the broker's clock a CreateTime timestamp may be",
-    ),
-    (
-        "message.timestamp.type",
-        "log.message.timestamp.type",
-        config_type::STRING,
-        "CreateTime or LogAppendTime",
-    ),
-    (
-        "min.insync.replicas",
-        "min.insync.replicas",
-        config_type::INT,
-        "replicas that must acknowledge acks=all",
-    ),
-    (
-        "retention.bytes",
-        "log.retention.bytes",
-        config_type::LONG,
-        "bytes kept per partition; -1 no limit",
-    ),
-    (
-        "retention.ms",
-        "log.retention.ms",
-        config_type::LONG,
-        "how long records are kept; -1 forever",
-    ),
-    (
-        "segment.bytes",
-        "log.segment.bytes",
-        config_type::INT,
-        "segment size before a new one is rolled",
-    ),
-    (
-        "segment.ms",
-        "log.roll.ms",
-        config_type::LONG,
-        "roll a new segment after this long, so retention can delete the old one",
+        "message.timestamp.difference.max.ms",
+        "removed in Kafka 4.0: use message.timestamp.before.max.ms and message.timestamp.after.max.ms (KIP-937)",
     ),
 ];
+
+/// The definition of a topic config.
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// A Java `Double.toString`, as Kafka reports doubles: `0.5`, `1.0`, `1.0E-4`.
+pub fn java_double(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-3..1e7).contains(&a) {
+        return format!("{v:?}");
+    }
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let mantissa = if mantissa.contains('.') {
+        mantissa.to_string()
+    } else {
+        format!("{mantissa}.0")
+    };
+    format!("{mantissa}E{exp}")
+}
+
+/// Parses `value` as a config of `kind` the way Kafka's `ConfigDef` does, and checks it; the
+/// canonical text Kafka reports for it, or the reason it is refused.
+pub fn parse_config_value(kind: i8, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    Ok(match kind {
+        config_type::BOOLEAN => {
+            if v.eq_ignore_ascii_case("true") {
+                "true".into()
+            } else if v.eq_ignore_ascii_case("false") {
+                "false".into()
+            } else {
+                return Err("Expected value to be either true or false".into());
+            }
+        }
+        config_type::INT => v
+            .parse::<i32>()
+            .map_err(|_| "Not a number of type INT".to_string())?
+            .to_string(),
+        config_type::SHORT => v
+            .parse::<i16>()
+            .map_err(|_| "Not a number of type SHORT".to_string())?
+            .to_string(),
+        config_type::LONG => v
+            .parse::<i64>()
+            .map_err(|_| "Not a number of type LONG".to_string())?
+            .to_string(),
+        config_type::DOUBLE => {
+            let d = v
+                .parse::<f64>()
+                .ok()
+                .filter(|d| d.is_finite())
+                .ok_or_else(|| "Not a number of type DOUBLE".to_string())?;
+            java_double(d)
+        }
+        config_type::LIST => split_list(v).join(","),
+        _ => v.to_string(),
+    })
+}
+
+/// Kafka's list syntax: items separated by commas, spaces around them dropped.
+fn split_list(v: &str) -> Vec<&str> {
+    if v.trim().is_empty() {
+        return vec![];
+    }
+    v.split(',').map(str::trim).collect()
+}
+
+impl TopicConfigDef {
+    /// Checks one value of this config: its canonical text, or the error Kafka answers
+    /// (`INVALID_CONFIG` naming the key). `internal`: the topic is one of the broker's own.
+    pub fn check(&self, value: &str, internal: bool) -> Result<String, ApiError> {
+        let key = self.name;
+        let bad = |why: &str| {
+            ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("Invalid value {value} for configuration {key}: {why}"),
+            )
+        };
+        let canonical = parse_config_value(self.kind, value).map_err(|why| bad(&why))?;
+        match self.check {
+            Check::Any => {}
+            Check::AtLeast(min) => {
+                let n: i64 = canonical.parse().map_err(|_| bad("not a whole number"))?;
+                if n < min {
+                    return Err(bad(&format!("Value must be at least {min}")));
+                }
+            }
+            Check::Between(lo, hi) => {
+                let n: f64 = canonical.parse().map_err(|_| bad("not a number"))?;
+                let show = |x: f64| {
+                    if self.kind == config_type::DOUBLE {
+                        java_double(x)
+                    } else {
+                        format!("{}", x as i64)
+                    }
+                };
+                if n < lo {
+                    return Err(bad(&format!("Value must be at least {}", show(lo))));
+                }
+                if n > hi {
+                    return Err(bad(&format!("Value must be no more than {}", show(hi))));
+                }
+            }
+            Check::OneOf(allowed) => {
+                if !allowed.contains(&canonical.as_str()) {
+                    return Err(bad(&format!("String must be one of: {}", allowed.join(", "))));
+                }
+            }
+            Check::GzipLevel => {
+                let n: i32 = canonical.parse().map_err(|_| bad("not a whole number"))?;
+                if n != -1 && !(1..=9).contains(&n) {
+                    return Err(bad("Value must be between 1 and 9, or -1"));
+                }
+            }
+            Check::ThrottledReplicas => {
+                let items = split_list(&canonical);
+                let pair = |s: &str| {
+                    s.split_once(':').is_some_and(|(p, b)| {
+                        !p.is_empty()
+                            && !b.is_empty()
+                            && p.bytes().all(|c| c.is_ascii_digit())
+                            && b.bytes().all(|c| c.is_ascii_digit())
+                    })
+                };
+                let ok = items == ["*"] || items.iter().all(|s| pair(s));
+                if !ok {
+                    return Err(bad("must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],..."));
+                }
+            }
+            Check::CleanupPolicy => {
+                let items = split_list(&canonical);
+                if let Some(other) = items.iter().find(|i| !matches!(**i, "delete" | "compact")) {
+                    return Err(bad(&format!("Invalid value {other}: expected delete")));
+                }
+                let compact = items.contains(&"compact");
+                if compact && !(internal && items == ["compact"]) {
+                    // The message Sluice has always given.
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidConfig,
+                        format!("{key}={value}: log compaction is not supported yet"),
+                    ));
+                }
+                if items.is_empty() {
+                    return Err(bad(
+                        "expected delete (an empty policy, which keeps everything, is not supported)",
+                    ));
+                }
+            }
+        }
+        Ok(canonical)
+    }
+}
 
 /// A topic's effective configuration: its overrides over the broker defaults.
 #[derive(Debug, Clone)]
@@ -162,6 +620,10 @@ pub struct TopicConfig {
     pub flush_messages: i64,
     /// `flush.ms`: the background flusher fsyncs a partition whose last fsync is this old.
     pub flush_ms: i64,
+    /// `index.interval.bytes`: bytes between offset index entries.
+    pub index_interval_bytes: i64,
+    /// Every config of [`TOPIC_CONFIGS`] as Kafka reports it (canonical text).
+    values: BTreeMap<&'static str, String>,
 }
 
 /// Checks one broker-level default (`value` for the topic config `key`): the reason when it is
@@ -183,104 +645,71 @@ impl TopicConfig {
         overrides: &BTreeMap<String, String>,
         internal: bool,
     ) -> Result<TopicConfig, ApiError> {
-        let mut c = TopicConfig {
-            retention_ms: 604_800_000,
-            retention_bytes: -1,
-            segment_bytes: 1 << 30,
-            segment_ms: 604_800_000,
-            message_bytes_max: 1_048_588,
-            min_insync_replicas: 1,
-            timestamp_type: TimestampType::CreateTime,
-            timestamp_before_max_ms: i64::MAX,
-            // Kafka 4.0's default (KIP-1030).
-            timestamp_after_max_ms: 3_600_000,
-            cleanup_policy: "delete".into(),
-            compression_type: "producer".into(),
-            flush_messages: i64::MAX,
-            flush_ms: i64::MAX,
-        };
+        let mut values: BTreeMap<&'static str, String> =
+            TOPIC_CONFIGS.iter().map(|d| (d.name, d.default.to_string())).collect();
         let mut merged = defaults.clone();
         merged.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (key, value) in &merged {
-            let bad = |why: &str| ApiError::new(ErrorCode::InvalidConfig, format!("{key}={value}: {why}"));
-            let int = |min: i64| -> Result<i64, ApiError> {
-                let v: i64 = value.trim().parse().map_err(|_| bad("expected a whole number"))?;
-                if v < min {
-                    return Err(bad(&format!("must be at least {min}")));
+            let Some(d) = topic_config(key) else {
+                if let Some((_, why)) = REMOVED_TOPIC_CONFIGS.iter().find(|(k, _)| k == key) {
+                    tracing::debug!(config = %key, "ignored: {why}");
+                    continue;
                 }
-                Ok(v)
+                return Err(ApiError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("Unknown topic config name: {key}"),
+                ));
             };
-            match key.as_str() {
-                "retention.ms" => c.retention_ms = int(-1)?,
-                "retention.bytes" => c.retention_bytes = int(-1)?,
-                "segment.bytes" => c.segment_bytes = int(14)?,
-                "segment.ms" => c.segment_ms = int(1)?,
-                "max.message.bytes" => c.message_bytes_max = int(0)?,
-                "flush.messages" => c.flush_messages = int(1)?,
-                "flush.ms" => c.flush_ms = int(0)?,
-                "min.insync.replicas" => c.min_insync_replicas = int(1)?.min(i64::from(i32::MAX)) as i32,
-                "message.timestamp.before.max.ms" => c.timestamp_before_max_ms = int(0)?,
-                "message.timestamp.after.max.ms" => c.timestamp_after_max_ms = int(0)?,
-                "message.timestamp.type" => {
-                    c.timestamp_type = match value.as_str() {
-                        "CreateTime" => TimestampType::CreateTime,
-                        "LogAppendTime" => TimestampType::LogAppendTime,
-                        _ => return Err(bad("expected CreateTime or LogAppendTime")),
-                    }
-                }
-                "cleanup.policy" => match value.as_str() {
-                    "delete" => c.cleanup_policy = value.clone(),
-                    "compact" if internal => c.cleanup_policy = value.clone(),
-                    "compact" | "compact,delete" | "delete,compact" => {
-                        return Err(bad("log compaction is not supported yet"))
-                    }
-                    _ => return Err(bad("expected delete")),
-                },
-                "compression.type" => match value.as_str() {
-                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => {
-                        c.compression_type = value.clone()
-                    }
-                    _ => return Err(bad("expected producer, uncompressed, gzip, snappy, lz4 or zstd")),
-                },
-                _ => {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidConfig,
-                        format!("unknown topic config {key}"),
-                    ))
-                }
-            }
+            values.insert(d.name, d.check(value, internal)?);
         }
-        Ok(c)
+        let long = |k: &str| values[k].parse::<i64>().unwrap_or_default();
+        // Kafka's cross-checks (`LogConfig.validateValues` and the tiered storage ones).
+        let (min_lag, max_lag) = (long("min.compaction.lag.ms"), long("max.compaction.lag.ms"));
+        if min_lag > max_lag {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("conflict topic config setting min.compaction.lag.ms ({min_lag}) > max.compaction.lag.ms ({max_lag})"),
+            ));
+        }
+        if values["remote.storage.enable"] == "true" {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                "Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.",
+            ));
+        }
+        Ok(TopicConfig {
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            segment_bytes: long("segment.bytes"),
+            segment_ms: long("segment.ms"),
+            message_bytes_max: long("max.message.bytes"),
+            min_insync_replicas: long("min.insync.replicas").clamp(1, i64::from(i32::MAX)) as i32,
+            timestamp_type: if values["message.timestamp.type"] == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+            cleanup_policy: values["cleanup.policy"].clone(),
+            compression_type: values["compression.type"].clone(),
+            flush_messages: long("flush.messages"),
+            flush_ms: long("flush.ms"),
+            index_interval_bytes: long("index.interval.bytes"),
+            values,
+        })
     }
 
-    /// The effective value of a config in [`TOPIC_CONFIGS`], as text.
+    /// The effective value of a config in [`TOPIC_CONFIGS`], as Kafka reports it.
     pub fn value(&self, key: &str) -> Option<String> {
-        Some(match key {
-            "cleanup.policy" => self.cleanup_policy.clone(),
-            "compression.type" => self.compression_type.clone(),
-            "max.message.bytes" => self.message_bytes_max.to_string(),
-            "flush.messages" => self.flush_messages.to_string(),
-            "flush.ms" => self.flush_ms.to_string(),
-            "message.timestamp.type" => match self.timestamp_type {
-                TimestampType::CreateTime => "CreateTime".into(),
-                TimestampType::LogAppendTime => "LogAppendTime".into(),
-            },
-            "message.timestamp.before.max.ms" => self.timestamp_before_max_ms.to_string(),
-            "message.timestamp.after.max.ms" => self.timestamp_after_max_ms.to_string(),
-            "min.insync.replicas" => self.min_insync_replicas.to_string(),
-            "retention.bytes" => self.retention_bytes.to_string(),
-            "retention.ms" => self.retention_ms.to_string(),
-            "segment.bytes" => self.segment_bytes.to_string(),
-            "segment.ms" => self.segment_ms.to_string(),
-            _ => return None,
-        })
+        self.values.get(key).cloned()
     }
 
     fn log_config(&self) -> LogConfig {
         LogConfig {
             segment_bytes: self.segment_bytes.max(14) as u64,
             segment_ms: Some(self.segment_ms),
-            index_interval_bytes: 4096,
+            index_interval_bytes: self.index_interval_bytes.max(0) as u64,
             // The batch limit is checked by the produce handler (it knows the error code);
             // the log refuses only what could never be stored.
             batch_bytes_max: i32::MAX as usize,
@@ -661,7 +1090,7 @@ impl Topics {
         for (r, id) in records.into_iter().zip(checked) {
             let topic = topics
                 .materialize(&r.name, id, r.partitions, r.configs, clean, false)
-                .map_err(|e| format!("cannot open topic {}: {}", r.name, e.message))?;
+                .map_err(|e| format!("cannot open topic {} of {}: {}", r.name, path.display(), e.message))?;
             topics.insert(topic);
         }
         // Directories of no topic in topics.json are not served; a topic created under that
@@ -1318,6 +1747,93 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_kafka_4_topic_config_resolves_with_kafkas_defaults() {
+        let c = TopicConfig::resolve(&BTreeMap::new(), &BTreeMap::new(), false).unwrap();
+        for d in TOPIC_CONFIGS {
+            assert_eq!(c.value(d.name).as_deref(), Some(d.default), "{}", d.name);
+            // The default itself passes the config's own check.
+            assert!(d.check(d.default, false).is_ok(), "{}", d.name);
+        }
+        let names: Vec<_> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "TOPIC_CONFIGS is sorted by name");
+        assert_eq!(c.value("min.cleanable.dirty.ratio").as_deref(), Some("0.5"));
+    }
+
+    #[test]
+    fn topic_configs_are_validated_as_kafka_does() {
+        let resolve = |k: &str, v: &str| {
+            TopicConfig::resolve(
+                &BTreeMap::new(),
+                &BTreeMap::from([(k.to_string(), v.to_string())]),
+                false,
+            )
+        };
+        for (k, v, canonical) in [
+            ("min.cleanable.dirty.ratio", "1", "1.0"),
+            ("min.cleanable.dirty.ratio", " 0.25 ", "0.25"),
+            ("preallocate", "TRUE", "true"),
+            ("leader.replication.throttled.replicas", "0:1, 1:1", "0:1,1:1"),
+            ("follower.replication.throttled.replicas", "*", "*"),
+            ("segment.bytes", "14", "14"),
+            ("local.retention.ms", "-2", "-2"),
+            ("compression.gzip.level", "-1", "-1"),
+            ("compression.zstd.level", "-5", "-5"),
+            ("index.interval.bytes", "0", "0"),
+        ] {
+            assert_eq!(resolve(k, v).unwrap().value(k).as_deref(), Some(canonical), "{k}={v}");
+        }
+        for (k, v) in [
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("segment.bytes", "13"),
+            ("segment.bytes", "4294967296"),
+            ("max.message.bytes", "-1"),
+            ("preallocate", "yes"),
+            ("leader.replication.throttled.replicas", "0:1,*"),
+            ("leader.replication.throttled.replicas", "a:b"),
+            ("compression.gzip.level", "0"),
+            ("compression.lz4.level", "18"),
+            ("segment.index.bytes", "3"),
+            ("local.retention.bytes", "-3"),
+            ("max.compaction.lag.ms", "0"),
+            ("remote.storage.enable", "true"),
+            ("message.timestamp.type", "Now"),
+            ("message.format.version", "3.0"),
+            ("message.timestamp.difference.max.ms", "1000"),
+            ("message.downconversion.enable", "true"),
+            ("no.such.config", "1"),
+        ] {
+            let e = resolve(k, v).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidConfig, "{k}={v}");
+            assert!(
+                e.message.contains(k) || k == "remote.storage.enable",
+                "{k}={v}: {}",
+                e.message
+            );
+        }
+        let lag = TopicConfig::resolve(
+            &BTreeMap::new(),
+            &BTreeMap::from([
+                ("min.compaction.lag.ms".to_string(), "10".to_string()),
+                ("max.compaction.lag.ms".to_string(), "5".to_string()),
+            ]),
+            false,
+        )
+        .unwrap_err();
+        assert!(lag
+            .message
+            .contains("min.compaction.lag.ms (10) > max.compaction.lag.ms (5)"));
+        // Compaction: the message it always had; internal topics may be compact.
+        let e = resolve("cleanup.policy", "compact").unwrap_err();
+        assert_eq!(e.message, "cleanup.policy=compact: log compaction is not supported yet");
+        assert!(resolve("cleanup.policy", "delete,compact").is_err());
+        let internal = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        assert!(TopicConfig::resolve(&BTreeMap::new(), &internal, true).is_ok());
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic configs can be read and
-//! changed; broker settings can be read, and the broker-level topic defaults (`log.retention.ms`
-//! and the others in `dynamic_config`) changed at runtime, for the cluster (resource "") or
-//! this broker (its node id). Every other broker setting is read-only.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: every Kafka 4.0 topic config
+//! (`topics::TOPIC_CONFIGS`) can be read and changed; broker configs (Sluice's settings and
+//! the Kafka ones in `config::KAFKA_BROKER_CONFIGS`) can be read, and those Kafka lets change
+//! at runtime changed for the cluster (resource "") or this broker (its node id), as
+//! `dynamic_config` checks. The others are read-only.
 
+use crate::config;
 use crate::dynamic_config::{self, source, Layer, Setting};
 use crate::topics::{config_type, ApiError, TOPIC_CONFIGS};
 use crate::Broker;
@@ -36,19 +38,20 @@ fn broker_layer(broker: &Broker, name: &str) -> Result<Layer, ApiError> {
     }
 }
 
-fn synonyms(name: &str, settings: &[Setting]) -> Vec<DescribeConfigsSynonym> {
+fn synonyms(name: &str, settings: &[Setting], sensitive: bool) -> Vec<DescribeConfigsSynonym> {
     settings
         .iter()
         .map(|s| DescribeConfigsSynonym {
             name: name.to_string(),
-            value: Some(s.value.clone()),
+            value: (!sensitive).then(|| s.value.clone()),
             source: s.source,
             ..Default::default()
         })
         .collect()
 }
 
-fn describe_topic(
+/// A topic's configs as DescribeConfigs reports them (also what CreateTopics v5+ returns).
+pub(crate) fn describe_topic(
     broker: &Broker,
     name: &str,
     keys: Option<&[String]>,
@@ -63,11 +66,12 @@ fn describe_topic(
     })?;
     Ok(TOPIC_CONFIGS
         .iter()
-        .filter(|(key, ..)| keys.is_none_or(|k| k.iter().any(|x| x == key)))
-        .map(|(key, synonym, kind, doc)| {
-            let overridden = topic.overrides.get(*key);
+        .filter(|d| keys.is_none_or(|k| k.iter().any(|x| x == d.name)))
+        .map(|d| {
+            let key = d.name;
+            let overridden = topic.overrides.get(key);
             // The broker layers that give the default, the one in effect first.
-            let defaults = broker.dynamic.lookup(synonym);
+            let defaults = d.synonym.map(|s| broker.dynamic.lookup(s)).unwrap_or_default();
             let default_source = defaults.first().map_or(source::DEFAULT_CONFIG, |s| s.source);
             let mut synonym_list = vec![];
             if include_synonyms {
@@ -79,7 +83,9 @@ fn describe_topic(
                         ..Default::default()
                     });
                 }
-                synonym_list.extend(synonyms(synonym, &defaults));
+                if let Some(s) = d.synonym {
+                    synonym_list.extend(synonyms(s, &defaults, false));
+                }
             }
             DescribeConfigsResourceResult {
                 name: key.to_string(),
@@ -93,8 +99,8 @@ fn describe_topic(
                 },
                 is_sensitive: false,
                 synonyms: synonym_list,
-                config_type: *kind,
-                documentation: documentation.then(|| doc.to_string()),
+                config_type: d.kind,
+                documentation: documentation.then(|| d.doc.to_string()),
                 ..Default::default()
             }
         })
@@ -111,38 +117,38 @@ fn describe_broker(
     documentation: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
     let cluster = broker.dynamic.cluster_layer();
-    crate::config::SETTINGS
+    let names = config::SETTINGS
         .iter()
-        .filter(|(key, ..)| keys.is_none_or(|k| k.iter().any(|x| x == key)))
-        .filter(|(key, ..)| layer == Layer::Broker || cluster.contains_key(*key))
-        .map(|(key, _, doc)| {
+        .map(|(key, _, doc)| (*key, *doc))
+        .chain(config::KAFKA_BROKER_CONFIGS.iter().map(|s| (s.name, "")));
+    names
+        .filter(|(key, _)| keys.is_none_or(|k| k.iter().any(|x| x == key)))
+        .filter(|(key, _)| layer == Layer::Broker || cluster.contains_key(*key))
+        .map(|(key, doc)| {
             let mut found = broker.dynamic.lookup(key);
             if layer == Layer::Cluster {
                 found.retain(|s| s.source != source::DYNAMIC_BROKER_CONFIG);
             }
+            let kind = config::broker_config_type(key);
+            let sensitive = kind == config_type::PASSWORD;
             let (value, config_source) = found
                 .first()
-                .map_or((String::new(), source::DEFAULT_CONFIG), |s| (s.value.clone(), s.source));
-            let kind = if value == "true" || value == "false" {
-                1 // BOOLEAN
-            } else if value.parse::<i64>().is_ok() {
-                config_type::LONG
-            } else {
-                config_type::STRING
-            };
+                .map_or((None, source::DEFAULT_CONFIG), |s| (Some(s.value.clone()), s.source));
             DescribeConfigsResourceResult {
                 name: key.to_string(),
-                value: Some(value),
+                // Kafka never sends a sensitive value, set or not.
+                value: if sensitive { None } else { value },
                 read_only: !dynamic_config::is_dynamic(key),
                 is_default: config_source == source::DEFAULT_CONFIG,
                 config_source,
+                is_sensitive: sensitive,
                 config_type: kind,
                 synonyms: if include_synonyms {
-                    synonyms(key, &found)
+                    synonyms(key, &found, sensitive)
                 } else {
                     vec![]
                 },
-                documentation: documentation.then(|| doc.to_string()),
+                documentation: documentation.then(|| doc.to_string()).filter(|d| !d.is_empty()),
                 ..Default::default()
             }
         })
@@ -309,11 +315,8 @@ pub fn incremental_alter(
                 TOPIC => broker
                     .topics
                     .update_overrides(&r.resource_name, req.validate_only, |t| {
-                        let is_list = |name: &str| {
-                            TOPIC_CONFIGS
-                                .iter()
-                                .any(|(k, _, kind, _)| *k == name && *kind == config_type::LIST)
-                        };
+                        let is_list =
+                            |name: &str| crate::topics::topic_config(name).is_some_and(|d| d.kind == config_type::LIST);
                         apply_incremental(t.overrides.clone(), r.configs, |name| t.config.value(name), is_list)
                     }),
                 BROKER => broker_layer(broker, &r.resource_name).and_then(|layer| {
@@ -327,7 +330,9 @@ pub fn incremental_alter(
                         .dynamic
                         .alter(&broker.topics, layer, req.validate_only, |current| {
                             let now = |name: &str| in_effect.get(name).cloned();
-                            apply_incremental(current.clone(), r.configs, now, |name| name == "log.cleanup.policy")
+                            apply_incremental(current.clone(), r.configs, now, |name| {
+                                config::broker_config_type(name) == config_type::LIST
+                            })
                         })
                 }),
                 t => Err(unsupported_resource(t)),

@@ -4,7 +4,7 @@
 use crate::Broker;
 use std::collections::BTreeMap;
 use wire::messages::create_topics_request::CreatableReplicaAssignment;
-use wire::messages::create_topics_response::CreatableTopicResult;
+use wire::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use wire::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use wire::ErrorCode;
 
@@ -147,7 +147,20 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
                     result.num_partitions = partitions;
                     result.replication_factor = replication;
                     if version >= 5 {
-                        result.configs = Some(vec![]);
+                        // As Kafka: the created topic's configs, with their sources (none for a
+                        // validate-only request, which created nothing to describe).
+                        let configs = crate::handlers::configs::describe_topic(broker, &t.name, None, false, false)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|c| CreatableTopicConfigs {
+                                name: c.name,
+                                value: c.value,
+                                read_only: c.read_only,
+                                config_source: c.config_source,
+                                is_sensitive: c.is_sensitive,
+                            })
+                            .collect();
+                        result.configs = Some(if request.validate_only { vec![] } else { configs });
                     }
                     result
                 }
