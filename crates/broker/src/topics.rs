@@ -1803,9 +1803,6 @@ mod tests {
             ("max.compaction.lag.ms", "0"),
             ("remote.storage.enable", "true"),
             ("message.timestamp.type", "Now"),
-            ("message.format.version", "3.0"),
-            ("message.timestamp.difference.max.ms", "1000"),
-            ("message.downconversion.enable", "true"),
             ("no.such.config", "1"),
         ] {
             let e = resolve(k, v).unwrap_err();
@@ -1815,6 +1812,14 @@ mod tests {
                 "{k}={v}: {}",
                 e.message
             );
+        }
+        // Removed in Kafka 4.0: accepted and ignored.
+        for (k, v) in [
+            ("message.format.version", "3.0"),
+            ("message.timestamp.difference.max.ms", "1000"),
+            ("message.downconversion.enable", "true"),
+        ] {
+            assert!(resolve(k, v).is_ok(), "{k}={v}");
         }
         let lag = TopicConfig::resolve(
             &BTreeMap::new(),
