@@ -80,6 +80,22 @@ def client(port: int, topic: str, seconds: float) -> dict:
 # ---- the attacks (each in its own process, until `stop` is set) ----------------------------
 
 
+# The attacker is another host: its connections come from another loopback address, so that
+# the per-address limits (connections, response memory, group memory) apply to it and not to
+# the measured client. (`--same-address` runs it from the client's address instead.)
+ATTACKER = ["127.0.0.2"]
+
+
+def attacker_socket(port, timeout=60.0, rcvbuf=None) -> socket.socket:
+    s = socket.socket()
+    s.settimeout(timeout)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((ATTACKER[0], 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -88,7 +104,7 @@ def raise_nofile():
 def attack_partitions(port, stop):
     """Item 1: a partition count of 2^31-1, and topics of the most one request may create,
     until the broker's limit."""
-    s = raw.connect(port, timeout=120)
+    s = attacker_socket(port, timeout=120)
     i = 0
     while not stop.is_set():
         i += 1
@@ -104,7 +120,7 @@ def attack_stalled(port, stop):
     while not stop.is_set():
         held = [c for c in held if not raw.is_closed(c, timeout=0.001)]
         while len(held) < 50:
-            c = raw.connect(port)
+            c = attacker_socket(port)
             c.sendall(struct.pack(">i", 104857600))
             held.append(c)
         time.sleep(0.2)
@@ -116,9 +132,7 @@ def attack_fetch(port, topic, stop):
     while not stop.is_set():
         held = [c for c in held if c.fileno() != -1]
         while len(held) < 20:
-            c = socket.socket()
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            c.connect(("127.0.0.1", port))
+            c = attacker_socket(port, rcvbuf=4096)
             c.sendall(fetch_v4(topic, 0, 0))
             held.append(c)
         time.sleep(0.5)
@@ -131,7 +145,7 @@ def attack_connections(port, stop):
     while not stop.is_set():
         try:
             for _ in range(200):
-                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                held.append(attacker_socket(port, timeout=2))
         except OSError:
             time.sleep(0.1)
         if len(held) > 12_000:
@@ -147,7 +161,7 @@ def attack_costly(port, topic, stop):
     """Item 5: valid zstd batches of 1.5M tiny records, and snappy blocks claiming 60 MiB."""
     bomb = BOMB[0]
     claim = batch(bytes([0x80, 0x80, 0x80, 0x1E]) + b"\x00" * 60, 1, codec=2)
-    s = raw.connect(port, timeout=300)
+    s = attacker_socket(port, timeout=300)
     while not stop.is_set():
         for b in (bomb, claim):
             raw.produce_v3(s, topic, 0, b)
@@ -226,11 +240,12 @@ def run_one(name, attack, copies, settings, needs_data, parent, seconds, fill_by
         b.stop()
 
 
-def render(rows, seconds) -> str:
+def render(rows, seconds, same_address=False) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
         f"Run {now} on {machine()}, commit {commit()}; `bench/attack` ({seconds:.0f} s quiet, then "
-        f"{seconds:.0f} s under attack, per attack; a fresh release broker with default limits for each).",
+        f"{seconds:.0f} s under attack, per attack; a fresh release broker with default limits for each; "
+        f"the attacker connects from {'the client' + chr(39) + 's own address' if same_address else 'another address, 127.0.0.2'}).",
         "",
         "| attack | produce p50 / p99 quiet (ms) | under attack | fetch p50 / p99 quiet (ms) | under attack | p99 ratio (worse of the two) | client errors | broker RSS quiet → peak (MiB) |",
         "|---|---|---|---|---|---|---|---|",
@@ -268,8 +283,11 @@ def main():
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     ap.add_argument("--no-docs", action="store_true", help="print only")
     ap.add_argument("--only", type=int, action="append", help="run only attack N (1-5; repeatable)")
+    ap.add_argument("--same-address", action="store_true", help="attack from the client's own address")
     ap.add_argument("--binary", type=Path, help="another sluice binary (an older build, to compare)")
     args = ap.parse_args()
+    if args.same_address:
+        ATTACKER[0] = "127.0.0.1"
     if args.binary:
         import suite
 
@@ -284,7 +302,7 @@ def main():
         print(f"{name} ...", flush=True)
         rows.append(run_one(name, attack, copies, settings, needs_data, args.dir, seconds, fill_bytes))
         print(render(rows[-1:], seconds).splitlines()[-1], flush=True)
-    report = render(rows, seconds)
+    report = render(rows, seconds, args.same_address)
     print(report)
     if not args.no_docs:
         write_docs(report)
