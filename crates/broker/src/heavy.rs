@@ -67,7 +67,8 @@ impl Heavy {
     pub async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            // A panic is answered as a failure of this job; the thread lives on.
+            // In the server a panic aborts the process (`fail_stop_on_panic`) before this sees
+            // it; elsewhere (tests) it is answered as a failure of this job.
             if let Ok(r) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
                 let _ = tx.send(r);
             }

@@ -19,6 +19,20 @@ pub mod server;
 pub mod topics;
 
 pub use config::{BrokerConfig, ConfigLayers};
+
+/// Makes any panic end the process at once (fail-stop), after saying where: a panic leaves
+/// memory half-updated — a partition's state, a group, a pool's count — and a broker that
+/// keeps serving from it could answer wrongly or lose acknowledged data. Whatever was
+/// acknowledged is on disk (or in the page cache) already, so a restart recovers it. The
+/// server installs this before anything starts; library users and tests keep unwinding.
+pub fn fail_stop_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(panic = %info, "panic: stopping the broker (fail-stop); restart it to recover");
+        std::process::abort();
+    }));
+}
 pub use server::Server;
 
 /// What every handler can see of the broker.

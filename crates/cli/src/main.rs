@@ -171,6 +171,7 @@ fn main() {
 
 fn run_server(args: ServerArgs) -> Result<()> {
     let config = layers(&args)?.build()?;
+    broker::fail_stop_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = broker::Server::bind(config).await?;
