@@ -329,6 +329,41 @@ def test_a_recreated_topic_never_brings_back_old_records(make_broker):
     assert meta.startswith("version: 0\ntopic_id: "), meta
 
 
+def test_a_deleted_topics_directories_go_and_crash_leftovers_are_cleaned_at_start(make_broker):
+    b = make_broker().start()
+    create_topic(b.bootstrap, "doomed", partitions=2)
+    produce(b.bootstrap, "doomed", [b"old-1", b"old-2"])
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.delete_topics(["doomed"])["doomed"].result(30)
+    # Renamed at once (the name is free for a new topic), removed in the background.
+    assert not (b.data_dir / "doomed-0").exists() and not (b.data_dir / "doomed-1").exists()
+    deadline = time.monotonic() + 10
+    while any(d.startswith("doomed-") for d in os.listdir(b.data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(d.startswith("doomed-") for d in os.listdir(b.data_dir)), os.listdir(b.data_dir)
+    create_topic(b.bootstrap, "doomed", partitions=2)
+    assert watermarks(b.bootstrap, "doomed") == (0, 0)
+    assert b.stop() == 0
+    # A crash between the rename and the removal leaves `-delete` directories, and one before
+    # the rename leaves a directory of no topic: the next start removes the first and moves the
+    # second aside.
+    leftover = b.data_dir / "gone-0.0123456789abcdef0123456789abcdef-delete"
+    leftover.mkdir()
+    (leftover / "00000000000000000000.log").write_bytes(b"x" * 100)
+    unknown = b.data_dir / "orphan-0"
+    unknown.mkdir()
+    (unknown / "00000000000000000000.log").write_bytes(b"")
+    b.start()
+    deadline = time.monotonic() + 10
+    while leftover.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leftover.exists()
+    assert not unknown.exists()
+    assert any(d.startswith("orphan-0.") and d.endswith("-stray") for d in os.listdir(b.data_dir))
+
+
 def test_a_partition_dir_of_another_topic_id_is_quarantined(make_broker):
     b = make_broker().start()
     create_topic(b.bootstrap, "swapped")

@@ -1019,10 +1019,14 @@ fn parse_partition_metadata(text: &str) -> Result<String, String> {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Moves a partition directory aside as `<dir>.<random hex>-stray` (Kafka's name for a log
 /// it does not recognise). Returns the new path.
 fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
-    let suffix: String = meta::random_id().iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = hex(&meta::random_id());
     let mut name = dir.as_os_str().to_owned();
     name.push(format!(".{suffix}-stray"));
     let to = PathBuf::from(name);
@@ -1102,7 +1106,26 @@ impl Topics {
             .collect();
         let unknown: Vec<String> = partition_dirs(dir).into_iter().filter(|d| !known.contains(d)).collect();
         if !unknown.is_empty() {
-            tracing::warn!(dirs = ?unknown, "partition directories of no topic in {}: not served; a topic created under such a name moves its directory aside first", path.display());
+            tracing::warn!(dirs = ?unknown, "partition directories of no topic in {}: moved aside (`-stray`), not served", path.display());
+            for d in &unknown {
+                if let Err(e) = move_aside(&dir.join(d)) {
+                    tracing::warn!(dir = %d, error = %e, "could not move a stray partition directory aside");
+                }
+            }
+        }
+        // Deleted topics' directories left by a crash before their background removal.
+        let leftovers: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with("-delete")))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !leftovers.is_empty() {
+            tracing::info!(dirs = leftovers.len(), "removing the directories of deleted topics");
+            storage::remove_dirs_later(leftovers);
         }
         topics.restored.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(topics)
@@ -1304,7 +1327,10 @@ impl Topics {
     }
 
     fn insert(&self, topic: Topic) -> Arc<Topic> {
-        let topic = Arc::new(topic);
+        self.insert_arc(Arc::new(topic))
+    }
+
+    fn insert_arc(&self, topic: Arc<Topic>) -> Arc<Topic> {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.by_name.insert(topic.name.clone(), topic.clone());
         inner.by_id.insert(topic.id, topic.clone());
@@ -1705,7 +1731,12 @@ impl Topics {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Deletes a topic: it disappears from metadata at once, then its files are removed.
+    /// Deletes a topic: it disappears from the topic table (written before anything is
+    /// answered), its partition directories are renamed to `<dir>.<hex>-delete` (so a topic
+    /// re-created under the name starts empty, whatever happens next), and they are removed in
+    /// the background. A crash before the rename leaves directories of no topic, which the next
+    /// start moves aside (`-stray`); one after it leaves `-delete` directories, which the next
+    /// start removes.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         if is_internal(name) && self.get(name).is_some() {
             return Err(ApiError::new(
@@ -1720,13 +1751,29 @@ impl Topics {
                 format!("topic {name} does not exist"),
             )
         })?;
-        self.persist()?;
+        if let Err(e) = self.persist() {
+            // Not deleted after all: the topic is back as it was.
+            self.insert_arc(topic.clone());
+            return Err(e);
+        }
+        let mut doomed = vec![];
         for p in &topic.partitions {
             let dir = self.partition_dir(name, p.index);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's files");
+            let mut to = dir.as_os_str().to_owned();
+            to.push(format!(".{}-delete", hex(&topic.id.0)));
+            let to = PathBuf::from(to);
+            match std::fs::rename(&dir, &to) {
+                Ok(()) => doomed.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not rename a deleted topic's directory; the next start moves it aside")
+                }
             }
         }
+        if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, "could not sync the data directory after a topic deletion");
+        }
+        storage::remove_dirs_later(doomed);
         tracing::info!(topic = name, "topic deleted");
         Ok(topic)
     }

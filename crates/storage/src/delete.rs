@@ -17,6 +17,8 @@ const QUEUE_MAX: usize = 4096;
 
 enum Job {
     Remove(Arc<dyn Fs>, PathBuf),
+    /// A whole directory (a deleted topic's partition, renamed aside first).
+    RemoveDir(PathBuf),
     /// Answered once every job queued before it is done.
     Barrier(SyncSender<()>),
 }
@@ -44,6 +46,7 @@ fn run(rx: Receiver<Job>) {
     for job in rx {
         match job {
             Job::Remove(fs, path) => remove(&*fs, &path),
+            Job::RemoveDir(dir) => remove_dir(&dir),
             Job::Barrier(done) => {
                 let _ = done.send(());
             }
@@ -75,6 +78,37 @@ pub(crate) fn remove_later(fs: &Arc<dyn Fs>, paths: Vec<PathBuf>) {
             Ok(()) => {}
             Err(TrySendError::Full(Job::Remove(fs, path)) | TrySendError::Disconnected(Job::Remove(fs, path))) => {
                 remove(&*fs, &path)
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn remove_dir(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Left for the next start to retry (it removes `*-delete` directories).
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition directory"),
+    }
+}
+
+/// Removes whole directories in the background (inline when the queue is full): a deleted
+/// topic's partition directories, already renamed aside so that nothing else opens them.
+pub fn remove_dirs_later(dirs: Vec<PathBuf>) {
+    for dir in dirs {
+        let Some(q) = queue() else {
+            remove_dir(&dir);
+            continue;
+        };
+        let sent = q
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_send(Job::RemoveDir(dir));
+        match sent {
+            Ok(()) => {}
+            Err(TrySendError::Full(Job::RemoveDir(dir)) | TrySendError::Disconnected(Job::RemoveDir(dir))) => {
+                remove_dir(&dir)
             }
             Err(_) => {}
         }

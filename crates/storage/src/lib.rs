@@ -23,7 +23,7 @@ mod log;
 mod segment;
 pub mod sim;
 
-pub use crate::delete::wait_for_deletions;
+pub use crate::delete::{remove_dirs_later, wait_for_deletions};
 pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
 pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork, Skipped, STRAY_SUFFIX};
