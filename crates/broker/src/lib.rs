@@ -44,8 +44,6 @@ pub struct Broker {
     pub dynamic: dynamic_config::DynamicConfigs,
     pub producer_ids: producers::ProducerIds,
     pub groups: group::coordinator::Coordinator,
-    /// Woken after every append, so waiting fetches look again.
-    pub data_arrived: tokio::sync::Notify,
     /// Record data held in fetch responses not yet written (`queued.max.response.bytes`).
     pub response_memory: std::sync::Arc<response_memory::ResponseMemory>,
     /// Low-priority threads that check costly produced batches (`heavy`).

@@ -119,7 +119,6 @@ impl Server {
             dynamic,
             producer_ids,
             groups,
-            data_arrived: tokio::sync::Notify::new(),
             response_memory,
             checks: crate::heavy::Heavy::start("checks", crate::heavy::Heavy::all_but_one_core()),
             topic_changes: crate::heavy::Heavy::start("topics", 1),

@@ -743,9 +743,40 @@ pub struct Partition {
     storage_error_reported_ms: AtomicI64,
     /// Bytes and records appended and fetched, for metrics.
     pub traffic: crate::metrics::Traffic,
+    /// Long-polling fetches waiting for this partition's high watermark to move (Kafka's
+    /// fetch purgatory, keyed by partition): an append wakes only the fetches that asked for
+    /// this partition.
+    waiting_fetches: Mutex<FetchWaiters>,
+}
+
+/// The wake-ups of fetches waiting on one partition. Entries of fetches that ended are pruned
+/// whenever the list doubles since the last pruning, so it stays within twice the fetches
+/// really waiting.
+#[derive(Debug, Default)]
+struct FetchWaiters {
+    wakers: Vec<std::sync::Weak<tokio::sync::Notify>>,
+    prune_at: usize,
 }
 
 impl Partition {
+    /// Wakes `waker` (once) when the high watermark next moves. Call before reading, so an
+    /// append between the read and the wait is not missed (`Notify` keeps one wake-up).
+    pub fn wake_on_data(&self, waker: &Arc<tokio::sync::Notify>) {
+        let mut w = self.waiting_fetches.lock().unwrap_or_else(|p| p.into_inner());
+        if w.wakers.len() >= w.prune_at.max(16) {
+            w.wakers.retain(|x| x.strong_count() > 0);
+            w.prune_at = w.wakers.len() * 2;
+        }
+        w.wakers.push(Arc::downgrade(waker));
+    }
+
+    fn wake_fetches(&self) {
+        let wakers = std::mem::take(&mut self.waiting_fetches.lock().unwrap_or_else(|p| p.into_inner()).wakers);
+        for w in wakers.iter().filter_map(std::sync::Weak::upgrade) {
+            w.notify_one();
+        }
+    }
+
     /// The log and producer state, locked. Appends and reads are short file operations done
     /// under this lock.
     pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
@@ -837,6 +868,9 @@ impl Partition {
     pub fn advance_high_watermark(&self, log_end: i64) {
         let prev = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);
         assert!(prev <= log_end, "the high watermark never passes the log end");
+        if log_end > prev {
+            self.wake_fetches();
+        }
     }
 }
 
@@ -1319,6 +1353,7 @@ impl Topics {
             high_watermark: AtomicI64::new(end),
             // `Log::open` synced what it found.
             commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
+            waiting_fetches: Mutex::default(),
         }))
     }
 
@@ -1782,6 +1817,44 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_append_wakes_only_the_fetches_waiting_on_its_partition() {
+        let dir = std::env::temp_dir().join(format!("sluice-topics-wake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
+        let topics = Topics::open(&dir, defaults, false, storage::default_fs()).unwrap();
+        let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
+        let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
+        let on_a = Arc::new(tokio::sync::Notify::new());
+        let on_b = Arc::new(tokio::sync::Notify::new());
+        a.wake_on_data(&on_a);
+        b.wake_on_data(&on_b);
+        a.advance_high_watermark(0);
+        let quick = std::time::Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(quick, on_a.notified()).await.is_err(),
+            "no data, no wake-up"
+        );
+        // The watermark of A moves (as an append moves it): A's fetch wakes, B's does not.
+        let mut state = a.lock();
+        let mut batch = wire::records::BatchBuilder::new(wire::Compression::None);
+        batch.push(0, None, Some(b"v"), &[]);
+        state.log.append(batch.build(), 0, 0).unwrap();
+        let end = state.log.log_end_offset();
+        drop(state);
+        a.advance_high_watermark(end);
+        assert!(tokio::time::timeout(quick, on_a.notified()).await.is_ok());
+        assert!(tokio::time::timeout(quick, on_b.notified()).await.is_err());
+        // Registrations of fetches that ended do not pile up.
+        for _ in 0..1000 {
+            b.wake_on_data(&Arc::new(tokio::sync::Notify::new()));
+        }
+        assert!(b.waiting_fetches.lock().unwrap().wakers.len() <= 32);
+        drop(topics);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn topic_names_follow_kafkas_rules() {

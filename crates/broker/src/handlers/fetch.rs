@@ -192,12 +192,19 @@ pub async fn handle(
     let min_bytes = request.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
+    // The partitions asked for, to be woken by (and only by) their appends.
+    let watched: Vec<Arc<Partition>> = wanted
+        .iter()
+        .filter_map(|w| w.topic.as_ref().ok().map(|t| (t, w)))
+        .flat_map(|(t, w)| w.partitions.iter().filter_map(|p| t.partition(p.partition).cloned()))
+        .collect();
+    let waker = Arc::new(tokio::sync::Notify::new());
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait
-        // is not missed.
-        let arrived = broker.data_arrived.notified();
-        tokio::pin!(arrived);
-        arrived.as_mut().enable();
+        // is not missed (an append takes the registrations it wakes).
+        for p in &watched {
+            p.wake_on_data(&waker);
+        }
         // Without memory by the deadline, the answer carries no records (clients fetch again).
         let mut held = pool.reserve(ip, cap, deadline).await;
         let budget = held.as_ref().map(Held::bytes);
@@ -218,7 +225,7 @@ pub async fn handle(
         // Nothing is held while waiting.
         drop((held, responses));
         let in_purgatory = crate::metrics::Waiting::new(&broker.metrics.fetch_waiting);
-        let woken = tokio::time::timeout_at(deadline, arrived).await;
+        let woken = tokio::time::timeout_at(deadline, waker.notified()).await;
         drop(in_purgatory);
         if woken.is_err() {
             // The wait is over: whatever memory is free now, or none.

@@ -188,7 +188,6 @@ fn costly(records: &Option<Bytes>) -> bool {
 }
 
 fn append(
-    broker: &Broker,
     partition: &Partition,
     topic: &crate::topics::TopicConfig,
     prepared: Prepared,
@@ -235,7 +234,6 @@ fn append(
     partition.advance_high_watermark(end);
     let log_start_offset = state.log.log_start_offset();
     drop(state);
-    broker.data_arrived.notify_waiters();
     Ok(Appended {
         base_offset: info.base_offset,
         log_append_time,
@@ -356,7 +354,7 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
     let checked = check_all(broker, acks, jobs).await;
     let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
     for (ti, pi, topic, part, prepared) in checked {
-        let outcome = prepared.and_then(|prepared| append(broker, &part, &topic.config, prepared));
+        let outcome = prepared.and_then(|prepared| append(&part, &topic.config, prepared));
         if let Ok(Appended { sync_to: Some(end), .. }) = &outcome {
             to_sync.push((ti, pi, part.clone(), *end));
         }
