@@ -524,7 +524,7 @@ fn random_and_mangled_bytes_never_panic() {
     for prefix in [&[1u8, 3, 2][..], &[1, 0, 3], &[0, 2], &[0, 0], &[0, 3], &[0, 4]] {
         for fill in [0xffu8, 0x7f, 0x80] {
             let mut d = prefix.to_vec();
-            d.extend(std::iter::repeat(fill).take(24));
+            d.extend(std::iter::repeat_n(fill, 24));
             read_everything(&d);
         }
     }
