@@ -46,3 +46,70 @@ pub fn read_versioned<T: c::Message>(buf: &mut ::bytes::Bytes) -> Result<(i16, T
 pub trait CoordinatorKey: c::Message {
     type Value: c::Message;
 }
+
+/// Calls `$m!(path::to::Type)` for every generated record type (for tests and fuzzing).
+#[macro_export]
+macro_rules! for_each_kafka_record {
+    ($m:ident) => {
+        $m!($crate::kafka_records::group::ConsumerGroupCurrentMemberAssignmentKey);
+        $m!($crate::kafka_records::group::ConsumerGroupCurrentMemberAssignmentValue);
+        $m!($crate::kafka_records::group::ConsumerGroupMemberMetadataKey);
+        $m!($crate::kafka_records::group::ConsumerGroupMemberMetadataValue);
+        $m!($crate::kafka_records::group::ConsumerGroupMetadataKey);
+        $m!($crate::kafka_records::group::ConsumerGroupMetadataValue);
+        $m!($crate::kafka_records::group::ConsumerGroupPartitionMetadataKey);
+        $m!($crate::kafka_records::group::ConsumerGroupPartitionMetadataValue);
+        $m!($crate::kafka_records::group::ConsumerGroupTargetAssignmentMemberKey);
+        $m!($crate::kafka_records::group::ConsumerGroupTargetAssignmentMemberValue);
+        $m!($crate::kafka_records::group::ConsumerGroupTargetAssignmentMetadataKey);
+        $m!($crate::kafka_records::group::ConsumerGroupTargetAssignmentMetadataValue);
+        $m!($crate::kafka_records::group::GroupMetadataKey);
+        $m!($crate::kafka_records::group::GroupMetadataValue);
+        $m!($crate::kafka_records::group::OffsetCommitKey);
+        $m!($crate::kafka_records::group::OffsetCommitValue);
+        $m!($crate::kafka_records::group::ShareGroupCurrentMemberAssignmentKey);
+        $m!($crate::kafka_records::group::ShareGroupCurrentMemberAssignmentValue);
+        $m!($crate::kafka_records::group::ShareGroupMemberMetadataKey);
+        $m!($crate::kafka_records::group::ShareGroupMemberMetadataValue);
+        $m!($crate::kafka_records::group::ShareGroupMetadataKey);
+        $m!($crate::kafka_records::group::ShareGroupMetadataValue);
+        $m!($crate::kafka_records::group::ShareGroupPartitionMetadataKey);
+        $m!($crate::kafka_records::group::ShareGroupPartitionMetadataValue);
+        $m!($crate::kafka_records::group::ShareGroupStatePartitionMetadataKey);
+        $m!($crate::kafka_records::group::ShareGroupStatePartitionMetadataValue);
+        $m!($crate::kafka_records::group::ShareGroupTargetAssignmentMemberKey);
+        $m!($crate::kafka_records::group::ShareGroupTargetAssignmentMemberValue);
+        $m!($crate::kafka_records::group::ShareGroupTargetAssignmentMetadataKey);
+        $m!($crate::kafka_records::group::ShareGroupTargetAssignmentMetadataValue);
+        $m!($crate::kafka_records::metadata::AbortTransactionRecord);
+        $m!($crate::kafka_records::metadata::AccessControlEntryRecord);
+        $m!($crate::kafka_records::metadata::BeginTransactionRecord);
+        $m!($crate::kafka_records::metadata::BrokerRegistrationChangeRecord);
+        $m!($crate::kafka_records::metadata::ClientQuotaRecord);
+        $m!($crate::kafka_records::metadata::ConfigRecord);
+        $m!($crate::kafka_records::metadata::DelegationTokenRecord);
+        $m!($crate::kafka_records::metadata::EndTransactionRecord);
+        $m!($crate::kafka_records::metadata::FeatureLevelRecord);
+        $m!($crate::kafka_records::metadata::FenceBrokerRecord);
+        $m!($crate::kafka_records::metadata::NoOpRecord);
+        $m!($crate::kafka_records::metadata::PartitionChangeRecord);
+        $m!($crate::kafka_records::metadata::PartitionRecord);
+        $m!($crate::kafka_records::metadata::ProducerIdsRecord);
+        $m!($crate::kafka_records::metadata::RegisterBrokerRecord);
+        $m!($crate::kafka_records::metadata::RegisterControllerRecord);
+        $m!($crate::kafka_records::metadata::RemoveAccessControlEntryRecord);
+        $m!($crate::kafka_records::metadata::RemoveDelegationTokenRecord);
+        $m!($crate::kafka_records::metadata::RemoveTopicRecord);
+        $m!($crate::kafka_records::metadata::RemoveUserScramCredentialRecord);
+        $m!($crate::kafka_records::metadata::TopicRecord);
+        $m!($crate::kafka_records::metadata::UnfenceBrokerRecord);
+        $m!($crate::kafka_records::metadata::UnregisterBrokerRecord);
+        $m!($crate::kafka_records::metadata::UserScramCredentialRecord);
+        $m!($crate::kafka_records::share::ShareSnapshotKey);
+        $m!($crate::kafka_records::share::ShareSnapshotValue);
+        $m!($crate::kafka_records::share::ShareUpdateKey);
+        $m!($crate::kafka_records::share::ShareUpdateValue);
+        $m!($crate::kafka_records::transaction::TransactionLogKey);
+        $m!($crate::kafka_records::transaction::TransactionLogValue);
+    };
+}
