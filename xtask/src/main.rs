@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask codegen` regenerates the Kafka codec in `crates/wire`.
+//! Developer tasks: `cargo xtask codegen` regenerates the Kafka codec in `crates/wire`: the
+//! messages (`messages/`) and the records of Kafka's own logs (`kafka_records/`).
 
 mod codegen;
 
@@ -14,18 +15,33 @@ fn main() -> Result<()> {
                 .get(1)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("../shared/kafka-message-specs"));
-            let out = root.join("crates/wire/src/messages");
-            let files = codegen::generate(&specs)?;
-            if out.exists() {
-                std::fs::remove_dir_all(&out).context("clearing old generated code")?;
-            }
-            std::fs::create_dir_all(&out)?;
-            for (name, text) in &files {
-                std::fs::write(out.join(name), text)?;
-            }
-            println!("wrote {} files to {}", files.len(), out.display());
+            let record_specs = args
+                .get(2)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("../shared/kafka-record-specs"));
+            write_tree(&root.join("crates/wire/src/messages"), &codegen::generate(&specs)?)?;
+            write_tree(
+                &root.join("crates/wire/src/kafka_records"),
+                &codegen::generate_records(&record_specs)?,
+            )?;
             Ok(())
         }
-        _ => bail!("usage: cargo xtask codegen [SPEC_DIR]"),
+        _ => bail!("usage: cargo xtask codegen [MESSAGE_SPEC_DIR [RECORD_SPEC_DIR]]"),
     }
+}
+
+/// Replaces the generated tree `out` with `files` (paths relative to it).
+fn write_tree(out: &Path, files: &[(String, String)]) -> Result<()> {
+    if out.exists() {
+        std::fs::remove_dir_all(out).context("clearing old generated code")?;
+    }
+    for (name, text) in files {
+        let path = out.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text)?;
+    }
+    println!("wrote {} files to {}", files.len(), out.display());
+    Ok(())
 }

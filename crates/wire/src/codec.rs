@@ -22,6 +22,8 @@ pub enum DecodeError {
     UnsupportedVersion { message: &'static str, version: i16 },
     #[error("unknown api key {0}")]
     UnknownApiKey(i16),
+    #[error("unknown record type {record_type} in {log}")]
+    UnknownRecordType { log: &'static str, record_type: i64 },
     #[error("{0}")]
     Invalid(&'static str),
 }
