@@ -17,6 +17,7 @@
 
 mod delete;
 pub mod disk;
+mod epoch;
 mod flush;
 pub mod fs;
 mod log;
@@ -24,6 +25,7 @@ mod segment;
 pub mod sim;
 
 pub use crate::delete::wait_for_deletions;
+pub use crate::epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
 pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork, Skipped, STRAY_SUFFIX};
@@ -43,6 +45,20 @@ pub enum StorageError {
     InvalidBatch(String),
     #[error("{path} is corrupt at byte {position}: {why}")]
     Corrupt { path: PathBuf, position: u64, why: String },
+    /// A replicated batch does not start at the log end (the caller truncates or refetches).
+    #[error("batch at offset {base_offset} does not continue the log, which ends at {log_end}")]
+    OffsetMismatch { base_offset: i64, log_end: i64 },
+    /// A batch's partition leader epoch is below the log's latest (or negative in a
+    /// replicated batch).
+    #[error("batch at offset {base_offset} has leader epoch {epoch}, below the log's latest epoch {latest}")]
+    EpochRegression { base_offset: i64, epoch: i32, latest: i32 },
+    /// A truncation would remove records below the log start offset.
+    #[error("cannot truncate to {offset}: the batch holding it starts at {batch_base}, below the log start offset {log_start}")]
+    TruncateBelowStart {
+        offset: i64,
+        batch_base: i64,
+        log_start: i64,
+    },
     #[error("an earlier fsync of this log failed: it takes no writes until the broker restarts")]
     Failed,
 }

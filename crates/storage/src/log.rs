@@ -18,6 +18,7 @@
 //! without one (and the last). Anything that makes appends durable ([`Log::sync`],
 //! [`Log::sync_target`]) covers unsealed segments and the directory too.
 
+use crate::epoch::{EpochCheckpoint, EpochEntry, LeaderEpochCache};
 use crate::fs::FsFile;
 use crate::fs::{Fs, OpenMode, RealFs};
 use crate::segment::{self, BatchInfo, FirstBatch, Segment, DELETED_SUFFIX};
@@ -79,6 +80,12 @@ pub struct Log {
     dir_synced: u64,
     /// Whether seal work is waiting (see [`Log::seal_pending`]).
     seal_pending: Arc<AtomicBool>,
+    /// The leader-epoch cache (see [`crate::epoch`]), bumped in `epoch_version` at each
+    /// change; `epoch_durable` is the version the checkpoint file is known to hold.
+    epochs: LeaderEpochCache,
+    epoch_version: u64,
+    epoch_durable: u64,
+    epoch_file: Arc<EpochCheckpoint>,
 }
 
 /// Finishing the seal of rolled segments (see [`Log::take_seal`]): run it without the log's
@@ -89,6 +96,8 @@ pub struct SealWork {
     dir: PathBuf,
     segments: Vec<SealItem>,
     dir_changes: u64,
+    /// The leader-epoch checkpoint to write, when it changed: its version and text.
+    epochs: Option<(u64, Vec<u8>, Arc<EpochCheckpoint>)>,
 }
 
 /// One unsealed segment in a [`SealWork`].
@@ -122,6 +131,14 @@ impl SealWork {
                 .map_err(fail(&s.index_path.with_extension("log"), true))?;
         }
         self.fs.sync_dir(&self.dir).map_err(fail(&self.dir, true))?;
+        // The epoch checkpoint is durable before any index vouches for a segment: after a
+        // crash, sealed segments are trusted for their epochs too (see `Log::load_epochs`).
+        if let Some((version, bytes, file)) = &self.epochs {
+            file.write(*version, bytes).map_err(|error| SealError {
+                error,
+                data_lost: false,
+            })?;
+        }
         for s in &self.segments {
             let f = self
                 .fs
@@ -210,6 +227,9 @@ impl Log {
         // Segments (base offsets) vouched for as written whole once: opened after a clean
         // shutdown, or with a sealed index. One that now comes up short was damaged.
         let mut vouched = BTreeSet::new();
+        // The first segment whose batches were re-read (not trusted by its index): the epoch
+        // checkpoint is checked below it and rebuilt from the batches from it on.
+        let mut recovered_from: Option<i64> = None;
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             // Does the file continue the log? Checked before it is opened, since recovery would
@@ -298,6 +318,7 @@ impl Log {
                 vouched.insert(base);
             }
             let (seg, truncated) = Segment::open_and_recover(fs, dir, base, config.index_interval_bytes)?;
+            recovered_from.get_or_insert(base);
             if truncated > 0 {
                 let level_is_damage = vouched.contains(&base);
                 if level_is_damage {
@@ -350,6 +371,10 @@ impl Log {
             dir_changes: 1,
             dir_synced: 0,
             seal_pending: Arc::new(AtomicBool::new(false)),
+            epochs: LeaderEpochCache::default(),
+            epoch_version: 0,
+            epoch_durable: 0,
+            epoch_file: Arc::new(EpochCheckpoint::new(fs.clone(), dir)),
         };
         // DeleteRecords may have moved the start past the first segment's base.
         if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
@@ -362,6 +387,7 @@ impl Log {
                 log.log_start_offset = saved.max(first_base);
             }
         }
+        log.load_epochs(recovered_from)?;
         // What a crash left in the page cache is on disk from here on (and cheap when clean),
         // so the whole log counts as durable after opening.
         log.sync_at_open()?;
@@ -405,6 +431,139 @@ impl Log {
         self.segments.len()
     }
 
+    /// The latest partition leader epoch in the log (`None` when no batch carries one).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor` (OffsetsForLeaderEpoch): the largest epoch
+    /// at or below `epoch` and the offset where it ended — the start of the next higher
+    /// epoch, or the log end for the latest one. (-1, -1) for epoch -1, an epoch above the
+    /// latest, or an empty cache; an epoch below the first entry gives (`epoch`, the first
+    /// entry's start offset), as Kafka answers.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader-epoch cache: each epoch and the offset of its first batch (from the log
+    /// start on), in order.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.epochs.entries().to_vec()
+    }
+
+    /// The header of the batch holding `offset`, if the log has one.
+    fn batch_at(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
+        let Some((_, seg)) = self.segments.range(..=offset).next_back() else {
+            return Ok(None);
+        };
+        Ok(seg.find_batch(offset)?.filter(|b| b.base_offset <= offset))
+    }
+
+    /// Builds the leader-epoch cache at open. The log wins over the checkpoint file: the file
+    /// is derived state (as the index is) and the batches carry their epochs, so an entry
+    /// that the batches contradict means the file is stale or damaged, and it is rebuilt from
+    /// the batches (as Kafka does). The file is trusted only below `recovered_from`, the first
+    /// segment that recovery re-read (sealed segments were vouched for by their index, which
+    /// the seal writes only after the checkpoint covering them), and only once each of its
+    /// entries there was checked against the batch it names; from `recovered_from` on the
+    /// cache is rebuilt from the batch headers. A missing or damaged file (reported, naming
+    /// it) is rebuilt from the whole log.
+    fn load_epochs(&mut self, recovered_from: Option<i64>) -> Result<(), StorageError> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        let boundary = recovered_from.unwrap_or(end).clamp(start, end);
+        let path = self.epoch_file.path().to_path_buf();
+        let on_disk = match self.epoch_file.read() {
+            Ok(Some(Ok(c))) => Some(c),
+            Ok(Some(Err(why))) => {
+                tracing::warn!(file = %path.display(), why, "leader-epoch checkpoint is damaged: not trusted, rebuilt from the log");
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the leader-epoch checkpoint: rebuilt from the log");
+                None
+            }
+        };
+        let mut trusted = None;
+        if let Some(mut c) = on_disk.clone() {
+            c.truncate_from_start(start);
+            c.truncate_from_end(boundary);
+            match self.check_epochs(&c, boundary) {
+                Ok(()) => trusted = Some(c),
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), why, "leader-epoch checkpoint does not match the log: rebuilt from the log")
+                }
+            }
+        }
+        let scan_from = if trusted.is_some() { boundary } else { start };
+        let mut cache = trusted.unwrap_or_default();
+        let mut scan = |b: &BatchInfo| {
+            if b.last_offset >= scan_from {
+                cache.assign(b.partition_leader_epoch, b.base_offset.max(start));
+            }
+        };
+        for (_, seg) in self
+            .segments
+            .range(..=scan_from)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(scan_from + 1..))
+        {
+            if let Err(e) = seg.for_each_batch(&mut scan) {
+                // Damage is reported by reads; the cache keeps what came before it.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read every batch header to rebuild the leader-epoch cache");
+                break;
+            }
+        }
+        if on_disk.as_ref() != Some(&cache) {
+            self.epoch_version += 1;
+        }
+        self.epochs = cache;
+        Ok(())
+    }
+
+    /// Whether `cache` (from the checkpoint, cut to the log start and to `boundary`) agrees
+    /// with the batches below `boundary`: each entry names a batch of its epoch starting
+    /// there (the first may start inside one, at the log start) after a batch of a lower
+    /// epoch, and the batch just below `boundary` has no epoch above the latest entry's.
+    fn check_epochs(&self, cache: &LeaderEpochCache, boundary: i64) -> Result<(), String> {
+        let start = self.log_start_offset;
+        let read = |offset: i64| self.batch_at(offset).map_err(|e| e.to_string());
+        for e in cache.entries() {
+            let Some(b) = read(e.start_offset)? else {
+                return Err(format!("no batch at offset {} (epoch {})", e.start_offset, e.epoch));
+            };
+            if b.partition_leader_epoch != e.epoch || (b.base_offset != e.start_offset && e.start_offset != start) {
+                return Err(format!(
+                    "epoch {} is said to start at {}, but the batch at {} has epoch {}",
+                    e.epoch, e.start_offset, b.base_offset, b.partition_leader_epoch
+                ));
+            }
+            if e.start_offset > start {
+                if let Some(prev) = read(e.start_offset - 1)? {
+                    if prev.partition_leader_epoch >= e.epoch {
+                        return Err(format!(
+                            "epoch {} is said to start at {}, but the batch at {} already has epoch {}",
+                            e.epoch, e.start_offset, prev.base_offset, prev.partition_leader_epoch
+                        ));
+                    }
+                }
+            }
+        }
+        if boundary > start {
+            if let Some(last) = read(boundary - 1)? {
+                let latest = cache.latest_epoch().unwrap_or(-1);
+                if last.partition_leader_epoch > latest {
+                    return Err(format!(
+                        "the batch at {} has epoch {}, which has no entry",
+                        last.base_offset, last.partition_leader_epoch
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one record batch as received: checks it, stamps base offset and leader epoch
     /// (outside the CRC), and writes it. The caller has validated the records themselves.
     ///
@@ -428,12 +587,55 @@ impl Log {
             .verify_crc()
             .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
         let base_offset = self.log_end_offset();
+        if let Some(latest) = self.epochs.latest_epoch().filter(|l| leader_epoch < *l) {
+            return Err(StorageError::EpochRegression {
+                base_offset,
+                epoch: leader_epoch,
+                latest,
+            });
+        }
         let last_offset = base_offset + i64::from(parsed.last_offset_delta());
         let max_timestamp = parsed.max_timestamp();
+        self.roll_if_due(base_offset, last_offset, max_timestamp, batch.len(), now_ms)?;
+        let mut stamped = BytesMut::from(&batch[..]);
+        records::stamp(&mut stamped, base_offset, leader_epoch);
+        self.active_mut()
+            .append(&stamped, base_offset, last_offset, max_timestamp)?;
+        assert_eq!(
+            self.log_end_offset(),
+            last_offset + 1,
+            "log end offset must follow the appended batch"
+        );
+        self.note_epoch(leader_epoch, base_offset);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    /// A batch of `epoch` was appended at `base_offset`: a new, higher epoch starts an entry
+    /// in the cache (in memory; the checkpoint is written by the seal work or a sync).
+    fn note_epoch(&mut self, epoch: i32, base_offset: i64) {
+        if self.epochs.assign(epoch, base_offset) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
+    }
+
+    /// Rolls a new segment before a batch of `size` bytes covering `base_offset..=last_offset`
+    /// when the active one is full, too old or too wide for it (see [`Log::append`]).
+    fn roll_if_due(
+        &mut self,
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+        size: usize,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let (segment_ms, segment_bytes) = (self.config.segment_ms, self.config.segment_bytes);
         let active = self.active_mut();
         let waited = active.time_waited_for_roll(max_timestamp, now_ms);
-        let too_big = active.size() + batch.len() as u64 > segment_bytes;
+        let too_big = active.size() + size as u64 > segment_bytes;
         let too_old = segment_ms.is_some_and(|ms| waited > ms);
         // Index entries hold offsets relative to the base as u32.
         let too_wide = last_offset - active.base_offset() > i64::from(u32::MAX);
@@ -447,19 +649,7 @@ impl Log {
             };
             self.roll(base_offset, now_ms, why)?;
         }
-        let mut stamped = BytesMut::from(&batch[..]);
-        records::stamp(&mut stamped, base_offset, leader_epoch);
-        self.active_mut()
-            .append(&stamped, base_offset, last_offset, max_timestamp)?;
-        assert_eq!(
-            self.log_end_offset(),
-            last_offset + 1,
-            "log end offset must follow the appended batch"
-        );
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-        })
+        Ok(())
     }
 
     /// Starts a new segment at `base_offset`. Nothing is fsynced: the old segment becomes
@@ -484,8 +674,12 @@ impl Log {
         Ok(())
     }
 
+    fn epochs_dirty(&self) -> bool {
+        self.epoch_durable < self.epoch_version
+    }
+
     fn update_seal_pending(&self) {
-        let pending = !self.unsealed.is_empty() || self.dir_synced < self.dir_changes;
+        let pending = !self.unsealed.is_empty() || self.dir_synced < self.dir_changes || self.epochs_dirty();
         self.seal_pending.store(pending, Ordering::Release);
     }
 
@@ -499,7 +693,7 @@ impl Log {
     /// waiting: run it ([`SealWork::run`]) without the log's lock, then pass it to
     /// [`Log::sealed`].
     pub fn take_seal(&self) -> Option<SealWork> {
-        if self.unsealed.is_empty() && self.dir_synced >= self.dir_changes {
+        if self.unsealed.is_empty() && self.dir_synced >= self.dir_changes && !self.epochs_dirty() {
             return None;
         }
         let segments = self
@@ -521,6 +715,9 @@ impl Log {
             dir: self.dir.clone(),
             segments,
             dir_changes: self.dir_changes,
+            epochs: self
+                .epochs_dirty()
+                .then(|| (self.epoch_version, self.epochs.encode(), self.epoch_file.clone())),
         })
     }
 
@@ -537,6 +734,9 @@ impl Log {
             }
         }
         self.dir_synced = self.dir_synced.max(work.dir_changes);
+        if let Some((version, ..)) = &work.epochs {
+            self.epoch_durable = self.epoch_durable.max(*version);
+        }
         self.update_seal_pending();
         Ok(())
     }
@@ -689,6 +889,10 @@ impl Log {
         crate::delete::remove_later(&self.fs, retired);
         self.segments.insert(offset, fresh);
         self.log_start_offset = offset;
+        if self.epochs.truncate_from_end(offset) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
         Ok(())
     }
 
@@ -696,6 +900,14 @@ impl Log {
         assert!(offset >= self.log_start_offset, "the log start offset only grows");
         write_checkpoint(&*self.fs, &self.dir.join(LOG_START_CHECKPOINT), offset)?;
         self.log_start_offset = offset;
+        // Written by the next seal work: a checkpoint left with entries below the start is
+        // cut to it again at open. A start at the log end leaves no batch, so no entry (the
+        // cache is what the batches say; Kafka drops it too when it next loads the log).
+        let end = self.log_end_offset();
+        if self.epochs.truncate_from_start(offset) | self.epochs.truncate_from_end(end) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
         Ok(())
     }
 

@@ -37,6 +37,8 @@ pub struct BatchInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// The partition leader epoch stamped on the batch (-1: none).
+    pub partition_leader_epoch: i32,
     /// Idempotent producer fields (-1 when the batch has none).
     pub producer_id: i64,
     pub producer_epoch: i16,
@@ -127,6 +129,7 @@ fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<O
         base_offset,
         last_offset: base_offset + i64::from(last_delta),
         max_timestamp,
+        partition_leader_epoch: i32::from_be_bytes(h[12..16].try_into().unwrap_or_default()),
         producer_id: i64::from_be_bytes(h[43..51].try_into().unwrap_or_default()),
         producer_epoch: i16::from_be_bytes(h[51..53].try_into().unwrap_or_default()),
         base_sequence: i32::from_be_bytes(h[53..57].try_into().unwrap_or_default()),
@@ -438,6 +441,7 @@ impl Segment {
             base_offset,
             last_offset,
             max_timestamp,
+            partition_leader_epoch: -1,
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
@@ -455,6 +459,11 @@ impl Segment {
                 position,
                 why: "batch header unreadable inside the valid region".into(),
             })
+    }
+
+    /// The header of the first batch whose last offset is at least `offset`, if any.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
+        self.find(offset)
     }
 
     /// The position of the first batch whose last offset is at least `offset`, if any.
