@@ -86,6 +86,9 @@ pub struct Log {
     epoch_version: u64,
     epoch_durable: u64,
     epoch_file: Arc<EpochCheckpoint>,
+    /// A truncation failed part way: the log refuses writes (and syncs) until it is opened
+    /// again, which finds it as before the truncation or as after.
+    failed: bool,
 }
 
 /// Finishing the seal of rolled segments (see [`Log::take_seal`]): run it without the log's
@@ -375,6 +378,7 @@ impl Log {
             epoch_version: 0,
             epoch_durable: 0,
             epoch_file: Arc::new(EpochCheckpoint::new(fs.clone(), dir)),
+            failed: false,
         };
         // DeleteRecords may have moved the start past the first segment's base.
         if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
@@ -572,6 +576,9 @@ impl Log {
     /// first batch's max timestamp in the segment and this batch's, or by `now_ms` since the
     /// segment was opened when timestamps are missing (-1).
     pub fn append(&mut self, batch: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
         if batch.len() > self.config.batch_bytes_max {
             return Err(StorageError::BatchTooLarge {
                 size: batch.len(),
@@ -813,6 +820,107 @@ impl Log {
         })
     }
 
+    /// Removes every record at or above `offset` (a follower's truncation after its log
+    /// diverged from the leader's) and returns the new log end offset.
+    ///
+    /// The log is cut at a batch boundary: a batch holding `offset` is removed whole, so the
+    /// new end is that batch's base offset, which may be below `offset` (Kafka cuts at the
+    /// same boundary but then sets its log end to `offset` anyway, leaving a gap; offsets
+    /// here never have one, so the caller refetches from the returned end). An `offset` at or
+    /// past the log end changes nothing (as in Kafka). Below the log start, or where the
+    /// batch to remove starts below it, is an error: the log start never moves back.
+    ///
+    /// Durable before it returns, and a crash at any point leaves the log as before or as
+    /// after, never with a hole: first the cut segment's index file goes (directory fsynced),
+    /// so nothing vouches for that segment any more; then its log is cut and fsynced — from
+    /// here on, a crash leaves a short unvouched segment, and opening drops every segment
+    /// after it (see [`Log::open_on`]), which is the state after; then the later segments
+    /// are renamed `*.deleted` (newest first), the directory fsynced, and the files removed
+    /// in the background; last the leader-epoch cache loses the entries starting at or past
+    /// the new end, and its checkpoint is rewritten (a stale one is rebuilt at open from the
+    /// segment recovery re-reads, which the cut one is). An error part way leaves the log
+    /// refusing writes and syncs ([`StorageError::Failed`]) until it is opened again.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if offset < start {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset >= end {
+            return Ok(end);
+        }
+        let Some((&base, seg)) = self.segments.range(..=offset).next_back() else {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        };
+        let (position, new_end) = match seg.find_batch(offset)? {
+            Some(b) => (b.position, b.base_offset),
+            None => (seg.size(), seg.next_offset()),
+        };
+        if new_end < start {
+            return Err(StorageError::TruncateBelowStart {
+                offset,
+                batch_base: new_end,
+                log_start: start,
+            });
+        }
+        let result = self.truncate_steps(base, position);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result?;
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epoch_version += 1;
+            match self.epoch_file.write(self.epoch_version, &self.epochs.encode()) {
+                Ok(()) => self.epoch_durable = self.epoch_version,
+                // Derived state: the next seal writes it, and an open rebuilds a stale one.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rewrite the leader-epoch checkpoint after a truncation; retried by the next seal")
+                }
+            }
+        }
+        self.update_seal_pending();
+        Ok(self.log_end_offset())
+    }
+
+    /// The file steps of [`Log::truncate_to`]: cut segment `base` at `position`, delete the
+    /// segments after it.
+    fn truncate_steps(&mut self, base: i64, position: u64) -> Result<(), StorageError> {
+        let dir_err = |dir: &Path| {
+            let path = dir.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        let active = self.active().base_offset();
+        let seg = self.segments.get_mut(&base).expect("the segment to cut is in the log");
+        if position < seg.size() {
+            seg.drop_index_file()?;
+            if base != active {
+                // Its index is to be written again (and the seal work covers its log).
+                self.unsealed.insert(base);
+            }
+            self.fs.sync_dir(&self.dir).map_err(dir_err(&self.dir))?;
+            let seg = self.segments.get_mut(&base).expect("the segment to cut is in the log");
+            seg.truncate_at(position)?;
+        }
+        let later: Vec<i64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        let mut retired = vec![];
+        for b in later.iter().rev() {
+            let Some(seg) = self.segments.remove(b) else { continue };
+            self.unsealed.remove(b);
+            tracing::info!(dir = %self.dir.display(), base_offset = b, "deleting segment: the log is truncated below it");
+            retired.extend(seg.retire()?);
+        }
+        // The cut segment is the active one now.
+        self.unsealed.remove(&base);
+        self.dir_changes += 1;
+        self.fs.sync_dir(&self.dir).map_err(dir_err(&self.dir))?;
+        self.dir_synced = self.dir_changes;
+        self.update_seal_pending();
+        crate::delete::remove_later(&self.fs, retired);
+        Ok(())
+    }
+
     /// Advances the log start offset to `offset` (DeleteRecords): records below it are no
     /// longer readable, and segments wholly below it are deleted. The new start is written to
     /// a checkpoint before any file is removed. Returns the new log start offset.
@@ -998,6 +1106,9 @@ impl Log {
     /// segment's index current. Holds the log's lock throughout: for opening, shutdown and
     /// tests; appends use [`Log::sync_target`] and [`Log::take_seal`] instead.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
         if let Some(work) = self.take_seal() {
             work.run()?;
             self.sealed(work)?;

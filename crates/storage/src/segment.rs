@@ -531,6 +531,71 @@ impl Segment {
         Ok(Segment::open_and_recover(&fs, &dir, base, interval)?.0)
     }
 
+    /// The first step of a truncation: brings the index into memory and removes its file,
+    /// so that nothing vouches for the log once it is cut (the caller then fsyncs the
+    /// directory, see `Log::truncate_to`). The index is rewritten whole at its next write.
+    pub fn drop_index_file(&mut self) -> Result<(), StorageError> {
+        self.load_index()?;
+        self.sealed_on_disk = false;
+        self.index_written = 0;
+        match self.fs.remove(&self.index_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.index_path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts the log at `position`, a batch boundary inside the segment, and fsyncs it; the
+    /// index entries at or past it go. Call [`Segment::drop_index_file`] first. On an error
+    /// the segment in memory is as before (the file may be cut but not durably so).
+    pub fn truncate_at(&mut self, position: u64) -> Result<(), StorageError> {
+        self.load_index()?;
+        // The state after the cut, as the appends that led there built it: from the last
+        // index entry kept, re-walked up to the cut (header reads only), before anything is
+        // changed.
+        let keep = self.index.partition_point(|e| u64::from(e.position) < position);
+        let from = keep.checked_sub(1).map_or(0, |i| u64::from(self.index[i].position));
+        let mut walked = vec![];
+        let mut at = from;
+        while at < position {
+            let info = self.header_at(at)?;
+            at += u64::from(info.size);
+            walked.push(info);
+        }
+        if at != position {
+            return Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position,
+                why: "a truncation point is not a batch boundary".into(),
+            });
+        }
+        self.log.set_len(position).map_err(io(&self.log_path))?;
+        self.log.sync_data().map_err(io(&self.log_path))?;
+        match keep.checked_sub(1) {
+            None => {
+                self.index.clear();
+                self.index_prior_max_timestamp.clear();
+                self.max_timestamp = -1;
+                self.first_batch_timestamp = None;
+                self.bytes_since_index = 0;
+                self.next_offset = self.base_offset;
+            }
+            Some(last) => {
+                self.max_timestamp = self.index_prior_max_timestamp[last];
+                self.index.truncate(last);
+                self.index_prior_max_timestamp.truncate(last);
+                // Makes the walk re-add the entry at `from`, as `open_clean` does.
+                self.bytes_since_index = self.index_interval_bytes;
+            }
+        }
+        self.size = from;
+        for info in &walked {
+            self.note_appended(info)?;
+        }
+        self.index_written = 0;
+        self.sealed_on_disk = false;
+        Ok(())
+    }
+
     /// How many index entries satisfy `pred`, which holds for a prefix of them (entries are
     /// sorted by offset, position and prior max timestamp alike): a binary search, in memory
     /// or in the `.index` file of a sealed segment.

@@ -188,3 +188,113 @@ fn the_log_start_moving_cuts_the_epoch_cache() {
     drop(log);
     assert_eq!(open(&fs, false).epoch_entries(), vec![]);
 }
+
+/// The batches of `before` that lie wholly below `end`.
+fn below(before: &[(i64, i64, i32)], end: i64) -> Vec<(i64, i64, i32)> {
+    before.iter().copied().filter(|b| b.1 < end).collect()
+}
+
+#[test]
+fn truncation_cuts_at_a_batch_boundary_and_moves_the_end_back() {
+    let (fs, mut log) = filled();
+    let before = batches(&log);
+    assert!(log.segment_count() >= 3);
+    // Inside a batch: the batch goes whole, the end is its base.
+    assert_eq!(log.truncate_to(73).unwrap(), 70);
+    assert_eq!(batches(&log), below(&before, 70));
+    assert_eq!(log.epoch_entries(), entries(&[(0, 0), (2, 30)]));
+    assert_eq!(log.end_offset_for_epoch(2), (2, 70));
+    // At or past the end: nothing happens.
+    assert_eq!(log.truncate_to(70).unwrap(), 70);
+    assert_eq!(log.truncate_to(1_000).unwrap(), 70);
+    // The log goes on at the new end, and the cut survives a restart and a power loss.
+    assert_eq!(log.append(batch(500), 3, 0).unwrap().base_offset, 70);
+    assert_eq!(log.epoch_entries(), entries(&[(0, 0), (2, 30), (3, 70)]));
+    let now = batches(&log);
+    log.sync().unwrap();
+    drop(log);
+    fs.crash(CrashMode::DropUnsynced);
+    let mut log = open(&fs, false);
+    assert_eq!(batches(&log), now);
+    assert_eq!(log.epoch_entries(), implied_epochs(&log));
+    // Below the log start is refused, and so is a cut whose batch starts below it.
+    log.delete_records_before(12).unwrap();
+    assert!(matches!(
+        log.truncate_to(11),
+        Err(storage::StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.truncate_to(13),
+        Err(storage::StorageError::TruncateBelowStart { batch_base: 10, .. })
+    ));
+    // To exactly a batch boundary at the start: the log is empty there.
+    log.delete_records_before(15).unwrap();
+    assert_eq!(log.truncate_to(15).unwrap(), 15);
+    assert_eq!(batches(&log), vec![]);
+    assert_eq!(log.epoch_entries(), vec![]);
+    assert_eq!(log.append(batch(600), 4, 0).unwrap().base_offset, 15);
+    drop(log);
+    let log = open(&fs, false);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (15, 20));
+    assert_eq!(log.epoch_entries(), entries(&[(4, 15)]));
+}
+
+/// Runs `op` on a fresh [`filled`] log with a power loss after each of its fsyncs in turn
+/// (and once with none), then checks that the reopened log is `before` or the state `op`
+/// leads to, whole and with an epoch cache that fits its batches. Returns the fault points.
+fn crash_at_every_step(op: impl Fn(&mut Log) -> Result<(), storage::StorageError>) -> u64 {
+    let (fs, mut log) = filled();
+    let before = batches(&log);
+    let ops = fs.durability_ops();
+    op(&mut log).expect("the operation works without faults");
+    let steps = fs.durability_ops() - ops;
+    let after = batches(&log);
+    let after_epochs = log.epoch_entries();
+    assert_eq!(after_epochs, implied_epochs(&log));
+    assert_ne!(before, after);
+    drop(log);
+    for k in 0..=steps {
+        for mode in [CrashMode::DropUnsynced, CrashMode::Torn { seed: k + 1 }] {
+            let (fs, mut log) = filled();
+            fs.power_off_after_syncs(k);
+            let result = op(&mut log);
+            // Ok early only when what failed was derived state (the epoch checkpoint).
+            assert!(result.is_ok() || k < steps, "step {k}: {result:?}");
+            drop(log);
+            fs.crash(mode);
+            let mut log = open(&fs, false);
+            let got = batches(&log);
+            assert!(
+                got == before || got == after,
+                "step {k} of {steps} ({mode:?}): neither before nor after: {got:?}"
+            );
+            assert_eq!(log.epoch_entries(), implied_epochs(&log), "step {k} ({mode:?})");
+            if result.is_ok() {
+                assert_eq!(got, after, "step {k}: done means durable");
+            }
+            if got == after {
+                assert_eq!(log.epoch_entries(), after_epochs);
+            }
+            // And it goes on: an append lands at the end, and survives a clean restart.
+            let end = log.log_end_offset();
+            assert_eq!(log.append(batch(900), 9, 0).unwrap().base_offset, end);
+            log.sync().unwrap();
+            drop(log);
+            let log = open(&fs, true);
+            assert_eq!(log.log_end_offset(), end + 5);
+            assert_eq!(log.epoch_entries(), implied_epochs(&log));
+        }
+    }
+    steps
+}
+
+#[test]
+fn a_power_loss_at_any_step_of_a_truncation_leaves_the_log_before_or_after() {
+    // Inside the active segment, inside an earlier one, at a segment's first batch, inside a
+    // batch, and to the start of the log.
+    for target in [97, 72, 33, 30, 3, 0] {
+        let steps = crash_at_every_step(|log| log.truncate_to(target).map(|_| ()));
+        assert!(steps >= 2, "{target}: {steps} fsyncs");
+        eprintln!("truncate_to({target}): a power loss after each of {steps} fsyncs, and none");
+    }
+}
