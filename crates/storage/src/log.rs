@@ -659,6 +659,96 @@ impl Log {
         Ok(())
     }
 
+    /// Appends record batches as fetched from the leader (a follower's append): one or more
+    /// whole batches, already stamped with their base offsets and partition leader epochs,
+    /// written as they are (never restamped). Every batch is checked before any is written:
+    /// framing, size (`max.message.bytes`), CRC, offsets (the first batch starts at the log
+    /// end, each next one right after the one before), and epochs (never negative, never
+    /// below the one before nor the log's latest). Anything that does not continue the log
+    /// is refused with [`StorageError::OffsetMismatch`] or [`StorageError::EpochRegression`]
+    /// (the caller truncates or refetches); a damaged batch or trailing bytes with
+    /// [`StorageError::InvalidBatch`].
+    ///
+    /// Kafka's followers take a batch past the log end in some cases (the leader's log start
+    /// moved past it); here the one exception is an empty log (start = end): its start moves
+    /// to the first batch's base offset (written to the log start checkpoint first, so a
+    /// crash finishes the move at open). A new, higher epoch starts a leader-epoch cache
+    /// entry, as a leader's append does. As with [`Log::append`], nothing is fsynced; on an
+    /// I/O error the batches before the failing one stay appended (the log end says where it
+    /// stopped).
+    pub fn append_replicated(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        let end = self.log_end_offset();
+        let may_move_start = self.log_start_offset == end;
+        let mut checked = vec![];
+        let mut rest = batches;
+        let mut expected = end;
+        let mut latest = self.epochs.latest_epoch().unwrap_or(-1);
+        while !rest.is_empty() {
+            let available = rest.len();
+            let parsed = RecordBatch::parse(&mut rest).map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
+            let size = available - rest.len();
+            if size > self.config.batch_bytes_max {
+                return Err(StorageError::BatchTooLarge {
+                    size,
+                    max: self.config.batch_bytes_max,
+                });
+            }
+            parsed
+                .verify_crc()
+                .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
+            let base = parsed.base_offset();
+            let moves_start = checked.is_empty() && may_move_start && base > end;
+            if base != expected && !moves_start {
+                return Err(StorageError::OffsetMismatch {
+                    base_offset: base,
+                    log_end: expected,
+                });
+            }
+            let last = base
+                .checked_add(i64::from(parsed.last_offset_delta()))
+                .filter(|l| *l >= base && l.checked_add(1).is_some())
+                .ok_or_else(|| StorageError::InvalidBatch(format!("batch at {base} has no valid last offset")))?;
+            let epoch = parsed.partition_leader_epoch();
+            if epoch < 0 || epoch < latest {
+                return Err(StorageError::EpochRegression {
+                    base_offset: base,
+                    epoch,
+                    latest,
+                });
+            }
+            latest = epoch;
+            expected = last + 1;
+            checked.push((parsed, last));
+        }
+        let Some(first) = checked.first().map(|(b, _)| b.base_offset()) else {
+            return Err(StorageError::InvalidBatch("no batch to append".into()));
+        };
+        if first > end {
+            tracing::info!(dir = %self.dir.display(), from = end, to = first, "the empty log starts at the leader's first offset");
+            self.set_log_start_offset(first)?;
+            self.truncate_fully_and_start_at(first)?;
+        }
+        for (b, last) in &checked {
+            let (base, last) = (b.base_offset(), *last);
+            let max_timestamp = b.max_timestamp();
+            self.roll_if_due(base, last, max_timestamp, b.size_bytes(), now_ms)?;
+            self.active_mut().append(b.as_bytes(), base, last, max_timestamp)?;
+            assert_eq!(
+                self.log_end_offset(),
+                last + 1,
+                "log end offset must follow the appended batch"
+            );
+            self.note_epoch(b.partition_leader_epoch(), base);
+        }
+        Ok(AppendInfo {
+            base_offset: first,
+            last_offset: self.log_end_offset() - 1,
+        })
+    }
+
     /// Starts a new segment at `base_offset`. Nothing is fsynced: the old segment becomes
     /// unsealed, and [`Log::take_seal`] (run in the background) makes it durable.
     /// `why`: what triggered the roll, for the log line.

@@ -243,6 +243,12 @@ fn truncation_cuts_at_a_batch_boundary_and_moves_the_end_back() {
 /// (and once with none), then checks that the reopened log is `before` or the state `op`
 /// leads to, whole and with an epoch cache that fits its batches. Returns the fault points.
 fn crash_at_every_step(op: impl Fn(&mut Log) -> Result<(), storage::StorageError>) -> u64 {
+    crash_at_every_step_with(true, op)
+}
+
+/// [`crash_at_every_step`]; when not `atomic`, any state from `before` to `after` that is a
+/// prefix of `after` is allowed (appends are not atomic; what was fsynced stays).
+fn crash_at_every_step_with(atomic: bool, op: impl Fn(&mut Log) -> Result<(), storage::StorageError>) -> u64 {
     let (fs, mut log) = filled();
     let before = batches(&log);
     let ops = fs.durability_ops();
@@ -264,10 +270,17 @@ fn crash_at_every_step(op: impl Fn(&mut Log) -> Result<(), storage::StorageError
             fs.crash(mode);
             let mut log = open(&fs, false);
             let got = batches(&log);
-            assert!(
-                got == before || got == after,
-                "step {k} of {steps} ({mode:?}): neither before nor after: {got:?}"
-            );
+            if atomic {
+                assert!(
+                    got == before || got == after,
+                    "step {k} of {steps} ({mode:?}): neither before nor after: {got:?}"
+                );
+            } else {
+                assert!(
+                    got.len() >= before.len() && after.starts_with(&got),
+                    "step {k} of {steps} ({mode:?}): not a prefix of after holding before: {got:?}"
+                );
+            }
             assert_eq!(log.epoch_entries(), implied_epochs(&log), "step {k} ({mode:?})");
             if result.is_ok() {
                 assert_eq!(got, after, "step {k}: done means durable");
@@ -297,4 +310,169 @@ fn a_power_loss_at_any_step_of_a_truncation_leaves_the_log_before_or_after() {
         assert!(steps >= 2, "{target}: {steps} fsyncs");
         eprintln!("truncate_to({target}): a power loss after each of {steps} fsyncs, and none");
     }
+}
+
+/// What a follower of [`filled`] fetches from its leader: batches from offset 100 on, with
+/// epochs 5, 6 and 8, as the leader stamped and stored them.
+fn fetched_from_leader() -> Bytes {
+    let (_fs, mut leader) = filled();
+    for (i, epoch) in [5, 5, 6, 6, 6, 8, 8].into_iter().enumerate() {
+        leader.append(batch(1_000 + i as u32 * 5), epoch, 0).unwrap();
+    }
+    read_from(&leader, 100)
+}
+
+/// Every batch from `offset` on, as stored (a read stops at a segment's end).
+fn read_from(log: &Log, mut offset: i64) -> Bytes {
+    let mut out = BytesMut::new();
+    loop {
+        let data = log.read(offset, 1 << 20).unwrap();
+        if data.is_empty() {
+            return out.freeze();
+        }
+        for b in RecordBatch::iter_all(data) {
+            let b = b.unwrap();
+            offset = b.last_offset() + 1;
+            out.extend_from_slice(b.as_bytes());
+        }
+    }
+}
+
+fn restamped(data: &Bytes, which: usize, base: i64, epoch: i32) -> Bytes {
+    let mut out = BytesMut::new();
+    for (i, b) in RecordBatch::iter_all(data.clone()).enumerate() {
+        let mut raw = BytesMut::from(&b.unwrap().as_bytes()[..]);
+        if i == which {
+            records::stamp(&mut raw, base, epoch);
+        }
+        out.extend_from_slice(&raw);
+    }
+    out.freeze()
+}
+
+#[test]
+fn replicated_batches_are_appended_as_they_are_and_must_continue_the_log() {
+    let (_fs, mut log) = filled();
+    let data = fetched_from_leader();
+    let n = RecordBatch::iter_all(data.clone()).count();
+    assert_eq!(n, 7);
+    let refused = |log: &mut Log, data: Bytes| {
+        let e = log.append_replicated(data, 0).unwrap_err();
+        assert_eq!(log.log_end_offset(), 100, "nothing written: {e}");
+        e
+    };
+    // A gap, an overlap, a gap between two batches, a falling epoch, a damaged CRC, a
+    // trailing partial batch, nothing at all.
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 0, 101, 5)),
+        storage::StorageError::OffsetMismatch {
+            base_offset: 101,
+            log_end: 100
+        }
+    ));
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 0, 95, 5)),
+        storage::StorageError::OffsetMismatch { .. }
+    ));
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 3, 116, 6)),
+        storage::StorageError::OffsetMismatch {
+            base_offset: 116,
+            log_end: 115
+        }
+    ));
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 0, 100, 4)),
+        storage::StorageError::EpochRegression {
+            epoch: 4,
+            latest: 5,
+            ..
+        }
+    ));
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 4, 120, 5)),
+        storage::StorageError::EpochRegression {
+            epoch: 5,
+            latest: 6,
+            ..
+        }
+    ));
+    assert!(matches!(
+        refused(&mut log, restamped(&data, 0, 100, -1)),
+        storage::StorageError::EpochRegression { epoch: -1, .. }
+    ));
+    let mut bad = BytesMut::from(&data[..]);
+    let at = bad.len() - 3;
+    bad[at] ^= 1;
+    assert!(matches!(
+        refused(&mut log, bad.freeze()),
+        storage::StorageError::InvalidBatch(_)
+    ));
+    assert!(matches!(
+        refused(&mut log, data.slice(..data.len() - 10)),
+        storage::StorageError::InvalidBatch(_)
+    ));
+    assert!(matches!(
+        refused(&mut log, Bytes::new()),
+        storage::StorageError::InvalidBatch(_)
+    ));
+    // The real thing lands byte for byte, with its epochs in the cache.
+    let info = log.append_replicated(data.clone(), 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (100, 134));
+    assert_eq!(read_from(&log, 100), data, "stored as fetched");
+    assert_eq!(
+        log.epoch_entries(),
+        entries(&[(0, 0), (2, 30), (5, 70), (6, 110), (8, 125)])
+    );
+    assert_eq!(log.end_offset_for_epoch(5), (5, 110));
+    assert_eq!(log.end_offset_for_epoch(7), (6, 125));
+    assert_eq!(log.end_offset_for_epoch(8), (8, 135));
+    // A follower diverged: it truncates to the leader's end of its epoch and fetches again.
+    assert_eq!(log.truncate_to(log.end_offset_for_epoch(5).1).unwrap(), 110);
+    assert_eq!(log.latest_epoch(), Some(5));
+    let again = fetched_from_leader();
+    let from_110: Bytes = {
+        let mut out = BytesMut::new();
+        for b in RecordBatch::iter_all(again)
+            .map(Result::unwrap)
+            .filter(|b| b.base_offset() >= 110)
+        {
+            out.extend_from_slice(b.as_bytes());
+        }
+        out.freeze()
+    };
+    log.append_replicated(from_110, 0).unwrap();
+    assert_eq!(read_from(&log, 100), data);
+    assert_eq!(log.epoch_entries(), implied_epochs(&log));
+}
+
+#[test]
+fn an_empty_follower_log_starts_at_the_leaders_first_offset() {
+    let fs = SimFs::new();
+    let mut log = open(&fs, false);
+    let data = fetched_from_leader();
+    let info = log.append_replicated(data.clone(), 0).unwrap();
+    assert_eq!(
+        (info.base_offset, log.log_start_offset(), log.log_end_offset()),
+        (100, 100, 135)
+    );
+    assert_eq!(log.epoch_entries(), entries(&[(5, 100), (6, 110), (8, 125)]));
+    log.sync().unwrap();
+    drop(log);
+    fs.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, false);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 135));
+    assert_eq!(read_from(&log, 100), data);
+    assert_eq!(log.epoch_entries(), implied_epochs(&log));
+}
+
+#[test]
+fn a_power_loss_at_any_step_of_a_replicated_append_and_its_sync_keeps_a_prefix() {
+    let data = fetched_from_leader();
+    let steps = crash_at_every_step_with(false, |log| {
+        log.append_replicated(data.clone(), 0)?;
+        log.sync()
+    });
+    assert!(steps >= 3, "{steps} fsyncs");
+    eprintln!("append_replicated + sync: a power loss after each of {steps} fsyncs, and none");
 }
