@@ -2,7 +2,10 @@
 //! plus a sparse index, which also serves as the time index), and `GroupCommit`, which lets
 //! concurrent appends share fsyncs.
 //!
-//! Knows nothing of requests, sockets or replication. Built: segmented append and read,
+//! Knows nothing of requests, sockets or the replication protocol; it gives followers what
+//! they need from a log: [`Log::append_replicated`] (batches as fetched, never restamped),
+//! [`Log::truncate_to`] (all or nothing across a crash) and the leader-epoch cache
+//! ([`Log::end_offset_for_epoch`], Kafka's `leader-epoch-checkpoint`). Built: segmented append and read,
 //! rolling by size and by `segment.ms` with rolled segments sealed in the background (no fsync
 //! on the append path), recovery after a crash (sealed segments trusted, the rest re-checked
 //! and cut at a torn write) and a fast open after a clean shutdown, retention by time and size

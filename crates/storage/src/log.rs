@@ -2,7 +2,8 @@
 //! assign offsets, and reads by offset.
 //!
 //! Invariants (asserted, also in release builds):
-//! - offsets only grow: each batch starts at the log end offset;
+//! - offsets only grow: each batch starts at the log end offset (only [`Log::truncate_to`], a
+//!   follower's truncation, moves the end back);
 //! - segments are sorted by base offset and do not overlap; only the last one is written to.
 //!   They are contiguous unless a segment file was lost from the middle of the log, a hole
 //!   that [`Log::open_on`] reports loudly and keeps (see there: nothing after it is dropped).
