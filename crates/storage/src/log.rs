@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use wire::records::{self, RecordBatch};
 
 #[derive(Debug, Clone)]
@@ -90,6 +90,10 @@ pub struct Log {
     /// A truncation failed part way: the log refuses writes (and syncs) until it is opened
     /// again, which finds it as before the truncation or as after.
     failed: bool,
+    /// How many truncations the log has had, shared with seal work: held while the work
+    /// writes indexes, so that a truncation never races with an index written for segments
+    /// as they were before it (see [`SealWork::run`]).
+    seal_gate: Arc<Mutex<u64>>,
 }
 
 /// Finishing the seal of rolled segments (see [`Log::take_seal`]): run it without the log's
@@ -102,6 +106,10 @@ pub struct SealWork {
     dir_changes: u64,
     /// The leader-epoch checkpoint to write, when it changed: its version and text.
     epochs: Option<(u64, Vec<u8>, Arc<EpochCheckpoint>)>,
+    /// The log's truncation count when the work was taken: a truncation since makes the
+    /// indexes stale, and they are not written.
+    gate: Arc<Mutex<u64>>,
+    generation: u64,
 }
 
 /// One unsealed segment in a [`SealWork`].
@@ -142,6 +150,12 @@ impl SealWork {
                 error,
                 data_lost: false,
             })?;
+        }
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if *gate != self.generation {
+            // Truncated meanwhile: these indexes may describe bytes that are gone.
+            // `Log::sealed` leaves the segments unsealed, for the next seal.
+            return Ok(());
         }
         for s in &self.segments {
             let f = self
@@ -380,6 +394,7 @@ impl Log {
             epoch_durable: 0,
             epoch_file: Arc::new(EpochCheckpoint::new(fs.clone(), dir)),
             failed: false,
+            seal_gate: Arc::new(Mutex::new(0)),
         };
         // DeleteRecords may have moved the start past the first segment's base.
         if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
@@ -816,12 +831,15 @@ impl Log {
             epochs: self
                 .epochs_dirty()
                 .then(|| (self.epoch_version, self.epochs.encode(), self.epoch_file.clone())),
+            gate: self.seal_gate.clone(),
+            generation: *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 
     /// `work` ran successfully: its segments are sealed (their in-memory indexes dropped).
     pub fn sealed(&mut self, work: SealWork) -> Result<(), StorageError> {
-        for SealItem { base, index_path, .. } in &work.segments {
+        let stale = *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()) != work.generation;
+        for SealItem { base, index_path, .. } in work.segments.iter().filter(|_| !stale) {
             if self.unsealed.remove(base) {
                 if let Some(seg) = self.segments.get_mut(base) {
                     seg.sealed()?;
@@ -982,6 +1000,8 @@ impl Log {
             let path = dir.to_path_buf();
             move |source| StorageError::Io { path, source }
         };
+        // Waits for seal work writing indexes, and makes any work taken before stale.
+        *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         let active = self.active().base_offset();
         let seg = self.segments.get_mut(&base).expect("the segment to cut is in the log");
         if position < seg.size() {

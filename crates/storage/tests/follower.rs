@@ -476,3 +476,39 @@ fn a_power_loss_at_any_step_of_a_replicated_append_and_its_sync_keeps_a_prefix()
     assert!(steps >= 3, "{steps} fsyncs");
     eprintln!("append_replicated + sync: a power loss after each of {steps} fsyncs, and none");
 }
+
+#[test]
+fn seal_work_taken_before_a_truncation_writes_no_stale_index() {
+    let (fs, mut log) = filled();
+    for i in 0..12 {
+        log.append(batch(2_000 + i * 5), 5, 0).unwrap();
+    }
+    let work = log.take_seal().expect("rolled segments wait for their seal");
+    let bases: Vec<i64> = fs
+        .list(Path::new(DIR))
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log").and_then(|b| b.parse().ok()))
+        .collect();
+    let cut_segment = *bases.iter().filter(|b| **b <= 133).max().unwrap();
+    let index = Path::new(DIR).join(format!("{cut_segment:020}.index"));
+    assert_eq!(log.truncate_to(133).unwrap(), 130);
+    assert!(fs.contents(&index).is_none());
+    // The work runs (off the lock) after the truncation: it must not vouch for the segment
+    // as it was.
+    work.run().unwrap();
+    assert!(fs.contents(&index).is_none(), "no index for bytes that are gone");
+    log.sealed(work).unwrap();
+    let after = batches(&log);
+    for i in 0..12 {
+        log.append(batch(3_000 + i * 5), 6, 0).unwrap();
+    }
+    let want = batches(&log);
+    log.sync().unwrap();
+    drop(log);
+    fs.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, false);
+    assert_eq!(batches(&log), want);
+    assert!(want.starts_with(&after));
+    assert_eq!(log.epoch_entries(), implied_epochs(&log));
+}
