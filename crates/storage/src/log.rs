@@ -949,6 +949,8 @@ impl Log {
     /// the new end, and its checkpoint is rewritten (a stale one is rebuilt at open from the
     /// segment recovery re-reads, which the cut one is). An error part way leaves the log
     /// refusing writes and syncs ([`StorageError::Failed`]) until it is opened again.
+    /// An owner counting durable offsets with a [`crate::GroupCommit`] moves it back too
+    /// ([`crate::GroupCommit::truncated_to`]), or a later sync would count as done early.
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
         if self.failed {
             return Err(StorageError::Failed);
