@@ -2,7 +2,10 @@
 //! plus a sparse index, which also serves as the time index), and `GroupCommit`, which lets
 //! concurrent appends share fsyncs.
 //!
-//! Knows nothing of requests, sockets or replication. Built: segmented append and read,
+//! Knows nothing of requests, sockets or the replication protocol; it gives followers what
+//! they need from a log: [`Log::append_replicated`] (batches as fetched, never restamped),
+//! [`Log::truncate_to`] (all or nothing across a crash) and the leader-epoch cache
+//! ([`Log::end_offset_for_epoch`], Kafka's `leader-epoch-checkpoint`). Built: segmented append and read,
 //! rolling by size and by `segment.ms` with rolled segments sealed in the background (no fsync
 //! on the append path), recovery after a crash (sealed segments trusted, the rest re-checked
 //! and cut at a torn write) and a fast open after a clean shutdown, retention by time and size
@@ -17,6 +20,7 @@
 
 mod delete;
 pub mod disk;
+mod epoch;
 mod flush;
 pub mod fs;
 mod log;
@@ -24,6 +28,7 @@ mod segment;
 pub mod sim;
 
 pub use crate::delete::{remove_dirs_later, wait_for_deletions};
+pub use crate::epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
 pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork, Skipped, STRAY_SUFFIX};
@@ -43,6 +48,20 @@ pub enum StorageError {
     InvalidBatch(String),
     #[error("{path} is corrupt at byte {position}: {why}")]
     Corrupt { path: PathBuf, position: u64, why: String },
+    /// A replicated batch does not start at the log end (the caller truncates or refetches).
+    #[error("batch at offset {base_offset} does not continue the log, which ends at {log_end}")]
+    OffsetMismatch { base_offset: i64, log_end: i64 },
+    /// A batch's partition leader epoch is below the log's latest (or negative in a
+    /// replicated batch).
+    #[error("batch at offset {base_offset} has leader epoch {epoch}, below the log's latest epoch {latest}")]
+    EpochRegression { base_offset: i64, epoch: i32, latest: i32 },
+    /// A truncation would remove records below the log start offset.
+    #[error("cannot truncate to {offset}: the batch holding it starts at {batch_base}, below the log start offset {log_start}")]
+    TruncateBelowStart {
+        offset: i64,
+        batch_base: i64,
+        log_start: i64,
+    },
     #[error("an earlier fsync of this log failed: it takes no writes until the broker restarts")]
     Failed,
 }

@@ -2,7 +2,8 @@
 //! assign offsets, and reads by offset.
 //!
 //! Invariants (asserted, also in release builds):
-//! - offsets only grow: each batch starts at the log end offset;
+//! - offsets only grow: each batch starts at the log end offset (only [`Log::truncate_to`], a
+//!   follower's truncation, moves the end back);
 //! - segments are sorted by base offset and do not overlap; only the last one is written to.
 //!   They are contiguous unless a segment file was lost from the middle of the log, a hole
 //!   that [`Log::open_on`] reports loudly and keeps (see there: nothing after it is dropped).
@@ -18,6 +19,7 @@
 //! without one (and the last). Anything that makes appends durable ([`Log::sync`],
 //! [`Log::sync_target`]) covers unsealed segments and the directory too.
 
+use crate::epoch::{EpochCheckpoint, EpochEntry, LeaderEpochCache};
 use crate::fs::FsFile;
 use crate::fs::{Fs, OpenMode, RealFs};
 use crate::segment::{self, BatchInfo, FirstBatch, Segment, DELETED_SUFFIX};
@@ -26,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use wire::records::{self, RecordBatch};
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,19 @@ pub struct Log {
     dir_synced: u64,
     /// Whether seal work is waiting (see [`Log::seal_pending`]).
     seal_pending: Arc<AtomicBool>,
+    /// The leader-epoch cache (see [`crate::epoch`]), bumped in `epoch_version` at each
+    /// change; `epoch_durable` is the version the checkpoint file is known to hold.
+    epochs: LeaderEpochCache,
+    epoch_version: u64,
+    epoch_durable: u64,
+    epoch_file: Arc<EpochCheckpoint>,
+    /// A truncation failed part way: the log refuses writes (and syncs) until it is opened
+    /// again, which finds it as before the truncation or as after.
+    failed: bool,
+    /// How many truncations the log has had, shared with seal work: held while the work
+    /// writes indexes, so that a truncation never races with an index written for segments
+    /// as they were before it (see [`SealWork::run`]).
+    seal_gate: Arc<Mutex<u64>>,
 }
 
 /// Finishing the seal of rolled segments (see [`Log::take_seal`]): run it without the log's
@@ -89,6 +104,12 @@ pub struct SealWork {
     dir: PathBuf,
     segments: Vec<SealItem>,
     dir_changes: u64,
+    /// The leader-epoch checkpoint to write, when it changed: its version and text.
+    epochs: Option<(u64, Vec<u8>, Arc<EpochCheckpoint>)>,
+    /// The log's truncation count when the work was taken: a truncation since makes the
+    /// indexes stale, and they are not written.
+    gate: Arc<Mutex<u64>>,
+    generation: u64,
 }
 
 /// One unsealed segment in a [`SealWork`].
@@ -122,6 +143,20 @@ impl SealWork {
                 .map_err(fail(&s.index_path.with_extension("log"), true))?;
         }
         self.fs.sync_dir(&self.dir).map_err(fail(&self.dir, true))?;
+        // The epoch checkpoint is durable before any index vouches for a segment: after a
+        // crash, sealed segments are trusted for their epochs too (see `Log::load_epochs`).
+        if let Some((version, bytes, file)) = &self.epochs {
+            file.write(*version, bytes).map_err(|error| SealError {
+                error,
+                data_lost: false,
+            })?;
+        }
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if *gate != self.generation {
+            // Truncated meanwhile: these indexes may describe bytes that are gone.
+            // `Log::sealed` leaves the segments unsealed, for the next seal.
+            return Ok(());
+        }
         for s in &self.segments {
             let f = self
                 .fs
@@ -210,6 +245,9 @@ impl Log {
         // Segments (base offsets) vouched for as written whole once: opened after a clean
         // shutdown, or with a sealed index. One that now comes up short was damaged.
         let mut vouched = BTreeSet::new();
+        // The first segment whose batches were re-read (not trusted by its index): the epoch
+        // checkpoint is checked below it and rebuilt from the batches from it on.
+        let mut recovered_from: Option<i64> = None;
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
             // Does the file continue the log? Checked before it is opened, since recovery would
@@ -298,6 +336,7 @@ impl Log {
                 vouched.insert(base);
             }
             let (seg, truncated) = Segment::open_and_recover(fs, dir, base, config.index_interval_bytes)?;
+            recovered_from.get_or_insert(base);
             if truncated > 0 {
                 let level_is_damage = vouched.contains(&base);
                 if level_is_damage {
@@ -350,6 +389,12 @@ impl Log {
             dir_changes: 1,
             dir_synced: 0,
             seal_pending: Arc::new(AtomicBool::new(false)),
+            epochs: LeaderEpochCache::default(),
+            epoch_version: 0,
+            epoch_durable: 0,
+            epoch_file: Arc::new(EpochCheckpoint::new(fs.clone(), dir)),
+            failed: false,
+            seal_gate: Arc::new(Mutex::new(0)),
         };
         // DeleteRecords may have moved the start past the first segment's base.
         if let Some(saved) = read_checkpoint(&**fs, &dir.join(LOG_START_CHECKPOINT))? {
@@ -362,6 +407,7 @@ impl Log {
                 log.log_start_offset = saved.max(first_base);
             }
         }
+        log.load_epochs(recovered_from)?;
         // What a crash left in the page cache is on disk from here on (and cheap when clean),
         // so the whole log counts as durable after opening.
         log.sync_at_open()?;
@@ -405,6 +451,139 @@ impl Log {
         self.segments.len()
     }
 
+    /// The latest partition leader epoch in the log (`None` when no batch carries one).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor` (OffsetsForLeaderEpoch): the largest epoch
+    /// at or below `epoch` and the offset where it ended — the start of the next higher
+    /// epoch, or the log end for the latest one. (-1, -1) for epoch -1, an epoch above the
+    /// latest, or an empty cache; an epoch below the first entry gives (`epoch`, the first
+    /// entry's start offset), as Kafka answers.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader-epoch cache: each epoch and the offset of its first batch (from the log
+    /// start on), in order.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.epochs.entries().to_vec()
+    }
+
+    /// The header of the batch holding `offset`, if the log has one.
+    fn batch_at(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
+        let Some((_, seg)) = self.segments.range(..=offset).next_back() else {
+            return Ok(None);
+        };
+        Ok(seg.find_batch(offset)?.filter(|b| b.base_offset <= offset))
+    }
+
+    /// Builds the leader-epoch cache at open. The log wins over the checkpoint file: the file
+    /// is derived state (as the index is) and the batches carry their epochs, so an entry
+    /// that the batches contradict means the file is stale or damaged, and it is rebuilt from
+    /// the batches (as Kafka does). The file is trusted only below `recovered_from`, the first
+    /// segment that recovery re-read (sealed segments were vouched for by their index, which
+    /// the seal writes only after the checkpoint covering them), and only once each of its
+    /// entries there was checked against the batch it names; from `recovered_from` on the
+    /// cache is rebuilt from the batch headers. A missing or damaged file (reported, naming
+    /// it) is rebuilt from the whole log.
+    fn load_epochs(&mut self, recovered_from: Option<i64>) -> Result<(), StorageError> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        let boundary = recovered_from.unwrap_or(end).clamp(start, end);
+        let path = self.epoch_file.path().to_path_buf();
+        let on_disk = match self.epoch_file.read() {
+            Ok(Some(Ok(c))) => Some(c),
+            Ok(Some(Err(why))) => {
+                tracing::warn!(file = %path.display(), why, "leader-epoch checkpoint is damaged: not trusted, rebuilt from the log");
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the leader-epoch checkpoint: rebuilt from the log");
+                None
+            }
+        };
+        let mut trusted = None;
+        if let Some(mut c) = on_disk.clone() {
+            c.truncate_from_start(start);
+            c.truncate_from_end(boundary);
+            match self.check_epochs(&c, boundary) {
+                Ok(()) => trusted = Some(c),
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), why, "leader-epoch checkpoint does not match the log: rebuilt from the log")
+                }
+            }
+        }
+        let scan_from = if trusted.is_some() { boundary } else { start };
+        let mut cache = trusted.unwrap_or_default();
+        let mut scan = |b: &BatchInfo| {
+            if b.last_offset >= scan_from {
+                cache.assign(b.partition_leader_epoch, b.base_offset.max(start));
+            }
+        };
+        for (_, seg) in self
+            .segments
+            .range(..=scan_from)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(scan_from + 1..))
+        {
+            if let Err(e) = seg.for_each_batch(&mut scan) {
+                // Damage is reported by reads; the cache keeps what came before it.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read every batch header to rebuild the leader-epoch cache");
+                break;
+            }
+        }
+        if on_disk.as_ref() != Some(&cache) {
+            self.epoch_version += 1;
+        }
+        self.epochs = cache;
+        Ok(())
+    }
+
+    /// Whether `cache` (from the checkpoint, cut to the log start and to `boundary`) agrees
+    /// with the batches below `boundary`: each entry names a batch of its epoch starting
+    /// there (the first may start inside one, at the log start) after a batch of a lower
+    /// epoch, and the batch just below `boundary` has no epoch above the latest entry's.
+    fn check_epochs(&self, cache: &LeaderEpochCache, boundary: i64) -> Result<(), String> {
+        let start = self.log_start_offset;
+        let read = |offset: i64| self.batch_at(offset).map_err(|e| e.to_string());
+        for e in cache.entries() {
+            let Some(b) = read(e.start_offset)? else {
+                return Err(format!("no batch at offset {} (epoch {})", e.start_offset, e.epoch));
+            };
+            if b.partition_leader_epoch != e.epoch || (b.base_offset != e.start_offset && e.start_offset != start) {
+                return Err(format!(
+                    "epoch {} is said to start at {}, but the batch at {} has epoch {}",
+                    e.epoch, e.start_offset, b.base_offset, b.partition_leader_epoch
+                ));
+            }
+            if e.start_offset > start {
+                if let Some(prev) = read(e.start_offset - 1)? {
+                    if prev.partition_leader_epoch >= e.epoch {
+                        return Err(format!(
+                            "epoch {} is said to start at {}, but the batch at {} already has epoch {}",
+                            e.epoch, e.start_offset, prev.base_offset, prev.partition_leader_epoch
+                        ));
+                    }
+                }
+            }
+        }
+        if boundary > start {
+            if let Some(last) = read(boundary - 1)? {
+                let latest = cache.latest_epoch().unwrap_or(-1);
+                if last.partition_leader_epoch > latest {
+                    return Err(format!(
+                        "the batch at {} has epoch {}, which has no entry",
+                        last.base_offset, last.partition_leader_epoch
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one record batch as received: checks it, stamps base offset and leader epoch
     /// (outside the CRC), and writes it. The caller has validated the records themselves.
     ///
@@ -413,6 +592,9 @@ impl Log {
     /// first batch's max timestamp in the segment and this batch's, or by `now_ms` since the
     /// segment was opened when timestamps are missing (-1).
     pub fn append(&mut self, batch: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
         if batch.len() > self.config.batch_bytes_max {
             return Err(StorageError::BatchTooLarge {
                 size: batch.len(),
@@ -428,12 +610,55 @@ impl Log {
             .verify_crc()
             .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
         let base_offset = self.log_end_offset();
+        if let Some(latest) = self.epochs.latest_epoch().filter(|l| leader_epoch < *l) {
+            return Err(StorageError::EpochRegression {
+                base_offset,
+                epoch: leader_epoch,
+                latest,
+            });
+        }
         let last_offset = base_offset + i64::from(parsed.last_offset_delta());
         let max_timestamp = parsed.max_timestamp();
+        self.roll_if_due(base_offset, last_offset, max_timestamp, batch.len(), now_ms)?;
+        let mut stamped = BytesMut::from(&batch[..]);
+        records::stamp(&mut stamped, base_offset, leader_epoch);
+        self.active_mut()
+            .append(&stamped, base_offset, last_offset, max_timestamp)?;
+        assert_eq!(
+            self.log_end_offset(),
+            last_offset + 1,
+            "log end offset must follow the appended batch"
+        );
+        self.note_epoch(leader_epoch, base_offset);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+        })
+    }
+
+    /// A batch of `epoch` was appended at `base_offset`: a new, higher epoch starts an entry
+    /// in the cache (in memory; the checkpoint is written by the seal work or a sync).
+    fn note_epoch(&mut self, epoch: i32, base_offset: i64) {
+        if self.epochs.assign(epoch, base_offset) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
+    }
+
+    /// Rolls a new segment before a batch of `size` bytes covering `base_offset..=last_offset`
+    /// when the active one is full, too old or too wide for it (see [`Log::append`]).
+    fn roll_if_due(
+        &mut self,
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+        size: usize,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
         let (segment_ms, segment_bytes) = (self.config.segment_ms, self.config.segment_bytes);
         let active = self.active_mut();
         let waited = active.time_waited_for_roll(max_timestamp, now_ms);
-        let too_big = active.size() + batch.len() as u64 > segment_bytes;
+        let too_big = active.size() + size as u64 > segment_bytes;
         let too_old = segment_ms.is_some_and(|ms| waited > ms);
         // Index entries hold offsets relative to the base as u32.
         let too_wide = last_offset - active.base_offset() > i64::from(u32::MAX);
@@ -447,18 +672,96 @@ impl Log {
             };
             self.roll(base_offset, now_ms, why)?;
         }
-        let mut stamped = BytesMut::from(&batch[..]);
-        records::stamp(&mut stamped, base_offset, leader_epoch);
-        self.active_mut()
-            .append(&stamped, base_offset, last_offset, max_timestamp)?;
-        assert_eq!(
-            self.log_end_offset(),
-            last_offset + 1,
-            "log end offset must follow the appended batch"
-        );
+        Ok(())
+    }
+
+    /// Appends record batches as fetched from the leader (a follower's append): one or more
+    /// whole batches, already stamped with their base offsets and partition leader epochs,
+    /// written as they are (never restamped). Every batch is checked before any is written:
+    /// framing, size (`max.message.bytes`), CRC, offsets (the first batch starts at the log
+    /// end, each next one right after the one before), and epochs (never negative, never
+    /// below the one before nor the log's latest). Anything that does not continue the log
+    /// is refused with [`StorageError::OffsetMismatch`] or [`StorageError::EpochRegression`]
+    /// (the caller truncates or refetches); a damaged batch or trailing bytes with
+    /// [`StorageError::InvalidBatch`].
+    ///
+    /// Kafka's followers take a batch past the log end in some cases (the leader's log start
+    /// moved past it); here the one exception is an empty log (start = end): its start moves
+    /// to the first batch's base offset (written to the log start checkpoint first, so a
+    /// crash finishes the move at open). A new, higher epoch starts a leader-epoch cache
+    /// entry, as a leader's append does. As with [`Log::append`], nothing is fsynced; on an
+    /// I/O error the batches before the failing one stay appended (the log end says where it
+    /// stopped).
+    pub fn append_replicated(&mut self, batches: Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        let end = self.log_end_offset();
+        let may_move_start = self.log_start_offset == end;
+        let mut checked = vec![];
+        let mut rest = batches;
+        let mut expected = end;
+        let mut latest = self.epochs.latest_epoch().unwrap_or(-1);
+        while !rest.is_empty() {
+            let available = rest.len();
+            let parsed = RecordBatch::parse(&mut rest).map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
+            let size = available - rest.len();
+            if size > self.config.batch_bytes_max {
+                return Err(StorageError::BatchTooLarge {
+                    size,
+                    max: self.config.batch_bytes_max,
+                });
+            }
+            parsed
+                .verify_crc()
+                .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
+            let base = parsed.base_offset();
+            let moves_start = checked.is_empty() && may_move_start && base > end;
+            if base != expected && !moves_start {
+                return Err(StorageError::OffsetMismatch {
+                    base_offset: base,
+                    log_end: expected,
+                });
+            }
+            let last = base
+                .checked_add(i64::from(parsed.last_offset_delta()))
+                .filter(|l| *l >= base && l.checked_add(1).is_some())
+                .ok_or_else(|| StorageError::InvalidBatch(format!("batch at {base} has no valid last offset")))?;
+            let epoch = parsed.partition_leader_epoch();
+            if epoch < 0 || epoch < latest {
+                return Err(StorageError::EpochRegression {
+                    base_offset: base,
+                    epoch,
+                    latest,
+                });
+            }
+            latest = epoch;
+            expected = last + 1;
+            checked.push((parsed, last));
+        }
+        let Some(first) = checked.first().map(|(b, _)| b.base_offset()) else {
+            return Err(StorageError::InvalidBatch("no batch to append".into()));
+        };
+        if first > end {
+            tracing::info!(dir = %self.dir.display(), from = end, to = first, "the empty log starts at the leader's first offset");
+            self.set_log_start_offset(first)?;
+            self.truncate_fully_and_start_at(first)?;
+        }
+        for (b, last) in &checked {
+            let (base, last) = (b.base_offset(), *last);
+            let max_timestamp = b.max_timestamp();
+            self.roll_if_due(base, last, max_timestamp, b.size_bytes(), now_ms)?;
+            self.active_mut().append(b.as_bytes(), base, last, max_timestamp)?;
+            assert_eq!(
+                self.log_end_offset(),
+                last + 1,
+                "log end offset must follow the appended batch"
+            );
+            self.note_epoch(b.partition_leader_epoch(), base);
+        }
         Ok(AppendInfo {
-            base_offset,
-            last_offset,
+            base_offset: first,
+            last_offset: self.log_end_offset() - 1,
         })
     }
 
@@ -484,8 +787,12 @@ impl Log {
         Ok(())
     }
 
+    fn epochs_dirty(&self) -> bool {
+        self.epoch_durable < self.epoch_version
+    }
+
     fn update_seal_pending(&self) {
-        let pending = !self.unsealed.is_empty() || self.dir_synced < self.dir_changes;
+        let pending = !self.unsealed.is_empty() || self.dir_synced < self.dir_changes || self.epochs_dirty();
         self.seal_pending.store(pending, Ordering::Release);
     }
 
@@ -499,7 +806,7 @@ impl Log {
     /// waiting: run it ([`SealWork::run`]) without the log's lock, then pass it to
     /// [`Log::sealed`].
     pub fn take_seal(&self) -> Option<SealWork> {
-        if self.unsealed.is_empty() && self.dir_synced >= self.dir_changes {
+        if self.unsealed.is_empty() && self.dir_synced >= self.dir_changes && !self.epochs_dirty() {
             return None;
         }
         let segments = self
@@ -521,12 +828,18 @@ impl Log {
             dir: self.dir.clone(),
             segments,
             dir_changes: self.dir_changes,
+            epochs: self
+                .epochs_dirty()
+                .then(|| (self.epoch_version, self.epochs.encode(), self.epoch_file.clone())),
+            gate: self.seal_gate.clone(),
+            generation: *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 
     /// `work` ran successfully: its segments are sealed (their in-memory indexes dropped).
     pub fn sealed(&mut self, work: SealWork) -> Result<(), StorageError> {
-        for SealItem { base, index_path, .. } in &work.segments {
+        let stale = *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()) != work.generation;
+        for SealItem { base, index_path, .. } in work.segments.iter().filter(|_| !stale) {
             if self.unsealed.remove(base) {
                 if let Some(seg) = self.segments.get_mut(base) {
                     seg.sealed()?;
@@ -537,6 +850,9 @@ impl Log {
             }
         }
         self.dir_synced = self.dir_synced.max(work.dir_changes);
+        if let Some((version, ..)) = &work.epochs {
+            self.epoch_durable = self.epoch_durable.max(*version);
+        }
         self.update_seal_pending();
         Ok(())
     }
@@ -611,6 +927,111 @@ impl Log {
             cut: true,
             path,
         })
+    }
+
+    /// Removes every record at or above `offset` (a follower's truncation after its log
+    /// diverged from the leader's) and returns the new log end offset.
+    ///
+    /// The log is cut at a batch boundary: a batch holding `offset` is removed whole, so the
+    /// new end is that batch's base offset, which may be below `offset` (Kafka cuts at the
+    /// same boundary but then sets its log end to `offset` anyway, leaving a gap; offsets
+    /// here never have one, so the caller refetches from the returned end). An `offset` at or
+    /// past the log end changes nothing (as in Kafka). Below the log start, or where the
+    /// batch to remove starts below it, is an error: the log start never moves back.
+    ///
+    /// Durable before it returns, and a crash at any point leaves the log as before or as
+    /// after, never with a hole: first the cut segment's index file goes (directory fsynced),
+    /// so nothing vouches for that segment any more; then its log is cut and fsynced — from
+    /// here on, a crash leaves a short unvouched segment, and opening drops every segment
+    /// after it (see [`Log::open_on`]), which is the state after; then the later segments
+    /// are renamed `*.deleted` (newest first), the directory fsynced, and the files removed
+    /// in the background; last the leader-epoch cache loses the entries starting at or past
+    /// the new end, and its checkpoint is rewritten (a stale one is rebuilt at open from the
+    /// segment recovery re-reads, which the cut one is). An error part way leaves the log
+    /// refusing writes and syncs ([`StorageError::Failed`]) until it is opened again.
+    /// An owner counting durable offsets with a [`crate::GroupCommit`] moves it back too
+    /// ([`crate::GroupCommit::truncated_to`]), or a later sync would count as done early.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if offset < start {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset >= end {
+            return Ok(end);
+        }
+        let Some((&base, seg)) = self.segments.range(..=offset).next_back() else {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        };
+        let (position, new_end) = match seg.find_batch(offset)? {
+            Some(b) => (b.position, b.base_offset),
+            None => (seg.size(), seg.next_offset()),
+        };
+        if new_end < start {
+            return Err(StorageError::TruncateBelowStart {
+                offset,
+                batch_base: new_end,
+                log_start: start,
+            });
+        }
+        let result = self.truncate_steps(base, position);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result?;
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epoch_version += 1;
+            match self.epoch_file.write(self.epoch_version, &self.epochs.encode()) {
+                Ok(()) => self.epoch_durable = self.epoch_version,
+                // Derived state: the next seal writes it, and an open rebuilds a stale one.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rewrite the leader-epoch checkpoint after a truncation; retried by the next seal")
+                }
+            }
+        }
+        self.update_seal_pending();
+        Ok(self.log_end_offset())
+    }
+
+    /// The file steps of [`Log::truncate_to`]: cut segment `base` at `position`, delete the
+    /// segments after it.
+    fn truncate_steps(&mut self, base: i64, position: u64) -> Result<(), StorageError> {
+        let dir_err = |dir: &Path| {
+            let path = dir.to_path_buf();
+            move |source| StorageError::Io { path, source }
+        };
+        // Waits for seal work writing indexes, and makes any work taken before stale.
+        *self.seal_gate.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let active = self.active().base_offset();
+        let seg = self.segments.get_mut(&base).expect("the segment to cut is in the log");
+        if position < seg.size() {
+            seg.drop_index_file()?;
+            if base != active {
+                // Its index is to be written again (and the seal work covers its log).
+                self.unsealed.insert(base);
+            }
+            self.fs.sync_dir(&self.dir).map_err(dir_err(&self.dir))?;
+            let seg = self.segments.get_mut(&base).expect("the segment to cut is in the log");
+            seg.truncate_at(position)?;
+        }
+        let later: Vec<i64> = self.segments.range(base + 1..).map(|(b, _)| *b).collect();
+        let mut retired = vec![];
+        for b in later.iter().rev() {
+            let Some(seg) = self.segments.remove(b) else { continue };
+            self.unsealed.remove(b);
+            tracing::info!(dir = %self.dir.display(), base_offset = b, "deleting segment: the log is truncated below it");
+            retired.extend(seg.retire()?);
+        }
+        // The cut segment is the active one now.
+        self.unsealed.remove(&base);
+        self.dir_changes += 1;
+        self.fs.sync_dir(&self.dir).map_err(dir_err(&self.dir))?;
+        self.dir_synced = self.dir_changes;
+        self.update_seal_pending();
+        crate::delete::remove_later(&self.fs, retired);
+        Ok(())
     }
 
     /// Advances the log start offset to `offset` (DeleteRecords): records below it are no
@@ -689,6 +1110,10 @@ impl Log {
         crate::delete::remove_later(&self.fs, retired);
         self.segments.insert(offset, fresh);
         self.log_start_offset = offset;
+        if self.epochs.truncate_from_end(offset) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
         Ok(())
     }
 
@@ -696,6 +1121,14 @@ impl Log {
         assert!(offset >= self.log_start_offset, "the log start offset only grows");
         write_checkpoint(&*self.fs, &self.dir.join(LOG_START_CHECKPOINT), offset)?;
         self.log_start_offset = offset;
+        // Written by the next seal work: a checkpoint left with entries below the start is
+        // cut to it again at open. A start at the log end leaves no batch, so no entry (the
+        // cache is what the batches say; Kafka drops it too when it next loads the log).
+        let end = self.log_end_offset();
+        if self.epochs.truncate_from_start(offset) | self.epochs.truncate_from_end(end) {
+            self.epoch_version += 1;
+            self.update_seal_pending();
+        }
         Ok(())
     }
 
@@ -786,6 +1219,9 @@ impl Log {
     /// segment's index current. Holds the log's lock throughout: for opening, shutdown and
     /// tests; appends use [`Log::sync_target`] and [`Log::take_seal`] instead.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
         if let Some(work) = self.take_seal() {
             work.run()?;
             self.sealed(work)?;

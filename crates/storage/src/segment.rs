@@ -37,6 +37,8 @@ pub struct BatchInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// The partition leader epoch stamped on the batch (-1: none).
+    pub partition_leader_epoch: i32,
     /// Idempotent producer fields (-1 when the batch has none).
     pub producer_id: i64,
     pub producer_epoch: i16,
@@ -127,6 +129,7 @@ fn read_batch_info(file: &dyn FsFile, position: u64, file_size: u64) -> Result<O
         base_offset,
         last_offset: base_offset + i64::from(last_delta),
         max_timestamp,
+        partition_leader_epoch: i32::from_be_bytes(h[12..16].try_into().unwrap_or_default()),
         producer_id: i64::from_be_bytes(h[43..51].try_into().unwrap_or_default()),
         producer_epoch: i16::from_be_bytes(h[51..53].try_into().unwrap_or_default()),
         base_sequence: i32::from_be_bytes(h[53..57].try_into().unwrap_or_default()),
@@ -438,6 +441,7 @@ impl Segment {
             base_offset,
             last_offset,
             max_timestamp,
+            partition_leader_epoch: -1,
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
@@ -455,6 +459,11 @@ impl Segment {
                 position,
                 why: "batch header unreadable inside the valid region".into(),
             })
+    }
+
+    /// The header of the first batch whose last offset is at least `offset`, if any.
+    pub fn find_batch(&self, offset: i64) -> Result<Option<BatchInfo>, StorageError> {
+        self.find(offset)
     }
 
     /// The position of the first batch whose last offset is at least `offset`, if any.
@@ -520,6 +529,71 @@ impl Segment {
         drop(self);
         // Recovery checks every CRC again and cuts at the first bad batch, if earlier.
         Ok(Segment::open_and_recover(&fs, &dir, base, interval)?.0)
+    }
+
+    /// The first step of a truncation: brings the index into memory and removes its file,
+    /// so that nothing vouches for the log once it is cut (the caller then fsyncs the
+    /// directory, see `Log::truncate_to`). The index is rewritten whole at its next write.
+    pub fn drop_index_file(&mut self) -> Result<(), StorageError> {
+        self.load_index()?;
+        self.sealed_on_disk = false;
+        self.index_written = 0;
+        match self.fs.remove(&self.index_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.index_path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts the log at `position`, a batch boundary inside the segment, and fsyncs it; the
+    /// index entries at or past it go. Call [`Segment::drop_index_file`] first. On an error
+    /// the segment in memory is as before (the file may be cut but not durably so).
+    pub fn truncate_at(&mut self, position: u64) -> Result<(), StorageError> {
+        self.load_index()?;
+        // The state after the cut, as the appends that led there built it: from the last
+        // index entry kept, re-walked up to the cut (header reads only), before anything is
+        // changed.
+        let keep = self.index.partition_point(|e| u64::from(e.position) < position);
+        let from = keep.checked_sub(1).map_or(0, |i| u64::from(self.index[i].position));
+        let mut walked = vec![];
+        let mut at = from;
+        while at < position {
+            let info = self.header_at(at)?;
+            at += u64::from(info.size);
+            walked.push(info);
+        }
+        if at != position {
+            return Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                position,
+                why: "a truncation point is not a batch boundary".into(),
+            });
+        }
+        self.log.set_len(position).map_err(io(&self.log_path))?;
+        self.log.sync_data().map_err(io(&self.log_path))?;
+        match keep.checked_sub(1) {
+            None => {
+                self.index.clear();
+                self.index_prior_max_timestamp.clear();
+                self.max_timestamp = -1;
+                self.first_batch_timestamp = None;
+                self.bytes_since_index = 0;
+                self.next_offset = self.base_offset;
+            }
+            Some(last) => {
+                self.max_timestamp = self.index_prior_max_timestamp[last];
+                self.index.truncate(last);
+                self.index_prior_max_timestamp.truncate(last);
+                // Makes the walk re-add the entry at `from`, as `open_clean` does.
+                self.bytes_since_index = self.index_interval_bytes;
+            }
+        }
+        self.size = from;
+        for info in &walked {
+            self.note_appended(info)?;
+        }
+        self.index_written = 0;
+        self.sealed_on_disk = false;
+        Ok(())
     }
 
     /// How many index entries satisfy `pred`, which holds for a prefix of them (entries are

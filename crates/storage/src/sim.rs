@@ -72,6 +72,12 @@ struct State {
     fired: u64,
     /// File fsyncs that failed (and lost data).
     syncs_failed: u64,
+    /// Successful fsyncs of files and directories (the only steps that change what a crash
+    /// keeps), and how many more may succeed before the power goes off.
+    durability_ops: u64,
+    syncs_left: Option<u64>,
+    /// The power is off: every operation fails until [`SimFs::crash`].
+    off: bool,
 }
 
 impl State {
@@ -91,6 +97,25 @@ impl State {
         }
         self.fired += 1;
         true
+    }
+
+    /// Fails when the power is off; counts a durability step (an fsync) when `sync`, turning
+    /// the power off instead when no more may succeed.
+    fn power(&mut self, sync: bool) -> io::Result<()> {
+        if self.off {
+            return Err(eio("power off"));
+        }
+        if sync {
+            if self.syncs_left == Some(0) {
+                self.off = true;
+                return Err(eio("power off"));
+            }
+            if let Some(n) = &mut self.syncs_left {
+                *n -= 1;
+            }
+            self.durability_ops += 1;
+        }
+        Ok(())
     }
 
     fn used(&self) -> u64 {
@@ -165,10 +190,25 @@ impl SimFs {
         self.lock().used()
     }
 
+    /// Fsyncs (of files and directories) that succeeded so far: the steps at which a crash
+    /// can leave a different state (everything else SimFs keeps is lost by a crash).
+    pub fn durability_ops(&self) -> u64 {
+        self.lock().durability_ops
+    }
+
+    /// Lets `n` more fsyncs succeed; at the next one the power goes off: it and every later
+    /// operation fail (nothing more reaches the disk) until [`SimFs::crash`]. Looping `n` over
+    /// the fsyncs an operation does simulates a power loss at each of its steps.
+    pub fn power_off_after_syncs(&self, n: u64) {
+        self.lock().syncs_left = Some(n);
+    }
+
     /// A power loss: keeps only durable state (see [`CrashMode`]). Every open handle dies.
     pub fn crash(&self, mode: CrashMode) {
         let mut s = self.lock();
         s.boot += 1;
+        s.off = false;
+        s.syncs_left = None;
         s.faults.clear();
         s.names = s.durable_names.clone();
         let live: BTreeSet<u64> = s.names.values().copied().collect();
@@ -232,6 +272,7 @@ impl SimFs {
 impl Fs for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
+        s.power(false)?;
         for d in dir.ancestors() {
             s.dirs.insert(d.to_path_buf());
         }
@@ -239,7 +280,8 @@ impl Fs for SimFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = self.lock();
+        let mut s = self.lock();
+        s.power(false)?;
         if !s.dirs.contains(dir) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
         }
@@ -252,6 +294,7 @@ impl Fs for SimFs {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FsFile>> {
         let mut s = self.lock();
+        s.power(false)?;
         if s.take_fault(FaultOp::Open, path) {
             return Err(eio("open"));
         }
@@ -284,6 +327,7 @@ impl Fs for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
+        s.power(false)?;
         if s.take_fault(FaultOp::Rename, from) {
             return Err(eio("rename"));
         }
@@ -298,6 +342,7 @@ impl Fs for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
+        s.power(false)?;
         if s.take_fault(FaultOp::Remove, path) {
             return Err(eio("remove"));
         }
@@ -312,6 +357,7 @@ impl Fs for SimFs {
         if s.take_fault(FaultOp::SyncDir, dir) {
             return Err(eio("sync_dir"));
         }
+        s.power(true)?;
         s.durable_names.retain(|p, _| p.parent() != Some(dir));
         let current: Vec<(PathBuf, u64)> = s
             .names
@@ -341,6 +387,7 @@ impl SimFile {
         if s.boot != self.boot || !s.inodes.contains_key(&self.inode) {
             return Err(eio("stale handle"));
         }
+        s.power(false)?;
         if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
             return Err(eio("after a failed fsync"));
         }
@@ -420,6 +467,7 @@ impl FsFile for SimFile {
                 self.poisoned.store(true, std::sync::atomic::Ordering::Release);
                 return Err(eio("fsync"));
             }
+            s.power(true)?;
             let n = s.inodes.get_mut(&i).expect("checked by with()");
             n.durable = n.data.clone();
             Ok(())

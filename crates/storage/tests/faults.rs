@@ -64,7 +64,12 @@ fn is_errno(e: &StorageError, errno: i32) -> bool {
 
 /// Appends one batch of 5 records, returning the model's new entries if it was acknowledged.
 fn append(log: &mut Log, model: &mut Vec<(i64, String)>, n: &mut u32) -> Result<(), StorageError> {
-    let info = log.append(batch(*n, 5, 40), 0, 0)?;
+    append_in(log, model, n, 0)
+}
+
+/// [`append`] in leader epoch `epoch`.
+fn append_in(log: &mut Log, model: &mut Vec<(i64, String)>, n: &mut u32, epoch: i32) -> Result<(), StorageError> {
+    let info = log.append(batch(*n, 5, 40), epoch, 0)?;
     assert_eq!(info.base_offset, model.len() as i64, "offsets continue with no gap");
     for i in 0..5 {
         model.push((info.base_offset + i64::from(i), value(*n + i, 40)));
@@ -323,6 +328,33 @@ enum Op {
     Crash(CrashMode),
     Restart,
     DeleteBefore(u8),
+    /// Later appends are in a new leader epoch.
+    NewEpoch,
+    /// A follower's truncation.
+    TruncateTo(u8),
+}
+
+/// The leader-epoch cache the log's batches imply (from the log start).
+fn implied_epochs(log: &Log) -> Vec<storage::EpochEntry> {
+    let mut out: Vec<storage::EpochEntry> = vec![];
+    let mut offset = log.log_start_offset();
+    loop {
+        let data = log.read(offset, 1 << 20).expect("read");
+        if data.is_empty() {
+            return out;
+        }
+        for b in RecordBatch::iter_all(data) {
+            let b = b.expect("whole batches");
+            let epoch = b.partition_leader_epoch();
+            if epoch >= 0 && out.last().is_none_or(|e| epoch > e.epoch) {
+                out.push(storage::EpochEntry {
+                    epoch,
+                    start_offset: b.base_offset().max(log.log_start_offset()),
+                });
+            }
+            offset = b.last_offset() + 1;
+        }
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -345,6 +377,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop_oneof![Just(CrashMode::DropUnsynced), any::<u64>().prop_map(|seed| CrashMode::Torn { seed })].prop_map(Op::Crash),
         1 => Just(Op::Restart),
         1 => any::<u8>().prop_map(Op::DeleteBefore),
+        1 => Just(Op::NewEpoch),
+        1 => any::<u8>().prop_map(Op::TruncateTo),
     ]
 }
 
@@ -365,11 +399,31 @@ proptest! {
         // durable, and expect only a prefix after the next restart.
         let mut failed = false;
         let mut start = 0i64;
+        let mut epoch = 0;
         for op in ops {
             let fsync_failures = fs.syncs_failed();
             match op.clone() {
                 Op::Append => {
-                    let _ = append(&mut log, &mut model, &mut n);
+                    let _ = append_in(&mut log, &mut model, &mut n, epoch);
+                }
+                Op::NewEpoch => epoch += 1,
+                Op::TruncateTo(at) => {
+                    let target = start + i64::from(at) % (model.len() as i64 - start + 1);
+                    match log.truncate_to(target) {
+                        Ok(end) => {
+                            prop_assert!(end <= target && end >= start);
+                            model.truncate(end as usize);
+                            durable = durable.min(model.len());
+                            commit.truncated_to(end);
+                        }
+                        Err(StorageError::TruncateBelowStart { .. }) => {}
+                        Err(_) => {
+                            // Before or after, found by the next open; nothing is trusted
+                            // until then.
+                            durable = durable.min(target as usize);
+                            failed = true;
+                        }
+                    }
                 }
                 Op::Sync => {
                     if log.sync().is_ok() && !failed {
@@ -432,6 +486,7 @@ proptest! {
             let got = read_all(&log, start);
             prop_assert!(got.is_ok(), "{:?}", got);
             prop_assert_eq!(&got.unwrap()[..], &model[start as usize..]);
+            prop_assert_eq!(log.epoch_entries(), implied_epochs(&log), "after {:?}", op);
         }
     }
 }

@@ -47,6 +47,16 @@ enum Op {
     RetainBytes {
         bytes: u64,
     },
+    /// A follower's truncation (`Log::truncate_to`).
+    TruncateTo {
+        at: u8,
+    },
+    /// A follower's append of a batch the leader stamped, maybe in a new epoch.
+    Replicate {
+        count: u32,
+        value_bytes: usize,
+        new_epoch: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -59,6 +69,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u16..200).prop_map(|bytes| Op::TearTail { bytes }),
         1 => any::<u8>().prop_map(|at| Op::DeleteBefore { at }),
         1 => (0u64..30_000).prop_map(|bytes| Op::RetainBytes { bytes }),
+        1 => any::<u8>().prop_map(|at| Op::TruncateTo { at }),
+        3 => (1u32..20, 8usize..300, any::<bool>()).prop_map(|(count, value_bytes, new_epoch)| Op::Replicate { count, value_bytes, new_epoch }),
     ]
 }
 
@@ -72,17 +84,19 @@ proptest! {
         let mut log = Log::open(&dir, config.clone()).unwrap();
         // The model: (offset, value) of every record, and batch boundaries for tearing.
         let mut model: Vec<(i64, String)> = vec![];
-        let mut batch_starts: Vec<i64> = vec![];
+        // Each batch's base offset and leader epoch.
+        let mut batch_starts: Vec<(i64, i32)> = vec![];
+        let mut epoch = 3;
         let mut next_value = 0u32;
         // The log start offset: records below it are gone.
         let mut start = 0i64;
         for op in ops {
             match op.clone() {
                 Op::Append { count, value_bytes } => {
-                    let info = log.append(batch(next_value, count, value_bytes), 3, 0).unwrap();
+                    let info = log.append(batch(next_value, count, value_bytes), epoch, 0).unwrap();
                     prop_assert_eq!(info.base_offset, model.len() as i64);
                     prop_assert_eq!(info.last_offset, info.base_offset + i64::from(count) - 1);
-                    batch_starts.push(info.base_offset);
+                    batch_starts.push((info.base_offset, epoch));
                     for i in 0..count {
                         let v = format!("{:0width$}", next_value + i, width = value_bytes.max(8));
                         model.push((info.base_offset + i64::from(i), v));
@@ -115,7 +129,7 @@ proptest! {
                 }
                 Op::TearTail { bytes } => {
                     // A crash mid-write: the last batch loses its tail and must disappear whole.
-                    let Some(&last_start) = batch_starts.last() else { continue };
+                    let Some(&(last_start, _)) = batch_starts.last() else { continue };
                     drop(log);
                     let newest = std::fs::read_dir(&dir).unwrap()
                         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -137,7 +151,7 @@ proptest! {
                     prop_assert!(end <= last_start.max(start));
                     prop_assert!(end >= start);
                     model.truncate(end as usize);
-                    batch_starts.retain(|s| *s < end);
+                    batch_starts.retain(|s| s.0 < end);
                 }
                 Op::DeleteBefore { at } => {
                     let len = model.len() as i64;
@@ -158,7 +172,52 @@ proptest! {
                     prop_assert!(log.log_start_offset() >= start, "the log start offset only grows");
                     start = log.log_start_offset();
                 }
+                Op::TruncateTo { at } => {
+                    let len = model.len() as i64;
+                    let target = start + i64::from(at) % (len - start + 1);
+                    // The batch holding the target goes whole.
+                    let cut = batch_starts.iter().rev().map(|s| s.0).find(|b| *b <= target && target < len).unwrap_or(len);
+                    match log.truncate_to(target) {
+                        Ok(end) => {
+                            prop_assert!(cut >= start);
+                            prop_assert_eq!(end, cut);
+                            model.truncate(cut as usize);
+                            batch_starts.retain(|s| s.0 < cut);
+                        }
+                        Err(storage::StorageError::TruncateBelowStart { batch_base, .. }) => {
+                            prop_assert!(cut < start);
+                            prop_assert_eq!(batch_base, cut);
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    }
+                }
+                Op::Replicate { count, value_bytes, new_epoch } => {
+                    if new_epoch {
+                        epoch += 1;
+                    }
+                    let base = model.len() as i64;
+                    let mut raw = bytes::BytesMut::from(&batch(next_value, count, value_bytes)[..]);
+                    wire::records::stamp(&mut raw, base, epoch);
+                    let info = log.append_replicated(raw.freeze(), 0).unwrap();
+                    prop_assert_eq!((info.base_offset, info.last_offset), (base, base + i64::from(count) - 1));
+                    batch_starts.push((base, epoch));
+                    for i in 0..count {
+                        let v = format!("{:0width$}", next_value + i, width = value_bytes.max(8));
+                        model.push((base + i64::from(i), v));
+                    }
+                    next_value += count;
+                }
             }
+            // The epoch cache is what the live batches say.
+            let len = model.len() as i64;
+            let mut implied: Vec<storage::EpochEntry> = vec![];
+            for (i, &(b, e)) in batch_starts.iter().enumerate() {
+                let last = batch_starts.get(i + 1).map_or(len, |n| n.0) - 1;
+                if last >= start && implied.last().is_none_or(|x| e > x.epoch) {
+                    implied.push(storage::EpochEntry { epoch: e, start_offset: b.max(start) });
+                }
+            }
+            prop_assert_eq!(log.epoch_entries(), implied, "after {:?}", op);
             prop_assert_eq!(log.log_end_offset(), model.len() as i64);
             prop_assert_eq!(log.log_start_offset(), start);
         }
