@@ -5,36 +5,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use storage::sim::SimFs;
-use storage::{Fs, Log, LogConfig, OpenMode, StorageError};
-use wire::records::BatchBuilder;
-use wire::Compression;
+use storage::{Fs, Log, OpenMode, StorageError};
 
-const DIR: &str = "/data/t-0";
-
-fn batch(n: u32) -> Bytes {
-    let mut b = BatchBuilder::new(Compression::None);
-    for i in 0..5 {
-        b.push(1_000, None, Some(format!("{:040}", n + i).as_bytes()), &[]);
-    }
-    b.build()
-}
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 2_000,
-        index_interval_bytes: 200,
-        ..LogConfig::default()
-    }
-}
-
-fn open(fs: &SimFs, clean: bool) -> Log {
-    let fs: Arc<dyn Fs> = Arc::new(fs.clone());
-    Log::open_on(&fs, Path::new(DIR), config(), clean).expect("the log opens")
-}
+use common::{open_small as open, small_batch as batch, DIR};
 
 /// A synced log of 20 batches (100 records) over several segments; returns the base offsets.
 fn filled() -> (SimFs, Vec<i64>) {
