@@ -11,9 +11,9 @@
 //! - `queued.max.request.bytes`: request bytes are reserved from this pool as they arrive (in
 //!   steps that at most double what already arrived), never on the announced size, so a client
 //!   that announces a large frame and stalls holds about what it sent. When the pool is empty,
-//!   connections stop reading until memory is freed, except the body that began arriving
-//!   first, which may overdraw (`RequestMemory`), so that partly read bodies never wait on each
-//!   other for good.
+//!   connections stop reading until memory is freed, except the oldest of the bodies waiting,
+//!   which may overdraw (`RequestMemory`), so that partly read bodies never wait on each other
+//!   for good.
 //! - `socket.request.read.timeout.ms`: a request body that has not fully arrived this long after
 //!   its size did, not counting time spent waiting for memory, is dropped with its connection
 //!   (freeing what it held).
@@ -506,65 +506,85 @@ enum ConnError {
 /// The first step of memory reserved for a request body, once its first bytes are here.
 const BODY_STEP_FIRST: usize = 8 * 1024;
 
-/// The request memory pool (`queued.max.request.bytes`) and the request bodies arriving now.
+/// The request memory pool (`queued.max.request.bytes`) and the request bodies waiting for it.
 ///
 /// Bodies reserve memory in steps as they arrive, so two large bodies could each hold part of
-/// the pool and wait for the rest forever. To rule that out, the body that began arriving
-/// first of all those still arriving may take a step the pool does not have ("overdraw"):
-/// it then always completes and gives its memory back. Memory held past the pool is thus at
-/// most about one request (`socket.request.max.bytes`) at a time.
+/// the pool and wait for the rest forever. To rule that out, of the bodies that have had to
+/// wait for memory, the one that began arriving first may take a step the pool does not have
+/// ("overdraw"): it then always completes and gives its memory back. Memory held past the pool
+/// is thus at most about one request (`socket.request.max.bytes`) at a time. A body that never
+/// waits costs one atomic increment here.
 struct RequestMemory {
     pool: Semaphore,
-    arriving: Mutex<std::collections::BTreeSet<u64>>,
-    /// The id of the oldest body still arriving (`u64::MAX`: none).
+    waiting: Mutex<std::collections::BTreeSet<u64>>,
+    /// The id of the oldest body that has waited and is still arriving (`u64::MAX`: none).
     oldest: watch::Sender<u64>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
-/// A body being read; dropping it takes it off the arrivals.
+/// A body being read, numbered in order of arrival; dropping it takes it off the waiters.
 struct Arrival<'a> {
     memory: &'a RequestMemory,
     id: u64,
+    waited: bool,
 }
 
 impl RequestMemory {
     fn new(bytes: usize) -> RequestMemory {
         RequestMemory {
             pool: Semaphore::new(bytes),
-            arriving: Mutex::default(),
+            waiting: Mutex::default(),
             oldest: watch::channel(u64::MAX).0,
             next_id: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    fn arrivals(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
-        self.arriving.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn begin(&self) -> Arrival<'_> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut arriving = self.arrivals();
-        arriving.insert(id);
-        self.oldest.send_replace(arriving.first().copied().unwrap_or(u64::MAX));
-        Arrival { memory: self, id }
+        Arrival {
+            memory: self,
+            id,
+            waited: false,
+        }
+    }
+
+    /// Updates `waiting` with `change` and publishes its oldest member.
+    fn waiters(&self, change: impl FnOnce(&mut std::collections::BTreeSet<u64>)) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut waiting);
+        self.oldest.send_replace(waiting.first().copied().unwrap_or(u64::MAX));
     }
 }
 
-impl Arrival<'_> {
-    /// Resolves once this is the oldest body still arriving.
-    async fn oldest(&self) {
-        let mut oldest = self.memory.oldest.subscribe();
-        let _ = oldest.wait_for(|id| *id == self.id).await;
+impl<'a> Arrival<'a> {
+    /// Waits for `step` bytes of the pool: `Some` with them, or `None` once this is the oldest
+    /// body that has waited (it then overdraws: see `RequestMemory`).
+    async fn wait_for(&mut self, step: u32) -> Result<Option<tokio::sync::SemaphorePermit<'a>>, ConnError> {
+        let (memory, id): (&'a RequestMemory, u64) = (self.memory, self.id);
+        if !self.waited {
+            self.waited = true;
+            memory.waiters(|w| {
+                w.insert(id);
+            });
+        }
+        let mut oldest = memory.oldest.subscribe();
+        tokio::select! {
+            p = memory.pool.acquire_many(step) => {
+                p.map(Some).map_err(|_| ConnError::Protocol("memory pool closed".into()))
+            }
+            _ = oldest.wait_for(|oldest| *oldest == id) => Ok(None),
+        }
     }
 }
 
 impl Drop for Arrival<'_> {
     fn drop(&mut self) {
-        let mut arriving = self.memory.arrivals();
-        arriving.remove(&self.id);
-        self.memory
-            .oldest
-            .send_replace(arriving.first().copied().unwrap_or(u64::MAX));
+        if self.waited {
+            let id = self.id;
+            self.memory.waiters(|w| {
+                w.remove(&id);
+            });
+        }
     }
 }
 
@@ -584,7 +604,7 @@ async fn read_body<'a>(
     let closed = |_| ConnError::Protocol("memory pool closed".into());
     let eof = || ConnError::Io(std::io::ErrorKind::UnexpectedEof.into());
     let mut deadline = tokio::time::Instant::now() + read_timeout;
-    let arrival = memory.begin();
+    let mut arrival = memory.begin();
     // The buffer's capacity is address space, not memory: pages are touched as data lands.
     let mut frame = BytesMut::with_capacity(size);
     let mut held = memory.pool.acquire_many(0).await.map_err(closed)?;
@@ -609,10 +629,9 @@ async fn read_body<'a>(
                 }
                 Err(tokio::sync::TryAcquireError::NoPermits) => {
                     let waited = tokio::time::Instant::now();
-                    tokio::select! {
-                        p = memory.pool.acquire_many(step as u32) => held.merge(p.map_err(closed)?),
-                        // The oldest body overdraws rather than wait (see `RequestMemory`).
-                        () = arrival.oldest() => {}
+                    // `None`: the oldest waiting body overdraws (see `RequestMemory`).
+                    if let Some(p) = arrival.wait_for(step as u32).await? {
+                        held.merge(p);
                     }
                     deadline += waited.elapsed();
                 }

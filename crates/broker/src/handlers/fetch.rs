@@ -199,18 +199,24 @@ pub async fn handle(
         .flat_map(|(t, w)| w.partitions.iter().filter_map(|p| t.partition(p.partition).cloned()))
         .collect();
     let waker = Arc::new(tokio::sync::Notify::new());
+    // Registered only once the fetch has to wait: one that finds its data at once (the common
+    // case under load) touches no partition's list of waiters.
+    let mut armed = false;
     loop {
-        // Register for wake-ups before reading, so an append between the read and the wait
-        // is not missed (an append takes the registrations it wakes).
-        for p in &watched {
-            p.wake_on_data(&waker);
+        let waiting = tokio::time::Instant::now() < deadline;
+        if armed && waiting {
+            // Before reading, so an append between the read and the wait is not missed (an
+            // append takes the registrations it wakes, so each pass registers again).
+            for p in &watched {
+                p.wake_on_data(&waker);
+            }
         }
         // Without memory by the deadline, the answer carries no records (clients fetch again).
         let mut held = pool.reserve(ip, cap, deadline).await;
         let budget = held.as_ref().map(Held::bytes);
         let (responses, total) = collect(&wanted, version, budget);
         let errors = responses.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
-        if total >= min_bytes || errors || tokio::time::Instant::now() >= deadline {
+        if total >= min_bytes || errors || !waiting {
             count_sent(&wanted, &responses);
             if let Some(h) = held.as_mut() {
                 h.settle(total);
@@ -224,24 +230,15 @@ pub async fn handle(
         }
         // Nothing is held while waiting.
         drop((held, responses));
-        let in_purgatory = crate::metrics::Waiting::new(&broker.metrics.fetch_waiting);
-        let woken = tokio::time::timeout_at(deadline, waker.notified()).await;
-        drop(in_purgatory);
-        if woken.is_err() {
-            // The wait is over: whatever memory is free now, or none.
-            let mut held = pool.reserve(ip, cap, tokio::time::Instant::now()).await;
-            let budget = held.as_ref().map(Held::bytes);
-            let (responses, total) = collect(&wanted, version, budget);
-            count_sent(&wanted, &responses);
-            if let Some(h) = held.as_mut() {
-                h.settle(total);
-            }
-            let response = FetchResponse {
-                responses,
-                session_id: 0,
-                ..Default::default()
-            };
-            return (response, held);
+        if !armed {
+            // Register, then look once more before waiting.
+            armed = true;
+            continue;
         }
+        let in_purgatory = crate::metrics::Waiting::new(&broker.metrics.fetch_waiting);
+        // Woken by an append or at the deadline: either way the next pass reads (and, at the
+        // deadline, answers with what there is).
+        let _ = tokio::time::timeout_at(deadline, waker.notified()).await;
+        drop(in_purgatory);
     }
 }

@@ -45,6 +45,18 @@ fn failed(name: Option<String>, topic_id: wire::Uuid, code: ErrorCode) -> Metada
     }
 }
 
+/// Whether answering `request` may create topics (a named topic is missing and may be
+/// auto-created): only then does it leave the async workers.
+pub fn may_create_topics(broker: &Broker, version: i16, request: &MetadataRequest) -> bool {
+    (version < 4 || request.allow_auto_topic_creation)
+        && request.topics.as_ref().is_some_and(|topics| {
+            topics
+                .iter()
+                .any(|t| t.name.as_ref().is_some_and(|n| broker.topics.get(n).is_none()))
+        })
+        && broker.topics.defaults().auto_create
+}
+
 /// Topics one Metadata request may auto-create (each creation rewrites the topic table).
 const AUTO_CREATE_TOPICS_MAX: usize = 100;
 

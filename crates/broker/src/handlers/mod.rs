@@ -203,29 +203,29 @@ pub async fn handle_frame(broker: &Arc<Broker>, peer: SocketAddr, mut frame: Byt
     dispatch(&ctx, peer, body).await
 }
 
-/// Runs a handler on the blocking pool and answers with what it returns.
-async fn blocking<B, F>(ctx: &Ctx<'_>, handler: F) -> Outcome
-where
-    B: Encode + ErrorCodes + Send + 'static,
-    F: FnOnce(&Broker) -> B + Send + 'static,
-{
-    let broker = ctx.broker.clone();
-    match tokio::task::spawn_blocking(move || handler(&broker)).await {
-        Ok(body) => respond(ctx, &body),
-        // The handler panicked, or the runtime is shutting down.
-        Err(e) => Outcome::Close(format!("{} handler failed: {e}", ctx.api_key.name())),
-    }
+/// Where a handler that does file work runs, off the async workers.
+#[derive(Clone, Copy)]
+enum OffAsync {
+    /// tokio's blocking pool.
+    Blocking,
+    /// The low-priority topic-change thread (`Broker::topic_changes`): changes that take the
+    /// topic change lock, one at a time.
+    TopicChanges,
 }
 
-/// Runs a handler on the low-priority topic-change thread (`Broker::topic_changes`) and answers
-/// with what it returns.
-async fn topic_change<B, F>(ctx: &Ctx<'_>, handler: F) -> Outcome
+/// Runs a handler off the async workers and answers with what it returns.
+async fn off_async<B, F>(ctx: &Ctx<'_>, pool: OffAsync, handler: F) -> Outcome
 where
     B: Encode + ErrorCodes + Send + 'static,
     F: FnOnce(&Broker) -> B + Send + 'static,
 {
     let broker = ctx.broker.clone();
-    match ctx.broker.topic_changes.run(move || handler(&broker)).await {
+    let body = match pool {
+        // `None`: the handler panicked, or the runtime is shutting down.
+        OffAsync::Blocking => tokio::task::spawn_blocking(move || handler(&broker)).await.ok(),
+        OffAsync::TopicChanges => ctx.broker.topic_changes.run(move || handler(&broker)).await,
+    };
+    match body {
         Some(body) => respond(ctx, &body),
         None => Outcome::Close(format!("{} handler failed", ctx.api_key.name())),
     }
@@ -275,14 +275,33 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         }
         RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
         // These may create or delete topics: file work, and a lock held for as long as it
-        // takes, so never on an async worker. (Metadata auto-creates within a per-request
-        // budget, on the blocking pool so that metadata stays quick.)
-        RequestBody::Metadata(req) => blocking(ctx, move |b| metadata::handle(b, version, req)).await,
-        RequestBody::CreateTopics(req) => topic_change(ctx, move |b| create_topics::handle(b, version, req)).await,
-        RequestBody::DeleteTopics(req) => topic_change(ctx, move |b| delete_topics::handle(b, version, req)).await,
+        // takes, so never on an async worker. A Metadata request that will auto-create (within
+        // a per-request budget) goes to the blocking pool; the others are answered in place.
+        RequestBody::Metadata(req) if metadata::may_create_topics(broker, version, &req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| metadata::handle(b, version, req)).await
+        }
+        RequestBody::Metadata(req) => respond(ctx, &metadata::handle(broker, version, req)),
+        RequestBody::CreateTopics(req) => {
+            off_async(ctx, OffAsync::TopicChanges, move |b| {
+                create_topics::handle(b, version, req)
+            })
+            .await
+        }
+        RequestBody::DeleteTopics(req) => {
+            off_async(ctx, OffAsync::TopicChanges, move |b| {
+                delete_topics::handle(b, version, req)
+            })
+            .await
+        }
         RequestBody::InitProducerId(req) => respond(ctx, &init_producer_id::handle(broker, version, req)),
-        // The first one creates `__consumer_offsets`.
-        RequestBody::FindCoordinator(req) => blocking(ctx, move |b| groups::find_coordinator(b, version, req)).await,
+        // The first one creates (or loads) `__consumer_offsets`.
+        RequestBody::FindCoordinator(req) if !broker.groups.loaded() => {
+            off_async(ctx, OffAsync::Blocking, move |b| {
+                groups::find_coordinator(b, version, req)
+            })
+            .await
+        }
+        RequestBody::FindCoordinator(req) => respond(ctx, &groups::find_coordinator(broker, version, req)),
         RequestBody::JoinGroup(req) => {
             let client_id = ctx.header.client_id.as_deref();
             let resp = groups::join_group(broker, version, client_id, peer, req).await;
@@ -301,12 +320,20 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::OffsetFetch(req) => respond(ctx, &offsets::fetch(broker, version, req)),
         RequestBody::OffsetDelete(req) => respond(ctx, &offsets::delete(broker, version, req)),
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
-        RequestBody::AlterConfigs(req) => topic_change(ctx, move |b| configs::alter(b, version, req)).await,
+        RequestBody::AlterConfigs(req) => {
+            off_async(ctx, OffAsync::TopicChanges, move |b| configs::alter(b, version, req)).await
+        }
         RequestBody::IncrementalAlterConfigs(req) => {
-            topic_change(ctx, move |b| configs::incremental_alter(b, version, req)).await
+            off_async(ctx, OffAsync::TopicChanges, move |b| {
+                configs::incremental_alter(b, version, req)
+            })
+            .await
         }
         RequestBody::CreatePartitions(req) => {
-            topic_change(ctx, move |b| create_partitions::handle(b, version, req)).await
+            off_async(ctx, OffAsync::TopicChanges, move |b| {
+                create_partitions::handle(b, version, req)
+            })
+            .await
         }
         RequestBody::DeleteRecords(req) => respond(ctx, &cluster_admin::delete_records(broker, version, req)),
         RequestBody::DescribeCluster(req) => respond(ctx, &cluster_admin::describe_cluster(broker, version, req)),
