@@ -1018,7 +1018,9 @@ impl ConfigLayers {
             offsets_retention_ms: int("offsets.retention.minutes", 1)?.saturating_mul(60_000),
             offsets_retention_check_ms: int("offsets.retention.check.interval.ms", 1)?,
             offset_metadata_bytes_max: int("offset.metadata.max.bytes", 0)? as usize,
-            member_metadata_bytes_max: int("group.max.member.metadata.bytes", 1)? as usize,
+            // At most 1 GiB: a member's metadata is one bytes field of Kafka's group record,
+            // whose length is an int32 (so the store's encode cannot fail).
+            member_metadata_bytes_max: ranged("group.max.member.metadata.bytes", 1..=1 << 30)? as usize,
             memory_bytes_max: int("group.max.memory.bytes", 1)? as usize,
             ..Default::default()
         };

@@ -50,8 +50,9 @@ fn fit(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// Writes `message` with its int16 version. Every string was cut to fit and every version is
-/// one the spec has, so this cannot fail; a failure would be a bug in this file.
+/// Writes `message` with its int16 version. Every string was cut to fit, every bytes field is
+/// at most `group.max.member.metadata.bytes` (at most 1 GiB, under the int32 length) and every
+/// version is one the spec has, so this cannot fail; a failure would be a bug in this file.
 fn versioned<T: wire::Message>(message: &T, version: i16) -> Bytes {
     let mut b = BytesMut::new();
     write_versioned(&mut b, message, version).expect("__consumer_offsets records always encode");
