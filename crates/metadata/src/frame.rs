@@ -1,0 +1,93 @@
+//! Metadata records in and out of record batches, in Kafka's layout: each record of a batch
+//! has a null key and, as its value, one record framed as `MetadataRecordSerde` frames it
+//! (unsigned varints: frame version 1, record type, record version; then the record).
+
+use bytes::{Bytes, BytesMut};
+use wire::codec as c;
+use wire::kafka_records::metadata::{MetadataRecord, MetadataRecordType, FRAME_VERSION};
+use wire::records::{BatchBuilder, RecordBatch};
+use wire::Compression;
+
+/// The largest batch of metadata records written or read: Kafka's KRaft limit
+/// (`KafkaRaftClient.MAX_BATCH_SIZE_BYTES`, 8 MiB). A change that would need more is refused
+/// before anything is written.
+pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Why bytes are not metadata records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("bad record batch: {0}")]
+    Batch(String),
+    #[error("record at offset {offset}: {why}")]
+    Record { offset: i64, why: String },
+}
+
+/// The version each record type is written in: the one Kafka writes at
+/// [`crate::METADATA_VERSION_LEVEL`] for the fields Sluice sets.
+pub fn write_version(t: MetadataRecordType) -> i16 {
+    match t {
+        MetadataRecordType::RegisterBrokerRecord => 3,
+        MetadataRecordType::PartitionRecord | MetadataRecordType::PartitionChangeRecord => 0,
+        other => other.versions().0,
+    }
+}
+
+/// One record as the value of a batch record.
+pub fn encode(record: &MetadataRecord) -> Result<Bytes, c::EncodeError> {
+    let t = record.record_type();
+    let version = write_version(t);
+    let mut buf = BytesMut::new();
+    c::put_uvarint(&mut buf, FRAME_VERSION);
+    c::put_uvarint(&mut buf, t.id() as u32);
+    c::put_uvarint(&mut buf, version as u32);
+    record.encode(&mut buf, version)?;
+    Ok(buf.freeze())
+}
+
+/// The record in a batch record's value; every byte must belong to it.
+pub fn decode(value: &[u8]) -> Result<MetadataRecord, String> {
+    let mut buf = Bytes::copy_from_slice(value);
+    let (record, _version) = wire::kafka_records::metadata::read_record(&mut buf).map_err(|e| e.to_string())?;
+    if !buf.is_empty() {
+        return Err(format!("{} bytes after the record", buf.len()));
+    }
+    Ok(record)
+}
+
+/// One change as one batch (appended whole or not at all), stamped at `timestamp`.
+pub fn batch(records: &[MetadataRecord], timestamp: i64) -> Result<Bytes, String> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for r in records {
+        let value = encode(r).map_err(|e| format!("cannot encode {}: {e}", r.record_type().name()))?;
+        b.push(timestamp, None, Some(&value), &[]);
+        if b.body_bytes() > BATCH_BYTES_MAX {
+            return Err(format!(
+                "a change of {} records is more than one metadata batch may hold ({BATCH_BYTES_MAX} bytes)",
+                records.len()
+            ));
+        }
+    }
+    Ok(b.build())
+}
+
+/// The records of one batch read from the log, each with its offset, and the batch's leader
+/// epoch. Control batches (the quorum's own records) yield nothing.
+pub fn records_of(batch: &RecordBatch) -> Result<Vec<(i64, MetadataRecord)>, FrameError> {
+    if batch.is_control() {
+        return Ok(vec![]);
+    }
+    let records = batch
+        .records(BATCH_BYTES_MAX)
+        .map_err(|e| FrameError::Batch(e.to_string()))?;
+    let mut out = Vec::new();
+    for r in records {
+        let r = r.map_err(|e| FrameError::Batch(e.to_string()))?;
+        let value = r.value.as_deref().ok_or(FrameError::Record {
+            offset: r.offset,
+            why: "no value".into(),
+        })?;
+        let record = decode(value).map_err(|why| FrameError::Record { offset: r.offset, why })?;
+        out.push((r.offset, record));
+    }
+    Ok(out)
+}
