@@ -4,6 +4,7 @@ a stray script would, restarts the real binary, and checks that the damage is re
 the file named) and worked around, or that the broker refuses to start with exit code 2 and a
 message that says which file and what to do."""
 
+import base64
 import json
 import os
 import shutil
@@ -297,33 +298,33 @@ def test_an_emptied_first_segment_does_not_wipe_the_partition(make_broker):
     assert [o for o, _ in got] == list(range(first_kept, 30))
 
 
-def test_a_deleted_topics_json_refuses_start(make_broker):
+def test_a_lost_metadata_log_refuses_start(make_broker):
     b = make_broker().start()
     create_topic(b.bootstrap, "kept")
     produce(b.bootstrap, "kept", [b"old"])
     assert b.stop() == 0
-    (b.data_dir / "topics.json").unlink()
+    shutil.rmtree(b.data_dir / "__cluster_metadata-0")
     code, out = run_server(b.data_dir)
     assert code == 2, out
-    assert "topics.json" in out and "kept-0" in out, out
+    assert "__cluster_metadata-0" in out and "kept-0" in out, out
+    assert (b.data_dir / "kept-0" / "00000000000000000000.log").stat().st_size > 0, "nothing removed"
 
 
-def test_a_recreated_topic_never_brings_back_old_records(make_broker):
+def test_a_partition_directory_the_metadata_log_does_not_know_is_removed_at_start(make_broker):
     b = make_broker().start()
     create_topic(b.bootstrap, "reborn")
-    create_topic(b.bootstrap, "other")
     produce(b.bootstrap, "reborn", [b"old-1", b"old-2"])
     assert b.stop() == 0
-    # topics.json loses the topic (restored from an old backup, edited by hand...).
-    path = b.data_dir / "topics.json"
-    path.write_text(json.dumps([t for t in json.loads(path.read_text()) if t["name"] != "reborn"]))
+    # A directory of a topic id the metadata log does not hold (a deleted topic's, put back
+    # from a backup by hand...): never served, removed after a line naming it.
+    shutil.copytree(b.data_dir / "reborn-0", b.data_dir / "ghost-0")
     b.start()
-    create_topic(b.bootstrap, "reborn")
-    assert watermarks(b.bootstrap, "reborn") == (0, 0), "the old records do not come back"
-    strays = [d for d in os.listdir(b.data_dir) if d.startswith("reborn-0.") and d.endswith("-stray")]
-    assert strays, os.listdir(b.data_dir)
-    assert (b.data_dir / strays[0] / "00000000000000000000.log").stat().st_size > 0, "moved aside, not deleted"
-    assert any("reborn-0" in l for l in b.logs().splitlines() if "WARN" in l or "ERROR" in l)
+    deadline = time.monotonic() + 10
+    while any(d.startswith("ghost-0") for d in os.listdir(b.data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(d.startswith("ghost-0") for d in os.listdir(b.data_dir)), os.listdir(b.data_dir)
+    assert any("ghost-0" in l for l in b.logs().splitlines() if "WARN" in l), b.logs()
+    assert watermarks(b.bootstrap, "reborn") == (0, 2), "the known partition is untouched"
     # Each partition directory names its topic id, as Kafka's partition.metadata does.
     meta = (b.data_dir / "reborn-0" / "partition.metadata").read_text()
     assert meta.startswith("version: 0\ntopic_id: "), meta
@@ -369,12 +370,9 @@ def test_a_partition_dir_of_another_topic_id_is_quarantined(make_broker):
     create_topic(b.bootstrap, "swapped")
     produce(b.bootstrap, "swapped", [b"old"])
     assert b.stop() == 0
-    path = b.data_dir / "topics.json"
-    topics = json.loads(path.read_text())
-    for t in topics:
-        if t["name"] == "swapped":
-            t["id"] = str(uuid.uuid4())
-    path.write_text(json.dumps(topics))
+    # The directory now names another topic id than the metadata log gives the topic.
+    other = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    (b.data_dir / "swapped-0" / "partition.metadata").write_text(f"version: 0\ntopic_id: {other}\n")
     b.start()
     assert watermarks(b.bootstrap, "swapped") == (0, 0), "a directory of another topic id is not served"
     assert any(d.startswith("swapped-0.") and d.endswith("-stray") for d in os.listdir(b.data_dir))

@@ -5,16 +5,16 @@
 //!
 //! As in Kafka there are two layers over the static settings (file, environment, flags): the
 //! cluster-wide default (resource name "") and this broker's own (resource name = node id),
-//! which wins. Both are kept in `<data dir>/broker-configs.json`, written atomically before a
-//! change takes effect. Every other setting is read-only at runtime, and a change to one is
+//! which wins. Both are ConfigRecords of the metadata log (`crate::metadata_log`), committed
+//! before a change takes effect. Every other setting is read-only at runtime, and a change to one is
 //! refused as Kafka refuses it (`INVALID_REQUEST`, "Cannot update these configs dynamically").
 
 use crate::config::{self, UpdateMode};
 use crate::topics::{ApiError, Topics, TOPIC_CONFIGS};
-use serde::{Deserialize, Serialize};
+use crate::metadata_log::{CommitError, MetadataLog};
+use metadata::{resource_type, ConfigResource};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use wire::ErrorCode;
 
 /// Kafka's `ConfigSource` codes, as DescribeConfigs reports them.
@@ -35,11 +35,9 @@ pub enum Layer {
     Broker,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct Layers {
-    #[serde(default)]
     cluster: BTreeMap<String, String>,
-    #[serde(default)]
     broker: BTreeMap<String, String>,
 }
 
@@ -65,27 +63,28 @@ pub struct Setting {
 }
 
 pub struct DynamicConfigs {
-    path: PathBuf,
+    metadata: Arc<MetadataLog>,
+    node_id: i32,
     /// The static settings: (key, value, is the default).
     statics: Vec<(String, String, bool)>,
     layers: Mutex<Layers>,
 }
 
 impl DynamicConfigs {
-    /// Loads the dynamic layers kept in `data_dir` (none at first start). A stored value that
-    /// is no longer valid stops the start-up with the file named, rather than being ignored.
-    pub fn open(data_dir: &Path, statics: Vec<(String, String, bool)>) -> Result<DynamicConfigs, String> {
-        let path = data_dir.join("broker-configs.json");
-        let layers: Layers = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Layers::default(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    /// Loads the dynamic layers from the metadata image. A stored value that is no longer
+    /// valid stops the start-up, rather than being ignored.
+    pub fn open(metadata: Arc<MetadataLog>, node_id: i32, statics: Vec<(String, String, bool)>) -> Result<DynamicConfigs, String> {
+        let image = metadata.image();
+        let layers = Layers {
+            cluster: image.configs(&ConfigResource::broker("")).clone(),
+            broker: image.configs(&ConfigResource::broker(&node_id.to_string())).clone(),
         };
         for (layer, values) in [(Layer::Cluster, &layers.cluster), (Layer::Broker, &layers.broker)] {
-            check(layer, values).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+            check(layer, values).map_err(|e| format!("dynamic broker configs in the metadata log ({layer:?}): {}", e.message))?;
         }
         Ok(DynamicConfigs {
-            path,
+            metadata,
+            node_id,
             statics,
             layers: Mutex::new(layers),
         })
@@ -130,10 +129,28 @@ impl DynamicConfigs {
         if validate_only {
             return Ok(());
         }
-        let json = serde_json::to_vec_pretty(&next)
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?;
-        crate::meta::write_atomically(&self.path, &json)
-            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        let resource = match layer {
+            Layer::Cluster => String::new(),
+            Layer::Broker => self.node_id.to_string(),
+        };
+        let (before, after) = (layers.get_mut(layer).clone(), next.get_mut(layer).clone());
+        let mut records: Vec<_> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(v))
+            .map(|(k, v)| crate::upgrade::config_record(resource_type::BROKER, &resource, k, Some(v)))
+            .collect();
+        records.extend(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| crate::upgrade::config_record(resource_type::BROKER, &resource, k, None)),
+        );
+        self.metadata
+            .commit(records, crate::group::coordinator::now_ms())
+            .map_err(|e| match e {
+                CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
+                CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),
+            })?;
         *layers = next;
         topics.set_config_defaults(defaults, false)?;
         tracing::info!(?layer, "dynamic broker configs changed");

@@ -11,12 +11,14 @@ pub mod group;
 pub mod handlers;
 pub mod heavy;
 pub mod meta;
+pub mod metadata_log;
 pub mod metrics;
 pub mod producers;
 pub mod ratelog;
 pub mod response_memory;
 pub mod server;
 pub mod topics;
+pub mod upgrade;
 
 pub use config::{BrokerConfig, ConfigLayers};
 
@@ -39,6 +41,8 @@ pub use server::Server;
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    /// The metadata log and the image every cluster question is answered from.
+    pub metadata: std::sync::Arc<metadata_log::MetadataLog>,
     pub topics: topics::Topics,
     /// Broker settings changed at runtime (topic config defaults).
     pub dynamic: dynamic_config::DynamicConfigs,

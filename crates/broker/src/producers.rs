@@ -3,13 +3,13 @@
 //!
 //! The state machine does no I/O. Partition state is rebuilt from the log's batch headers on
 //! startup, or, after a clean shutdown, read back from the snapshot written then (see
-//! `Topics::save_producer_state`); ids are handed out in blocks
-//! whose end is written to `<data dir>/producer-ids` before any id of the block is used, so an
-//! id is never given out twice, even across crashes.
+//! `Topics::save_producer_state`); ids are handed out in blocks, each committed to the
+//! metadata log (a ProducerIdsRecord, as Kafka's controller writes) before any id of it is
+//! used, so an id is never given out twice, even across crashes.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use crate::metadata_log::MetadataLog;
+use std::sync::{Arc, Mutex};
 use wire::ErrorCode;
 
 /// Batches remembered per producer: Kafka's limit of in-flight requests per connection for
@@ -192,43 +192,27 @@ impl ProducerStates {
 /// Hands out producer ids, never the same one twice.
 #[derive(Debug)]
 pub struct ProducerIds {
-    path: PathBuf,
-    /// (next id to hand out, end of the block reserved on disk)
+    metadata: Arc<MetadataLog>,
+    node_id: i32,
+    /// (next id to hand out, end of the block committed)
     state: Mutex<(i64, i64)>,
 }
 
 const ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
-    pub fn open(data_dir: &std::path::Path) -> Result<ProducerIds, String> {
-        let path = data_dir.join("producer-ids");
-        let next = match std::fs::read_to_string(&path) {
-            Ok(t) => {
-                let text = t.trim();
-                // The end of the last block reserved: an id, so 0 or more, and room for more
-                // blocks. Anything else would hand out negative or repeated ids.
-                let fix = "it holds the end of the last block of producer ids handed out; restore it from a backup, or write a number larger than any producer id in use (a fresh data directory starts at 0)";
-                let n = text
-                    .parse::<i64>()
-                    .map_err(|e| format!("{} is corrupt ({text:?} is not a number: {e}): {fix}", path.display()))?;
-                if !(0..=i64::MAX - ID_BLOCK).contains(&n) {
-                    return Err(format!(
-                        "{} is corrupt ({n} is not a valid producer id): {fix}",
-                        path.display()
-                    ));
-                }
-                n
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        // Ids below the recorded block end may have been handed out before a crash: start after.
-        Ok(ProducerIds {
-            path,
+    /// Ids below the last block committed may have been handed out before a crash: the first
+    /// id is the end of that block.
+    pub fn open(metadata: Arc<MetadataLog>, node_id: i32) -> ProducerIds {
+        let next = metadata.image().next_producer_id;
+        ProducerIds {
+            metadata,
+            node_id,
             state: Mutex::new((next, next)),
-        })
+        }
     }
 
+    /// The next id (blocking when a new block must be committed: an fsync).
     pub fn allocate(&self) -> Result<i64, String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.0 >= state.1 {
@@ -236,7 +220,14 @@ impl ProducerIds {
                 .0
                 .checked_add(ID_BLOCK)
                 .ok_or_else(|| "producer ids are exhausted".to_string())?;
-            crate::meta::write_atomically(&self.path, format!("{end}\n").as_bytes()).map_err(|e| e.to_string())?;
+            let record = metadata::MetadataRecord::ProducerIdsRecord(wire::kafka_records::metadata::ProducerIdsRecord {
+                broker_id: self.node_id,
+                broker_epoch: -1,
+                next_producer_id: end,
+            });
+            self.metadata
+                .commit(vec![record], crate::group::coordinator::now_ms())
+                .map_err(|e| e.to_string())?;
             state.1 = end;
         }
         let id = state.0;
@@ -312,27 +303,23 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_producer_ids_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("sluice-pids-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for bad in ["-5", "x", "9223372036854775807"] {
-            std::fs::write(dir.join("producer-ids"), bad).unwrap();
-            let e = ProducerIds::open(&dir).unwrap_err();
-            assert!(e.contains("producer-ids") && e.contains(bad), "{e}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn ids_are_unique_across_restarts() {
-        let dir = std::env::temp_dir().join(format!("sluice-pids-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let a = ProducerIds::open(&dir).unwrap();
+    fn ids_are_unique_across_restarts_and_crashes() {
+        use storage::sim::{CrashMode, SimFs};
+        let sim = Arc::new(SimFs::new());
+        let fs: Arc<dyn storage::Fs> = sim.clone();
+        let dir = std::path::Path::new("/data");
+        let open = || {
+            let log = crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log;
+            ProducerIds::open(Arc::new(log), 1)
+        };
+        let a = open();
         let first: Vec<i64> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(first, [0, 1, 2]);
         drop(a);
-        let b = ProducerIds::open(&dir).unwrap();
+        // Whatever a crash loses, the block was committed before its first id was used.
+        sim.crash(CrashMode::DropUnsynced);
+        let b = open();
         let next = b.allocate().unwrap();
-        assert!(next > *first.iter().max().unwrap());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(next, ID_BLOCK, "the next start begins after the committed block");
     }
 }

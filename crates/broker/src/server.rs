@@ -69,18 +69,37 @@ impl Server {
     pub async fn bind(mut config: BrokerConfig) -> Result<Server, StartError> {
         let lock = meta::lock_data_dir(&config.data_dir)?;
         let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
-        let dynamic = crate::dynamic_config::DynamicConfigs::open(&config.data_dir, config.settings.clone())
-            .map_err(StartError::Topics)?;
-        let mut topic_defaults = config.topic_defaults.clone();
-        topic_defaults.configs = dynamic.topic_defaults();
         let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
         raise_open_files_limit(config.open_files_max + config.connections_max + 256);
         keep_freed_memory();
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
+        let opened = crate::metadata_log::MetadataLog::open(&config.data_dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
+            .map_err(StartError::Topics)?;
+        let metadata = Arc::new(opened.log);
+        crate::upgrade::prepare(
+            &config.data_dir,
+            &metadata,
+            opened.empty,
+            config.node_id,
+            crate::group::coordinator::now_ms(),
+        )
+        .map_err(StartError::Topics)?;
+        let dynamic =
+            crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
+                .map_err(StartError::Topics)?;
+        let mut topic_defaults = config.topic_defaults.clone();
+        topic_defaults.configs = dynamic.topic_defaults();
         let started = std::time::Instant::now();
-        let topics =
-            crate::topics::Topics::open(&config.data_dir, topic_defaults, clean, fs).map_err(StartError::Topics)?;
+        let topics = crate::topics::Topics::open(
+            &config.data_dir,
+            topic_defaults,
+            clean,
+            fs,
+            metadata.clone(),
+            config.node_id,
+        )
+        .map_err(StartError::Topics)?;
         info!(
             clean_shutdown = clean,
             seconds = started.elapsed().as_secs_f64(),
@@ -108,13 +127,16 @@ impl Server {
                 Some(admin)
             }
         };
-        let producer_ids = crate::producers::ProducerIds::open(&config.data_dir).map_err(StartError::Topics)?;
+        crate::upgrade::register_broker(&metadata, &config, crate::group::coordinator::now_ms())
+            .map_err(StartError::Topics)?;
+        let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
         let groups =
             crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
         let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);
         let broker = Broker {
             config,
             cluster_id,
+            metadata,
             topics,
             dynamic,
             producer_ids,

@@ -1,7 +1,8 @@
 //! Topics and partitions on this node: creation with Kafka's name rules and per-topic configs,
 //! deletion, lookup by name or id, and the partition state handlers use (log, leader epoch,
-//! high watermark). The topic list is persisted in `<data dir>/topics.json` (written
-//! atomically); each partition's log lives in `<data dir>/<topic>-<partition>/`.
+//! high watermark). Every change is committed to the metadata log (`crate::metadata_log`)
+//! before it is made, and the topics opened at start are the image's; each partition's log
+//! lives in `<data dir>/<topic>-<partition>/`, its `partition.metadata` naming the topic id.
 //!
 //! Single node for now: this node leads every partition and is its only in-sync replica, so
 //! the high watermark follows the log end. The shape (epoch, high watermark beside the log)
@@ -10,11 +11,11 @@
 use crate::config::TopicDefaults;
 use crate::meta;
 use crate::producers::{ProducerBatch, ProducerStates};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use crate::metadata_log::{CommitError, MetadataLog};
 use storage::{GroupCommit, Log, LogConfig, StorageError};
 use wire::{ErrorCode, Uuid};
 
@@ -121,8 +122,8 @@ const fn def(
 const LONG_MAX: &str = "9223372036854775807";
 
 /// Every topic config of Kafka 4.0 (`TopicConfig` / `LogConfig`), sorted by name: the one
-/// table of topic configs. `effect: false` ones are accepted, validated, kept in `topics.json`
-/// and reported, but change nothing yet.
+/// table of topic configs. `effect: false` ones are accepted, validated, kept in the metadata
+/// log and reported, but change nothing yet.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = {
     use config_type::*;
     use Check::*;
@@ -889,15 +890,6 @@ impl Topic {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct TopicRecord {
-    name: String,
-    id: String,
-    partitions: i32,
-    #[serde(default)]
-    configs: BTreeMap<String, String>,
-}
-
 #[derive(Default)]
 struct Inner {
     by_name: HashMap<String, Arc<Topic>>,
@@ -913,8 +905,11 @@ pub struct Topics {
     fs: Arc<dyn storage::Fs>,
     defaults: RwLock<TopicDefaults>,
     inner: RwLock<Inner>,
-    /// Serializes creations and deletions (and their writes of topics.json).
+    /// Serializes the changes of topics (and their commits to the metadata log).
     changes: Mutex<()>,
+    /// Where every change is written before it is made.
+    metadata: Arc<MetadataLog>,
+    node_id: i32,
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -944,66 +939,16 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Names that differ only in '.' versus '_' collide in metric names, so Kafka refuses both.
-fn collision_key(name: &str) -> String {
+pub(crate) fn collision_key(name: &str) -> String {
     name.replace('.', "_")
 }
 
-fn parse_uuid(s: &str) -> Option<Uuid> {
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(Uuid(id))
-}
-
 /// The most partitions a topic may have: a bound on what CreateTopics and CreatePartitions
-/// ask for, and on a count read from `topics.json`.
+/// ask for, and on a count read from an old `topics.json`.
 pub const PARTITIONS_MAX: i32 = 1_000_000;
 
-/// Checks every entry of `topics.json` (at `path`) as CreateTopics would: name, partition
-/// count, id, and no two entries alike. Returns each entry's id.
-fn check_records(path: &Path, records: &[TopicRecord]) -> Result<Vec<Uuid>, String> {
-    let mut ids = Vec::with_capacity(records.len());
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut seen_ids: HashMap<Uuid, usize> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let bad = |why: String| {
-            format!(
-                "{}: entry {i} (topic {:?}) {why}; fix or remove that entry (or restore the file from a backup)",
-                path.display(),
-                r.name
-            )
-        };
-        if !is_internal(&r.name) {
-            validate_topic_name(&r.name).map_err(|e| bad(e.message))?;
-        }
-        if !(1..=PARTITIONS_MAX).contains(&r.partitions) {
-            return Err(bad(format!(
-                "has {} partitions: the count must be 1 to {PARTITIONS_MAX}",
-                r.partitions
-            )));
-        }
-        let id = parse_uuid(&r.id).ok_or_else(|| bad(format!("has a bad topic id {:?}", r.id)))?;
-        if let Some(j) = names.insert(collision_key(&r.name), i) {
-            return Err(bad(format!("collides with entry {j} (topic {:?})", records[j].name)));
-        }
-        if let Some(j) = seen_ids.insert(id, i) {
-            return Err(bad(format!(
-                "has the same id as entry {j} (topic {:?})",
-                records[j].name
-            )));
-        }
-        ids.push(id);
-    }
-    Ok(ids)
-}
-
 /// Names of the partition directories (`<topic>-<n>`) in the data directory `dir`.
-fn partition_dirs(dir: &Path) -> Vec<String> {
+pub(crate) fn partition_dirs(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return vec![];
     };
@@ -1011,6 +956,7 @@ fn partition_dirs(dir: &Path) -> Vec<String> {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name != crate::metadata_log::DIR)
         .filter(|name| {
             name.rsplit_once('-').is_some_and(|(topic, n)| {
                 !n.is_empty()
@@ -1076,9 +1022,16 @@ fn storage_error(e: StorageError) -> ApiError {
 }
 
 impl Topics {
-    /// Loads every topic in `topics.json` and opens its partitions' logs: trusting their
-    /// indexes after a clean shutdown (`clean`), recovering them otherwise.
-    pub fn open(dir: &Path, defaults: TopicDefaults, clean: bool, fs: Arc<dyn storage::Fs>) -> Result<Topics, String> {
+    /// Opens the partition logs of every topic in the metadata image: trusting their indexes
+    /// after a clean shutdown (`clean`), recovering them otherwise.
+    pub fn open(
+        dir: &Path,
+        defaults: TopicDefaults,
+        clean: bool,
+        fs: Arc<dyn storage::Fs>,
+        metadata: Arc<MetadataLog>,
+        node_id: i32,
+    ) -> Result<Topics, String> {
         let topics = Topics {
             restored: Mutex::new(if clean {
                 load_producer_state(dir)
@@ -1090,48 +1043,27 @@ impl Topics {
             defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
+            metadata,
+            node_id,
         };
-        let path = dir.join("topics.json");
-        let records: Vec<TopicRecord> = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                format!(
-                    "{} is corrupt: {e}; restore it from a backup (each partition directory's partition.metadata names its topic id)",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Starting empty would hide every record, and a topic created again under an
-                // old name would serve the old records: refuse instead.
-                let found = partition_dirs(dir);
-                if !found.is_empty() {
-                    let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
-                    return Err(format!(
-                        "{} is missing, but {} holds {} partition director{} ({}{}): the topic list was lost. Restore topics.json from a backup, or move those directories out of the data directory to start without them",
-                        path.display(),
-                        dir.display(),
-                        found.len(),
-                        if found.len() == 1 { "y" } else { "ies" },
-                        shown.join(", "),
-                        if found.len() > shown.len() { ", ..." } else { "" },
-                    ));
-                }
-                // A new data directory: written now, so that a crash while the first topic is
-                // created leaves a topic list (without it) rather than directories and no list.
-                if let Err(e) = meta::write_atomically(&path, b"[]") {
-                    tracing::warn!(error = %e, "cannot write an empty {}; written with the first topic", path.display());
-                }
-                vec![]
+        let image = topics.metadata.image();
+        for t in image.topics() {
+            let count = t.partition_count() as i32;
+            if t.partitions.keys().copied().ne(0..count) {
+                return Err(format!(
+                    "topic {} in the metadata log has partitions {:?}, not 0 to {}; restore {} from a backup",
+                    t.name,
+                    t.partitions.keys().collect::<Vec<_>>(),
+                    count - 1,
+                    crate::metadata_log::DIR
+                ));
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        let checked = check_records(&path, &records)?;
-        for (r, id) in records.into_iter().zip(checked) {
             let topic = topics
-                .materialize(&r.name, id, r.partitions, r.configs, clean, false)
-                .map_err(|e| format!("cannot open topic {} of {}: {}", r.name, path.display(), e.message))?;
+                .materialize(&t.name, t.id, count, image.topic_configs(&t.name).clone(), clean, false)
+                .map_err(|e| format!("cannot open topic {}: {}", t.name, e.message))?;
             topics.insert(topic);
         }
-        // Directories of no topic in topics.json are not served; a topic created under that
+        // Directories of no topic in the image are not served; a topic created under that
         // name moves its directory aside first.
         let known: std::collections::HashSet<String> = topics
             .list()
@@ -1140,12 +1072,7 @@ impl Topics {
             .collect();
         let unknown: Vec<String> = partition_dirs(dir).into_iter().filter(|d| !known.contains(d)).collect();
         if !unknown.is_empty() {
-            tracing::warn!(dirs = ?unknown, "partition directories of no topic in {}: moved aside (`-stray`), not served", path.display());
-            for d in &unknown {
-                if let Err(e) = move_aside(&dir.join(d)) {
-                    tracing::warn!(dir = %d, error = %e, "could not move a stray partition directory aside");
-                }
-            }
+            topics.remove_strays(&unknown);
         }
         // Deleted topics' directories left by a crash before their background removal.
         let leftovers: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -1273,7 +1200,7 @@ impl Topics {
                     let why = match parse_partition_metadata(&text) {
                         Ok(found) if found == expected => None,
                         Ok(found) => Some(format!(
-                            "names topic id {found}, but topics.json gives {name} the id {expected}"
+                            "names topic id {found}, but the metadata log gives {name} the id {expected}"
                         )),
                         // Not evidence of another topic (it is written without an fsync, so a
                         // crash can leave it empty): written again below.
@@ -1285,7 +1212,7 @@ impl Topics {
                     };
                     if let Some(why) = why {
                         let to = move_aside(&dir).map_err(aside_failed)?;
-                        tracing::error!(file = %metadata.display(), moved_to = %to.display(), "{} {why}: the directory belongs to another topic; moved aside and not served, {name}-{index} starts empty; check it, then delete it or restore the matching topics.json", metadata.display());
+                        tracing::error!(file = %metadata.display(), moved_to = %to.display(), "{} {why}: the directory belongs to another topic; moved aside and not served, {name}-{index} starts empty; check it, then delete it", metadata.display());
                     }
                 }
                 // Written below: directories from before partition.metadata, or a new one.
@@ -1299,7 +1226,7 @@ impl Topics {
             }
         }
         if !fresh && std::fs::symlink_metadata(&dir).is_err() {
-            tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in topics.json) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
+            tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in the metadata log) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
         }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
         if fresh || !metadata.exists() {
@@ -1355,6 +1282,43 @@ impl Topics {
             commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
             waiting_fetches: Mutex::default(),
         }))
+    }
+
+    /// Deals with the partition directories `names` that no partition of the image has. One
+    /// whose `partition.metadata` names a topic id the image does not hold, or a partition a
+    /// known topic does not have, is of a deleted topic (or of a creation a crash cut short
+    /// before its commit): removed, after a log line naming it. One without a readable
+    /// `partition.metadata` proves nothing and is moved aside (`-stray`), kept for a person.
+    fn remove_strays(&self, names: &[String]) {
+        let mut doomed = vec![];
+        for name in names {
+            let dir = self.dir.join(name);
+            let id = std::fs::read_to_string(dir.join(PARTITION_METADATA))
+                .ok()
+                .and_then(|t| parse_partition_metadata(&t).ok());
+            match id {
+                Some(id) => {
+                    tracing::warn!(dir = %name, topic_id = %id, "partition directory of no partition in the metadata log (a deleted topic, or a creation a crash interrupted): removed");
+                    let mut to = dir.as_os_str().to_owned();
+                    to.push(format!(".{}-delete", hex(&meta::random_id())));
+                    let to = PathBuf::from(to);
+                    match std::fs::rename(&dir, &to) {
+                        Ok(()) => doomed.push(to),
+                        Err(e) => tracing::warn!(dir = %name, error = %e, "could not rename a stray partition directory for removal"),
+                    }
+                }
+                None => match move_aside(&dir) {
+                    Ok(to) => tracing::warn!(dir = %name, moved_to = %to.display(), "partition directory of no topic, without a readable partition.metadata: moved aside, not served; check it, then delete it"),
+                    Err(e) => tracing::warn!(dir = %name, error = %e, "could not move a stray partition directory aside"),
+                },
+            }
+        }
+        if !doomed.is_empty() {
+            if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(error = %e, "could not sync the data directory");
+            }
+            storage::remove_dirs_later(doomed);
+        }
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -1437,21 +1401,20 @@ impl Topics {
         all
     }
 
-    fn persist(&self) -> Result<(), ApiError> {
-        let records: Vec<TopicRecord> = self
-            .list()
-            .iter()
-            .map(|t| TopicRecord {
-                name: t.name.clone(),
-                id: t.id.to_string(),
-                partitions: t.partitions.len() as i32,
-                configs: t.overrides.clone(),
+    /// Writes one change to the metadata log (blocking: an fsync).
+    fn commit(&self, records: Vec<metadata::MetadataRecord>) -> Result<(), ApiError> {
+        self.metadata
+            .commit(records, crate::group::coordinator::now_ms())
+            .map(|_| ())
+            .map_err(|e| match e {
+                CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
+                CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),
             })
-            .collect();
-        let json = serde_json::to_vec_pretty(&records)
-            .map_err(|e| ApiError::new(ErrorCode::UnknownServerError, e.to_string()))?;
-        meta::write_atomically(&self.dir.join("topics.json"), &json)
-            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))
+    }
+
+    /// The metadata log every change goes through.
+    pub fn metadata(&self) -> &Arc<MetadataLog> {
+        &self.metadata
     }
 
     /// Checks a creation request (`validate_only` stops here): name, partitions, replication
@@ -1567,16 +1530,28 @@ impl Topics {
     ) -> Result<Arc<Topic>, ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let (partitions, _) = self.check_create(name, partitions, replication_factor, &overrides)?;
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false, true)?;
-        let topic = self.insert(topic);
-        if let Err(e) = self.persist() {
-            self.remove(name);
+        let topic = self.create_committed(name, partitions, overrides)?;
+        tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
+        Ok(topic)
+    }
+
+    /// Creates a topic's logs, then commits the topic: a crash in between leaves directories
+    /// the next start removes as strays, and a failed commit removes them now.
+    fn create_committed(&self, name: &str, partitions: i32, overrides: BTreeMap<String, String>) -> Result<Arc<Topic>, ApiError> {
+        let id = loop {
+            let id = Uuid(meta::random_id());
+            if id != Uuid::ZERO && self.get_by_id(&id).is_none() {
+                break id;
+            }
+        };
+        let records = crate::upgrade::topic_records(name, id, 0..partitions, Some(&overrides), self.node_id);
+        let topic = self.materialize(name, id, partitions, overrides, false, true)?;
+        if let Err(e) = self.commit(records) {
             drop(topic);
             self.remove_new_dirs(name, 0..partitions);
             return Err(e);
         }
-        tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
-        Ok(topic)
+        Ok(self.insert(topic))
     }
 
     /// Creates one of the broker's internal topics (no name checks, `compact` allowed), or
@@ -1592,14 +1567,7 @@ impl Topics {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        let topic = self.materialize(name, Uuid(meta::random_id()), partitions, overrides, false, true)?;
-        let topic = self.insert(topic);
-        if let Err(e) = self.persist() {
-            self.remove(name);
-            drop(topic);
-            self.remove_new_dirs(name, 0..partitions);
-            return Err(e);
-        }
+        let topic = self.create_committed(name, partitions, overrides)?;
         tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
         Ok(topic)
     }
@@ -1621,18 +1589,6 @@ impl Topics {
         Ok(topic)
     }
 
-    /// Replaces a topic in memory and on disk; the old value comes back if the write fails.
-    fn replace(&self, old: &Arc<Topic>, new: Topic) -> Result<Arc<Topic>, ApiError> {
-        let new = self.insert(new);
-        if let Err(e) = self.persist() {
-            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            inner.by_name.insert(old.name.clone(), old.clone());
-            inner.by_id.insert(old.id, old.clone());
-            return Err(e);
-        }
-        Ok(new)
-    }
-
     /// Sets a topic's config overrides to what `change` makes of the current ones (after
     /// checking them), atomically with respect to other changes. Logs take the new segment size
     /// from their next append.
@@ -1649,17 +1605,29 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
+        let mut records: Vec<_> = overrides
+            .iter()
+            .filter(|(k, v)| topic.overrides.get(*k) != Some(v))
+            .map(|(k, v)| crate::upgrade::config_record(metadata::resource_type::TOPIC, name, k, Some(v)))
+            .collect();
+        records.extend(
+            topic
+                .overrides
+                .keys()
+                .filter(|k| !overrides.contains_key(*k))
+                .map(|k| crate::upgrade::config_record(metadata::resource_type::TOPIC, name, k, None)),
+        );
+        self.commit(records)?;
         for p in &topic.partitions {
             p.lock().log.set_config(config.log_config());
         }
-        let new = Topic {
+        self.insert(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions: topic.partitions.clone(),
             config,
             overrides,
-        };
-        self.replace(&topic, new)?;
+        });
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }
@@ -1701,17 +1669,20 @@ impl Topics {
                 }
             }
         }
-        let new = Topic {
+        // As for a new topic: logs first, then the commit (a crash between leaves strays).
+        let records = crate::upgrade::topic_records(name, topic.id, current..count, None, self.node_id);
+        if let Err(e) = self.commit(records) {
+            drop(partitions);
+            self.remove_new_dirs(name, current..count);
+            return Err(e);
+        }
+        self.insert(Topic {
             name: topic.name.clone(),
             id: topic.id,
             partitions,
             config: topic.config.clone(),
             overrides: topic.overrides.clone(),
-        };
-        if let Err(e) = self.replace(&topic, new) {
-            self.remove_new_dirs(name, current..count);
-            return Err(e);
-        }
+        });
         tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }
@@ -1766,12 +1737,12 @@ impl Topics {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Deletes a topic: it disappears from the topic table (written before anything is
-    /// answered), its partition directories are renamed to `<dir>.<hex>-delete` (so a topic
+    /// Deletes a topic: its removal is committed to the metadata log before anything is
+    /// answered, its partition directories are renamed to `<dir>.<hex>-delete` (so a topic
     /// re-created under the name starts empty, whatever happens next), and they are removed in
-    /// the background. A crash before the rename leaves directories of no topic, which the next
-    /// start moves aside (`-stray`); one after it leaves `-delete` directories, which the next
-    /// start removes.
+    /// the background. A crash before the rename leaves directories whose topic id the image
+    /// does not know, which the next start removes as strays; one after it leaves `-delete`
+    /// directories, which the next start removes.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         if is_internal(name) && self.get(name).is_some() {
             return Err(ApiError::new(
@@ -1780,17 +1751,16 @@ impl Topics {
             ));
         }
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.remove(name).ok_or_else(|| {
+        let topic = self.get(name).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic {name} does not exist"),
             )
         })?;
-        if let Err(e) = self.persist() {
-            // Not deleted after all: the topic is back as it was.
-            self.insert_arc(topic.clone());
-            return Err(e);
-        }
+        self.commit(vec![metadata::MetadataRecord::RemoveTopicRecord(
+            wire::kafka_records::metadata::RemoveTopicRecord { topic_id: topic.id },
+        )])?;
+        self.remove(name);
         let mut doomed = vec![];
         for p in &topic.partitions {
             let dir = self.partition_dir(name, p.index);
@@ -1824,7 +1794,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
-        let topics = Topics::open(&dir, defaults, false, storage::default_fs()).unwrap();
+        let fs = storage::default_fs();
+        let metadata = Arc::new(MetadataLog::open(&dir, fs.clone(), u64::MAX).unwrap().log);
+        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1).unwrap();
         let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
         let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
         let on_a = Arc::new(tokio::sync::Notify::new());
@@ -1962,40 +1934,12 @@ mod tests {
     }
 
     #[test]
-    fn topics_json_entries_are_checked_like_create_topics() {
-        let path = Path::new("/data/topics.json");
-        let entry = |name: &str, partitions: i32| TopicRecord {
-            name: name.into(),
-            id: Uuid(meta::random_id()).to_string(),
-            partitions,
-            configs: BTreeMap::new(),
-        };
-        assert!(check_records(path, &[entry("a", 1), entry(CONSUMER_OFFSETS, 50)]).is_ok());
-        for (records, says) in [
-            (vec![entry("../../etc", 1)], "../../etc"),
-            (vec![entry("a", 0)], "0 partitions"),
-            (vec![entry("a", PARTITIONS_MAX + 1)], "1000001 partitions"),
-            (vec![entry("a.b", 1), entry("a_b", 1)], "collides"),
-        ] {
-            let e = check_records(path, &records).unwrap_err();
-            assert!(e.contains("topics.json") && e.contains(says), "{e}");
-        }
-    }
-
-    #[test]
     fn partition_metadata_is_kafkas_format() {
         let id = Uuid([0xfb; 16]);
         let text = partition_metadata_text(&id);
         assert!(text.starts_with("version: 0\ntopic_id: "), "{text}");
         assert_eq!(parse_partition_metadata(&text), Ok(meta::base64_url(&id.0)));
         assert!(parse_partition_metadata("").is_err());
-    }
-
-    #[test]
-    fn uuids_round_trip_through_text() {
-        let id = Uuid(meta::random_id());
-        assert_eq!(parse_uuid(&id.to_string()), Some(id));
-        assert_eq!(parse_uuid("nope"), None);
     }
 }
 

@@ -24,7 +24,9 @@ fn tempdir() -> PathBuf {
 
 fn open(dir: &Path, config: GroupConfig) -> (Topics, Coordinator) {
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
-    let topics = Topics::open(dir, defaults, false, storage::default_fs()).unwrap();
+    let fs = storage::default_fs();
+    let metadata = std::sync::Arc::new(broker::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
+    let topics = Topics::open(dir, defaults, false, fs, metadata, 1).unwrap();
     let c = Coordinator::open(&topics, config).unwrap();
     (topics, c)
 }

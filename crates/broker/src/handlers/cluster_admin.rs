@@ -68,7 +68,6 @@ pub fn delete_records(broker: &Broker, _version: i16, req: DeleteRecordsRequest)
 }
 
 pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let listener = &broker.config.listener;
     // Endpoint type 1 is brokers; 2 (controllers) has no separate listener here.
     if req.endpoint_type != 1 {
         return DescribeClusterResponse {
@@ -82,13 +81,16 @@ pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequ
         endpoint_type: 1,
         cluster_id: broker.cluster_id.clone(),
         controller_id: broker.config.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: broker.config.node_id,
-            host: listener.advertised_host.clone(),
-            port: i32::from(listener.advertised_port),
-            rack: None,
-            ..Default::default()
-        }],
+        brokers: super::live_brokers(broker)
+            .into_iter()
+            .map(|b| DescribeClusterBroker {
+                broker_id: b.id,
+                host: b.host,
+                port: i32::from(b.port),
+                rack: b.rack,
+                ..Default::default()
+            })
+            .collect(),
         cluster_authorized_operations: super::operations::if_asked(
             req.include_cluster_authorized_operations,
             super::operations::CLUSTER,

@@ -6,14 +6,13 @@
 //! past that are answered `LEADER_NOT_AVAILABLE`, which clients retry (and the next request
 //! creates them), as Kafka answers for topics whose creation is under way.
 
-use crate::topics::Topic;
+use metadata::TopicImage;
 use crate::Broker;
 use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
 use wire::ErrorCode;
 
-fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponseTopic {
-    let node = broker.config.node_id;
+fn describe(topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
     MetadataResponseTopic {
         error_code: 0,
         name: Some(topic.name.clone()),
@@ -22,13 +21,13 @@ fn describe(broker: &Broker, topic: &Topic, operations: i32) -> MetadataResponse
         partitions: topic
             .partitions
             .iter()
-            .map(|p| MetadataResponsePartition {
-                error_code: 0,
-                partition_index: p.index,
-                leader_id: node,
+            .map(|(index, p)| MetadataResponsePartition {
+                error_code: if p.leader < 0 { ErrorCode::LeaderNotAvailable as i16 } else { 0 },
+                partition_index: *index,
+                leader_id: p.leader,
                 leader_epoch: p.leader_epoch,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
+                replica_nodes: p.replicas.clone(),
+                isr_nodes: p.isr.clone(),
                 offline_replicas: vec![],
             })
             .collect(),
@@ -66,14 +65,16 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
     let mut created_topics = 0usize;
     let mut created_partitions = 0usize;
     let ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
-    let describe = |broker: &Broker, topic: &Topic| describe(broker, topic, ops);
+    // Every answer comes from the metadata image; a topic created here is read from the image
+    // its creation made.
+    let describe_name = |name: &str| broker.metadata.image().topic(name).map(|t| describe(t, ops));
     // Null means all topics; so does an empty list in version 0.
     let topics = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => t
             .into_iter()
             .map(|t| match t.name {
-                Some(name) => match broker.topics.get(&name) {
-                    Some(topic) => describe(broker, &topic),
+                Some(name) => match describe_name(&name) {
+                    Some(topic) => topic,
                     None => {
                         // Before v4 there is no flag, and Kafka auto-creates.
                         let allowed = version < 4 || request.allow_auto_topic_creation;
@@ -89,11 +90,10 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                                 // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
                                 // are elected; here creation is synchronous and the partitions are
                                 // ready, so the client gets the topic at once (no retry delay).
-                                Ok(topic) => describe(broker, &topic),
-                                Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {
-                                    Some(topic) => describe(broker, &topic),
-                                    None => failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition),
-                                },
+                                Ok(_) => describe_name(&name)
+                                    .unwrap_or_else(|| failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)),
+                                Err(e) if e.code == ErrorCode::TopicAlreadyExists => describe_name(&name)
+                                    .unwrap_or_else(|| failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)),
                                 Err(e) => failed(Some(name), t.topic_id, e.code),
                             }
                         } else {
@@ -102,22 +102,25 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                     }
                 },
                 // By id: only version 12+ may leave the name out of the response.
-                None if version >= 12 => match broker.topics.get_by_id(&t.topic_id) {
-                    Some(topic) => describe(broker, &topic),
+                None if version >= 12 => match broker.metadata.image().topic_by_id(&t.topic_id) {
+                    Some(topic) => describe(topic, ops),
                     None => failed(None, t.topic_id, ErrorCode::UnknownTopicId),
                 },
                 None => failed(Some(String::new()), t.topic_id, ErrorCode::InvalidRequest),
             })
             .collect(),
-        _ => broker.topics.list().iter().map(|t| describe(broker, t)).collect(),
+        _ => broker.metadata.image().topics().map(|t| describe(t, ops)).collect(),
     };
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: c.node_id,
-            host: c.listener.advertised_host.clone(),
-            port: i32::from(c.listener.advertised_port),
-            rack: None,
-        }],
+        brokers: super::live_brokers(broker)
+            .into_iter()
+            .map(|b| MetadataResponseBroker {
+                node_id: b.id,
+                host: b.host,
+                port: i32::from(b.port),
+                rack: b.rack,
+            })
+            .collect(),
         cluster_id: Some(broker.cluster_id.clone()),
         // A single node is its own controller; clients send admin requests here.
         controller_id: c.node_id,

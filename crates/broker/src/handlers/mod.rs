@@ -118,6 +118,35 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
+/// A broker as Metadata and DescribeCluster list it.
+pub struct LiveBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The brokers clients may use, from the metadata image: registered and not fenced, each at
+/// its first listener, by id.
+pub fn live_brokers(broker: &Broker) -> Vec<LiveBroker> {
+    broker
+        .metadata
+        .image()
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.first()?;
+            Some(LiveBroker {
+                id: b.id,
+                host: e.host.clone(),
+                port: e.port,
+                rack: b.rack.clone(),
+            })
+        })
+        .collect()
+}
+
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
         .iter()
