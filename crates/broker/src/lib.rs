@@ -17,6 +17,7 @@ pub mod producers;
 pub mod ratelog;
 pub mod response_memory;
 pub mod server;
+pub mod replica;
 pub mod topics;
 pub mod upgrade;
 

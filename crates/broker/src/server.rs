@@ -189,6 +189,7 @@ impl Server {
         let retention = tokio::spawn(retention_loop(broker.clone(), stop_rx.clone()));
         let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
         let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
+        let hw_checkpoints = tokio::spawn(hw_checkpoint_loop(broker.clone(), stop_rx.clone()));
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
         // The admin port outlives the client listener: `/ready` says 503 while connections drain.
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -287,11 +288,15 @@ impl Server {
         let _ = retention.await;
         let _ = group_timers.await;
         let _ = flusher.await;
+        let _ = hw_checkpoints.await;
         // Everything acknowledged is on disk before the process ends, whatever the policy.
         let b = broker.clone();
         match tokio::task::spawn_blocking(move || b.topics.sync_all()).await {
             // The next start may trust the logs' indexes instead of scanning them.
             Ok(Ok(())) => {
+                if let Err(e) = broker.topics.checkpoint_high_watermarks() {
+                    warn!(error = %e, "could not write the high-watermark checkpoint");
+                }
                 if let Err(e) = broker.topics.save_producer_state() {
                     warn!(error = %e, "could not save producer state: the next start reads it from the logs");
                 }
@@ -327,6 +332,41 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => info!(segments = n, "retention deleted segments"),
             Err(e) => warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
+const HW_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes `replication-offset-checkpoint` every [`HW_CHECKPOINT_EVERY`] when a high watermark
+/// moved, until shutdown (which writes it once more after the final sync).
+async fn hw_checkpoint_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HW_CHECKPOINT_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let b = broker.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            // A cheap fingerprint of every high watermark: unchanged means nothing to write.
+            let print: u64 = b
+                .topics
+                .list()
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .fold(0u64, |h, p| h.rotate_left(5) ^ (p.high_watermark() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            if last == Some(print) {
+                return Ok(last);
+            }
+            b.topics.checkpoint_high_watermarks().map(|()| Some(print))
+        })
+        .await;
+        match written {
+            Ok(Ok(print)) => last = print,
+            Ok(Err(e)) => warn!(error = %e, "could not write the high-watermark checkpoint; retrying"),
+            Err(_) => {}
         }
     }
 }

@@ -13,10 +13,9 @@ use crate::meta;
 use crate::producers::{ProducerBatch, ProducerStates};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use crate::metadata_log::{CommitError, MetadataLog};
-use storage::{GroupCommit, Log, LogConfig, StorageError};
+use storage::{Log, LogConfig, StorageError};
 use wire::{ErrorCode, Uuid};
 
 /// A request-level failure: the error code the client gets and a message for it.
@@ -719,161 +718,7 @@ impl TopicConfig {
     }
 }
 
-/// What a partition's lock guards: the log and the producer state that must change with it.
-#[derive(Debug)]
-pub struct PartitionState {
-    pub log: Log,
-    pub producers: ProducerStates,
-}
-
-/// One partition: its log and its replication state.
-#[derive(Debug)]
-pub struct Partition {
-    pub topic: String,
-    pub index: i32,
-    pub leader_epoch: i32,
-    state: Mutex<PartitionState>,
-    high_watermark: AtomicI64,
-    /// fsyncs of the log, shared by concurrent appends (`flush.messages`, `flush.ms`).
-    pub commit: GroupCommit,
-    /// Set while rolled segments wait to be sealed (see `storage::Log::take_seal`).
-    seal_pending: Arc<AtomicBool>,
-    /// When a failed seal was last reported (ms since the epoch).
-    seal_failure_reported_ms: AtomicI64,
-    /// When a failed append or read was last logged (ms since the epoch).
-    storage_error_reported_ms: AtomicI64,
-    /// Bytes and records appended and fetched, for metrics.
-    pub traffic: crate::metrics::Traffic,
-    /// Long-polling fetches waiting for this partition's high watermark to move (Kafka's
-    /// fetch purgatory, keyed by partition): an append wakes only the fetches that asked for
-    /// this partition.
-    waiting_fetches: Mutex<FetchWaiters>,
-}
-
-/// The wake-ups of fetches waiting on one partition. Entries of fetches that ended are pruned
-/// whenever the list doubles since the last pruning, so it stays within twice the fetches
-/// really waiting.
-#[derive(Debug, Default)]
-struct FetchWaiters {
-    wakers: Vec<std::sync::Weak<tokio::sync::Notify>>,
-    prune_at: usize,
-}
-
-impl Partition {
-    /// Wakes `waker` (once) when the high watermark next moves. Call before reading, so an
-    /// append between the read and the wait is not missed (`Notify` keeps one wake-up).
-    pub fn wake_on_data(&self, waker: &Arc<tokio::sync::Notify>) {
-        let mut w = self.waiting_fetches.lock().unwrap_or_else(|p| p.into_inner());
-        if w.wakers.len() >= w.prune_at.max(16) {
-            w.wakers.retain(|x| x.strong_count() > 0);
-            w.prune_at = w.wakers.len() * 2;
-        }
-        w.wakers.push(Arc::downgrade(waker));
-    }
-
-    fn wake_fetches(&self) {
-        let wakers = std::mem::take(&mut self.waiting_fetches.lock().unwrap_or_else(|p| p.into_inner()).wakers);
-        for w in wakers.iter().filter_map(std::sync::Weak::upgrade) {
-            w.notify_one();
-        }
-    }
-
-    /// The log and producer state, locked. Appends and reads are short file operations done
-    /// under this lock.
-    pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
-        // A panic while holding the lock leaves the log as consistent as any crash would;
-        // keep serving rather than poisoning every later request.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Checks the leader epoch a client believes current (-1: it does not say).
-    pub fn check_leader_epoch(&self, current: i32) -> Result<(), ErrorCode> {
-        if current > self.leader_epoch {
-            Err(ErrorCode::UnknownLeaderEpoch)
-        } else if current >= 0 && current < self.leader_epoch {
-            Err(ErrorCode::FencedLeaderEpoch)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Whether a seal failure at `now_ms` should be logged: at most once a minute.
-    pub fn should_report_seal_failure(&self, now_ms: i64) -> bool {
-        let last = self.seal_failure_reported_ms.load(Ordering::Relaxed);
-        now_ms.saturating_sub(last) >= 60_000
-            && self
-                .seal_failure_reported_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// Logs a storage error of this partition (`what` failed: a write, a read), at most once
-    /// a minute per partition so a full disk under load does not flood the log; metrics
-    /// (`sluice_request_errors_total{error="KAFKA_STORAGE_ERROR"}`) count every one.
-    pub fn report_storage_error(&self, what: &str, error: &dyn std::fmt::Display) {
-        let now = crate::group::coordinator::now_ms();
-        let last = self.storage_error_reported_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 60_000
-            && self
-                .storage_error_reported_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::error!(topic = %self.topic, partition = self.index, dir = %format!("{}-{}", self.topic, self.index), error = %error, "{what} failed: clients get KAFKA_STORAGE_ERROR (CORRUPT_MESSAGE for damaged data) until it succeeds again; a full disk needs free space (logged at most once a minute per partition)");
-        }
-    }
-
-    /// Whether rolled segments wait to be sealed.
-    pub fn seal_pending(&self) -> bool {
-        self.seal_pending.load(Ordering::Acquire)
-    }
-
-    /// Seals rolled segments: fsyncs them and writes their indexes, without holding the lock
-    /// while fsyncing (blocking: call it off the async threads). A failed fsync of records
-    /// fails the partition as a failed group fsync does.
-    pub fn seal(&self) -> Result<(), StorageError> {
-        let Some(work) = self.lock().log.take_seal() else {
-            return Ok(());
-        };
-        if let Err(e) = work.run() {
-            if e.data_lost {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e.error, "fsync of a rolled segment failed: the partition takes no more writes until a restart");
-                self.commit.fail();
-            }
-            return Err(e.error);
-        }
-        self.lock().log.sealed(work)
-    }
-
-    /// Returns once every record below `end_offset` is on disk (blocking: call it off the
-    /// async threads). Concurrent callers share fsyncs.
-    pub fn sync_to(&self, end_offset: i64) -> Result<(), StorageError> {
-        self.commit.sync_to(end_offset, crate::group::coordinator::now_ms, || {
-            self.lock().log.sync_target()
-        })
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        self.high_watermark.load(Ordering::Acquire)
-    }
-
-    /// The log was cut back to `end` while opening (damage stepped over by cutting, see
-    /// `storage::Log::skip_damaged`), before anything was served: the high watermark and
-    /// what counts as durable follow it down. Call with the partition's lock held.
-    pub fn log_cut_to(&self, end: i64) {
-        self.high_watermark.fetch_min(end, Ordering::AcqRel);
-        self.commit.truncated_to(end);
-    }
-
-    /// Single node: everything appended is replicated to the whole ISR (this node).
-    pub fn advance_high_watermark(&self, log_end: i64) {
-        let prev = self.high_watermark.fetch_max(log_end, Ordering::AcqRel);
-        assert!(prev <= log_end, "the high watermark never passes the log end");
-        if log_end > prev {
-            self.wake_fetches();
-        }
-    }
-}
+pub use crate::replica::{Partition, PartitionState};
 
 #[derive(Debug)]
 pub struct Topic {
@@ -909,6 +754,8 @@ pub struct Topics {
     changes: Mutex<()>,
     /// Where every change is written before it is made.
     metadata: Arc<MetadataLog>,
+    /// High watermarks read from `replication-offset-checkpoint`, consumed as partitions open.
+    restored_hw: Mutex<HashMap<(String, i32), i64>>,
     node_id: i32,
 }
 
@@ -1032,6 +879,7 @@ impl Topics {
         metadata: Arc<MetadataLog>,
         node_id: i32,
     ) -> Result<Topics, String> {
+        let fs_for_hw = fs.clone();
         let topics = Topics {
             restored: Mutex::new(if clean {
                 load_producer_state(dir)
@@ -1043,6 +891,7 @@ impl Topics {
             defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
+            restored_hw: Mutex::new(crate::replica::read_hw_checkpoint(&*fs_for_hw, dir)),
             metadata,
             node_id,
         };
@@ -1266,22 +1115,15 @@ impl Topics {
                 producers
             }
         };
-        let end = log.log_end_offset();
-        let seal_pending = log.seal_pending();
-        Ok(Arc::new(Partition {
-            seal_pending,
-            seal_failure_reported_ms: AtomicI64::new(i64::MIN),
-            storage_error_reported_ms: AtomicI64::new(i64::MIN),
-            traffic: Default::default(),
-            topic: name.to_string(),
-            index,
-            leader_epoch: 0,
-            state: Mutex::new(PartitionState { log, producers }),
-            high_watermark: AtomicI64::new(end),
-            // `Log::open` synced what it found.
-            commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
-            waiting_fetches: Mutex::default(),
-        }))
+        let checkpointed = self.restored_hw.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.to_string(), index));
+        let leader_epoch = self
+            .metadata
+            .image()
+            .topic_by_id(&id)
+            .and_then(|t| t.partition(index).map(|p| p.leader_epoch))
+            .unwrap_or(0);
+        // This node is the partition's leader and its whole ISR.
+        Ok(Arc::new(Partition::open(name, index, leader_epoch, log, producers, checkpointed).lead_alone()))
     }
 
     /// Deals with the partition directories `names` that no partition of the image has. One
@@ -1717,6 +1559,18 @@ impl Topics {
             }
         }
         deleted
+    }
+
+    /// Writes every partition's high watermark to `replication-offset-checkpoint` (Kafka's
+    /// file; every `replica.high.watermark.checkpoint.interval.ms` and at shutdown).
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), String> {
+        let mut entries = vec![];
+        for topic in self.list() {
+            for p in &topic.partitions {
+                entries.push((topic.name.clone(), p.index, p.high_watermark()));
+            }
+        }
+        crate::replica::write_hw_checkpoint(&*self.fs, &self.dir, &entries)
     }
 
     /// Fsyncs every partition's log and writes its index (at shutdown, before the clean

@@ -63,6 +63,9 @@ fn read_partition(
     let limit = (p.partition_max_bytes.max(0) as usize).min(room);
     match log.read(p.fetch_offset, limit) {
         Ok(data) => {
+            // Consumers read below the high watermark only: a batch the ISR does not all hold
+            // yet (a leader's unreplicated tail) is never served to them.
+            let data = below(data, hw);
             // A batch larger than the limits is still sent whole when it is the first thing in
             // the response (Kafka's rule, so consumers make progress); otherwise it waits.
             if data.len() <= limit || is_first {
@@ -81,6 +84,20 @@ fn read_partition(
         }
     }
     r
+}
+
+/// The whole batches of `data` (as a log read returns them) that start below `end`.
+fn below(data: Bytes, end: i64) -> Bytes {
+    let mut at = 0usize;
+    while data.len() >= at + 12 {
+        let base = i64::from_be_bytes(data[at..at + 8].try_into().unwrap_or([0; 8]));
+        let len = i32::from_be_bytes(data[at + 8..at + 12].try_into().unwrap_or([0; 4]));
+        if base >= end || len < 0 || data.len() < at + 12 + len as usize {
+            break;
+        }
+        at += 12 + len as usize;
+    }
+    data.slice(..at)
 }
 
 /// Reads every partition asked for, up to `max_bytes` of records in all (`None`: no records at
@@ -240,5 +257,49 @@ pub async fn handle(
         // deadline, answers with what there is).
         let _ = tokio::time::timeout_at(deadline, waker.notified()).await;
         drop(in_purgatory);
+    }
+}
+
+#[cfg(test)]
+mod below_tests {
+    use super::*;
+    use crate::producers::ProducerStates;
+
+    /// Consumers never see past the high watermark, even when the log holds more (a leader's
+    /// tail not yet on every ISR member; here a replica restored at a checkpointed high
+    /// watermark below its log end, before it leads).
+    #[test]
+    fn a_fetch_never_returns_batches_at_or_above_the_high_watermark() {
+        let fs: Arc<dyn storage::Fs> = Arc::new(storage::sim::SimFs::new());
+        let mut log = storage::Log::open_on(&fs, std::path::Path::new("/p-0"), Default::default(), false).unwrap();
+        for i in 0..5u8 {
+            let mut b = wire::records::BatchBuilder::new(wire::Compression::None);
+            b.push(0, None, Some(&[i]), &[]);
+            b.push(0, None, Some(&[i]), &[]);
+            log.append(b.build(), 0, 0).unwrap();
+        }
+        assert_eq!(log.log_end_offset(), 10);
+        let part = Partition::open("p", 0, 0, log, ProducerStates::default(), Some(4));
+        assert_eq!(part.high_watermark(), 4);
+        let ask = |offset| wire::messages::fetch_request::FetchPartition {
+            partition: 0,
+            fetch_offset: offset,
+            partition_max_bytes: 1 << 20,
+            current_leader_epoch: -1,
+            ..Default::default()
+        };
+        let r = read_partition(&part, &ask(0), 1 << 20, true);
+        assert_eq!(r.high_watermark, 4);
+        let batches: Vec<i64> = RecordBatch::iter_all(r.records.clone().unwrap())
+            .map(|b| b.unwrap().base_offset())
+            .collect();
+        assert_eq!(batches, [0, 2], "batches at 4 and after are not served");
+        assert_eq!(read_partition(&part, &ask(4), 1 << 20, true).records.unwrap().len(), 0);
+        assert_eq!(read_partition(&part, &ask(6), 1 << 20, true).error_code, ErrorCode::OffsetOutOfRange as i16);
+        // Once it leads alone (its own log end is the ISR's), everything is below it.
+        let part = part.lead_alone();
+        assert_eq!(part.high_watermark(), 10);
+        let r = read_partition(&part, &ask(0), 1 << 20, true);
+        assert_eq!(RecordBatch::iter_all(r.records.unwrap()).count(), 5);
     }
 }
