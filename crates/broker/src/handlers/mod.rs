@@ -131,13 +131,14 @@ struct Ctx<'a> {
     header: RequestHeader,
     api_key: ApiKey,
     version: i16,
-    started: std::time::Instant,
+    /// A reading of `Broker::clock`.
+    started: crate::clock::Instant,
 }
 
 impl Ctx<'_> {
     /// Counts the request, its duration and the error codes in its response.
     fn count(&self, errors: &[i16]) {
-        let seconds = self.started.elapsed().as_secs_f64();
+        let seconds = self.broker.clock.elapsed(self.started).as_secs_f64();
         self.broker.metrics.request_done(self.api_key, seconds, errors);
     }
 }
@@ -159,7 +160,7 @@ fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
 /// serves is counted, with its duration and the errors in its response; one it closes the
 /// connection over is not.
 pub async fn handle_frame(broker: &Arc<Broker>, peer: SocketAddr, mut frame: Bytes) -> Outcome {
-    let started = std::time::Instant::now();
+    let started = broker.clock.now();
     let header = match frame::decode_request_header(&mut frame) {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("unreadable request header: {e}")),
@@ -312,13 +313,23 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             respond(ctx, &resp)
         }
         RequestBody::Heartbeat(req) => respond(ctx, &groups::heartbeat(broker, version, req)),
-        RequestBody::LeaveGroup(req) => respond(ctx, &groups::leave_group(broker, version, req)),
+        // These write (and may fsync) `__consumer_offsets`: off the async workers. So do the
+        // first parts of JoinGroup and SyncGroup, inside their handlers.
+        RequestBody::LeaveGroup(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| groups::leave_group(b, version, req)).await
+        }
         RequestBody::DescribeGroups(req) => respond(ctx, &groups::describe_groups(broker, version, req)),
         RequestBody::ListGroups(req) => respond(ctx, &groups::list_groups(broker, version, req)),
-        RequestBody::DeleteGroups(req) => respond(ctx, &groups::delete_groups(broker, version, req)),
-        RequestBody::OffsetCommit(req) => respond(ctx, &offsets::commit(broker, version, req)),
+        RequestBody::DeleteGroups(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| groups::delete_groups(b, version, req)).await
+        }
+        RequestBody::OffsetCommit(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| offsets::commit(b, version, req)).await
+        }
         RequestBody::OffsetFetch(req) => respond(ctx, &offsets::fetch(broker, version, req)),
-        RequestBody::OffsetDelete(req) => respond(ctx, &offsets::delete(broker, version, req)),
+        RequestBody::OffsetDelete(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| offsets::delete(b, version, req)).await
+        }
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
         RequestBody::AlterConfigs(req) => {
             off_async(ctx, OffAsync::TopicChanges, move |b| configs::alter(b, version, req)).await
