@@ -394,6 +394,70 @@ mod tests {
         crate::Server::bind(layers.build().unwrap()).await.unwrap()
     }
 
+    /// A JoinGroup v4 from a new member (answered at once with MEMBER_ID_REQUIRED and the id
+    /// the broker made for it), through the bytes-in/bytes-out seam of a broker given a
+    /// `SimClock` and a seeded `Random`: the answer's bytes.
+    async fn first_join_answer(name: &str, seed: u64) -> Vec<u8> {
+        let mut layers = crate::ConfigLayers::new();
+        let dir = temp_dir(name);
+        let flag = crate::config::Source::Flag;
+        layers.set("log.dirs", dir.display().to_string(), flag.clone()).unwrap();
+        layers.set("listeners", "127.0.0.1:0".into(), flag.clone()).unwrap();
+        layers.set("admin.listeners", String::new(), flag).unwrap();
+        let clock = Arc::new(crate::clock::SimClock::new(1_000_000));
+        let server = crate::Server::bind_with(layers.build().unwrap(), clock, crate::random::Random::seeded(seed))
+            .await
+            .unwrap();
+        let broker = server.broker().clone();
+        let header = RequestHeader {
+            request_api_key: ApiKey::JoinGroup as i16,
+            request_api_version: 4,
+            correlation_id: 7,
+            client_id: Some("test".into()),
+        };
+        let body = wire::messages::JoinGroupRequest {
+            group_id: "g".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![wire::messages::join_group_request::JoinGroupRequestProtocol {
+                name: "range".into(),
+                metadata: Bytes::from_static(b"m"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, frame::request_header_version(ApiKey::JoinGroup as i16, 4))
+            .unwrap();
+        body.encode(&mut frame, 4).unwrap();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let out = match handle_frame(&broker, peer, frame.freeze()).await {
+            Outcome::Respond(chunks) => chunks.concat(),
+            other => panic!("{other:?}"),
+        };
+        drop(broker);
+        drop(server);
+        let _ = std::fs::remove_dir_all(temp_dir(name));
+        out
+    }
+
+    /// The same seed gives the same member id, byte for byte; another seed another one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seeded_broker_answers_identically() {
+        let a = first_join_answer("seed-a", 7).await;
+        let b = first_join_answer("seed-b", 7).await;
+        let c = first_join_answer("seed-c", 8).await;
+        let text = String::from_utf8_lossy(&a);
+        assert!(
+            text.contains("test-"),
+            "the member id is made from the client id: {text:?}"
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
     /// The default request of `key` with its spec's version range, for each API in
     /// `SUPPORTED` (an API added there must be added here too, or the tests fail).
     fn default_request_of(key: ApiKey) -> (RequestBody, i16, i16) {
