@@ -5,6 +5,7 @@
 //! into calls on those and responses back into bytes.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod dynamic_config;
 pub mod group;
@@ -14,6 +15,7 @@ pub mod meta;
 pub mod metadata_log;
 pub mod metrics;
 pub mod producers;
+pub mod random;
 pub mod ratelog;
 pub mod response_memory;
 pub mod server;
@@ -56,4 +58,8 @@ pub struct Broker {
     /// The low-priority thread that creates and deletes topics (`heavy`).
     pub topic_changes: heavy::Heavy,
     pub metrics: metrics::Metrics,
+    /// The one clock the broker core reads (`clock`): a `SimClock` in tests and simulations.
+    pub clock: std::sync::Arc<dyn clock::Clock>,
+    /// The one source of randomness (`random`), seeded from the OS or, in tests, given.
+    pub random: random::Random,
 }

@@ -117,7 +117,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(segment_files: Option<Arc<storage::RealFs>>) -> Metrics {
+    /// `started_ms`: when the process started, in ms since the epoch (the broker's clock).
+    pub fn new(segment_files: Option<Arc<storage::RealFs>>, started_ms: i64) -> Metrics {
         Metrics {
             requests: Family::default(),
             request_errors: Family::default(),
@@ -128,9 +129,7 @@ impl Metrics {
             produce_waiting: Gauge::default(),
             fetch_waiting: Gauge::default(),
             segment_files,
-            start_time_seconds: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            start_time_seconds: started_ms as f64 / 1000.0,
         }
     }
 

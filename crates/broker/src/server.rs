@@ -65,8 +65,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Locks and prepares the data directory and binds the listener.
-    pub async fn bind(mut config: BrokerConfig) -> Result<Server, StartError> {
+    /// Locks and prepares the data directory and binds the listener, with the system clock and
+    /// randomness seeded from the OS.
+    pub async fn bind(config: BrokerConfig) -> Result<Server, StartError> {
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock::new());
+        Server::bind_with(config, clock, crate::random::Random::from_os()).await
+    }
+
+    /// As `bind`, with the clock and the source of randomness the broker is to use (tests and
+    /// simulations pass a `SimClock` and a seed).
+    pub async fn bind_with(
+        mut config: BrokerConfig,
+        clock: Arc<dyn crate::clock::Clock>,
+        random: crate::random::Random,
+    ) -> Result<Server, StartError> {
         let lock = meta::lock_data_dir(&config.data_dir)?;
         let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
         let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
@@ -82,7 +94,7 @@ impl Server {
             &metadata,
             opened.empty,
             config.node_id,
-            crate::group::coordinator::now_ms(),
+            clock.now_ms(),
         )
         .map_err(StartError::Topics)?;
         let dynamic =
@@ -127,11 +139,10 @@ impl Server {
                 Some(admin)
             }
         };
-        crate::upgrade::register_broker(&metadata, &config, crate::group::coordinator::now_ms())
-            .map_err(StartError::Topics)?;
+        crate::upgrade::register_broker(&metadata, &config, clock.now_ms()).map_err(StartError::Topics)?;
         let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
-        let groups =
-            crate::group::coordinator::Coordinator::open(&topics, config.groups.clone()).map_err(StartError::Topics)?;
+        let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
+            .map_err(StartError::Topics)?;
         let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);
         let broker = Broker {
             config,
@@ -144,7 +155,9 @@ impl Server {
             response_memory,
             checks: crate::heavy::Heavy::start("checks", crate::heavy::Heavy::all_but_one_core()),
             topic_changes: crate::heavy::Heavy::start("topics", 1),
-            metrics: crate::metrics::Metrics::new(Some(real_fs)),
+            metrics: crate::metrics::Metrics::new(Some(real_fs), clock.now_ms()),
+            clock,
+            random,
         };
         Ok(Server {
             listener,
@@ -180,6 +193,7 @@ impl Server {
             data_dir = %c.data_dir.display(),
             cluster_id = %broker.cluster_id,
             topics = broker.topics.list().len(),
+            random_seed = broker.random.seed(),
             "sluice broker started"
         );
         let connections = Arc::new(Semaphore::new(c.connections_max));
@@ -323,9 +337,7 @@ async fn retention_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = broker.clock.now_ms();
         let b = broker.clone();
         // File deletion is blocking work: keep it off the connection threads.
         match tokio::task::spawn_blocking(move || b.topics.enforce_retention(now)).await {
@@ -382,7 +394,7 @@ async fn flush_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(FLUSH_TICK) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = crate::group::coordinator::now_ms();
+        let now = broker.clock.now_ms();
         let topics = broker.topics.list();
         let partitions = topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t, p)));
         // Rolled segments to seal, and partitions whose last fsync is older than flush.ms.
@@ -434,22 +446,39 @@ const GROUP_TIMER_MAX_SLEEP: std::time::Duration = std::time::Duration::from_sec
 
 /// Drives the group coordinator's timers — each group is visited when its next deadline
 /// (session, join or sync timeout) comes, within a millisecond or two of it — and expires
-/// committed offsets every `offsets.retention.check.interval.ms`, until shutdown.
+/// committed offsets every `offsets.retention.check.interval.ms`, until shutdown. Both write
+/// (and may fsync) `__consumer_offsets`, so they run on the blocking pool; what is due is
+/// decided by the broker's clock, and tokio only sleeps.
 async fn group_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let expire_every = std::time::Duration::from_millis(broker.groups.config().offsets_retention_check_ms as u64);
-    let mut next_expiry = tokio::time::Instant::now() + expire_every;
+    let mut next_expiry = broker.clock.now() + expire_every;
     let mut next_deadline = None;
     loop {
         tokio::select! {
             _ = broker.groups.wait_for_timers(next_deadline, GROUP_TIMER_MAX_SLEEP) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        next_deadline = broker.groups.tick_due();
-        if tokio::time::Instant::now() >= next_expiry {
+        let expire = broker.clock.now() >= next_expiry;
+        if expire {
             next_expiry += expire_every;
-            let n = broker.groups.expire_offsets();
-            if n > 0 {
-                info!(offsets = n, "expired committed offsets");
+        }
+        let b = broker.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let next = b.groups.tick_due();
+            (next, if expire { b.groups.expire_offsets() } else { 0 })
+        })
+        .await;
+        match ran {
+            Ok((next, expired)) => {
+                next_deadline = next;
+                if expired > 0 {
+                    info!(offsets = expired, "expired committed offsets");
+                }
+            }
+            Err(e) => {
+                // Shutting down (or a panic, in tests): look again after the longest sleep.
+                warn!(error = %e, "group timer task failed");
+                next_deadline = None;
             }
         }
     }

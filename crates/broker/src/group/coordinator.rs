@@ -22,9 +22,11 @@
 
 use super::state::{CommittedOffset, Group, JoinRequest, JoinResult, Limits, Reply, SyncResult, Token};
 use super::store::{self, Entry};
+use crate::clock::Clock;
 use crate::topics::{Partition, Topics, CONSUMER_OFFSETS};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use storage::StorageError;
@@ -83,11 +85,13 @@ enum Waiter {
 
 #[derive(Default)]
 struct ShardState {
-    groups: HashMap<String, Group>,
-    waiters: HashMap<Token, Waiter>,
+    /// Ordered maps where iteration decides what is written (compaction, expiry) or the
+    /// order of answers (shutdown), so a run replays identically.
+    groups: BTreeMap<String, Group>,
+    waiters: BTreeMap<Token, Waiter>,
     /// The last group value written for each group: what compaction writes again. (Not the
     /// live state: a group mid-rebalance is persisted only once it is stable or empty.)
-    persisted: HashMap<String, Bytes>,
+    persisted: BTreeMap<String, Bytes>,
     /// Bytes appended since the last compaction, and the size of that snapshot.
     written: u64,
     snapshot_bytes: u64,
@@ -383,6 +387,10 @@ fn log_change(
     after: Option<(&'static str, i32, usize)>,
     why: &str,
 ) {
+    // A group's generation only grows (Kafka's clients rely on it to fence old members).
+    if let (Some((_, was, _)), Some((_, is, _))) = (before, after) {
+        assert!(is >= was, "group {group_id}: generation went back from {was} to {is}");
+    }
     if before != after {
         if let Some((state, generation, members)) = after {
             tracing::info!(group = group_id, state, generation, members, why, "group changed");
@@ -401,11 +409,9 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     h % partitions.max(1)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// The system clock's wall time, for code not yet given a `Clock` (`topics.rs`); the
+/// coordinator itself reads the clock it was opened with.
+pub use crate::clock::now_ms;
 
 /// A group's members and committed offsets (topic, partition, offset), as metrics report them.
 pub struct GroupOffsets {
@@ -437,6 +443,24 @@ pub struct Coordinator {
     /// group files an earlier one.
     armed_ms: std::sync::atomic::AtomicI64,
     timers_changed: tokio::sync::Notify,
+    /// Every deadline, timestamp and timer of the groups is read from this clock.
+    clock: Arc<dyn Clock>,
+}
+
+/// A JoinGroup's or SyncGroup's answer: known at once, or to come when the group moves on.
+pub enum Started<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+impl<T> Started<T> {
+    /// Waits for the answer; `gone` answers when the coordinator dropped the request.
+    pub async fn answer(self, gone: impl FnOnce() -> T) -> T {
+        match self {
+            Started::Now(r) => r,
+            Started::Later(rx) => rx.await.unwrap_or_else(|_| gone()),
+        }
+    }
 }
 
 /// Committed offsets by topic and partition (`None`: nothing committed).
@@ -452,7 +476,7 @@ pub struct OffsetToCommit {
 impl Coordinator {
     /// Loads the groups of an existing `__consumer_offsets`; without one, it is created when
     /// the first group appears.
-    pub fn open(topics: &Topics, config: GroupConfig) -> Result<Coordinator, String> {
+    pub fn open(topics: &Topics, config: GroupConfig, clock: Arc<dyn Clock>) -> Result<Coordinator, String> {
         let c = Coordinator {
             memory: super::memory::GroupMemory::new(config.member_metadata_bytes_max, config.memory_bytes_max),
             config,
@@ -463,6 +487,7 @@ impl Coordinator {
             create_failure_reported_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             armed_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
             timers_changed: tokio::sync::Notify::new(),
+            clock,
         };
         if topics.get(CONSUMER_OFFSETS).is_some() {
             c.shards(topics)
@@ -473,6 +498,11 @@ impl Coordinator {
 
     pub fn config(&self) -> &GroupConfig {
         &self.config
+    }
+
+    /// The clock the coordinator reads (the broker's).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     fn shards(&self, topics: &Topics) -> Result<&[Shard], ErrorCode> {
@@ -494,7 +524,7 @@ impl Coordinator {
             .create_internal(CONSUMER_OFFSETS, self.config.offsets_partitions, overrides)
             .map_err(|e| {
                 // Every FindCoordinator retries this: one line a minute, not one per request.
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let last = self.create_failure_reported_ms.load(Ordering::Relaxed);
                 if now.saturating_sub(last) >= 60_000
                     && self
@@ -506,7 +536,7 @@ impl Coordinator {
                 }
                 ErrorCode::CoordinatorNotAvailable
             })?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let shards: Vec<Shard> = topic
             .partitions
             .iter()
@@ -566,18 +596,33 @@ impl Coordinator {
         self.next_token.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// JoinGroup, waiting for its answer. The first part (`join_begin`) may write the group
+    /// to its log: a caller on an async worker runs that part off it, as `handlers::groups`.
     pub async fn join(&self, topics: &Topics, group_id: &str, req: JoinRequest) -> JoinResult {
+        let member_id = req.member_id.clone();
+        let r = self
+            .join_begin(topics, group_id, req)
+            .answer(|| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id))
+            .await;
+        tracing::debug!(group = group_id, member = member_id, error = ?r.error, generation = r.generation, leader = r.leader, "join answered");
+        r
+    }
+
+    /// The part of a JoinGroup that runs at once: the group's state changes (and its write to
+    /// `__consumer_offsets`, with the fsync `flush.messages` asks for — blocking work). The
+    /// answer comes later, when the join phase ends.
+    pub fn join_begin(&self, topics: &Topics, group_id: &str, req: JoinRequest) -> Started<JoinResult> {
         let member_id = req.member_id.clone();
         let shard = match self.shard(topics, group_id) {
             Ok(s) => s,
-            Err(e) => return JoinResult::error(e, &member_id),
+            Err(e) => return Started::Now(JoinResult::error(e, &member_id)),
         };
-        let rx = {
+        {
             let mut state = shard.lock();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             if !state.groups.contains_key(group_id) {
                 if !req.member_id.is_empty() {
-                    return JoinResult::error(ErrorCode::UnknownMemberId, &member_id);
+                    return Started::Now(JoinResult::error(ErrorCode::UnknownMemberId, &member_id));
                 }
                 state.groups.insert(group_id.to_string(), Group::new(group_id, now));
             }
@@ -599,15 +644,11 @@ impl Coordinator {
                 state.groups.remove(group_id);
             }
             self.armed(state.reschedule(group_id));
-            rx
-        };
-        let r = rx
-            .await
-            .unwrap_or_else(|_| JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id));
-        tracing::debug!(group = group_id, member = member_id, error = ?r.error, generation = r.generation, leader = r.leader, "join answered");
-        r
+            Started::Later(rx)
+        }
     }
 
+    /// SyncGroup, waiting for its answer (see `sync_begin`).
     #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &self,
@@ -620,16 +661,45 @@ impl Coordinator {
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
+        self.sync_begin(
+            topics,
+            group_id,
+            member_id,
+            instance,
+            generation,
+            protocol_type,
+            protocol_name,
+            assignments,
+        )
+        .answer(|| SyncResult::error(ErrorCode::CoordinatorNotAvailable))
+        .await
+    }
+
+    /// The part of a SyncGroup that runs at once: the leader's assignment is written to
+    /// `__consumer_offsets` (blocking work: run it off the async workers) before anyone is
+    /// told it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_begin(
+        &self,
+        topics: &Topics,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Started<SyncResult> {
         let shard = match self.shard(topics, group_id) {
             Ok(s) => s,
-            Err(e) => return SyncResult::error(e),
+            Err(e) => return Started::Now(SyncResult::error(e)),
         };
-        let rx = {
+        {
             let mut state = shard.lock();
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let token = self.token();
             let Some(group) = state.groups.get_mut(group_id) else {
-                return SyncResult::error(ErrorCode::UnknownMemberId);
+                return Started::Now(SyncResult::error(ErrorCode::UnknownMemberId));
             };
             let before = summary(Some(group));
             let replies = group.sync(
@@ -666,10 +736,8 @@ impl Coordinator {
             };
             state.dispatch(replies);
             self.armed(state.reschedule(group_id));
-            rx
-        };
-        rx.await
-            .unwrap_or_else(|_| SyncResult::error(ErrorCode::CoordinatorNotAvailable))
+            Started::Later(rx)
+        }
     }
 
     pub fn heartbeat(
@@ -687,7 +755,7 @@ impl Coordinator {
         let mut state = shard.lock();
         match state.groups.get_mut(group_id) {
             None => ErrorCode::UnknownMemberId,
-            Some(g) => g.heartbeat(member_id, instance, generation, now_ms()),
+            Some(g) => g.heartbeat(member_id, instance, generation, self.clock.now_ms()),
         }
     }
 
@@ -703,7 +771,7 @@ impl Coordinator {
             Err(e) => return (e, vec![]),
         };
         let mut state = shard.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let Some(g) = state.groups.get_mut(group_id) else {
             return (ErrorCode::None, vec![ErrorCode::UnknownMemberId; members.len()]);
         };
@@ -734,7 +802,7 @@ impl Coordinator {
             Err(e) => return all(e, n),
         };
         let mut state = shard.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let check = match state.groups.get_mut(group_id) {
             Some(g) => g.check_commit(member_id, instance, generation, now),
             // A consumer that assigns its own partitions stores offsets in a new group.
@@ -871,7 +939,7 @@ impl Coordinator {
             Err(e) => return e,
         };
         let mut state = shard.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let Some(g) = state.groups.get(group_id) else {
             return ErrorCode::GroupIdNotFound;
         };
@@ -903,7 +971,7 @@ impl Coordinator {
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let shard = self.shard(topics, group_id)?;
         let mut state = shard.lock();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let g = state.groups.get(group_id).ok_or(ErrorCode::GroupIdNotFound)?;
         let subscribed: Option<Vec<String>> = match g.state() {
             super::state::GroupState::Empty | super::state::GroupState::Dead => Some(vec![]),
@@ -945,7 +1013,7 @@ impl Coordinator {
         };
         for s in shards {
             let mut state = s.lock();
-            for (_, w) in state.waiters.drain() {
+            for (_, w) in std::mem::take(&mut state.waiters) {
                 match w {
                     Waiter::Join(tx) => {
                         let _ = tx.send(JoinResult::error(ErrorCode::NotCoordinator, ""));
@@ -970,7 +1038,7 @@ impl Coordinator {
     /// whose deadline has come, and only those. Returns the earliest deadline still filed.
     pub fn tick_due(&self) -> Option<i64> {
         let shards = self.shards.get()?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next: Option<i64> = None;
         for s in shards {
             let mut state = s.lock();
@@ -1002,7 +1070,7 @@ impl Coordinator {
     /// earlier deadline.
     pub async fn wait_for_timers(&self, deadline_ms: Option<i64>, max: std::time::Duration) {
         let wait = deadline_ms.map_or(max, |at| {
-            std::time::Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(max)
+            std::time::Duration::from_millis(at.saturating_sub(self.clock.now_ms()).max(0) as u64).min(max)
         });
         let _ = tokio::time::timeout(wait, self.timers_changed.notified()).await;
     }
@@ -1013,7 +1081,7 @@ impl Coordinator {
         let Some(shards) = self.shards.get() else {
             return 0;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut expired = 0;
         for s in shards {
             let mut state = s.lock();

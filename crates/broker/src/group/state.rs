@@ -16,7 +16,7 @@
 //! assignment changed) and by the offset calls, which it applies only after the write.
 
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wire::messages::ErrorCode;
 
 /// Identifies one waiting JoinGroup or SyncGroup request.
@@ -262,9 +262,10 @@ pub struct Group {
     /// `group.instance.id` → member id, for static members.
     static_members: HashMap<String, String>,
     /// Member ids handed out with `MEMBER_ID_REQUIRED`, and when they lapse if unused.
-    pending_members: HashMap<String, i64>,
+    /// (Ordered, as `pending_sync`: `tick` walks them, and the order decides the replies.)
+    pending_members: BTreeMap<String, i64>,
     /// Members of the current generation that have not yet sent SyncGroup, and the deadline.
-    pending_sync: HashSet<String>,
+    pending_sync: BTreeSet<String>,
     sync_deadline: Option<i64>,
     /// When the join phase (PreparingRebalance) ends at the latest.
     join_deadline: Option<i64>,
@@ -288,8 +289,8 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             static_members: HashMap::new(),
-            pending_members: HashMap::new(),
-            pending_sync: HashSet::new(),
+            pending_members: BTreeMap::new(),
+            pending_sync: BTreeSet::new(),
             sync_deadline: None,
             join_deadline: None,
             initial_delay: None,
@@ -1089,7 +1090,7 @@ impl Group {
             && self.sync_deadline.is_some_and(|d| d <= now)
         {
             self.sync_deadline = None;
-            let missing: Vec<String> = self.pending_sync.drain().collect();
+            let missing: Vec<String> = std::mem::take(&mut self.pending_sync).into_iter().collect();
             if !missing.is_empty() {
                 for id in &missing {
                     self.remove_member_only(id, &mut out);

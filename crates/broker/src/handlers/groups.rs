@@ -3,9 +3,10 @@
 //! `group::state`; these turn requests into its calls, version by version.
 
 use crate::group::memory::Refused;
-use crate::group::state::JoinRequest;
+use crate::group::state::{JoinRequest, JoinResult, SyncResult};
 use crate::Broker;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use wire::messages::delete_groups_response::DeletableGroupResult;
 use wire::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use wire::messages::find_coordinator_response::Coordinator;
@@ -74,9 +75,10 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
     }
 }
 
-/// A fresh member id in Kafka's form: the client (or instance) id, a dash, a random UUID.
-fn new_member_id(prefix: &str) -> String {
-    let b = crate::meta::random_id();
+/// A fresh member id in Kafka's form: the client (or instance) id, a dash, a random UUID
+/// (drawn from the broker's seeded `Random`).
+fn new_member_id(broker: &Broker, prefix: &str) -> String {
+    let b = broker.random.bytes16();
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{prefix}-{}-{}-{}-{}-{}",
@@ -107,8 +109,10 @@ fn refused_for_memory(broker: &Broker, peer: SocketAddr, group_id: &str, api: &s
     }
 }
 
+/// The coordinator's part runs on the blocking pool: it may write (and fsync) the group's
+/// record in `__consumer_offsets`. The answer is awaited back on the async worker.
 pub async fn join_group(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     version: i16,
     client_id: Option<&str>,
     peer: SocketAddr,
@@ -158,9 +162,19 @@ pub async fn join_group(
         protocol_type: req.protocol_type,
         protocols: req.protocols.into_iter().map(|p| p.name).zip(metadata).collect(),
         require_known_member_id: version >= 4,
-        new_member_id: new_member_id(&prefix),
+        new_member_id: new_member_id(broker, &prefix),
     };
-    let r = broker.groups.join(&broker.topics, &req.group_id, join).await;
+    let member_id = join.member_id.clone();
+    let b = broker.clone();
+    let group_id = req.group_id.clone();
+    let started = tokio::task::spawn_blocking(move || b.groups.join_begin(&b.topics, &group_id, join)).await;
+    let gone = || JoinResult::error(ErrorCode::CoordinatorNotAvailable, &member_id);
+    let r = match started {
+        Ok(started) => started.answer(gone).await,
+        // The blocking pool is shutting down (or the call panicked, in tests).
+        Err(_) => gone(),
+    };
+    tracing::debug!(group = req.group_id, member = member_id, error = ?r.error, generation = r.generation, leader = r.leader, "join answered");
     JoinGroupResponse {
         error_code: r.error as i16,
         generation_id: r.generation,
@@ -187,7 +201,13 @@ pub async fn join_group(
     }
 }
 
-pub async fn sync_group(broker: &Broker, _version: i16, peer: SocketAddr, req: SyncGroupRequest) -> SyncGroupResponse {
+/// As `join_group`, the coordinator's part (writing the assignment) runs on the blocking pool.
+pub async fn sync_group(
+    broker: &Arc<Broker>,
+    _version: i16,
+    peer: SocketAddr,
+    req: SyncGroupRequest,
+) -> SyncGroupResponse {
     if req.group_id.is_empty() {
         return SyncGroupResponse {
             error_code: ErrorCode::InvalidGroupId as i16,
@@ -216,10 +236,10 @@ pub async fn sync_group(broker: &Broker, _version: i16, peer: SocketAddr, req: S
             }
         }
     }
-    let r = broker
-        .groups
-        .sync(
-            &broker.topics,
+    let b = broker.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        b.groups.sync_begin(
+            &b.topics,
             &req.group_id,
             &req.member_id,
             req.group_instance_id.as_deref(),
@@ -228,7 +248,13 @@ pub async fn sync_group(broker: &Broker, _version: i16, peer: SocketAddr, req: S
             req.protocol_name.as_deref(),
             assignments,
         )
-        .await;
+    })
+    .await;
+    let gone = || SyncResult::error(ErrorCode::CoordinatorNotAvailable);
+    let r = match started {
+        Ok(started) => started.answer(gone).await,
+        Err(_) => gone(),
+    };
     SyncGroupResponse {
         error_code: r.error as i16,
         protocol_type: r.protocol_type,

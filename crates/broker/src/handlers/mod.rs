@@ -160,13 +160,14 @@ struct Ctx<'a> {
     header: RequestHeader,
     api_key: ApiKey,
     version: i16,
-    started: std::time::Instant,
+    /// A reading of `Broker::clock`.
+    started: crate::clock::Instant,
 }
 
 impl Ctx<'_> {
     /// Counts the request, its duration and the error codes in its response.
     fn count(&self, errors: &[i16]) {
-        let seconds = self.started.elapsed().as_secs_f64();
+        let seconds = self.broker.clock.elapsed(self.started).as_secs_f64();
         self.broker.metrics.request_done(self.api_key, seconds, errors);
     }
 }
@@ -188,7 +189,7 @@ fn respond<B: Encode + ErrorCodes>(ctx: &Ctx, body: &B) -> Outcome {
 /// serves is counted, with its duration and the errors in its response; one it closes the
 /// connection over is not.
 pub async fn handle_frame(broker: &Arc<Broker>, peer: SocketAddr, mut frame: Bytes) -> Outcome {
-    let started = std::time::Instant::now();
+    let started = broker.clock.now();
     let header = match frame::decode_request_header(&mut frame) {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("unreadable request header: {e}")),
@@ -341,13 +342,23 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             respond(ctx, &resp)
         }
         RequestBody::Heartbeat(req) => respond(ctx, &groups::heartbeat(broker, version, req)),
-        RequestBody::LeaveGroup(req) => respond(ctx, &groups::leave_group(broker, version, req)),
+        // These write (and may fsync) `__consumer_offsets`: off the async workers. So do the
+        // first parts of JoinGroup and SyncGroup, inside their handlers.
+        RequestBody::LeaveGroup(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| groups::leave_group(b, version, req)).await
+        }
         RequestBody::DescribeGroups(req) => respond(ctx, &groups::describe_groups(broker, version, req)),
         RequestBody::ListGroups(req) => respond(ctx, &groups::list_groups(broker, version, req)),
-        RequestBody::DeleteGroups(req) => respond(ctx, &groups::delete_groups(broker, version, req)),
-        RequestBody::OffsetCommit(req) => respond(ctx, &offsets::commit(broker, version, req)),
+        RequestBody::DeleteGroups(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| groups::delete_groups(b, version, req)).await
+        }
+        RequestBody::OffsetCommit(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| offsets::commit(b, version, req)).await
+        }
         RequestBody::OffsetFetch(req) => respond(ctx, &offsets::fetch(broker, version, req)),
-        RequestBody::OffsetDelete(req) => respond(ctx, &offsets::delete(broker, version, req)),
+        RequestBody::OffsetDelete(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| offsets::delete(b, version, req)).await
+        }
         RequestBody::DescribeConfigs(req) => respond(ctx, &configs::describe(broker, version, req)),
         RequestBody::AlterConfigs(req) => {
             off_async(ctx, OffAsync::TopicChanges, move |b| configs::alter(b, version, req)).await
@@ -410,6 +421,70 @@ mod tests {
         layers.set("listeners", "127.0.0.1:0".into(), flag.clone()).unwrap();
         layers.set("admin.listeners", String::new(), flag).unwrap();
         crate::Server::bind(layers.build().unwrap()).await.unwrap()
+    }
+
+    /// A JoinGroup v4 from a new member (answered at once with MEMBER_ID_REQUIRED and the id
+    /// the broker made for it), through the bytes-in/bytes-out seam of a broker given a
+    /// `SimClock` and a seeded `Random`: the answer's bytes.
+    async fn first_join_answer(name: &str, seed: u64) -> Vec<u8> {
+        let mut layers = crate::ConfigLayers::new();
+        let dir = temp_dir(name);
+        let flag = crate::config::Source::Flag;
+        layers.set("log.dirs", dir.display().to_string(), flag.clone()).unwrap();
+        layers.set("listeners", "127.0.0.1:0".into(), flag.clone()).unwrap();
+        layers.set("admin.listeners", String::new(), flag).unwrap();
+        let clock = Arc::new(crate::clock::SimClock::new(1_000_000));
+        let server = crate::Server::bind_with(layers.build().unwrap(), clock, crate::random::Random::seeded(seed))
+            .await
+            .unwrap();
+        let broker = server.broker().clone();
+        let header = RequestHeader {
+            request_api_key: ApiKey::JoinGroup as i16,
+            request_api_version: 4,
+            correlation_id: 7,
+            client_id: Some("test".into()),
+        };
+        let body = wire::messages::JoinGroupRequest {
+            group_id: "g".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![wire::messages::join_group_request::JoinGroupRequestProtocol {
+                name: "range".into(),
+                metadata: Bytes::from_static(b"m"),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, frame::request_header_version(ApiKey::JoinGroup as i16, 4))
+            .unwrap();
+        body.encode(&mut frame, 4).unwrap();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let out = match handle_frame(&broker, peer, frame.freeze()).await {
+            Outcome::Respond(chunks) => chunks.concat(),
+            other => panic!("{other:?}"),
+        };
+        drop(broker);
+        drop(server);
+        let _ = std::fs::remove_dir_all(temp_dir(name));
+        out
+    }
+
+    /// The same seed gives the same member id, byte for byte; another seed another one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seeded_broker_answers_identically() {
+        let a = first_join_answer("seed-a", 7).await;
+        let b = first_join_answer("seed-b", 7).await;
+        let c = first_join_answer("seed-c", 8).await;
+        let text = String::from_utf8_lossy(&a);
+        assert!(
+            text.contains("test-"),
+            "the member id is made from the client id: {text:?}"
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
     }
 
     /// The default request of `key` with its spec's version range, for each API in

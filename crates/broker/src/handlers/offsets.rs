@@ -1,6 +1,6 @@
 //! Committed offsets: OffsetCommit, OffsetFetch (one group, or several from v8), OffsetDelete.
 
-use crate::group::coordinator::{now_ms, CommittedByTopic, OffsetToCommit};
+use crate::group::coordinator::{CommittedByTopic, OffsetToCommit};
 use crate::group::state::CommittedOffset;
 use crate::Broker;
 use wire::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
@@ -11,8 +11,9 @@ use wire::messages::offset_fetch_response::{
 };
 use wire::messages::*;
 
+/// Writes (and may fsync) `__consumer_offsets`: dispatched on the blocking pool.
 pub fn commit(broker: &Broker, _version: i16, req: OffsetCommitRequest) -> OffsetCommitResponse {
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let shape: Vec<(String, Vec<i32>)> = req
         .topics
         .iter()

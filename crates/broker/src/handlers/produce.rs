@@ -27,12 +27,6 @@ use wire::{Compression, ErrorCode};
 /// The most one produced batch may decompress to while it is validated.
 const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 struct Appended {
     base_offset: i64,
     log_append_time: i64,
@@ -73,6 +67,7 @@ fn prepare(
     topic: &crate::topics::TopicConfig,
     acks: i16,
     records: Option<Bytes>,
+    now: i64,
 ) -> Result<Prepared, (ErrorCode, String)> {
     // As Kafka: acks=all is refused before anything is written when the ISR is too small.
     if acks == -1 && topic.min_insync_replicas > ISR_SIZE {
@@ -110,7 +105,6 @@ fn prepare(
         BatchError::CrcMismatch { .. } => error(ErrorCode::CorruptMessage, e.to_string()),
         e => error(ErrorCode::InvalidRecord, e.to_string()),
     })?;
-    let now = now_ms();
     if timestamp_type == TimestampType::CreateTime {
         // As Kafka (KIP-937): every record's timestamp within the topic's window around now.
         let earliest = now.saturating_sub(topic.timestamp_before_max_ms);
@@ -191,6 +185,7 @@ fn append(
     partition: &Partition,
     topic: &crate::topics::TopicConfig,
     prepared: Prepared,
+    now: i64,
 ) -> Result<Appended, (ErrorCode, String)> {
     let Prepared {
         raw,
@@ -204,7 +199,6 @@ fn append(
             "an fsync of this partition's log failed: it takes no writes until the broker restarts".into(),
         ));
     }
-    let now = now_ms();
     let mut state = partition.lock();
     if let Some(p) = &producer {
         if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
@@ -261,10 +255,12 @@ type Checked = (
 /// the low-priority threads of `Broker::checks` (cores − 1 of them, at nice +19, so the async
 /// threads keep a core whatever batches arrive); a cheap request is checked in place.
 async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
+    // The time is read where the check runs (the broker's clock).
+    let clock = broker.clock.clone();
     let run = move |jobs: Vec<Job>| -> Vec<Checked> {
         jobs.into_iter()
             .map(|(ti, pi, topic, part, records)| {
-                let prepared = prepare(&topic.config, acks, records);
+                let prepared = prepare(&topic.config, acks, records, clock.now_ms());
                 (ti, pi, topic, part, prepared)
             })
             .collect()
@@ -354,7 +350,7 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
     let checked = check_all(broker, acks, jobs).await;
     let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
     for (ti, pi, topic, part, prepared) in checked {
-        let outcome = prepared.and_then(|prepared| append(&part, &topic.config, prepared));
+        let outcome = prepared.and_then(|prepared| append(&part, &topic.config, prepared, broker.clock.now_ms()));
         if let Ok(Appended { sync_to: Some(end), .. }) = &outcome {
             to_sync.push((ti, pi, part.clone(), *end));
         }

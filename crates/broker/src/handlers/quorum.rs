@@ -21,12 +21,6 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 const LEADER_EPOCH: i32 = 1;
 const HIGH_WATERMARK: i64 = 0;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let valid = req.topics.len() == 1
         && req.topics[0].topic_name == METADATA_TOPIC
@@ -54,7 +48,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
         };
     }
     let c = &broker.config;
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     // The leader reports itself as fetched and caught up now (Kafka's `LeaderState`).
     let me = ReplicaState {
         replica_id: c.node_id,
