@@ -44,6 +44,8 @@ pub use server::Server;
 pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
+    /// Every file the broker reads and writes goes through this one file system.
+    pub fs: std::sync::Arc<dyn storage::Fs>,
     /// The metadata log and the image every cluster question is answered from.
     pub metadata: std::sync::Arc<metadata_log::MetadataLog>,
     pub topics: topics::Topics,
@@ -61,5 +63,5 @@ pub struct Broker {
     /// The one clock the broker core reads (`clock`): a `SimClock` in tests and simulations.
     pub clock: std::sync::Arc<dyn clock::Clock>,
     /// The one source of randomness (`random`), seeded from the OS or, in tests, given.
-    pub random: random::Random,
+    pub random: std::sync::Arc<random::Random>,
 }

@@ -2,7 +2,6 @@
 //! id, as Kafka keeps them) and an exclusive lock so two processes never share a directory.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +61,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
 
 /// Reads the cluster id from `meta.properties`, creating the file (with a new random cluster
 /// id) on first start. The file is written atomically: temp file, fsync, rename, fsync dir.
-pub fn load_or_create(dir: &Path, node_id: i32) -> Result<String, MetaError> {
+pub fn load_or_create(fs: &dyn storage::Fs, dir: &Path, node_id: i32, random: &crate::random::Random) -> Result<String, MetaError> {
     let path = dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
+    match fs.read_all(&path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(text) => {
             let mut cluster_id = None;
             let mut found_node = None;
@@ -93,9 +92,9 @@ pub fn load_or_create(dir: &Path, node_id: i32) -> Result<String, MetaError> {
             Ok(cluster_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = new_cluster_id();
+            let cluster_id = base64_url(&random.bytes16());
             let text = format!("# Written by sluice on first start; do not edit.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            write_atomically(&path, text.as_bytes())?;
+            write_atomically(fs, &path, text.as_bytes())?;
             Ok(cluster_id)
         }
         Err(e) => Err(io(&path)(e)),
@@ -103,16 +102,8 @@ pub fn load_or_create(dir: &Path, node_id: i32) -> Result<String, MetaError> {
 }
 
 /// Writes `path` so that a crash leaves either the old file or the new one, never a mix.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), MetaError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    }
-    Ok(())
+pub fn write_atomically(fs: &dyn storage::Fs, path: &Path, data: &[u8]) -> Result<(), MetaError> {
+    fs.write_atomically(path, data).map_err(io(path))
 }
 
 /// Written once every log is synced at a clean shutdown; its content names the on-disk index
@@ -122,21 +113,21 @@ const CLEAN_SHUTDOWN_FORMAT: &str = "sluice-index-v3\n";
 
 /// Whether the last run ended with a clean shutdown. The marker is removed (durably) before
 /// anything else happens, so a crash from here on is never mistaken for a clean stop.
-pub fn take_clean_shutdown_marker(dir: &Path) -> Result<bool, MetaError> {
+pub fn take_clean_shutdown_marker(fs: &dyn storage::Fs, dir: &Path) -> Result<bool, MetaError> {
     let path = dir.join(CLEAN_SHUTDOWN);
-    let clean = match std::fs::read_to_string(&path) {
-        Ok(text) => text == CLEAN_SHUTDOWN_FORMAT,
+    let clean = match fs.read_all(&path) {
+        Ok(text) => text == CLEAN_SHUTDOWN_FORMAT.as_bytes(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io(&path)(e)),
     };
-    std::fs::remove_file(&path).map_err(io(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    fs.remove(&path).map_err(io(&path))?;
+    fs.sync_dir(dir).map_err(io(dir))?;
     Ok(clean)
 }
 
 /// Marks a clean shutdown: call only after every log was synced.
-pub fn write_clean_shutdown_marker(dir: &Path) -> Result<(), MetaError> {
-    write_atomically(&dir.join(CLEAN_SHUTDOWN), CLEAN_SHUTDOWN_FORMAT.as_bytes())
+pub fn write_clean_shutdown_marker(fs: &dyn storage::Fs, dir: &Path) -> Result<(), MetaError> {
+    write_atomically(fs, &dir.join(CLEAN_SHUTDOWN), CLEAN_SHUTDOWN_FORMAT.as_bytes())
 }
 
 /// 16 random bytes (for cluster and topic ids). `RandomState` is seeded from the OS's random
@@ -158,6 +149,7 @@ pub fn random_id() -> [u8; 16] {
 }
 
 /// A random id in Kafka's form: URL-safe base64 without padding (22 characters).
+#[cfg(test)]
 fn new_cluster_id() -> String {
     base64_url(&random_id())
 }
@@ -195,10 +187,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let lock = lock_data_dir(&dir).unwrap();
         assert!(matches!(lock_data_dir(&dir), Err(MetaError::Locked(_))));
-        let id = load_or_create(&dir, 3).unwrap();
-        assert_eq!(load_or_create(&dir, 3).unwrap(), id);
+        let fs = storage::RealFs::default();
+        let r = crate::random::Random::seeded(1);
+        let id = load_or_create(&fs, &dir, 3, &r).unwrap();
+        assert_eq!(load_or_create(&fs, &dir, 3, &r).unwrap(), id);
         assert!(matches!(
-            load_or_create(&dir, 4),
+            load_or_create(&fs, &dir, 4, &r),
             Err(MetaError::NodeIdMismatch { found: 3, .. })
         ));
         // Deleting the lock file does not free the directory.

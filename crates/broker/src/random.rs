@@ -2,8 +2,8 @@
 //! operating system at start (`Random::from_os`) or from a given seed in tests and simulations
 //! (`Random::seeded`), so a run can be replayed from its seed. Not for secrets.
 //!
-//! Used for group member ids; the topic and cluster ids of `meta::random_id` are not drawn
-//! from it yet.
+//! Used for group member ids, topic ids, the cluster id of a new data directory and the
+//! broker's incarnation id; only the names of directories moved aside use `meta::random_id`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

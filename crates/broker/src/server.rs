@@ -64,6 +64,114 @@ pub struct Server {
     _lock: DataDirLock,
 }
 
+/// What a broker opens from its data directory before it listens.
+struct Opened {
+    cluster_id: String,
+    fs: Arc<dyn storage::Fs>,
+    metadata: Arc<crate::metadata_log::MetadataLog>,
+    dynamic: crate::dynamic_config::DynamicConfigs,
+    topics: crate::topics::Topics,
+}
+
+/// Opens the data directory's state on `fs`: node identity, the metadata log (bootstrapped or
+/// converted on a first start), dynamic configs and every partition log.
+fn open_state(
+    config: &BrokerConfig,
+    fs: Arc<dyn storage::Fs>,
+    clock: &dyn crate::clock::Clock,
+    random: &Arc<crate::random::Random>,
+) -> Result<Opened, StartError> {
+    let dir = &config.data_dir;
+    fs.create_dir_all(dir).map_err(|e| MetaError::Io {
+        path: dir.clone(),
+        why: e.to_string(),
+    })?;
+    let cluster_id = meta::load_or_create(&*fs, dir, config.node_id, random)?;
+    let clean = meta::take_clean_shutdown_marker(&*fs, dir)?;
+    let opened = crate::metadata_log::MetadataLog::open(dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
+        .map_err(StartError::Topics)?;
+    let metadata = Arc::new(opened.log);
+    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id, clock.now_ms())
+        .map_err(StartError::Topics)?;
+    let dynamic = crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
+        .map_err(StartError::Topics)?;
+    let mut topic_defaults = config.topic_defaults.clone();
+    topic_defaults.configs = dynamic.topic_defaults();
+    let started = std::time::Instant::now();
+    let topics = crate::topics::Topics::open(dir, topic_defaults, clean, fs.clone(), metadata.clone(), config.node_id)
+        .map_err(StartError::Topics)?
+        .with_random(random.clone());
+    info!(
+        clean_shutdown = clean,
+        seconds = started.elapsed().as_secs_f64(),
+        "logs opened{}",
+        if clean { "" } else { " and recovered" }
+    );
+    Ok(Opened {
+        cluster_id,
+        fs,
+        metadata,
+        dynamic,
+        topics,
+    })
+}
+
+/// The broker over its opened state: registered in the metadata log with its listener as
+/// `config` now advertises it, with its producer ids, groups and worker pools.
+fn assemble(
+    config: BrokerConfig,
+    opened: Opened,
+    clock: Arc<dyn crate::clock::Clock>,
+    random: Arc<crate::random::Random>,
+    real_fs: Option<Arc<storage::RealFs>>,
+) -> Result<Broker, StartError> {
+    let Opened {
+        cluster_id,
+        fs,
+        metadata,
+        dynamic,
+        topics,
+    } = opened;
+    crate::upgrade::register_broker(&metadata, &config, clock.now_ms(), &random).map_err(StartError::Topics)?;
+    let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
+    let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
+        .map_err(StartError::Topics)?;
+    let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);
+    Ok(Broker {
+        config,
+        cluster_id,
+        fs,
+        metadata,
+        topics,
+        dynamic,
+        producer_ids,
+        groups,
+        response_memory,
+        checks: crate::heavy::Heavy::start("checks", crate::heavy::Heavy::all_but_one_core()),
+        topic_changes: crate::heavy::Heavy::start("topics", 1),
+        metrics: crate::metrics::Metrics::new(real_fs, clock.now_ms()),
+        clock,
+        random,
+    })
+}
+
+impl Broker {
+    /// A broker over the data directory `config.data_dir` on `fs`, with `clock` and `random`:
+    /// everything `Server::bind` builds except the lock and the listeners, for in-process
+    /// tests and simulations that drive it through `handlers::handle_frame` (on a `SimFs`
+    /// with a `SimClock`). It advertises `config`'s listener as it is.
+    pub fn open(
+        config: BrokerConfig,
+        fs: Arc<dyn storage::Fs>,
+        clock: Arc<dyn crate::clock::Clock>,
+        random: crate::random::Random,
+    ) -> Result<Broker, StartError> {
+        let random = Arc::new(random);
+        let opened = open_state(&config, fs, &*clock, &random)?;
+        assemble(config, opened, clock, random, None)
+    }
+}
+
 impl Server {
     /// Locks and prepares the data directory and binds the listener, with the system clock and
     /// randomness seeded from the OS.
@@ -80,44 +188,14 @@ impl Server {
         random: crate::random::Random,
     ) -> Result<Server, StartError> {
         let lock = meta::lock_data_dir(&config.data_dir)?;
-        let cluster_id = meta::load_or_create(&config.data_dir, config.node_id)?;
-        let clean = meta::take_clean_shutdown_marker(&config.data_dir)?;
         raise_open_files_limit(config.open_files_max + config.connections_max + 256);
         keep_freed_memory();
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
-        let opened = crate::metadata_log::MetadataLog::open(&config.data_dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
-            .map_err(StartError::Topics)?;
-        let metadata = Arc::new(opened.log);
-        crate::upgrade::prepare(
-            &config.data_dir,
-            &metadata,
-            opened.empty,
-            config.node_id,
-            clock.now_ms(),
-        )
-        .map_err(StartError::Topics)?;
-        let dynamic =
-            crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
-                .map_err(StartError::Topics)?;
-        let mut topic_defaults = config.topic_defaults.clone();
-        topic_defaults.configs = dynamic.topic_defaults();
-        let started = std::time::Instant::now();
-        let topics = crate::topics::Topics::open(
-            &config.data_dir,
-            topic_defaults,
-            clean,
-            fs,
-            metadata.clone(),
-            config.node_id,
-        )
-        .map_err(StartError::Topics)?;
-        info!(
-            clean_shutdown = clean,
-            seconds = started.elapsed().as_secs_f64(),
-            "logs opened{}",
-            if clean { "" } else { " and recovered" }
-        );
+        let random = Arc::new(random);
+        let opened = open_state(&config, fs, &*clock, &random)?;
+        // Listeners are bound once the logs are open (recovery can take a while, and a bound
+        // port is what clients and tests take as "up").
         let addr = config.listener.bind;
         let listener = TcpListener::bind(addr)
             .await
@@ -139,26 +217,7 @@ impl Server {
                 Some(admin)
             }
         };
-        crate::upgrade::register_broker(&metadata, &config, clock.now_ms()).map_err(StartError::Topics)?;
-        let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
-        let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
-            .map_err(StartError::Topics)?;
-        let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);
-        let broker = Broker {
-            config,
-            cluster_id,
-            metadata,
-            topics,
-            dynamic,
-            producer_ids,
-            groups,
-            response_memory,
-            checks: crate::heavy::Heavy::start("checks", crate::heavy::Heavy::all_but_one_core()),
-            topic_changes: crate::heavy::Heavy::start("topics", 1),
-            metrics: crate::metrics::Metrics::new(Some(real_fs), clock.now_ms()),
-            clock,
-            random,
-        };
+        let broker = assemble(config, opened, clock, random, Some(real_fs))?;
         Ok(Server {
             listener,
             admin,
@@ -314,7 +373,7 @@ impl Server {
                 if let Err(e) = broker.topics.save_producer_state() {
                     warn!(error = %e, "could not save producer state: the next start reads it from the logs");
                 }
-                if let Err(e) = meta::write_clean_shutdown_marker(&broker.config.data_dir) {
+                if let Err(e) = meta::write_clean_shutdown_marker(&*broker.fs, &broker.config.data_dir) {
                     warn!(error = %e, "could not mark the shutdown clean: the next start recovers every log");
                 }
             }

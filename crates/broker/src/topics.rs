@@ -754,6 +754,8 @@ pub struct Topics {
     changes: Mutex<()>,
     /// Where every change is written before it is made.
     metadata: Arc<MetadataLog>,
+    /// Where new topic ids come from (the broker's seeded randomness).
+    random: Arc<crate::random::Random>,
     /// High watermarks read from `replication-offset-checkpoint`, consumed as partitions open.
     restored_hw: Mutex<HashMap<(String, i32), i64>>,
     node_id: i32,
@@ -795,14 +797,12 @@ pub(crate) fn collision_key(name: &str) -> String {
 pub const PARTITIONS_MAX: i32 = 1_000_000;
 
 /// Names of the partition directories (`<topic>-<n>`) in the data directory `dir`.
-pub(crate) fn partition_dirs(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+pub(crate) fn partition_dirs(fs: &dyn storage::Fs, dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs.list_dirs(dir) else {
         return vec![];
     };
     let mut out: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().into_string().ok())
+        .into_iter()
         .filter(|name| name != crate::metadata_log::DIR)
         .filter(|name| {
             name.rsplit_once('-').is_some_and(|(topic, n)| {
@@ -827,10 +827,17 @@ fn partition_metadata_text(id: &Uuid) -> String {
 /// Writes `partition.metadata` (temp file, rename). Not fsynced, so creating many partitions
 /// costs no extra fsyncs: a file a crash leaves missing or empty is written again at the next
 /// start (only a readable file naming another id moves a directory aside).
-fn write_partition_metadata(path: &Path, id: &Uuid) -> std::io::Result<()> {
+fn write_partition_metadata(fs: &dyn storage::Fs, path: &Path, id: &Uuid) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, partition_metadata_text(id))?;
-    std::fs::rename(&tmp, path)
+    let f = fs.open(&tmp, storage::OpenMode::Truncate)?;
+    f.write_all_at(partition_metadata_text(id).as_bytes(), 0)?;
+    drop(f);
+    fs.rename(&tmp, path)
+}
+
+/// A small text file's contents through `fs`.
+fn read_text(fs: &dyn storage::Fs, path: &Path) -> std::io::Result<String> {
+    fs.read_all(path).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// The topic id a `partition.metadata` names, or why it cannot be read.
@@ -852,14 +859,14 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Moves a partition directory aside as `<dir>.<random hex>-stray` (Kafka's name for a log
 /// it does not recognise). Returns the new path.
-fn move_aside(dir: &Path) -> std::io::Result<PathBuf> {
+fn move_aside(fs: &dyn storage::Fs, dir: &Path) -> std::io::Result<PathBuf> {
     let suffix = hex(&meta::random_id());
     let mut name = dir.as_os_str().to_owned();
     name.push(format!(".{suffix}-stray"));
     let to = PathBuf::from(name);
-    std::fs::rename(dir, &to)?;
+    fs.rename_dir(dir, &to)?;
     if let Some(parent) = dir.parent() {
-        std::fs::File::open(parent).and_then(|d| d.sync_all())?;
+        fs.sync_dir(parent)?;
     }
     Ok(to)
 }
@@ -882,7 +889,7 @@ impl Topics {
         let fs_for_hw = fs.clone();
         let topics = Topics {
             restored: Mutex::new(if clean {
-                load_producer_state(dir)
+                load_producer_state(&*fs, dir)
             } else {
                 HashMap::new()
             }),
@@ -891,6 +898,7 @@ impl Topics {
             defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
+            random: Arc::new(crate::random::Random::from_os()),
             restored_hw: Mutex::new(crate::replica::read_hw_checkpoint(&*fs_for_hw, dir)),
             metadata,
             node_id,
@@ -919,23 +927,22 @@ impl Topics {
             .iter()
             .flat_map(|t| (0..t.partitions.len()).map(move |i| format!("{}-{i}", t.name)))
             .collect();
-        let unknown: Vec<String> = partition_dirs(dir).into_iter().filter(|d| !known.contains(d)).collect();
+        let unknown: Vec<String> = partition_dirs(&*topics.fs, dir).into_iter().filter(|d| !known.contains(d)).collect();
         if !unknown.is_empty() {
             topics.remove_strays(&unknown);
         }
         // Deleted topics' directories left by a crash before their background removal.
-        let leftovers: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with("-delete")))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let leftovers: Vec<PathBuf> = topics
+            .fs
+            .list_dirs(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.ends_with("-delete"))
+            .map(|n| dir.join(n))
+            .collect();
         if !leftovers.is_empty() {
             tracing::info!(dirs = leftovers.len(), "removing the directories of deleted topics");
-            storage::remove_dirs_later(leftovers);
+            storage::remove_dirs_later(&topics.fs, leftovers);
         }
         topics.restored.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(topics)
@@ -962,10 +969,9 @@ impl Topics {
             partitions: all,
         };
         let path = self.dir.join(PRODUCER_STATE_FILE);
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(&file).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        self.fs
+            .write_atomically(&path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
@@ -1007,7 +1013,7 @@ impl Topics {
     fn remove_new_dirs(&self, name: &str, range: std::ops::Range<i32>) {
         for index in range {
             let dir = self.partition_dir(name, index);
-            match std::fs::remove_dir_all(&dir) {
+            match self.fs.remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a partition that failed to be created")
                 }
@@ -1039,12 +1045,12 @@ impl Topics {
             )
         };
         if fresh {
-            if std::fs::symlink_metadata(&dir).is_ok() {
-                let to = move_aside(&dir).map_err(aside_failed)?;
+            if self.fs.exists(&dir) {
+                let to = move_aside(&*self.fs, &dir).map_err(aside_failed)?;
                 tracing::warn!(dir = %dir.display(), moved_to = %to.display(), "a directory of an earlier topic named {name} was on disk: moved aside so its records never come back; delete it once you have checked it");
             }
         } else {
-            match std::fs::read_to_string(&metadata) {
+            match read_text(&*self.fs, &metadata) {
                 Ok(text) => {
                     let why = match parse_partition_metadata(&text) {
                         Ok(found) if found == expected => None,
@@ -1055,12 +1061,12 @@ impl Topics {
                         // crash can leave it empty): written again below.
                         Err(e) => {
                             tracing::warn!(file = %metadata.display(), error = %e, "unreadable; written again");
-                            let _ = std::fs::remove_file(&metadata);
+                            let _ = self.fs.remove(&metadata);
                             None
                         }
                     };
                     if let Some(why) = why {
-                        let to = move_aside(&dir).map_err(aside_failed)?;
+                        let to = move_aside(&*self.fs, &dir).map_err(aside_failed)?;
                         tracing::error!(file = %metadata.display(), moved_to = %to.display(), "{} {why}: the directory belongs to another topic; moved aside and not served, {name}-{index} starts empty; check it, then delete it", metadata.display());
                     }
                 }
@@ -1074,12 +1080,12 @@ impl Topics {
                 }
             }
         }
-        if !fresh && std::fs::symlink_metadata(&dir).is_err() {
+        if !fresh && !self.fs.exists(&dir) {
             tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in the metadata log) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
         }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
-        if fresh || !metadata.exists() {
-            if let Err(e) = write_partition_metadata(&metadata, &id) {
+        if fresh || !self.fs.exists(&metadata) {
+            if let Err(e) = write_partition_metadata(&*self.fs, &metadata, &id) {
                 if fresh {
                     return Err(ApiError::new(
                         ErrorCode::KafkaStorageError,
@@ -1135,7 +1141,7 @@ impl Topics {
         let mut doomed = vec![];
         for name in names {
             let dir = self.dir.join(name);
-            let id = std::fs::read_to_string(dir.join(PARTITION_METADATA))
+            let id = read_text(&*self.fs, &dir.join(PARTITION_METADATA))
                 .ok()
                 .and_then(|t| parse_partition_metadata(&t).ok());
             match id {
@@ -1144,22 +1150,22 @@ impl Topics {
                     let mut to = dir.as_os_str().to_owned();
                     to.push(format!(".{}-delete", hex(&meta::random_id())));
                     let to = PathBuf::from(to);
-                    match std::fs::rename(&dir, &to) {
+                    match self.fs.rename_dir(&dir, &to) {
                         Ok(()) => doomed.push(to),
                         Err(e) => tracing::warn!(dir = %name, error = %e, "could not rename a stray partition directory for removal"),
                     }
                 }
-                None => match move_aside(&dir) {
+                None => match move_aside(&*self.fs, &dir) {
                     Ok(to) => tracing::warn!(dir = %name, moved_to = %to.display(), "partition directory of no topic, without a readable partition.metadata: moved aside, not served; check it, then delete it"),
                     Err(e) => tracing::warn!(dir = %name, error = %e, "could not move a stray partition directory aside"),
                 },
             }
         }
         if !doomed.is_empty() {
-            if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+            if let Err(e) = self.fs.sync_dir(&self.dir) {
                 tracing::warn!(error = %e, "could not sync the data directory");
             }
-            storage::remove_dirs_later(doomed);
+            storage::remove_dirs_later(&self.fs, doomed);
         }
     }
 
@@ -1252,6 +1258,12 @@ impl Topics {
                 CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
                 CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),
             })
+    }
+
+    /// Draws new topic ids from `random` (the broker's, so a seeded run replays).
+    pub fn with_random(mut self, random: Arc<crate::random::Random>) -> Topics {
+        self.random = random;
+        self
     }
 
     /// The metadata log every change goes through.
@@ -1381,7 +1393,7 @@ impl Topics {
     /// the next start removes as strays, and a failed commit removes them now.
     fn create_committed(&self, name: &str, partitions: i32, overrides: BTreeMap<String, String>) -> Result<Arc<Topic>, ApiError> {
         let id = loop {
-            let id = Uuid(meta::random_id());
+            let id = Uuid(self.random.bytes16());
             if id != Uuid::ZERO && self.get_by_id(&id).is_none() {
                 break id;
             }
@@ -1621,7 +1633,7 @@ impl Topics {
             let mut to = dir.as_os_str().to_owned();
             to.push(format!(".{}-delete", hex(&topic.id.0)));
             let to = PathBuf::from(to);
-            match std::fs::rename(&dir, &to) {
+            match self.fs.rename_dir(&dir, &to) {
                 Ok(()) => doomed.push(to),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -1629,10 +1641,10 @@ impl Topics {
                 }
             }
         }
-        if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
             tracing::warn!(error = %e, "could not sync the data directory after a topic deletion");
         }
-        storage::remove_dirs_later(doomed);
+        storage::remove_dirs_later(&self.fs, doomed);
         tracing::info!(topic = name, "topic deleted");
         Ok(topic)
     }
@@ -1816,9 +1828,9 @@ struct ProducerSnapshot {
 
 /// Reads (and removes, so that it is never used twice) the producer state snapshot; empty when
 /// there is none or it cannot be read.
-fn load_producer_state(dir: &Path) -> HashMap<String, ProducerSnapshot> {
+fn load_producer_state(fs: &dyn storage::Fs, dir: &Path) -> HashMap<String, ProducerSnapshot> {
     let path = dir.join(PRODUCER_STATE_FILE);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match fs.read_all(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
         Err(e) => {
@@ -1826,7 +1838,7 @@ fn load_producer_state(dir: &Path) -> HashMap<String, ProducerSnapshot> {
             return HashMap::new();
         }
     };
-    let _ = std::fs::remove_file(&path);
+    let _ = fs.remove(&path);
     match serde_json::from_slice::<ProducerStateFile>(&bytes) {
         Ok(f) if f.format == PRODUCER_STATE_FORMAT => f.partitions,
         Ok(f) => {

@@ -136,8 +136,8 @@ fn feature_record() -> MetadataRecord {
     })
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
-    match std::fs::read(path) {
+fn read_json<T: serde::de::DeserializeOwned>(fs: &dyn storage::Fs, path: &Path) -> Result<Option<T>, String> {
+    match fs.read_all(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("{} is corrupt: {e}; restore it from a backup", path.display())),
@@ -147,12 +147,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 }
 
 /// Reads the old files of `dir` into the records of one batch. `None`: there are none.
-fn old_records(dir: &Path, node_id: i32) -> Result<Option<Vec<MetadataRecord>>, String> {
+fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<Vec<MetadataRecord>>, String> {
     let topics_path = dir.join("topics.json");
-    let topics: Option<Vec<OldTopic>> = read_json(&topics_path)?;
-    let configs: Option<OldBrokerConfigs> = read_json(&dir.join("broker-configs.json"))?;
+    let topics: Option<Vec<OldTopic>> = read_json(fs, &topics_path)?;
+    let configs: Option<OldBrokerConfigs> = read_json(fs, &dir.join("broker-configs.json"))?;
     let ids_path = dir.join("producer-ids");
-    let next_producer_id = match std::fs::read_to_string(&ids_path) {
+    let next_producer_id = match fs.read_all(&ids_path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(t) => Some(t.trim().parse::<i64>().ok().filter(|n| (0..=i64::MAX - 1000).contains(n)).ok_or_else(|| {
             format!(
                 "{} is corrupt ({:?} is not a producer id): restore it from a backup, or write a number larger than any producer id in use",
@@ -188,30 +188,30 @@ fn old_records(dir: &Path, node_id: i32) -> Result<Option<Vec<MetadataRecord>>, 
     Ok(Some(records))
 }
 
-fn retire_old_files(dir: &Path) {
+fn retire_old_files(fs: &dyn storage::Fs, dir: &Path) {
     for name in OLD_FILES {
         let path = dir.join(name);
-        if path.exists() {
+        if fs.exists(&path) {
             let to = dir.join(format!("{name}.migrated"));
-            if let Err(e) = std::fs::rename(&path, &to) {
+            if let Err(e) = fs.rename(&path, &to) {
                 tracing::warn!(file = %path.display(), error = %e, "cannot rename a file converted into the metadata log; it is ignored");
             }
         }
     }
-    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+    if let Err(e) = fs.sync_dir(dir) {
         tracing::warn!(error = %e, "cannot sync the data directory");
     }
 }
 
 /// Brings an empty metadata log up to date with `dir` (see the module doc). `empty`: the log
 /// held nothing when opened.
-pub fn prepare(dir: &Path, log: &MetadataLog, empty: bool, node_id: i32, now_ms: i64) -> Result<(), String> {
+pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool, node_id: i32, now_ms: i64) -> Result<(), String> {
     if !empty {
         // Converted before, and a crash came before the old files were renamed.
-        retire_old_files(dir);
+        retire_old_files(fs, dir);
         return Ok(());
     }
-    let records = match old_records(dir, node_id)? {
+    let records = match old_records(fs, dir, node_id)? {
         Some(records) => {
             tracing::info!(
                 records = records.len(),
@@ -224,7 +224,7 @@ pub fn prepare(dir: &Path, log: &MetadataLog, empty: bool, node_id: i32, now_ms:
             // A new data directory, unless partition directories say the metadata was lost:
             // starting empty would hide their records, and a topic created again under an
             // old name would meet them.
-            let found = partition_dirs(dir);
+            let found = partition_dirs(fs, dir);
             if !found.is_empty() {
                 let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
                 return Err(format!(
@@ -243,19 +243,24 @@ pub fn prepare(dir: &Path, log: &MetadataLog, empty: bool, node_id: i32, now_ms:
         }
     };
     log.commit(records, now_ms).map_err(|e| format!("cannot write the metadata log: {e}"))?;
-    retire_old_files(dir);
+    retire_old_files(fs, dir);
     Ok(())
 }
 
 /// Registers this broker in the metadata log, as a Kafka broker registers with its controller
 /// at every start: its listener as advertised, and a broker epoch above every earlier one (the
 /// log end offset, as Kafka uses the registration's offset).
-pub fn register_broker(log: &MetadataLog, config: &crate::config::BrokerConfig, now_ms: i64) -> Result<(), String> {
+pub fn register_broker(
+    log: &MetadataLog,
+    config: &crate::config::BrokerConfig,
+    now_ms: i64,
+    random: &crate::random::Random,
+) -> Result<(), String> {
     let (_, end) = log.offsets();
     let l = &config.listener;
     let record = MetadataRecord::RegisterBrokerRecord(RegisterBrokerRecord {
         broker_id: config.node_id,
-        incarnation_id: Uuid(crate::meta::random_id()),
+        incarnation_id: Uuid(random.bytes16()),
         broker_epoch: end,
         end_points: vec![register_broker_record::BrokerEndpoint {
             name: "PLAINTEXT".into(),

@@ -18,7 +18,7 @@ const QUEUE_MAX: usize = 4096;
 enum Job {
     Remove(Arc<dyn Fs>, PathBuf),
     /// A whole directory (a deleted topic's partition, renamed aside first).
-    RemoveDir(PathBuf),
+    RemoveDir(Arc<dyn Fs>, PathBuf),
     /// Answered once every job queued before it is done.
     Barrier(SyncSender<()>),
 }
@@ -46,7 +46,7 @@ fn run(rx: Receiver<Job>) {
     for job in rx {
         match job {
             Job::Remove(fs, path) => remove(&*fs, &path),
-            Job::RemoveDir(dir) => remove_dir(&dir),
+            Job::RemoveDir(fs, dir) => remove_dir(&*fs, &dir),
             Job::Barrier(done) => {
                 let _ = done.send(());
             }
@@ -84,8 +84,8 @@ pub(crate) fn remove_later(fs: &Arc<dyn Fs>, paths: Vec<PathBuf>) {
     }
 }
 
-fn remove_dir(dir: &std::path::Path) {
-    match std::fs::remove_dir_all(dir) {
+fn remove_dir(fs: &dyn Fs, dir: &std::path::Path) {
+    match fs.remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         // Left for the next start to retry (it removes `*-delete` directories).
@@ -95,21 +95,21 @@ fn remove_dir(dir: &std::path::Path) {
 
 /// Removes whole directories in the background (inline when the queue is full): a deleted
 /// topic's partition directories, already renamed aside so that nothing else opens them.
-pub fn remove_dirs_later(dirs: Vec<PathBuf>) {
+pub fn remove_dirs_later(fs: &Arc<dyn Fs>, dirs: Vec<PathBuf>) {
     for dir in dirs {
         let Some(q) = queue() else {
-            remove_dir(&dir);
+            remove_dir(&**fs, &dir);
             continue;
         };
         let sent = q
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .try_send(Job::RemoveDir(dir));
+            .try_send(Job::RemoveDir(fs.clone(), dir));
         match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(Job::RemoveDir(dir)) | TrySendError::Disconnected(Job::RemoveDir(dir))) => {
-                remove_dir(&dir)
-            }
+            Err(
+                TrySendError::Full(Job::RemoveDir(fs, dir)) | TrySendError::Disconnected(Job::RemoveDir(fs, dir)),
+            ) => remove_dir(&*fs, &dir),
             Err(_) => {}
         }
     }

@@ -38,6 +38,31 @@ pub trait Fs: Send + Sync + std::fmt::Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the subdirectories of `dir` (not its files).
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Renames a directory with everything in it (durable once the parents are synced).
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it (durable once its parent is synced).
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether a file or a directory is at `path`.
+    fn exists(&self, path: &Path) -> bool;
+
+    /// Writes `path` whole so that a crash leaves the old contents or the new, never a mix:
+    /// a temporary file, fsynced, renamed over it, and the directory fsynced.
+    fn write_atomically(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let f = self.open(&tmp, OpenMode::Truncate)?;
+        f.write_all_at(data, 0)?;
+        f.sync_data()?;
+        drop(f);
+        self.rename(&tmp, path)?;
+        match path.parent() {
+            Some(dir) => self.sync_dir(dir),
+            None => Ok(()),
+        }
+    }
 
     /// The whole contents of a (small) file.
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -146,6 +171,29 @@ impl Fs for RealFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
     }
 
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {

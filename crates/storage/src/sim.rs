@@ -51,6 +51,45 @@ struct Fault {
     times: u32,
 }
 
+#[derive(Debug, Clone)]
+enum DirOp {
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+impl DirOp {
+    fn parents(&self) -> Vec<&Path> {
+        match self {
+            DirOp::Rename(a, b) => a.parent().into_iter().chain(b.parent()).collect(),
+            DirOp::Remove(a) => a.parent().into_iter().collect(),
+        }
+    }
+}
+
+/// `path` with its prefix `from` replaced by `to`, if it is under `from`.
+fn moved(path: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
+    path.strip_prefix(from).ok().map(|rest| if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) })
+}
+
+fn apply_dir_op(names: &mut BTreeMap<PathBuf, u64>, dirs: &mut BTreeSet<PathBuf>, op: &DirOp) {
+    match op {
+        DirOp::Rename(from, to) => {
+            *names = std::mem::take(names)
+                .into_iter()
+                .map(|(p, i)| (moved(&p, from, to).unwrap_or(p), i))
+                .collect();
+            *dirs = std::mem::take(dirs)
+                .into_iter()
+                .map(|p| moved(&p, from, to).unwrap_or(p))
+                .collect();
+        }
+        DirOp::Remove(dir) => {
+            names.retain(|p, _| !p.starts_with(dir));
+            dirs.retain(|p| !p.starts_with(dir));
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inode {
     data: Vec<u8>,
@@ -64,6 +103,11 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// Directories as a crash finds them: created ones at once (a simplification: directory
+    /// creation is taken as durable), renamed and removed ones once `sync_dir` of their parent.
+    durable_dirs: BTreeSet<PathBuf>,
+    /// Directory renames and removals not yet made durable, in order.
+    pending_dir_ops: Vec<DirOp>,
     faults: Vec<Fault>,
     capacity: Option<u64>,
     /// Bumped by every crash: handles from an earlier boot are dead.
@@ -211,6 +255,8 @@ impl SimFs {
         s.syncs_left = None;
         s.faults.clear();
         s.names = s.durable_names.clone();
+        s.dirs = s.durable_dirs.clone();
+        s.pending_dir_ops.clear();
         let live: BTreeSet<u64> = s.names.values().copied().collect();
         s.inodes.retain(|i, _| live.contains(i));
         let mut rng = match mode {
@@ -275,6 +321,7 @@ impl Fs for SimFs {
         s.power(false)?;
         for d in dir.ancestors() {
             s.dirs.insert(d.to_path_buf());
+            s.durable_dirs.insert(d.to_path_buf());
         }
         Ok(())
     }
@@ -352,12 +399,74 @@ impl Fs for SimFs {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
     }
 
+    fn list_dirs(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut s = self.lock();
+        s.power(false)?;
+        if !s.dirs.contains(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        Ok(s.dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.power(false)?;
+        if s.take_fault(FaultOp::Rename, from) {
+            return Err(eio("rename"));
+        }
+        if !s.dirs.contains(from) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        s.parent_exists(to)?;
+        if s.dirs.contains(to) || s.names.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
+        }
+        let op = DirOp::Rename(from.to_path_buf(), to.to_path_buf());
+        let State { names, dirs, .. } = &mut *s;
+        apply_dir_op(names, dirs, &op);
+        s.pending_dir_ops.push(op);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.power(false)?;
+        if s.take_fault(FaultOp::Remove, dir) {
+            return Err(eio("remove"));
+        }
+        if !s.dirs.contains(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        let op = DirOp::Remove(dir.to_path_buf());
+        let State { names, dirs, .. } = &mut *s;
+        apply_dir_op(names, dirs, &op);
+        s.pending_dir_ops.push(op);
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let s = self.lock();
+        s.dirs.contains(path) || s.names.contains_key(path)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
         if s.take_fault(FaultOp::SyncDir, dir) {
             return Err(eio("sync_dir"));
         }
         s.power(true)?;
+        // Directory renames and removals under `dir` become durable, in order.
+        let (now, later): (Vec<DirOp>, Vec<DirOp>) =
+            std::mem::take(&mut s.pending_dir_ops).into_iter().partition(|op| op.parents().contains(&dir));
+        s.pending_dir_ops = later;
+        for op in &now {
+            let State { durable_names, durable_dirs, .. } = &mut *s;
+            apply_dir_op(durable_names, durable_dirs, op);
+        }
         s.durable_names.retain(|p, _| p.parent() != Some(dir));
         let current: Vec<(PathBuf, u64)> = s
             .names
