@@ -21,7 +21,6 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
     } else {
         vec![req.key]
     };
-    let listener = &broker.config.listener;
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
@@ -45,11 +44,18 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
                 }
             };
             match outcome {
-                Ok(()) => {
-                    c.node_id = broker.config.node_id;
-                    c.host = listener.advertised_host.clone();
-                    c.port = i32::from(listener.advertised_port);
-                }
+                // This node coordinates every group: its registration in the image says where.
+                Ok(()) => match super::live_brokers(broker).into_iter().find(|b| b.id == broker.config.node_id) {
+                    Some(me) => {
+                        c.node_id = me.id;
+                        c.host = me.host;
+                        c.port = i32::from(me.port);
+                    }
+                    None => {
+                        c.error_code = ErrorCode::CoordinatorNotAvailable as i16;
+                        c.error_message = Some("this broker is not registered".into());
+                    }
+                },
                 Err(e) => {
                     c.error_code = e as i16;
                     c.error_message = Some(format!("{e:?}"));

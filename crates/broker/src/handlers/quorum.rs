@@ -2,10 +2,10 @@
 //! (broker and controller in one process) describes it: this node is the only voter and the
 //! leader of `__cluster_metadata` partition 0, with no observers.
 //!
-//! Sluice keeps its metadata in files, not in a replicated log, so the numbers are fixed
-//! stand-ins: leader epoch 1, high watermark and log end offset 0, and no directory id (Kafka's
-//! `ZERO_UUID`, a voter without one). The real quorum (a metadata log and its offsets) comes
-//! with clustering; these values then become its state. Version 2 adds `nodes`: this node with
+//! The numbers are the local metadata log's (`crate::metadata_log`): its epoch, and its end
+//! offset as both the voter's log end and the high watermark (a quorum of one commits what it
+//! has written and fsynced); no directory id (Kafka's `ZERO_UUID`, a voter without one). The
+//! replicated quorum (next issue) reports its own state here. Version 2 adds `nodes`: this node with
 //! its client listener, the only endpoint it has (a Kafka controller would list its controller
 //! listener).
 //!
@@ -18,8 +18,6 @@ use wire::messages::describe_quorum_response::{Listener, Node, PartitionData, Re
 use wire::messages::*;
 
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
-const LEADER_EPOCH: i32 = 1;
-const HIGH_WATERMARK: i64 = 0;
 
 pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let valid = req.topics.len() == 1
@@ -48,12 +46,13 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
         };
     }
     let c = &broker.config;
+    let (_, end) = broker.metadata.offsets();
     let now = broker.clock.now_ms();
     // The leader reports itself as fetched and caught up now (Kafka's `LeaderState`).
     let me = ReplicaState {
         replica_id: c.node_id,
         replica_directory_id: wire::Uuid::ZERO,
-        log_end_offset: HIGH_WATERMARK,
+        log_end_offset: end,
         last_fetch_timestamp: now,
         last_caught_up_timestamp: now,
     };
@@ -64,8 +63,8 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
                 partition_index: 0,
                 error_code: 0,
                 leader_id: c.node_id,
-                leader_epoch: LEADER_EPOCH,
-                high_watermark: HIGH_WATERMARK,
+                leader_epoch: crate::metadata_log::EPOCH,
+                high_watermark: end,
                 current_voters: vec![me],
                 observers: vec![],
                 ..Default::default()
