@@ -146,7 +146,7 @@ impl DynamicConfigs {
                 .map(|k| crate::upgrade::config_record(resource_type::BROKER, &resource, k, None)),
         );
         self.metadata
-            .commit(records, crate::group::coordinator::now_ms())
+            .commit_now(records)
             .map_err(|e| match e {
                 CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
                 CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),

@@ -57,6 +57,8 @@ pub struct MetadataLog {
     state: Mutex<State>,
     image: RwLock<Arc<MetadataImage>>,
     snapshot_bytes: u64,
+    /// Stamps the batches (`commit_now`).
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl std::fmt::Debug for MetadataLog {
@@ -165,8 +167,20 @@ impl MetadataLog {
                 }),
                 image: RwLock::new(Arc::new(image)),
                 snapshot_bytes,
+                clock: Arc::new(crate::clock::SystemClock::new()),
             },
         })
+    }
+
+    /// Stamps batches with `clock`'s time (the broker's).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> MetadataLog {
+        self.clock = clock;
+        self
+    }
+
+    /// [`MetadataLog::commit`] stamped with the log's clock.
+    pub fn commit_now(&self, records: Vec<MetadataRecord>) -> Result<(Arc<MetadataImage>, Changes), CommitError> {
+        self.commit(records, self.clock.now_ms())
     }
 
     /// The image as of the last change made.

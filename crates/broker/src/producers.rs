@@ -226,7 +226,7 @@ impl ProducerIds {
                 next_producer_id: end,
             });
             self.metadata
-                .commit(vec![record], crate::group::coordinator::now_ms())
+                .commit_now(vec![record])
                 .map_err(|e| e.to_string())?;
             state.1 = end;
         }

@@ -78,7 +78,7 @@ struct Opened {
 fn open_state(
     config: &BrokerConfig,
     fs: Arc<dyn storage::Fs>,
-    clock: &dyn crate::clock::Clock,
+    clock: &Arc<dyn crate::clock::Clock>,
     random: &Arc<crate::random::Random>,
 ) -> Result<Opened, StartError> {
     let dir = &config.data_dir;
@@ -90,7 +90,7 @@ fn open_state(
     let clean = meta::take_clean_shutdown_marker(&*fs, dir)?;
     let opened = crate::metadata_log::MetadataLog::open(dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
         .map_err(StartError::Topics)?;
-    let metadata = Arc::new(opened.log);
+    let metadata = Arc::new(opened.log.with_clock(clock.clone()));
     crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id, clock.now_ms())
         .map_err(StartError::Topics)?;
     let dynamic = crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
@@ -167,7 +167,7 @@ impl Broker {
         random: crate::random::Random,
     ) -> Result<Broker, StartError> {
         let random = Arc::new(random);
-        let opened = open_state(&config, fs, &*clock, &random)?;
+        let opened = open_state(&config, fs, &clock, &random)?;
         assemble(config, opened, clock, random, None)
     }
 }
@@ -193,7 +193,7 @@ impl Server {
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let random = Arc::new(random);
-        let opened = open_state(&config, fs, &*clock, &random)?;
+        let opened = open_state(&config, fs, &clock, &random)?;
         // Listeners are bound once the logs are open (recovery can take a while, and a bound
         // port is what clients and tests take as "up").
         let addr = config.listener.bind;

@@ -1252,7 +1252,7 @@ impl Topics {
     /// Writes one change to the metadata log (blocking: an fsync).
     fn commit(&self, records: Vec<metadata::MetadataRecord>) -> Result<(), ApiError> {
         self.metadata
-            .commit(records, crate::group::coordinator::now_ms())
+            .commit_now(records)
             .map(|_| ())
             .map_err(|e| match e {
                 CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
