@@ -49,7 +49,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target" / "release" / "sluice"
+# SLUICE_BIN: another build to measure (a side-by-side run against an older release).
+BINARY = Path(os.environ.get("SLUICE_BIN", ROOT / "target" / "release" / "sluice"))
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench/run:start -->", "<!-- bench/run:end -->"
 MIB = 1 << 20
