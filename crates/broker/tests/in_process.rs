@@ -308,3 +308,59 @@ async fn a_seeded_broker_replays_identically() {
     assert_ne!(a[0], other[0], "topic ids come from the seed");
     assert_eq!(a[1], other[1], "the same produce answers the same");
 }
+
+async fn alter(b: &Arc<Broker>, kind: i8, name: &str, key: &str, value: Option<&str>) -> i16 {
+    let op = if value.is_some() { 0 } else { 1 };
+    let req = IncrementalAlterConfigsRequest {
+        resources: vec![incremental_alter_configs_request::AlterConfigsResource {
+            resource_type: kind,
+            resource_name: name.into(),
+            configs: vec![incremental_alter_configs_request::AlterableConfig {
+                name: key.into(),
+                config_operation: op,
+                value: value.map(Into::into),
+            }],
+        }],
+        validate_only: false,
+    };
+    let ResponseBody::IncrementalAlterConfigs(r) = call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await else { panic!() };
+    r.responses[0].error_code
+}
+
+/// (value, source) of `key` on a resource.
+async fn config(b: &Arc<Broker>, kind: i8, name: &str, key: &str) -> (Option<String>, i8) {
+    let req = DescribeConfigsRequest {
+        resources: vec![describe_configs_request::DescribeConfigsResource {
+            resource_type: kind,
+            resource_name: name.into(),
+            configuration_keys: Some(vec![key.into()]),
+        }],
+        ..Default::default()
+    };
+    let ResponseBody::DescribeConfigs(r) = call(b, ApiKey::DescribeConfigs, 4, &req).await else { panic!() };
+    let c = &r.results[0].configs[0];
+    (c.value.clone(), c.config_source)
+}
+
+/// Topic and broker configs are committed to the metadata log before they are answered: after
+/// a power loss they are as they were, and the topic defaults from the broker layers apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_survive_a_power_loss_with_their_sources() {
+    let node = Node::new(5);
+    let b = node.open();
+    create(&b, "c", 1).await;
+    assert_eq!(alter(&b, 2, "c", "retention.ms", Some("60000")).await, 0);
+    assert_eq!(alter(&b, 2, "c", "retention.ms", Some("-5")).await, ErrorCode::InvalidConfig as i16);
+    assert_eq!(alter(&b, 4, "", "log.retention.bytes", Some("1000000")).await, 0);
+    assert_eq!(alter(&b, 4, "1", "log.cleaner.threads", Some("2")).await, 0);
+    assert_eq!(alter(&b, 2, "c", "segment.ms", Some("100000")).await, 0);
+    assert_eq!(alter(&b, 2, "c", "segment.ms", None).await, 0);
+    drop(b);
+    node.sim.crash(CrashMode::DropUnsynced);
+    let b = node.open();
+    assert_eq!(config(&b, 2, "c", "retention.ms").await, (Some("60000".into()), 1));
+    assert_eq!(config(&b, 2, "c", "segment.ms").await.1, 5, "deleted: back to the default");
+    // The cluster-wide broker default is the topic's default for retention.bytes.
+    assert_eq!(config(&b, 2, "c", "retention.bytes").await, (Some("1000000".into()), 3));
+    assert_eq!(config(&b, 4, "1", "log.cleaner.threads").await, (Some("2".into()), 2));
+}
