@@ -3,7 +3,11 @@
 //! append time stamped into the batch.
 //!
 //! Single node: with acks=1 or acks=all the write is replicated to the whole ISR (this node)
-//! once it is appended, so the response goes out at once.
+//! once it is appended (`Partition::append_as_leader`, the one leader append path), so the
+//! response goes out at once — unless the topic's `flush.messages` asks for an fsync first:
+//! then the request waits in each such partition's produce purgatory (`replica.rs`, no thread
+//! held) until that partition's fsync task covers it, or `timeout_ms` passes
+//! (REQUEST_TIMED_OUT; the records stay appended).
 //!
 //! Idempotent producers: a retried batch is answered with its original offset and not stored
 //! twice; gaps and stale epochs are refused (`producers.rs`).
