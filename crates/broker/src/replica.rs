@@ -10,11 +10,35 @@
 //! Invariants, asserted in release builds: log start ≤ high watermark ≤ log end; the high
 //! watermark never moves back except when the log is cut at open; the leader epoch never
 //! goes back.
+//!
+//! **The one append path** (Kafka's `ReplicaManager.appendRecords` → `Partition.appendRecordsToLeader`):
+//! `Partition::append_as_leader` is how produce and the group coordinator write to a partition
+//! this node leads. It refuses when this node is not the leader, appends under the partition
+//! lock (the caller's admission check — produce's idempotence — runs under the same lock),
+//! moves the high watermark (one node: the ISR is itself, so to the log end), which wakes the
+//! fetches waiting on this partition, logs storage errors at most once a minute, and says what
+//! the append needs before it may be acknowledged (`Ack`): nothing, or every offset below N
+//! acknowledgeable (the log's `flush.messages` asks for an fsync).
+//!
+//! **The produce purgatory** (Kafka's `DelayedProduce`, keyed by partition): a produce that
+//! must wait registers a oneshot keyed by the offset it needs (`Partition::wait_for_ack`) in
+//! this partition's ordered map, and awaits it on its async worker with the request's
+//! deadline; no thread is held per request. The completion condition is one watermark,
+//! `Partition::ack_watermark` (today the durable end; with replication the high watermark
+//! too): whenever it moves, every waiter at or below it completes, and no other partition's
+//! waiters are looked at. One fsync task per partition at a time runs on the blocking pool
+//! (`run_fsyncs`) while waiters exist: each fsync covers everything appended by then, then
+//! completes every waiter it covered; a failed fsync fails every waiter (KAFKA_STORAGE_ERROR)
+//! and the partition stays failed (`GroupCommit`). A waiter past its deadline answers
+//! REQUEST_TIMED_OUT; its records stay appended.
 
 use crate::producers::ProducerStates;
+use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use storage::{GroupCommit, Log, StorageError};
+use tokio::sync::oneshot;
 use wire::ErrorCode;
 
 /// This node's part in a partition.
@@ -112,6 +136,128 @@ pub struct Partition {
     /// fetch purgatory, keyed by partition): an append wakes only the fetches that asked for
     /// this partition.
     pub(crate) waiting_fetches: Mutex<FetchWaiters>,
+    /// Produces waiting for `ack_watermark` to reach their offset (the produce purgatory).
+    pub(crate) purgatory: Mutex<ProducePurgatory>,
+}
+
+/// What an append needs before it may be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Nothing: it may be answered at once (one node: the whole ISR has it).
+    Now,
+    /// Every offset below this must be under `Partition::ack_watermark` first.
+    Below(i64),
+}
+
+/// A leader's append that was made (or found to be made already: a duplicate).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderAppend {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub ack: Ack,
+}
+
+/// What the caller's admission check (run under the partition lock) decided.
+pub enum Admit {
+    Append,
+    /// Already in the log at `base_offset` (an idempotent retry): nothing is appended, and the
+    /// answer waits by the same rule as the original.
+    Duplicate { base_offset: i64 },
+}
+
+/// Why an append as leader was not made.
+#[derive(Debug)]
+pub enum AppendError<E> {
+    /// This node does not lead the partition (NOT_LEADER_OR_FOLLOWER to a client).
+    NotLeader,
+    /// The log refused the write or failed before (KAFKA_STORAGE_ERROR to a client).
+    Storage(String),
+    /// The caller's admission check refused it.
+    Refused(E),
+}
+
+/// Why a waiting append was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// Its deadline passed first (REQUEST_TIMED_OUT); the records stay appended.
+    TimedOut,
+    /// The purgatory of its partition was full (REQUEST_TIMED_OUT at once).
+    Full,
+    /// The fsync failed, now or before (KAFKA_STORAGE_ERROR).
+    Storage(String),
+}
+
+/// The most produces waiting on one partition. Each waiter is one request of one connection
+/// (one request in flight per connection), so this is reached only with thousands of
+/// connections producing to one partition under `flush.messages`. At the limit a new waiter is
+/// not registered: its produce is answered REQUEST_TIMED_OUT at once (retriable; the records
+/// stay appended, and an idempotent retry is answered as a duplicate once durable).
+pub const PRODUCE_WAITERS_MAX: usize = 10_000;
+
+/// The produce purgatory of one partition: waiters by (offset needed, registration number).
+#[derive(Debug, Default)]
+pub(crate) struct ProducePurgatory {
+    waiters: BTreeMap<(i64, u64), oneshot::Sender<Result<(), String>>>,
+    next_id: u64,
+    /// An fsync task (`Partition::run_fsyncs`) is on the blocking pool for this partition.
+    fsync_running: bool,
+}
+
+impl ProducePurgatory {
+    /// Completes every waiter whose offset `watermark` reached; the others stay.
+    fn complete_to(&mut self, watermark: i64) {
+        let later = self.waiters.split_off(&(watermark.saturating_add(1), 0));
+        for tx in std::mem::replace(&mut self.waiters, later).into_values() {
+            // The request may have ended (its client went away): nothing to answer.
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    fn fail_all(&mut self, message: &str) {
+        for tx in std::mem::take(&mut self.waiters).into_values() {
+            let _ = tx.send(Err(message.to_string()));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+}
+
+/// A registered wait for an append's acknowledgement (`Partition::wait_for_ack`).
+#[derive(Debug)]
+pub enum AckWait {
+    Ready(Result<(), AckError>),
+    Waiting {
+        partition: Arc<Partition>,
+        key: (i64, u64),
+        rx: oneshot::Receiver<Result<(), String>>,
+    },
+}
+
+impl AckWait {
+    /// Waits (asynchronously, holding no thread) until the append may be acknowledged, or
+    /// `deadline` (Kafka's produce `timeout_ms`) passes: then `TimedOut`, exactly at it.
+    pub async fn until(self, deadline: tokio::time::Instant) -> Result<(), AckError> {
+        let (partition, key, mut rx) = match self {
+            AckWait::Ready(r) => return r,
+            AckWait::Waiting { partition, key, rx } => (partition, key, rx),
+        };
+        let lost = || AckError::Storage("the fsync task ended without an answer".into());
+        match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(Ok(r)) => r.map_err(AckError::Storage),
+            Ok(Err(_)) => Err(lost()),
+            Err(_) => {
+                // Taken off the purgatory, or completed meanwhile: then its answer is there.
+                if partition.purgatory_lock().waiters.remove(&key).is_some() {
+                    Err(AckError::TimedOut)
+                } else {
+                    rx.try_recv().map_err(|_| lost())?.map_err(AckError::Storage)
+                }
+            }
+        }
+    }
 }
 
 /// The wake-ups of fetches waiting on one partition. Entries of fetches that ended are pruned
@@ -151,7 +297,153 @@ impl Partition {
             // `Log::open` synced what it found.
             commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
             waiting_fetches: Mutex::default(),
+            purgatory: Mutex::default(),
         }
+    }
+
+    /// The one append path for a partition this node leads (clients and coordinators alike).
+    /// `admit` runs under the partition lock before the append (produce's idempotence check);
+    /// `appended` runs under it after (recording the producer's sequence). Moves the high
+    /// watermark — one node: the ISR is itself, so to the log end — which wakes the fetches
+    /// waiting on this partition, and says what the append needs before it is acknowledged:
+    /// `Ack::Below(end)` when the log's `flush.messages` records (or more) are not yet on disk.
+    pub fn append_as_leader<E>(
+        &self,
+        batch: Bytes,
+        now: i64,
+        admit: impl FnOnce(&mut PartitionState) -> Result<Admit, E>,
+        appended: impl FnOnce(&mut PartitionState, &storage::AppendInfo),
+    ) -> Result<LeaderAppend, AppendError<E>> {
+        if self.role != Role::Leader {
+            return Err(AppendError::NotLeader);
+        }
+        if self.commit.failed() {
+            return Err(AppendError::Storage(
+                "an fsync of this partition's log failed: it takes no writes until the broker restarts".into(),
+            ));
+        }
+        let mut state = self.lock();
+        let base_offset = match admit(&mut state).map_err(AppendError::Refused)? {
+            Admit::Duplicate { base_offset } => base_offset,
+            Admit::Append => {
+                let info = state.log.append(batch, self.leader_epoch, now).map_err(|e| {
+                    if matches!(e, StorageError::Io { .. } | StorageError::Failed) {
+                        self.report_storage_error("an append", &e);
+                    }
+                    AppendError::Storage(e.to_string())
+                })?;
+                assert!(
+                    info.last_offset < state.log.log_end_offset(),
+                    "an appended batch ends below the log end"
+                );
+                appended(&mut state, &info);
+                self.advance_high_watermark(state.log.log_end_offset());
+                info.base_offset
+            }
+        };
+        let end = state.log.log_end_offset();
+        let flush_messages = state.log.config().flush_messages;
+        let log_start_offset = state.log.log_start_offset();
+        drop(state);
+        let ack = if end - self.commit.durable_end() >= flush_messages {
+            Ack::Below(end)
+        } else {
+            Ack::Now
+        };
+        Ok(LeaderAppend {
+            base_offset,
+            log_start_offset,
+            ack,
+        })
+    }
+
+    /// The offset below which appends may be acknowledged: what the produce purgatory's
+    /// waiters wait for. Today the durable end (`flush.messages`), never above the high
+    /// watermark; with replication acks=all waits for the high watermark, and whatever moves
+    /// it calls `complete_waiters` too.
+    pub fn ack_watermark(&self) -> i64 {
+        self.commit.durable_end().min(self.high_watermark())
+    }
+
+    pub(crate) fn purgatory_lock(&self) -> MutexGuard<'_, ProducePurgatory> {
+        self.purgatory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes every produce waiting on this partition that `ack_watermark` reached.
+    pub fn complete_waiters(&self) {
+        let mark = self.ack_watermark();
+        self.purgatory_lock().complete_to(mark);
+    }
+
+    /// Registers a wait until every offset below `end` may be acknowledged (call after the
+    /// append, on a tokio runtime). Starts this partition's fsync task if none runs.
+    pub fn wait_for_ack(self: &Arc<Self>, end: i64) -> AckWait {
+        if self.commit.failed() {
+            return AckWait::Ready(Err(AckError::Storage(StorageError::Failed.to_string())));
+        }
+        if self.ack_watermark() >= end {
+            return AckWait::Ready(Ok(()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut p = self.purgatory_lock();
+        if p.waiters.len() >= PRODUCE_WAITERS_MAX {
+            return AckWait::Ready(Err(AckError::Full));
+        }
+        let key = (end, p.next_id);
+        p.next_id += 1;
+        p.waiters.insert(key, tx);
+        if !p.fsync_running {
+            p.fsync_running = true;
+            let me = self.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || me.run_fsyncs())),
+                // Not on a runtime (never in the broker): fsync here.
+                Err(_) => {
+                    drop(p);
+                    me.run_fsyncs();
+                }
+            }
+        }
+        AckWait::Waiting {
+            partition: self.clone(),
+            key,
+            rx,
+        }
+    }
+
+    /// This partition's fsync task (blocking pool): while produces wait, fsyncs everything
+    /// appended so far (sharing the fsync with any other caller through `GroupCommit`), then
+    /// completes every waiter it covered; a failure fails them all. Ends when none waits.
+    fn run_fsyncs(&self) {
+        loop {
+            let end = self.lock().log.log_end_offset();
+            let synced = self.sync_to(end);
+            let mut p = self.purgatory_lock();
+            match synced {
+                Ok(()) => p.complete_to(self.ack_watermark()),
+                Err(e) => {
+                    self.report_storage_error("an fsync", &e);
+                    p.fail_all(&e.to_string());
+                }
+            }
+            if p.waiters.is_empty() {
+                p.fsync_running = false;
+                return;
+            }
+        }
+    }
+
+    /// Waits until every offset below `end` may be acknowledged, for callers already on the
+    /// blocking pool (the group coordinator): fsyncs in place (one fsync at a time per
+    /// partition: `GroupCommit` shares it with the fsync task), then completes whatever else
+    /// that covered.
+    pub fn wait_for_ack_blocking(&self, end: i64) -> Result<(), StorageError> {
+        let r = self.sync_to(end);
+        match &r {
+            Ok(()) => self.complete_waiters(),
+            Err(e) => self.report_storage_error("an fsync", e),
+        }
+        r
     }
 
     /// Becomes the leader with itself as the whole ISR (one node): the high watermark is the
@@ -329,5 +621,136 @@ mod tests {
         assert_eq!(p.high_watermark(), 0, "without a checkpoint: the log start");
         let p = p.lead_alone();
         assert_eq!((p.high_watermark(), p.role()), (3, Role::Leader));
+    }
+
+    /// A partition on `fs` that leads alone, with `flush.messages` = 1 (every append waits).
+    fn durable_partition(fs: &Arc<dyn storage::Fs>, dir: &str) -> Arc<Partition> {
+        let config = storage::LogConfig {
+            flush_messages: 1,
+            ..Default::default()
+        };
+        let log = Log::open_on(fs, Path::new(dir), config, false).unwrap();
+        Arc::new(Partition::open(dir, 0, 0, log, ProducerStates::default(), None).lead_alone())
+    }
+
+    fn one_record() -> Bytes {
+        let mut b = wire::records::BatchBuilder::new(wire::Compression::None);
+        b.push(0, None, Some(b"v"), &[]);
+        b.build()
+    }
+
+    /// Appends one record as leader; the offset its acknowledgement needs.
+    fn append(p: &Partition) -> i64 {
+        let a = p
+            .append_as_leader::<()>(one_record(), 0, |_| Ok(Admit::Append), |_, _| {})
+            .unwrap();
+        match a.ack {
+            Ack::Below(end) => end,
+            Ack::Now => panic!("flush.messages = 1 needs an fsync"),
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn wait(p: &Arc<Partition>, end: i64, deadline: tokio::time::Instant) -> tokio::task::JoinHandle<Result<(), AckError>> {
+        tokio::spawn(p.wait_for_ack(end).until(deadline))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_produce_times_out_exactly_at_its_deadline_and_the_others_complete_with_the_fsync() {
+        let fs: Arc<dyn storage::Fs> = Arc::new(SimFs::new());
+        let p = durable_partition(&fs, "/t-0");
+        let ends: Vec<i64> = (0..3).map(|_| append(&p)).collect();
+        assert_eq!(ends, [1, 2, 3]);
+        let start = tokio::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        // The fsync task cannot take the log while this lock is held: its fsync is in flight.
+        let held = p.lock();
+        let early = wait(&p, 1, start + ms(100));
+        let late = [wait(&p, 2, start + ms(500)), wait(&p, 3, start + ms(500))];
+        settle().await;
+        assert_eq!(p.purgatory_lock().len(), 3);
+        tokio::time::advance(ms(99)).await;
+        settle().await;
+        assert!(!early.is_finished(), "not before its deadline");
+        tokio::time::advance(ms(1)).await;
+        settle().await;
+        assert!(early.is_finished(), "exactly at its deadline");
+        assert_eq!(early.await.unwrap(), Err(AckError::TimedOut));
+        assert_eq!(p.purgatory_lock().len(), 2, "a timed-out waiter leaves the purgatory");
+        assert!(late.iter().all(|h| !h.is_finished()));
+        // The records stay appended; the fsync lands and completes the others.
+        assert_eq!(held.log.log_end_offset(), 3);
+        drop(held);
+        for h in late {
+            assert_eq!(h.await.unwrap(), Ok(()));
+        }
+        assert_eq!(tokio::time::Instant::now() - start, ms(100), "completed by the fsync, not a timer");
+        assert_eq!(p.commit.durable_end(), 3);
+        assert_eq!(p.commit.sync_count(), 1, "one fsync covered every waiter");
+        assert_eq!(p.purgatory_lock().len(), 0);
+        // An append already durable is answered at once.
+        assert!(matches!(p.wait_for_ack(2), AckWait::Ready(Ok(()))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fsync_fails_every_waiter_and_the_partition_stays_failed() {
+        let sim = Arc::new(SimFs::new());
+        let fs: Arc<dyn storage::Fs> = sim.clone();
+        let p = durable_partition(&fs, "/f-0");
+        for _ in 0..3 {
+            append(&p);
+        }
+        sim.fail(storage::sim::FaultOp::Sync, "/f-0", 1);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let held = p.lock();
+        let waiters: Vec<_> = (1..=3).map(|end| wait(&p, end, deadline)).collect();
+        settle().await;
+        drop(held);
+        for h in waiters {
+            assert!(matches!(h.await.unwrap(), Err(AckError::Storage(_))), "every waiter fails, none times out");
+        }
+        assert!(p.commit.failed());
+        assert_eq!(p.commit.durable_end(), 0, "nothing past the failure is durable");
+        assert!(matches!(p.wait_for_ack(1), AckWait::Ready(Err(AckError::Storage(_)))));
+        assert!(matches!(
+            p.append_as_leader::<()>(one_record(), 0, |_| Ok(Admit::Append), |_, _| {}),
+            Err(AppendError::Storage(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_partitions_fsync_completes_none_of_anothers_waiters() {
+        let fs: Arc<dyn storage::Fs> = Arc::new(SimFs::new());
+        let (x, y) = (durable_partition(&fs, "/x-0"), durable_partition(&fs, "/y-0"));
+        assert_eq!((append(&x), append(&y)), (1, 1));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Y's fsync is held up; X's is not.
+        let held = y.lock();
+        let on_y = wait(&y, 1, deadline);
+        let on_x = wait(&x, 1, deadline);
+        assert_eq!(on_x.await.unwrap(), Ok(()));
+        settle().await;
+        assert!(!on_y.is_finished(), "X's fsync does not complete Y's waiter");
+        assert_eq!(y.purgatory_lock().len(), 1);
+        assert_eq!(y.commit.durable_end(), 0);
+        drop(held);
+        assert_eq!(on_y.await.unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_follower_refuses_appends() {
+        let fs: Arc<dyn storage::Fs> = Arc::new(SimFs::new());
+        let log = Log::open_on(&fs, Path::new("/r-0"), Default::default(), false).unwrap();
+        let p = Partition::open("r", 0, 0, log, ProducerStates::default(), None);
+        assert!(matches!(
+            p.append_as_leader::<()>(one_record(), 0, |_| Ok(Admit::Append), |_, _| {}),
+            Err(AppendError::NotLeader)
+        ));
+        assert_eq!(p.lock().log.log_end_offset(), 0);
     }
 }

@@ -161,18 +161,22 @@ impl Shard {
         }
         let batch = b.build();
         let len = batch.len() as u64;
-        let mut p = self.partition.lock();
-        match p.log.append(batch, self.partition.leader_epoch, now) {
-            Ok(_) => {
-                let end = p.log.log_end_offset();
-                self.partition.advance_high_watermark(end);
+        // The one leader append path (`Partition::append_as_leader`): the high watermark
+        // moves and the fetches waiting on this partition wake, as for a produce.
+        let appended = self.partition.append_as_leader::<std::convert::Infallible>(
+            batch,
+            now,
+            |_| Ok(crate::replica::Admit::Append),
+            |_, _| {},
+        );
+        match appended {
+            Ok(a) => {
                 state.written += len;
                 // The topic's flush.messages (1 under `--durable`): a commit is acknowledged
-                // only once it is on disk. Blocks this shard for one fsync, shared with others.
-                let flush = end - self.partition.commit.durable_end() >= p.log.config().flush_messages;
-                drop(p);
-                if flush {
-                    if let Err(e) = self.partition.sync_to(end) {
+                // only once it is on disk. This runs on the blocking pool (never an async
+                // worker) and blocks this shard for one fsync, shared with others.
+                if let crate::replica::Ack::Below(end) = a.ack {
+                    if let Err(e) = self.partition.wait_for_ack_blocking(end) {
                         tracing::error!(partition = self.partition.index, error = %e, "cannot fsync {CONSUMER_OFFSETS}");
                         return Err(ErrorCode::NotCoordinator);
                     }
@@ -180,6 +184,11 @@ impl Shard {
                 Ok(())
             }
             Err(e) => {
+                let e = match e {
+                    crate::replica::AppendError::NotLeader => "this broker does not lead the partition".to_string(),
+                    crate::replica::AppendError::Storage(m) => m,
+                    crate::replica::AppendError::Refused(never) => match never {},
+                };
                 tracing::error!(partition = self.partition.index, error = %e, "cannot write to {CONSUMER_OFFSETS}");
                 // As Kafka: the client looks for the coordinator again and retries.
                 Err(ErrorCode::NotCoordinator)
@@ -1144,5 +1153,59 @@ mod tests {
         assert_eq!(partition_for("", 50), 0);
         // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Kafka maps to 0.
         assert_eq!(partition_for("polygenelubricants", 50), 0);
+    }
+
+    /// The coordinator appends through the one leader path: a commit moves the high watermark
+    /// of its `__consumer_offsets` partition and wakes a fetch waiting there (and only there),
+    /// also when `flush.messages` makes it wait for an fsync.
+    #[tokio::test]
+    async fn a_commit_wakes_a_fetch_waiting_on_its_offsets_partition() {
+        let dir = std::env::temp_dir().join(format!("sluice-coordinator-wake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.as_path();
+        let fs = storage::default_fs();
+        let mut defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
+        defaults.configs.insert("flush.messages".into(), "1".into());
+        let metadata = Arc::new(crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
+        let topics = Topics::open(dir, defaults, false, fs, metadata, 1).unwrap();
+        let other = topics.create("t", 1, 1, BTreeMap::new()).unwrap().partitions[0].clone();
+        let config = GroupConfig {
+            offsets_partitions: 1,
+            ..Default::default()
+        };
+        let c = Coordinator::open(&topics, config, Arc::new(crate::clock::SystemClock::new())).unwrap();
+        assert_eq!(c.ready(&topics), Ok(()));
+        let offsets = topics.get(CONSUMER_OFFSETS).unwrap().partitions[0].clone();
+        let (on_offsets, on_other) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        offsets.wake_on_data(&on_offsets);
+        other.wake_on_data(&on_other);
+        let before = offsets.high_watermark();
+        let commit = OffsetToCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset: CommittedOffset {
+                offset: 7,
+                leader_epoch: -1,
+                metadata: None,
+                commit_timestamp: 0,
+            },
+        };
+        let topics = Arc::new(topics);
+        let c = Arc::new(c);
+        let (t2, c2) = (topics.clone(), c.clone());
+        let errors = tokio::task::spawn_blocking(move || c2.commit(&t2, "g", "", None, -1, vec![commit]))
+            .await
+            .unwrap();
+        assert_eq!(errors, vec![ErrorCode::None]);
+        let end = offsets.lock().log.log_end_offset();
+        assert!(end > before);
+        assert_eq!(offsets.high_watermark(), end, "the high watermark moved to the log end");
+        assert_eq!(offsets.commit.durable_end(), end, "flush.messages = 1: durable before the answer");
+        let quick = std::time::Duration::from_millis(20);
+        assert!(tokio::time::timeout(quick, on_offsets.notified()).await.is_ok(), "the fetch on __consumer_offsets wakes");
+        assert!(tokio::time::timeout(quick, on_other.notified()).await.is_err(), "another partition's does not");
+        drop((c, topics));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -3,7 +3,11 @@
 //! append time stamped into the batch.
 //!
 //! Single node: with acks=1 or acks=all the write is replicated to the whole ISR (this node)
-//! once it is appended, so the response goes out at once.
+//! once it is appended (`Partition::append_as_leader`, the one leader append path), so the
+//! response goes out at once — unless the topic's `flush.messages` asks for an fsync first:
+//! then the request waits in each such partition's produce purgatory (`replica.rs`, no thread
+//! held) until that partition's fsync task covers it, or `timeout_ms` passes
+//! (REQUEST_TIMED_OUT; the records stay appended).
 //!
 //! Idempotent producers: a retried batch is answered with its original offset and not stored
 //! twice; gaps and stale epochs are refused (`producers.rs`).
@@ -14,11 +18,11 @@
 //! Not yet: transactional producers.
 
 use crate::producers::{ProducerBatch, SequenceCheck};
+use crate::replica::{Ack, AckError, Admit, AppendError};
 use crate::topics::{Partition, TimestampType};
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use storage::StorageError;
 use wire::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use wire::messages::{ProduceRequest, ProduceResponse};
 use wire::records::{self, BatchError, RecordBatch};
@@ -181,9 +185,10 @@ fn costly(records: &Option<Bytes>) -> bool {
     })
 }
 
+/// Appends through the one leader append path (`Partition::append_as_leader`), with the
+/// idempotence check under the partition lock.
 fn append(
     partition: &Partition,
-    topic: &crate::topics::TopicConfig,
     prepared: Prepared,
     now: i64,
 ) -> Result<Appended, (ErrorCode, String)> {
@@ -193,53 +198,44 @@ fn append(
         record_count,
         log_append_time,
     } = prepared;
-    if partition.commit.failed() {
-        return Err(error(
-            ErrorCode::KafkaStorageError,
-            "an fsync of this partition's log failed: it takes no writes until the broker restarts".into(),
-        ));
-    }
-    let mut state = partition.lock();
-    if let Some(p) = &producer {
-        if let SequenceCheck::Duplicate { base_offset } = state.producers.check(p)? {
-            // A retry of a batch already appended: the original's offset, and no second copy.
-            // The original may still be waiting for its fsync: the retry follows the same rule.
-            let end = state.log.log_end_offset();
-            return Ok(Appended {
-                base_offset,
-                log_append_time,
-                log_start_offset: state.log.log_start_offset(),
-                sync_to: needs_sync(partition, topic, end),
-            });
-        }
-    }
     let bytes = raw.len();
-    let info = state.log.append(raw, partition.leader_epoch, now).map_err(|e| {
-        if matches!(e, StorageError::Io { .. } | StorageError::Failed) {
-            partition.report_storage_error("an append", &e);
-        }
-        error(ErrorCode::KafkaStorageError, e.to_string())
-    })?;
-    partition.traffic.add_in(bytes, record_count);
-    if let Some(p) = &producer {
-        state.producers.record(p, info.base_offset);
+    let appended = partition.append_as_leader(
+        raw,
+        now,
+        |state| match &producer {
+            Some(p) => match state.producers.check(p)? {
+                // A retry of a batch already appended: the original's offset, and no second
+                // copy. The original may still be waiting for its fsync: the retry follows the
+                // same rule.
+                SequenceCheck::Duplicate { base_offset } => Ok(Admit::Duplicate { base_offset }),
+                _ => Ok(Admit::Append),
+            },
+            None => Ok(Admit::Append),
+        },
+        |state, info| {
+            partition.traffic.add_in(bytes, record_count);
+            if let Some(p) = &producer {
+                state.producers.record(p, info.base_offset);
+            }
+        },
+    );
+    match appended {
+        Ok(a) => Ok(Appended {
+            base_offset: a.base_offset,
+            log_append_time,
+            log_start_offset: a.log_start_offset,
+            sync_to: match a.ack {
+                Ack::Now => None,
+                Ack::Below(end) => Some(end),
+            },
+        }),
+        Err(AppendError::Refused(e)) => Err(e),
+        Err(AppendError::NotLeader) => Err(error(
+            ErrorCode::NotLeaderOrFollower,
+            format!("this broker does not lead {}-{}", partition.topic, partition.index),
+        )),
+        Err(AppendError::Storage(message)) => Err(error(ErrorCode::KafkaStorageError, message)),
     }
-    let end = state.log.log_end_offset();
-    partition.advance_high_watermark(end);
-    let log_start_offset = state.log.log_start_offset();
-    drop(state);
-    Ok(Appended {
-        base_offset: info.base_offset,
-        log_append_time,
-        log_start_offset,
-        sync_to: needs_sync(partition, topic, end),
-    })
-}
-
-/// `flush.messages`: the log end to fsync up to before answering, when that many records
-/// (or more) are not yet on disk.
-fn needs_sync(partition: &Partition, topic: &crate::topics::TopicConfig, end: i64) -> Option<i64> {
-    (end - partition.commit.durable_end() >= topic.flush_messages).then_some(end)
 }
 
 type Job = (usize, usize, Arc<crate::topics::Topic>, Arc<Partition>, Option<Bytes>);
@@ -291,11 +287,15 @@ async fn check_all(broker: &Broker, acks: i16, jobs: Vec<Job>) -> Vec<Checked> {
 }
 
 /// Returns the response, or `None` for acks=0 (no response is sent). Partitions whose
-/// `flush.messages` asks for it are fsynced (off the async threads, sharing fsyncs with
-/// concurrent produces) before the response is built; a failed fsync answers
-/// `KAFKA_STORAGE_ERROR` for that partition.
+/// `flush.messages` asks for it wait in their produce purgatory (no thread held) until their
+/// fsync task has made the append durable; a failed fsync answers `KAFKA_STORAGE_ERROR` for
+/// that partition, and one not done by the request's `timeout_ms` `REQUEST_TIMED_OUT`.
 pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
+    // Kafka's DelayedProduce: the wait for durability ends `timeout_ms` after the request
+    // arrived (REQUEST_TIMED_OUT; the records stay appended).
+    let timeout_ms = request.timeout_ms.max(0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64);
     let valid_acks = matches!(acks, -1..=1);
     // Every partition's outcome, by (topic, partition) position in the request; the batches to
     // check and append are collected first so that the costly checks run together off the
@@ -349,8 +349,8 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
     }
     let checked = check_all(broker, acks, jobs).await;
     let mut to_sync: Vec<(usize, usize, Arc<Partition>, i64)> = vec![];
-    for (ti, pi, topic, part, prepared) in checked {
-        let outcome = prepared.and_then(|prepared| append(&part, &topic.config, prepared, broker.clock.now_ms()));
+    for (ti, pi, _topic, part, prepared) in checked {
+        let outcome = prepared.and_then(|prepared| append(&part, prepared, broker.clock.now_ms()));
         if let Ok(Appended { sync_to: Some(end), .. }) = &outcome {
             to_sync.push((ti, pi, part.clone(), *end));
         }
@@ -378,35 +378,28 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
         }
     }
     if !to_sync.is_empty() {
-        let waiting: Vec<(usize, usize)> = to_sync.iter().map(|(ti, pi, ..)| (*ti, *pi)).collect();
+        // The produce purgatory: each partition's wait is a oneshot in that partition's
+        // purgatory, completed by its fsync task; this request holds no thread meanwhile.
         let _in_purgatory = crate::metrics::Waiting::new(&broker.metrics.produce_waiting);
-        let synced = tokio::task::spawn_blocking(move || {
-            to_sync
-                .into_iter()
-                .map(|(ti, pi, part, end)| {
-                    let r = part.sync_to(end);
-                    if let Err(e) = &r {
-                        part.report_storage_error("an fsync", e);
-                    }
-                    (ti, pi, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let failures: Vec<(usize, usize, String)> = match synced {
-            Ok(results) => results
-                .into_iter()
-                .filter_map(|(ti, pi, r)| r.err().map(|e| (ti, pi, e.to_string())))
-                .collect(),
-            // The blocking task itself failed: none of those appends can be called durable.
-            Err(e) => waiting
-                .into_iter()
-                .map(|(ti, pi)| (ti, pi, format!("fsync task failed: {e}")))
-                .collect(),
-        };
-        for (ti, pi, message) in failures {
+        let waits: Vec<_> = to_sync
+            .into_iter()
+            .map(|(ti, pi, part, end)| (ti, pi, part.wait_for_ack(end)))
+            .collect();
+        for (ti, pi, wait) in waits {
+            let (code, message) = match wait.until(deadline).await {
+                Ok(()) => continue,
+                Err(AckError::TimedOut) => (
+                    ErrorCode::RequestTimedOut,
+                    format!("not durable within the request's timeout of {timeout_ms} ms (the records are appended)"),
+                ),
+                Err(AckError::Full) => (
+                    ErrorCode::RequestTimedOut,
+                    "too many produces wait for this partition's fsync (the records are appended)".to_string(),
+                ),
+                Err(AckError::Storage(message)) => (ErrorCode::KafkaStorageError, message),
+            };
             let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = ErrorCode::KafkaStorageError as i16;
+            r.error_code = code as i16;
             r.error_message = Some(message);
             r.base_offset = -1;
         }
