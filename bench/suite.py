@@ -703,7 +703,11 @@ def main():
     connections = 1000 if args.quick else 10_000
     # Room above the held connections for the client that checks the broker still answers
     # (at max.connections, new connections wait in the accept backlog).
-    b = Broker(args.dir, settings=[f"max.connections={connections + 100}"])
+    # All of them come from 127.0.0.1, so the per-address limit (1000 by default) is raised too.
+    b = Broker(
+        args.dir,
+        settings=[f"max.connections={connections + 100}", f"max.connections.per.ip={connections + 100}"],
+    )
     try:
         rss0 = b.status_kib("VmRSS")
         held = idle_connections(b.port, connections)
