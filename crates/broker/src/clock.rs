@@ -37,7 +37,7 @@ impl std::ops::AddAssign<Duration> for Instant {
     }
 }
 
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Wall time, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
     /// A monotonic reading (never goes back).
@@ -49,6 +49,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// The operating system's clocks.
+#[derive(Debug)]
 pub struct SystemClock {
     origin: std::time::Instant,
 }

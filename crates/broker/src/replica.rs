@@ -120,6 +120,8 @@ pub struct Partition {
     pub index: i32,
     pub leader_epoch: i32,
     pub(crate) role: Role,
+    /// The broker's clock: fsync times (`flush.ms`) and the once-a-minute error reports.
+    clock: Arc<dyn crate::clock::Clock>,
     pub(crate) state: Mutex<PartitionState>,
     pub(crate) high_watermark: AtomicI64,
     /// fsyncs of the log, shared by concurrent appends (`flush.messages`, `flush.ms`).
@@ -279,6 +281,7 @@ impl Partition {
         log: Log,
         producers: ProducerStates,
         checkpointed_high_watermark: Option<i64>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Partition {
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let high_watermark = checkpointed_high_watermark.unwrap_or(start).clamp(start, end);
@@ -295,7 +298,8 @@ impl Partition {
             state: Mutex::new(PartitionState { log, producers }),
             high_watermark: AtomicI64::new(high_watermark),
             // `Log::open` synced what it found.
-            commit: GroupCommit::new(end, crate::group::coordinator::now_ms()),
+            commit: GroupCommit::new(end, clock.now_ms()),
+            clock,
             waiting_fetches: Mutex::default(),
             purgatory: Mutex::default(),
         }
@@ -511,7 +515,7 @@ impl Partition {
     /// a minute per partition so a full disk under load does not flood the log; metrics
     /// (`sluice_request_errors_total{error="KAFKA_STORAGE_ERROR"}`) count every one.
     pub fn report_storage_error(&self, what: &str, error: &dyn std::fmt::Display) {
-        let now = crate::group::coordinator::now_ms();
+        let now = self.clock.now_ms();
         let last = self.storage_error_reported_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 60_000
             && self
@@ -548,7 +552,7 @@ impl Partition {
     /// Returns once every record below `end_offset` is on disk (blocking: call it off the
     /// async threads). Concurrent callers share fsyncs.
     pub fn sync_to(&self, end_offset: i64) -> Result<(), StorageError> {
-        self.commit.sync_to(end_offset, crate::group::coordinator::now_ms, || {
+        self.commit.sync_to(end_offset, || self.clock.now_ms(), || {
             self.lock().log.sync_target()
         })
     }
@@ -579,6 +583,10 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sys() -> Arc<dyn crate::clock::Clock> {
+        Arc::new(crate::clock::SystemClock::new())
+    }
     use std::path::Path;
     use storage::sim::SimFs;
     use storage::Fs;
@@ -612,7 +620,7 @@ mod tests {
             b.push(0, None, Some(b"v"), &[]);
             log.append(b.build(), 0, 0).unwrap();
         }
-        let open = |log, hw| Partition::open("p", 0, 0, log, ProducerStates::default(), hw);
+        let open = |log, hw| Partition::open("p", 0, 0, log, ProducerStates::default(), hw, sys());
         let p = open(log, Some(99));
         assert_eq!((p.high_watermark(), p.role()), (3, Role::Follower), "never above the log end");
         let log = std::mem::replace(&mut p.lock().log, Log::open_on(&fs, Path::new("/q-0"), Default::default(), false).unwrap());
@@ -630,7 +638,7 @@ mod tests {
             ..Default::default()
         };
         let log = Log::open_on(fs, Path::new(dir), config, false).unwrap();
-        Arc::new(Partition::open(dir, 0, 0, log, ProducerStates::default(), None).lead_alone())
+        Arc::new(Partition::open(dir, 0, 0, log, ProducerStates::default(), None, sys()).lead_alone())
     }
 
     fn one_record() -> Bytes {
@@ -746,7 +754,7 @@ mod tests {
     fn a_follower_refuses_appends() {
         let fs: Arc<dyn storage::Fs> = Arc::new(SimFs::new());
         let log = Log::open_on(&fs, Path::new("/r-0"), Default::default(), false).unwrap();
-        let p = Partition::open("r", 0, 0, log, ProducerStates::default(), None);
+        let p = Partition::open("r", 0, 0, log, ProducerStates::default(), None, sys());
         assert!(matches!(
             p.append_as_leader::<()>(one_record(), 0, |_| Ok(Admit::Append), |_, _| {}),
             Err(AppendError::NotLeader)

@@ -98,7 +98,7 @@ fn open_state(
     let mut topic_defaults = config.topic_defaults.clone();
     topic_defaults.configs = dynamic.topic_defaults();
     let started = std::time::Instant::now();
-    let topics = crate::topics::Topics::open(dir, topic_defaults, clean, fs.clone(), metadata.clone(), config.node_id)
+    let topics = crate::topics::Topics::open(dir, topic_defaults, clean, fs.clone(), metadata.clone(), config.node_id, clock.clone())
         .map_err(StartError::Topics)?
         .with_random(random.clone());
     info!(

@@ -756,6 +756,8 @@ pub struct Topics {
     metadata: Arc<MetadataLog>,
     /// Where new topic ids come from (the broker's seeded randomness).
     random: Arc<crate::random::Random>,
+    /// The broker's clock, handed to every partition.
+    clock: Arc<dyn crate::clock::Clock>,
     /// High watermarks read from `replication-offset-checkpoint`, consumed as partitions open.
     restored_hw: Mutex<HashMap<(String, i32), i64>>,
     node_id: i32,
@@ -860,7 +862,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Moves a partition directory aside as `<dir>.<random hex>-stray` (Kafka's name for a log
 /// it does not recognise). Returns the new path.
 fn move_aside(fs: &dyn storage::Fs, dir: &Path) -> std::io::Result<PathBuf> {
-    let suffix = hex(&meta::random_id());
+    let suffix = hex(&meta::random_id()); // a name for people, not an answer: need not replay
     let mut name = dir.as_os_str().to_owned();
     name.push(format!(".{suffix}-stray"));
     let to = PathBuf::from(name);
@@ -885,6 +887,7 @@ impl Topics {
         fs: Arc<dyn storage::Fs>,
         metadata: Arc<MetadataLog>,
         node_id: i32,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Topics, String> {
         let fs_for_hw = fs.clone();
         let topics = Topics {
@@ -899,6 +902,7 @@ impl Topics {
             inner: RwLock::default(),
             changes: Mutex::new(()),
             random: Arc::new(crate::random::Random::from_os()),
+            clock,
             restored_hw: Mutex::new(crate::replica::read_hw_checkpoint(&*fs_for_hw, dir)),
             metadata,
             node_id,
@@ -1129,7 +1133,7 @@ impl Topics {
             .and_then(|t| t.partition(index).map(|p| p.leader_epoch))
             .unwrap_or(0);
         // This node is the partition's leader and its whole ISR.
-        Ok(Arc::new(Partition::open(name, index, leader_epoch, log, producers, checkpointed).lead_alone()))
+        Ok(Arc::new(Partition::open(name, index, leader_epoch, log, producers, checkpointed, self.clock.clone()).lead_alone()))
     }
 
     /// Deals with the partition directories `names` that no partition of the image has. One
@@ -1148,7 +1152,7 @@ impl Topics {
                 Some(id) => {
                     tracing::warn!(dir = %name, topic_id = %id, "partition directory of no partition in the metadata log (a deleted topic, or a creation a crash interrupted): removed");
                     let mut to = dir.as_os_str().to_owned();
-                    to.push(format!(".{}-delete", hex(&meta::random_id())));
+                    to.push(format!(".{}-delete", hex(&self.random.bytes16())));
                     let to = PathBuf::from(to);
                     match self.fs.rename_dir(&dir, &to) {
                         Ok(()) => doomed.push(to),
@@ -1662,7 +1666,7 @@ mod tests {
         let defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
         let fs = storage::default_fs();
         let metadata = Arc::new(MetadataLog::open(&dir, fs.clone(), u64::MAX).unwrap().log);
-        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1).unwrap();
+        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new())).unwrap();
         let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
         let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
         let on_a = Arc::new(tokio::sync::Notify::new());

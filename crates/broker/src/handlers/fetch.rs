@@ -279,7 +279,7 @@ mod below_tests {
             log.append(b.build(), 0, 0).unwrap();
         }
         assert_eq!(log.log_end_offset(), 10);
-        let part = Partition::open("p", 0, 0, log, ProducerStates::default(), Some(4));
+        let part = Partition::open("p", 0, 0, log, ProducerStates::default(), Some(4), Arc::new(crate::clock::SystemClock::new()));
         assert_eq!(part.high_watermark(), 4);
         let ask = |offset| wire::messages::fetch_request::FetchPartition {
             partition: 0,
