@@ -49,6 +49,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
+# SLUICE_BENCH_PIN=1: the broker on core 1 and every client on core 0, so the two do not
+# take each other's time (steadier figures for side-by-side runs; lower than unpinned ones).
+PIN = os.environ.get("SLUICE_BENCH_PIN") == "1"
 # SLUICE_BIN: another build to measure (a side-by-side run against an older release).
 BINARY = Path(os.environ.get("SLUICE_BIN", ROOT / "target" / "release" / "sluice"))
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -178,6 +181,7 @@ class Broker:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if PIN else None,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -609,6 +613,8 @@ def commit() -> str:
 
 
 def main():
+    if PIN:
+        os.sched_setaffinity(0, {0})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one workload of each kind")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each produce run")
