@@ -65,7 +65,9 @@ fn read_partition(
         Ok(data) => {
             // Consumers read below the high watermark only: a batch the ISR does not all hold
             // yet (a leader's unreplicated tail) is never served to them.
-            let data = below(data, hw);
+            // (On a leader whose ISR holds everything, the high watermark is the log end and
+            // there is nothing to cut: no walk over the batch headers.)
+            let data = if hw < log.log_end_offset() { below(data, hw) } else { data };
             // A batch larger than the limits is still sent whole when it is the first thing in
             // the response (Kafka's rule, so consumers make progress); otherwise it waits.
             if data.len() <= limit || is_first {
