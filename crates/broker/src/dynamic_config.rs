@@ -11,7 +11,7 @@
 
 use crate::config::{self, UpdateMode};
 use crate::topics::{ApiError, Topics, TOPIC_CONFIGS};
-use crate::metadata_log::{CommitError, MetadataLog};
+use crate::metadata_log::MetadataLog;
 use metadata::{resource_type, ConfigResource};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -133,24 +133,9 @@ impl DynamicConfigs {
             Layer::Cluster => String::new(),
             Layer::Broker => self.node_id.to_string(),
         };
-        let (before, after) = (layers.get_mut(layer).clone(), next.get_mut(layer).clone());
-        let mut records: Vec<_> = after
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(v))
-            .map(|(k, v)| crate::upgrade::config_record(resource_type::BROKER, &resource, k, Some(v)))
-            .collect();
-        records.extend(
-            before
-                .keys()
-                .filter(|k| !after.contains_key(*k))
-                .map(|k| crate::upgrade::config_record(resource_type::BROKER, &resource, k, None)),
-        );
-        self.metadata
-            .commit_now(records)
-            .map_err(|e| match e {
-                CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
-                CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),
-            })?;
+        let records =
+            crate::upgrade::config_changes(resource_type::BROKER, &resource, layers.get_mut(layer), next.get_mut(layer));
+        self.metadata.commit_now(records).map_err(ApiError::from)?;
         *layers = next;
         topics.set_config_defaults(defaults, false)?;
         tracing::info!(?layer, "dynamic broker configs changed");

@@ -198,7 +198,8 @@ pub struct ProducerIds {
     state: Mutex<(i64, i64)>,
 }
 
-const ID_BLOCK: i64 = 1000;
+/// Producer ids per block committed to the metadata log.
+pub(crate) const ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
     /// Ids below the last block committed may have been handed out before a crash: the first

@@ -97,21 +97,15 @@ pub fn read_hw_checkpoint(fs: &dyn storage::Fs, dir: &std::path::Path) -> std::c
     })
 }
 
-/// Writes `replication-offset-checkpoint`: temp file, fsync, rename, fsync of the directory.
+/// Writes `replication-offset-checkpoint` atomically (`Fs::write_atomically`).
 pub fn write_hw_checkpoint(fs: &dyn storage::Fs, dir: &std::path::Path, entries: &[(String, i32, i64)]) -> Result<(), String> {
     let mut text = format!("0\n{}\n", entries.len());
     for (t, p, o) in entries {
         text.push_str(&format!("{t} {p} {o}\n"));
     }
     let path = dir.join(HW_CHECKPOINT);
-    let tmp = dir.join(format!("{HW_CHECKPOINT}.tmp"));
-    let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let f = fs.open(&tmp, storage::OpenMode::Truncate).map_err(io)?;
-    f.write_all_at(text.as_bytes(), 0).map_err(io)?;
-    f.sync_data().map_err(io)?;
-    drop(f);
-    fs.rename(&tmp, &path).map_err(io)?;
-    fs.sync_dir(dir).map_err(io)
+    fs.write_atomically(&path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[derive(Debug)]

@@ -91,16 +91,24 @@ fn open_state(
     let opened = crate::metadata_log::MetadataLog::open(dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
         .map_err(StartError::Topics)?;
     let metadata = Arc::new(opened.log.with_clock(clock.clone()));
-    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id, clock.now_ms())
+    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id)
         .map_err(StartError::Topics)?;
     let dynamic = crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
         .map_err(StartError::Topics)?;
     let mut topic_defaults = config.topic_defaults.clone();
     topic_defaults.configs = dynamic.topic_defaults();
     let started = std::time::Instant::now();
-    let topics = crate::topics::Topics::open(dir, topic_defaults, clean, fs.clone(), metadata.clone(), config.node_id, clock.clone())
-        .map_err(StartError::Topics)?
-        .with_random(random.clone());
+    let topics = crate::topics::Topics::open(
+        dir,
+        topic_defaults,
+        clean,
+        fs.clone(),
+        metadata.clone(),
+        config.node_id,
+        clock.clone(),
+        random.clone(),
+    )
+    .map_err(StartError::Topics)?;
     info!(
         clean_shutdown = clean,
         seconds = started.elapsed().as_secs_f64(),
@@ -132,7 +140,7 @@ fn assemble(
         dynamic,
         topics,
     } = opened;
-    crate::upgrade::register_broker(&metadata, &config, clock.now_ms(), &random).map_err(StartError::Topics)?;
+    crate::upgrade::register_broker(&metadata, &config, &random).map_err(StartError::Topics)?;
     let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
     let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
         .map_err(StartError::Topics)?;

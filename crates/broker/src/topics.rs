@@ -873,6 +873,18 @@ fn move_aside(fs: &dyn storage::Fs, dir: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
+/// A refused commit is a bug (records are checked before they are written); a failed one is
+/// the disk's.
+impl From<CommitError> for ApiError {
+    fn from(e: CommitError) -> ApiError {
+        let code = match e {
+            CommitError::Storage(_) => ErrorCode::KafkaStorageError,
+            CommitError::Refused(_) => ErrorCode::UnknownServerError,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
 fn storage_error(e: StorageError) -> ApiError {
     ApiError::new(ErrorCode::KafkaStorageError, e.to_string())
 }
@@ -888,6 +900,7 @@ impl Topics {
         metadata: Arc<MetadataLog>,
         node_id: i32,
         clock: Arc<dyn crate::clock::Clock>,
+        random: Arc<crate::random::Random>,
     ) -> Result<Topics, String> {
         let fs_for_hw = fs.clone();
         let topics = Topics {
@@ -901,7 +914,7 @@ impl Topics {
             defaults: RwLock::new(defaults),
             inner: RwLock::default(),
             changes: Mutex::new(()),
-            random: Arc::new(crate::random::Random::from_os()),
+            random,
             clock,
             restored_hw: Mutex::new(crate::replica::read_hw_checkpoint(&*fs_for_hw, dir)),
             metadata,
@@ -1255,19 +1268,7 @@ impl Topics {
 
     /// Writes one change to the metadata log (blocking: an fsync).
     fn commit(&self, records: Vec<metadata::MetadataRecord>) -> Result<(), ApiError> {
-        self.metadata
-            .commit_now(records)
-            .map(|_| ())
-            .map_err(|e| match e {
-                CommitError::Storage(_) => ApiError::new(ErrorCode::KafkaStorageError, e.to_string()),
-                CommitError::Refused(_) => ApiError::new(ErrorCode::UnknownServerError, e.to_string()),
-            })
-    }
-
-    /// Draws new topic ids from `random` (the broker's, so a seeded run replays).
-    pub fn with_random(mut self, random: Arc<crate::random::Random>) -> Topics {
-        self.random = random;
-        self
+        self.metadata.commit_now(records).map(|_| ()).map_err(ApiError::from)
     }
 
     /// The metadata log every change goes through.
@@ -1402,7 +1403,7 @@ impl Topics {
                 break id;
             }
         };
-        let records = crate::upgrade::topic_records(name, id, 0..partitions, Some(&overrides), self.node_id);
+        let records = crate::upgrade::topic_records(name, id, partitions, &overrides, self.node_id);
         let topic = self.materialize(name, id, partitions, overrides, false, true)?;
         if let Err(e) = self.commit(records) {
             drop(topic);
@@ -1463,19 +1464,12 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let mut records: Vec<_> = overrides
-            .iter()
-            .filter(|(k, v)| topic.overrides.get(*k) != Some(v))
-            .map(|(k, v)| crate::upgrade::config_record(metadata::resource_type::TOPIC, name, k, Some(v)))
-            .collect();
-        records.extend(
-            topic
-                .overrides
-                .keys()
-                .filter(|k| !overrides.contains_key(*k))
-                .map(|k| crate::upgrade::config_record(metadata::resource_type::TOPIC, name, k, None)),
-        );
-        self.commit(records)?;
+        self.commit(crate::upgrade::config_changes(
+            metadata::resource_type::TOPIC,
+            name,
+            &topic.overrides,
+            &overrides,
+        ))?;
         for p in &topic.partitions {
             p.lock().log.set_config(config.log_config());
         }
@@ -1528,7 +1522,7 @@ impl Topics {
             }
         }
         // As for a new topic: logs first, then the commit (a crash between leaves strays).
-        let records = crate::upgrade::topic_records(name, topic.id, current..count, None, self.node_id);
+        let records = crate::upgrade::partition_records(topic.id, current..count, self.node_id).collect();
         if let Err(e) = self.commit(records) {
             drop(partitions);
             self.remove_new_dirs(name, current..count);
@@ -1666,7 +1660,7 @@ mod tests {
         let defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
         let fs = storage::default_fs();
         let metadata = Arc::new(MetadataLog::open(&dir, fs.clone(), u64::MAX).unwrap().log);
-        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new())).unwrap();
+        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new()), Arc::new(crate::random::Random::seeded(1))).unwrap();
         let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
         let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
         let on_a = Arc::new(tokio::sync::Notify::new());

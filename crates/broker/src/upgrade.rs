@@ -88,24 +88,27 @@ pub(crate) fn check_old_topics(path: &Path, records: &[OldTopic]) -> Result<Vec<
     Ok(ids)
 }
 
-/// The records of a new topic on this single node: the topic, its partitions `partitions`
-/// (this node the only replica and leader, epochs 0), and its config overrides.
+/// The records of a new topic on this single node: the topic, its partitions 0..`partitions`,
+/// and its config overrides.
 pub fn topic_records(
     name: &str,
     id: Uuid,
-    partitions: std::ops::Range<i32>,
-    configs: Option<&BTreeMap<String, String>>,
+    partitions: i32,
+    configs: &BTreeMap<String, String>,
     node_id: i32,
 ) -> Vec<MetadataRecord> {
-    let mut out = vec![];
-    if let Some(configs) = configs {
-        out.push(MetadataRecord::TopicRecord(TopicRecord {
-            name: name.to_string(),
-            topic_id: id,
-        }));
-        out.extend(configs.iter().map(|(k, v)| config_record(resource_type::TOPIC, name, k, Some(v))));
-    }
-    out.extend(partitions.map(|index| {
+    let mut out = vec![MetadataRecord::TopicRecord(TopicRecord {
+        name: name.to_string(),
+        topic_id: id,
+    })];
+    out.extend(configs.iter().map(|(k, v)| config_record(resource_type::TOPIC, name, k, Some(v))));
+    out.extend(partition_records(id, 0..partitions, node_id));
+    out
+}
+
+/// Partitions `partitions` of topic `id`, this node their only replica and leader, epochs 0.
+pub fn partition_records(id: Uuid, partitions: std::ops::Range<i32>, node_id: i32) -> impl Iterator<Item = MetadataRecord> {
+    partitions.map(move |index| {
         MetadataRecord::PartitionRecord(PartitionRecord {
             partition_id: index,
             topic_id: id,
@@ -116,8 +119,26 @@ pub fn topic_records(
             partition_epoch: 0,
             ..Default::default()
         })
-    }));
-    out
+    })
+}
+
+/// The ConfigRecords that take resource (`kind`, `resource`) from configs `before` to
+/// `after`: a value for each key set or changed, a null for each key removed.
+pub fn config_changes(
+    kind: i8,
+    resource: &str,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let set = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, v)| config_record(kind, resource, k, Some(v)));
+    let removed = before
+        .keys()
+        .filter(|k| !after.contains_key(*k))
+        .map(|k| config_record(kind, resource, k, None));
+    set.chain(removed).collect()
 }
 
 pub fn config_record(kind: i8, resource: &str, name: &str, value: Option<&String>) -> MetadataRecord {
@@ -153,7 +174,7 @@ fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<
     let configs: Option<OldBrokerConfigs> = read_json(fs, &dir.join("broker-configs.json"))?;
     let ids_path = dir.join("producer-ids");
     let next_producer_id = match fs.read_all(&ids_path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
-        Ok(t) => Some(t.trim().parse::<i64>().ok().filter(|n| (0..=i64::MAX - 1000).contains(n)).ok_or_else(|| {
+        Ok(t) => Some(t.trim().parse::<i64>().ok().filter(|n| (0..=i64::MAX - crate::producers::ID_BLOCK).contains(n)).ok_or_else(|| {
             format!(
                 "{} is corrupt ({:?} is not a producer id): restore it from a backup, or write a number larger than any producer id in use",
                 ids_path.display(),
@@ -170,7 +191,7 @@ fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<
     if let Some(topics) = topics {
         let ids = check_old_topics(&topics_path, &topics)?;
         for (t, id) in topics.iter().zip(ids) {
-            records.extend(topic_records(&t.name, id, 0..t.partitions, Some(&t.configs), node_id));
+            records.extend(topic_records(&t.name, id, t.partitions, &t.configs, node_id));
         }
     }
     let configs = configs.unwrap_or_default();
@@ -205,7 +226,7 @@ fn retire_old_files(fs: &dyn storage::Fs, dir: &Path) {
 
 /// Brings an empty metadata log up to date with `dir` (see the module doc). `empty`: the log
 /// held nothing when opened.
-pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool, node_id: i32, now_ms: i64) -> Result<(), String> {
+pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool, node_id: i32) -> Result<(), String> {
     if !empty {
         // Converted before, and a crash came before the old files were renamed.
         retire_old_files(fs, dir);
@@ -242,7 +263,7 @@ pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool,
             vec![feature_record()]
         }
     };
-    log.commit(records, now_ms).map_err(|e| format!("cannot write the metadata log: {e}"))?;
+    log.commit_now(records).map_err(|e| format!("cannot write the metadata log: {e}"))?;
     retire_old_files(fs, dir);
     Ok(())
 }
@@ -253,10 +274,9 @@ pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool,
 pub fn register_broker(
     log: &MetadataLog,
     config: &crate::config::BrokerConfig,
-    now_ms: i64,
     random: &crate::random::Random,
 ) -> Result<(), String> {
-    let (_, end) = log.offsets();
+    let end = log.end_offset();
     let l = &config.listener;
     let record = MetadataRecord::RegisterBrokerRecord(RegisterBrokerRecord {
         broker_id: config.node_id,
@@ -273,7 +293,7 @@ pub fn register_broker(
         in_controlled_shutdown: false,
         ..Default::default()
     });
-    log.commit(vec![record], now_ms)
+    log.commit_now(vec![record])
         .map(|_| ())
         .map_err(|e| format!("cannot register this broker in the metadata log: {e}"))
 }

@@ -34,7 +34,7 @@ fn open_with(dir: &Path, config: GroupConfig, clock: Arc<dyn Clock>) -> (Topics,
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
     let fs = storage::default_fs();
     let metadata = std::sync::Arc::new(broker::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-    let topics = Topics::open(dir, defaults, false, fs, metadata, 1, clock.clone()).unwrap();
+    let topics = Topics::open(dir, defaults, false, fs, metadata, 1, clock.clone(), Arc::new(broker::random::Random::seeded(1))).unwrap();
     let c = Coordinator::open(&topics, config, clock).unwrap();
     (topics, c)
 }

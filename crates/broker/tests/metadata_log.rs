@@ -92,7 +92,7 @@ fn open_topics(dir: &Path) -> Topics {
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
     let fs = storage::default_fs();
     let metadata = Arc::new(MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-    Topics::open(dir, defaults, false, fs, metadata, 1, std::sync::Arc::new(broker::clock::SystemClock::new())).unwrap()
+    Topics::open(dir, defaults, false, fs, metadata, 1, Arc::new(broker::clock::SystemClock::new()), Arc::new(broker::random::Random::seeded(1))).unwrap()
 }
 
 fn append(topics: &Topics, name: &str, value: &[u8]) {

@@ -1168,7 +1168,7 @@ mod tests {
         let mut defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
         defaults.configs.insert("flush.messages".into(), "1".into());
         let metadata = Arc::new(crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-        let topics = Topics::open(dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new())).unwrap();
+        let topics = Topics::open(dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new()), Arc::new(crate::random::Random::seeded(1))).unwrap();
         let other = topics.create("t", 1, 1, BTreeMap::new()).unwrap().partitions[0].clone();
         let config = GroupConfig {
             offsets_partitions: 1,

@@ -6,7 +6,7 @@
 //! past that are answered `LEADER_NOT_AVAILABLE`, which clients retry (and the next request
 //! creates them), as Kafka answers for topics whose creation is under way.
 
-use metadata::TopicImage;
+use metadata::{MetadataImage, TopicImage};
 use crate::Broker;
 use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
@@ -65,15 +65,16 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
     let mut created_topics = 0usize;
     let mut created_partitions = 0usize;
     let ops = super::operations::if_asked(request.include_topic_authorized_operations, super::operations::TOPIC);
-    // Every answer comes from the metadata image; a topic created here is read from the image
-    // its creation made.
-    let describe_name = |name: &str| broker.metadata.image().topic(name).map(|t| describe(t, ops));
+    // Every answer comes from the metadata image, one per request; a topic created here is
+    // read from the image its creation made.
+    let image = broker.metadata.image();
+    let describe_in = |image: &MetadataImage, name: &str| image.topic(name).map(|t| describe(t, ops));
     // Null means all topics; so does an empty list in version 0.
     let topics = match request.topics {
         Some(t) if !(version == 0 && t.is_empty()) => t
             .into_iter()
             .map(|t| match t.name {
-                Some(name) => match describe_name(&name) {
+                Some(name) => match describe_in(&image, &name) {
                     Some(topic) => topic,
                     None => {
                         // Before v4 there is no flag, and Kafka auto-creates.
@@ -90,11 +91,10 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                                 // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
                                 // are elected; here creation is synchronous and the partitions are
                                 // ready, so the client gets the topic at once (no retry delay).
-                                Ok(_) => describe_name(&name)
+                                Err(e) if e.code != ErrorCode::TopicAlreadyExists => failed(Some(name), t.topic_id, e.code),
+                                // Created, here or by a request that raced this one.
+                                _ => describe_in(&broker.metadata.image(), &name)
                                     .unwrap_or_else(|| failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)),
-                                Err(e) if e.code == ErrorCode::TopicAlreadyExists => describe_name(&name)
-                                    .unwrap_or_else(|| failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)),
-                                Err(e) => failed(Some(name), t.topic_id, e.code),
                             }
                         } else {
                             failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)
@@ -102,14 +102,14 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                     }
                 },
                 // By id: only version 12+ may leave the name out of the response.
-                None if version >= 12 => match broker.metadata.image().topic_by_id(&t.topic_id) {
+                None if version >= 12 => match image.topic_by_id(&t.topic_id) {
                     Some(topic) => describe(topic, ops),
                     None => failed(None, t.topic_id, ErrorCode::UnknownTopicId),
                 },
                 None => failed(Some(String::new()), t.topic_id, ErrorCode::InvalidRequest),
             })
             .collect(),
-        _ => broker.metadata.image().topics().map(|t| describe(t, ops)).collect(),
+        _ => image.topics().map(|t| describe(t, ops)).collect(),
     };
     MetadataResponse {
         brokers: super::live_brokers(broker)

@@ -46,7 +46,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
         };
     }
     let c = &broker.config;
-    let (_, end) = broker.metadata.offsets();
+    let end = broker.metadata.end_offset();
     let now = broker.clock.now_ms();
     // The leader reports itself as fetched and caught up now (Kafka's `LeaderState`).
     let me = ReplicaState {
