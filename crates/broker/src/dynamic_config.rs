@@ -10,8 +10,8 @@
 //! refused as Kafka refuses it (`INVALID_REQUEST`, "Cannot update these configs dynamically").
 
 use crate::config::{self, UpdateMode};
-use crate::topics::{ApiError, Topics, TOPIC_CONFIGS};
 use crate::metadata_log::MetadataLog;
+use crate::topics::{ApiError, Topics, TOPIC_CONFIGS};
 use metadata::{resource_type, ConfigResource};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -73,14 +73,19 @@ pub struct DynamicConfigs {
 impl DynamicConfigs {
     /// Loads the dynamic layers from the metadata image. A stored value that is no longer
     /// valid stops the start-up, rather than being ignored.
-    pub fn open(metadata: Arc<MetadataLog>, node_id: i32, statics: Vec<(String, String, bool)>) -> Result<DynamicConfigs, String> {
+    pub fn open(
+        metadata: Arc<MetadataLog>,
+        node_id: i32,
+        statics: Vec<(String, String, bool)>,
+    ) -> Result<DynamicConfigs, String> {
         let image = metadata.image();
         let layers = Layers {
             cluster: image.configs(&ConfigResource::broker("")).clone(),
             broker: image.configs(&ConfigResource::broker(&node_id.to_string())).clone(),
         };
         for (layer, values) in [(Layer::Cluster, &layers.cluster), (Layer::Broker, &layers.broker)] {
-            check(layer, values).map_err(|e| format!("dynamic broker configs in the metadata log ({layer:?}): {}", e.message))?;
+            check(layer, values)
+                .map_err(|e| format!("dynamic broker configs in the metadata log ({layer:?}): {}", e.message))?;
         }
         Ok(DynamicConfigs {
             metadata,
@@ -133,8 +138,12 @@ impl DynamicConfigs {
             Layer::Cluster => String::new(),
             Layer::Broker => self.node_id.to_string(),
         };
-        let records =
-            crate::upgrade::config_changes(resource_type::BROKER, &resource, layers.get_mut(layer), next.get_mut(layer));
+        let records = crate::upgrade::config_changes(
+            resource_type::BROKER,
+            &resource,
+            layers.get_mut(layer),
+            next.get_mut(layer),
+        );
         self.metadata.commit_now(records).map_err(ApiError::from)?;
         *layers = next;
         topics.set_config_defaults(defaults, false)?;

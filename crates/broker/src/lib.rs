@@ -17,9 +17,9 @@ pub mod metrics;
 pub mod producers;
 pub mod random;
 pub mod ratelog;
+pub mod replica;
 pub mod response_memory;
 pub mod server;
-pub mod replica;
 pub mod topics;
 pub mod upgrade;
 

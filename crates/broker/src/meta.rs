@@ -61,7 +61,12 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
 
 /// Reads the cluster id from `meta.properties`, creating the file (with a new random cluster
 /// id) on first start. The file is written atomically: temp file, fsync, rename, fsync dir.
-pub fn load_or_create(fs: &dyn storage::Fs, dir: &Path, node_id: i32, random: &crate::random::Random) -> Result<String, MetaError> {
+pub fn load_or_create(
+    fs: &dyn storage::Fs,
+    dir: &Path,
+    node_id: i32,
+    random: &crate::random::Random,
+) -> Result<String, MetaError> {
     let path = dir.join("meta.properties");
     match fs.read_all(&path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(text) => {

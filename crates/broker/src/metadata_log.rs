@@ -63,7 +63,9 @@ pub struct MetadataLog {
 
 impl std::fmt::Debug for MetadataLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataLog").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("MetadataLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,8 +93,11 @@ impl MetadataLog {
     /// otherwise be guessed.
     pub fn open(data_dir: &Path, fs: Arc<dyn Fs>, snapshot_bytes: u64) -> Result<Opened, String> {
         let dir = data_dir.join(DIR);
-        fs.create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let names = fs.list(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        fs.create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let names = fs
+            .list(&dir)
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         for n in names.iter().filter(|n| n.ends_with(".checkpoint.tmp")) {
             // A snapshot a crash interrupted: the log still holds everything it would have.
             let _ = fs.remove(&dir.join(n));
@@ -115,19 +120,19 @@ impl MetadataLog {
                     image = Some(i);
                     break;
                 }
-                Err(e) => tracing::warn!(file = %path.display(), error = %e, "metadata snapshot unreadable: an older one is tried"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "metadata snapshot unreadable: an older one is tried")
+                }
             }
         }
         let image = match image {
             Some(i) => i,
             None if start == 0 => MetadataImage::empty(),
-            None => {
-                return Err(format!(
-                    "the metadata log {} starts at offset {start}, and no readable snapshot covers the records before it; \
+            None => return Err(format!(
+                "the metadata log {} starts at offset {start}, and no readable snapshot covers the records before it; \
                      restore the directory from a backup",
-                    dir.display()
-                ))
-            }
+                dir.display()
+            )),
         };
         let mut delta = MetadataDelta::new(Arc::new(image));
         let mut offset = delta.image().offset + 1;
@@ -197,7 +202,11 @@ impl MetadataLog {
     /// Makes one change: checks `records` against the image, appends them as one batch,
     /// fsyncs it, and only then applies them. Blocking (an fsync): call it off the async
     /// threads. Returns the new image and what changed.
-    pub fn commit(&self, records: Vec<MetadataRecord>, now_ms: i64) -> Result<(Arc<MetadataImage>, Changes), CommitError> {
+    pub fn commit(
+        &self,
+        records: Vec<MetadataRecord>,
+        now_ms: i64,
+    ) -> Result<(Arc<MetadataImage>, Changes), CommitError> {
         if records.is_empty() {
             return Ok((self.image(), Changes::default()));
         }
@@ -223,14 +232,20 @@ impl MetadataLog {
             }
         }
         let (image, changes) = delta.apply();
-        assert_eq!(image.offset, state.log.log_end_offset() - 1, "the image follows the metadata log");
+        assert_eq!(
+            image.offset,
+            state.log.log_end_offset() - 1,
+            "the image follows the metadata log"
+        );
         let image = Arc::new(image);
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
         state.bytes_since_snapshot += size;
         if state.bytes_since_snapshot >= self.snapshot_bytes {
             match self.snapshot(&mut state, &image, now_ms) {
                 Ok(()) => state.bytes_since_snapshot = 0,
-                Err(e) => tracing::warn!(error = %e, "cannot write a metadata snapshot; the log keeps every record until one is written"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write a metadata snapshot; the log keeps every record until one is written")
+                }
             }
         }
         Ok((image, changes))

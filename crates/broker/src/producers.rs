@@ -7,8 +7,8 @@
 //! metadata log (a ProducerIdsRecord, as Kafka's controller writes) before any id of it is
 //! used, so an id is never given out twice, even across crashes.
 
-use std::collections::{HashMap, VecDeque};
 use crate::metadata_log::MetadataLog;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use wire::ErrorCode;
 
@@ -221,14 +221,13 @@ impl ProducerIds {
                 .0
                 .checked_add(ID_BLOCK)
                 .ok_or_else(|| "producer ids are exhausted".to_string())?;
-            let record = metadata::MetadataRecord::ProducerIdsRecord(wire::kafka_records::metadata::ProducerIdsRecord {
-                broker_id: self.node_id,
-                broker_epoch: -1,
-                next_producer_id: end,
-            });
-            self.metadata
-                .commit_now(vec![record])
-                .map_err(|e| e.to_string())?;
+            let record =
+                metadata::MetadataRecord::ProducerIdsRecord(wire::kafka_records::metadata::ProducerIdsRecord {
+                    broker_id: self.node_id,
+                    broker_epoch: -1,
+                    next_producer_id: end,
+                });
+            self.metadata.commit_now(vec![record]).map_err(|e| e.to_string())?;
             state.1 = end;
         }
         let id = state.0;
@@ -310,7 +309,9 @@ mod tests {
         let fs: Arc<dyn storage::Fs> = sim.clone();
         let dir = std::path::Path::new("/data");
         let open = || {
-            let log = crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log;
+            let log = crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX)
+                .unwrap()
+                .log;
             ProducerIds::open(Arc::new(log), 1)
         };
         let a = open();

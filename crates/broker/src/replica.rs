@@ -64,7 +64,10 @@ pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 /// Reads `replication-offset-checkpoint` (version 0, a count, then `topic partition offset`
 /// lines). A missing or unreadable file gives nothing: each partition then starts from its
 /// log start offset, and its leader moves the high watermark up (a warning says why).
-pub fn read_hw_checkpoint(fs: &dyn storage::Fs, dir: &std::path::Path) -> std::collections::HashMap<(String, i32), i64> {
+pub fn read_hw_checkpoint(
+    fs: &dyn storage::Fs,
+    dir: &std::path::Path,
+) -> std::collections::HashMap<(String, i32), i64> {
     let path = dir.join(HW_CHECKPOINT);
     let text = match fs.read_all(&path) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -98,7 +101,11 @@ pub fn read_hw_checkpoint(fs: &dyn storage::Fs, dir: &std::path::Path) -> std::c
 }
 
 /// Writes `replication-offset-checkpoint` atomically (`Fs::write_atomically`).
-pub fn write_hw_checkpoint(fs: &dyn storage::Fs, dir: &std::path::Path, entries: &[(String, i32, i64)]) -> Result<(), String> {
+pub fn write_hw_checkpoint(
+    fs: &dyn storage::Fs,
+    dir: &std::path::Path,
+    entries: &[(String, i32, i64)],
+) -> Result<(), String> {
     let mut text = format!("0\n{}\n", entries.len());
     for (t, p, o) in entries {
         text.push_str(&format!("{t} {p} {o}\n"));
@@ -158,7 +165,9 @@ pub enum Admit {
     Append,
     /// Already in the log at `base_offset` (an idempotent retry): nothing is appended, and the
     /// answer waits by the same rule as the original.
-    Duplicate { base_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+    },
 }
 
 /// Why an append as leader was not made.
@@ -449,7 +458,12 @@ impl Partition {
     /// own.
     pub fn lead_alone(mut self) -> Partition {
         self.role = Role::Leader;
-        let end = self.state.get_mut().unwrap_or_else(|p| p.into_inner()).log.log_end_offset();
+        let end = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .log
+            .log_end_offset();
         self.advance_high_watermark(end);
         self
     }
@@ -546,9 +560,8 @@ impl Partition {
     /// Returns once every record below `end_offset` is on disk (blocking: call it off the
     /// async threads). Concurrent callers share fsyncs.
     pub fn sync_to(&self, end_offset: i64) -> Result<(), StorageError> {
-        self.commit.sync_to(end_offset, || self.clock.now_ms(), || {
-            self.lock().log.sync_target()
-        })
+        self.commit
+            .sync_to(end_offset, || self.clock.now_ms(), || self.lock().log.sync_target())
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -573,7 +586,6 @@ impl Partition {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,14 +602,25 @@ mod tests {
         let fs = SimFs::new();
         let dir = Path::new("/data");
         fs.create_dir_all(dir).unwrap();
-        let entries = vec![("orders".to_string(), 0, 42), ("orders".to_string(), 1, 0), ("a.b".to_string(), 7, 9)];
+        let entries = vec![
+            ("orders".to_string(), 0, 42),
+            ("orders".to_string(), 1, 0),
+            ("a.b".to_string(), 7, 9),
+        ];
         write_hw_checkpoint(&fs, dir, &entries).unwrap();
         let text = String::from_utf8(fs.read_all(&dir.join(HW_CHECKPOINT)).unwrap()).unwrap();
         assert_eq!(text, "0\n3\norders 0 42\norders 1 0\na.b 7 9\n");
         let read = read_hw_checkpoint(&fs, dir);
         assert_eq!(read.len(), 3);
         assert_eq!(read[&("orders".to_string(), 0)], 42);
-        for bad in ["1\n1\nt 0 5\n", "0\n2\nt 0 5\n", "0\n1\nt x 5\n", "0\n1\nt 0 -1\n", "0\n1\nt 0 5 6\n", ""] {
+        for bad in [
+            "1\n1\nt 0 5\n",
+            "0\n2\nt 0 5\n",
+            "0\n1\nt x 5\n",
+            "0\n1\nt 0 -1\n",
+            "0\n1\nt 0 5 6\n",
+            "",
+        ] {
             let f = fs.open(&dir.join(HW_CHECKPOINT), storage::OpenMode::Truncate).unwrap();
             f.write_all_at(bad.as_bytes(), 0).unwrap();
             assert!(read_hw_checkpoint(&fs, dir).is_empty(), "{bad:?}");
@@ -616,8 +639,15 @@ mod tests {
         }
         let open = |log, hw| Partition::open("p", 0, 0, log, ProducerStates::default(), hw, sys());
         let p = open(log, Some(99));
-        assert_eq!((p.high_watermark(), p.role()), (3, Role::Follower), "never above the log end");
-        let log = std::mem::replace(&mut p.lock().log, Log::open_on(&fs, Path::new("/q-0"), Default::default(), false).unwrap());
+        assert_eq!(
+            (p.high_watermark(), p.role()),
+            (3, Role::Follower),
+            "never above the log end"
+        );
+        let log = std::mem::replace(
+            &mut p.lock().log,
+            Log::open_on(&fs, Path::new("/q-0"), Default::default(), false).unwrap(),
+        );
         drop(p);
         let p = open(log, None);
         assert_eq!(p.high_watermark(), 0, "without a checkpoint: the log start");
@@ -658,7 +688,11 @@ mod tests {
         }
     }
 
-    fn wait(p: &Arc<Partition>, end: i64, deadline: tokio::time::Instant) -> tokio::task::JoinHandle<Result<(), AckError>> {
+    fn wait(
+        p: &Arc<Partition>,
+        end: i64,
+        deadline: tokio::time::Instant,
+    ) -> tokio::task::JoinHandle<Result<(), AckError>> {
         tokio::spawn(p.wait_for_ack(end).until(deadline))
     }
 
@@ -691,7 +725,11 @@ mod tests {
         for h in late {
             assert_eq!(h.await.unwrap(), Ok(()));
         }
-        assert_eq!(tokio::time::Instant::now() - start, ms(100), "completed by the fsync, not a timer");
+        assert_eq!(
+            tokio::time::Instant::now() - start,
+            ms(100),
+            "completed by the fsync, not a timer"
+        );
         assert_eq!(p.commit.durable_end(), 3);
         assert_eq!(p.commit.sync_count(), 1, "one fsync covered every waiter");
         assert_eq!(p.purgatory_lock().len(), 0);
@@ -714,7 +752,10 @@ mod tests {
         settle().await;
         drop(held);
         for h in waiters {
-            assert!(matches!(h.await.unwrap(), Err(AckError::Storage(_))), "every waiter fails, none times out");
+            assert!(
+                matches!(h.await.unwrap(), Err(AckError::Storage(_))),
+                "every waiter fails, none times out"
+            );
         }
         assert!(p.commit.failed());
         assert_eq!(p.commit.durable_end(), 0, "nothing past the failure is durable");

@@ -91,10 +91,10 @@ fn open_state(
     let opened = crate::metadata_log::MetadataLog::open(dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
         .map_err(StartError::Topics)?;
     let metadata = Arc::new(opened.log.with_clock(clock.clone()));
-    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id)
-        .map_err(StartError::Topics)?;
-    let dynamic = crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
-        .map_err(StartError::Topics)?;
+    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id).map_err(StartError::Topics)?;
+    let dynamic =
+        crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
+            .map_err(StartError::Topics)?;
     let mut topic_defaults = config.topic_defaults.clone();
     topic_defaults.configs = dynamic.topic_defaults();
     let started = std::time::Instant::now();
@@ -435,7 +435,9 @@ async fn hw_checkpoint_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>
                 .list()
                 .iter()
                 .flat_map(|t| t.partitions.iter())
-                .fold(0u64, |h, p| h.rotate_left(5) ^ (p.high_watermark() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                .fold(0u64, |h, p| {
+                    h.rotate_left(5) ^ (p.high_watermark() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                });
             if last == Some(print) {
                 return Ok(last);
             }

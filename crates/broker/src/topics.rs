@@ -10,11 +10,11 @@
 
 use crate::config::TopicDefaults;
 use crate::meta;
+use crate::metadata_log::{CommitError, MetadataLog};
 use crate::producers::{ProducerBatch, ProducerStates};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use crate::metadata_log::{CommitError, MetadataLog};
 use storage::{Log, LogConfig, StorageError};
 use wire::{ErrorCode, Uuid};
 
@@ -944,7 +944,10 @@ impl Topics {
             .iter()
             .flat_map(|t| (0..t.partitions.len()).map(move |i| format!("{}-{i}", t.name)))
             .collect();
-        let unknown: Vec<String> = partition_dirs(&*topics.fs, dir).into_iter().filter(|d| !known.contains(d)).collect();
+        let unknown: Vec<String> = partition_dirs(&*topics.fs, dir)
+            .into_iter()
+            .filter(|d| !known.contains(d))
+            .collect();
         if !unknown.is_empty() {
             topics.remove_strays(&unknown);
         }
@@ -1138,7 +1141,11 @@ impl Topics {
                 producers
             }
         };
-        let checkpointed = self.restored_hw.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.to_string(), index));
+        let checkpointed = self
+            .restored_hw
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(name.to_string(), index));
         let leader_epoch = self
             .metadata
             .image()
@@ -1146,7 +1153,18 @@ impl Topics {
             .and_then(|t| t.partition(index).map(|p| p.leader_epoch))
             .unwrap_or(0);
         // This node is the partition's leader and its whole ISR.
-        Ok(Arc::new(Partition::open(name, index, leader_epoch, log, producers, checkpointed, self.clock.clone()).lead_alone()))
+        Ok(Arc::new(
+            Partition::open(
+                name,
+                index,
+                leader_epoch,
+                log,
+                producers,
+                checkpointed,
+                self.clock.clone(),
+            )
+            .lead_alone(),
+        ))
     }
 
     /// Deals with the partition directories `names` that no partition of the image has. One
@@ -1169,12 +1187,18 @@ impl Topics {
                     let to = PathBuf::from(to);
                     match self.fs.rename_dir(&dir, &to) {
                         Ok(()) => doomed.push(to),
-                        Err(e) => tracing::warn!(dir = %name, error = %e, "could not rename a stray partition directory for removal"),
+                        Err(e) => {
+                            tracing::warn!(dir = %name, error = %e, "could not rename a stray partition directory for removal")
+                        }
                     }
                 }
                 None => match move_aside(&*self.fs, &dir) {
-                    Ok(to) => tracing::warn!(dir = %name, moved_to = %to.display(), "partition directory of no topic, without a readable partition.metadata: moved aside, not served; check it, then delete it"),
-                    Err(e) => tracing::warn!(dir = %name, error = %e, "could not move a stray partition directory aside"),
+                    Ok(to) => {
+                        tracing::warn!(dir = %name, moved_to = %to.display(), "partition directory of no topic, without a readable partition.metadata: moved aside, not served; check it, then delete it")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %name, error = %e, "could not move a stray partition directory aside")
+                    }
                 },
             }
         }
@@ -1396,7 +1420,12 @@ impl Topics {
 
     /// Creates a topic's logs, then commits the topic: a crash in between leaves directories
     /// the next start removes as strays, and a failed commit removes them now.
-    fn create_committed(&self, name: &str, partitions: i32, overrides: BTreeMap<String, String>) -> Result<Arc<Topic>, ApiError> {
+    fn create_committed(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
         let id = loop {
             let id = Uuid(self.random.bytes16());
             if id != Uuid::ZERO && self.get_by_id(&id).is_none() {
@@ -1660,7 +1689,17 @@ mod tests {
         let defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
         let fs = storage::default_fs();
         let metadata = Arc::new(MetadataLog::open(&dir, fs.clone(), u64::MAX).unwrap().log);
-        let topics = Topics::open(&dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new()), Arc::new(crate::random::Random::seeded(1))).unwrap();
+        let topics = Topics::open(
+            &dir,
+            defaults,
+            false,
+            fs,
+            metadata,
+            1,
+            Arc::new(crate::clock::SystemClock::new()),
+            Arc::new(crate::random::Random::seeded(1)),
+        )
+        .unwrap();
         let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
         let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
         let on_a = Arc::new(tokio::sync::Notify::new());

@@ -101,13 +101,21 @@ pub fn topic_records(
         name: name.to_string(),
         topic_id: id,
     })];
-    out.extend(configs.iter().map(|(k, v)| config_record(resource_type::TOPIC, name, k, Some(v))));
+    out.extend(
+        configs
+            .iter()
+            .map(|(k, v)| config_record(resource_type::TOPIC, name, k, Some(v))),
+    );
     out.extend(partition_records(id, 0..partitions, node_id));
     out
 }
 
 /// Partitions `partitions` of topic `id`, this node their only replica and leader, epochs 0.
-pub fn partition_records(id: Uuid, partitions: std::ops::Range<i32>, node_id: i32) -> impl Iterator<Item = MetadataRecord> {
+pub fn partition_records(
+    id: Uuid,
+    partitions: std::ops::Range<i32>,
+    node_id: i32,
+) -> impl Iterator<Item = MetadataRecord> {
     partitions.map(move |index| {
         MetadataRecord::PartitionRecord(PartitionRecord {
             partition_id: index,
@@ -197,7 +205,11 @@ fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<
     let configs = configs.unwrap_or_default();
     let node = node_id.to_string();
     for (resource, values) in [("", &configs.cluster), (node.as_str(), &configs.broker)] {
-        records.extend(values.iter().map(|(k, v)| config_record(resource_type::BROKER, resource, k, Some(v))));
+        records.extend(
+            values
+                .iter()
+                .map(|(k, v)| config_record(resource_type::BROKER, resource, k, Some(v))),
+        );
     }
     if let Some(next) = next_producer_id.filter(|n| *n > 0) {
         records.push(MetadataRecord::ProducerIdsRecord(ProducerIdsRecord {
@@ -263,7 +275,8 @@ pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool,
             vec![feature_record()]
         }
     };
-    log.commit_now(records).map_err(|e| format!("cannot write the metadata log: {e}"))?;
+    log.commit_now(records)
+        .map_err(|e| format!("cannot write the metadata log: {e}"))?;
     retire_old_files(fs, dir);
     Ok(())
 }

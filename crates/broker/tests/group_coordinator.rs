@@ -33,8 +33,22 @@ fn open(dir: &Path, config: GroupConfig) -> (Topics, Coordinator) {
 fn open_with(dir: &Path, config: GroupConfig, clock: Arc<dyn Clock>) -> (Topics, Coordinator) {
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
     let fs = storage::default_fs();
-    let metadata = std::sync::Arc::new(broker::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-    let topics = Topics::open(dir, defaults, false, fs, metadata, 1, clock.clone(), Arc::new(broker::random::Random::seeded(1))).unwrap();
+    let metadata = std::sync::Arc::new(
+        broker::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX)
+            .unwrap()
+            .log,
+    );
+    let topics = Topics::open(
+        dir,
+        defaults,
+        false,
+        fs,
+        metadata,
+        1,
+        clock.clone(),
+        Arc::new(broker::random::Random::seeded(1)),
+    )
+    .unwrap();
     let c = Coordinator::open(&topics, config, clock).unwrap();
     (topics, c)
 }

@@ -101,7 +101,9 @@ async fn delete(b: &Arc<Broker>, name: &str) {
         timeout_ms: 10_000,
         ..Default::default()
     };
-    let ResponseBody::DeleteTopics(r) = call(b, ApiKey::DeleteTopics, 5, &req).await else { panic!() };
+    let ResponseBody::DeleteTopics(r) = call(b, ApiKey::DeleteTopics, 5, &req).await else {
+        panic!()
+    };
     assert_eq!(r.responses[0].error_code, 0, "{r:?}");
 }
 
@@ -127,7 +129,9 @@ async fn produce(b: &Arc<Broker>, topic: &str, partition: i32, records: Bytes) -
         }],
         ..Default::default()
     };
-    let ResponseBody::Produce(r) = call(b, ApiKey::Produce, 9, &req).await else { panic!() };
+    let ResponseBody::Produce(r) = call(b, ApiKey::Produce, 9, &req).await else {
+        panic!()
+    };
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
@@ -155,7 +159,9 @@ fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32, max
 
 /// (error, high watermark, base offsets of the batches returned)
 async fn fetch(b: &Arc<Broker>, req: &FetchRequest) -> (i16, i64, Vec<i64>) {
-    let ResponseBody::Fetch(r) = call(b, ApiKey::Fetch, 12, req).await else { panic!() };
+    let ResponseBody::Fetch(r) = call(b, ApiKey::Fetch, 12, req).await else {
+        panic!()
+    };
     let p = &r.responses[0].partitions[0];
     let batches = RecordBatch::iter_all(p.records.clone().unwrap_or_default())
         .map(|b| b.unwrap().base_offset())
@@ -168,7 +174,9 @@ async fn metadata(b: &Arc<Broker>) -> MetadataResponse {
         topics: None,
         ..Default::default()
     };
-    let ResponseBody::Metadata(r) = call(b, ApiKey::Metadata, 12, &req).await else { panic!() };
+    let ResponseBody::Metadata(r) = call(b, ApiKey::Metadata, 12, &req).await else {
+        panic!()
+    };
     r
 }
 
@@ -178,11 +186,17 @@ async fn a_topic_deleted_and_created_again_starts_empty_across_a_power_loss() {
     let b = node.open();
     let first = create(&b, "phoenix", 2).await.topics[0].topic_id;
     assert_eq!(produce(&b, "phoenix", 0, batch(&[b"a", b"b", b"c"])).await, (0, 0));
-    assert_eq!(fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await, (0, 3, vec![0]));
+    assert_eq!(
+        fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await,
+        (0, 3, vec![0])
+    );
     delete(&b, "phoenix").await;
     let second = create(&b, "phoenix", 1).await.topics[0].topic_id;
     assert_ne!(first, second);
-    assert_eq!(fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await, (0, 0, vec![]));
+    assert_eq!(
+        fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await,
+        (0, 0, vec![])
+    );
     drop(b);
     storage::wait_for_deletions();
     // The power goes: only what was synced survives. The metadata log was synced at each
@@ -192,7 +206,10 @@ async fn a_topic_deleted_and_created_again_starts_empty_across_a_power_loss() {
     let m = metadata(&b).await;
     let t = m.topics.iter().find(|t| t.name.as_deref() == Some("phoenix")).unwrap();
     assert_eq!((t.topic_id, t.partitions.len()), (second, 1));
-    assert_eq!(fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await, (0, 0, vec![]));
+    assert_eq!(
+        fetch(&b, &fetch_request("phoenix", 0, 0, 0, 1 << 20)).await,
+        (0, 0, vec![])
+    );
     assert_eq!(m.brokers.len(), 1);
     assert_eq!((m.brokers[0].node_id, m.brokers[0].port), (1, 9092));
 }
@@ -205,12 +222,28 @@ async fn produce_is_validated_before_anything_is_appended() {
     let mut corrupt = batch(&[b"x"]).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
-    assert_eq!(produce(&b, "v", 0, corrupt.into()).await.0, ErrorCode::CorruptMessage as i16);
+    assert_eq!(
+        produce(&b, "v", 0, corrupt.into()).await.0,
+        ErrorCode::CorruptMessage as i16
+    );
     let big = vec![7u8; 2 << 20];
-    assert_eq!(produce(&b, "v", 0, batch(&[&big])).await.0, ErrorCode::MessageTooLarge as i16);
-    assert_eq!(produce(&b, "nope", 0, batch(&[b"x"])).await.0, ErrorCode::UnknownTopicOrPartition as i16);
-    assert_eq!(produce(&b, "v", 5, batch(&[b"x"])).await.0, ErrorCode::UnknownTopicOrPartition as i16);
-    assert_eq!(fetch(&b, &fetch_request("v", 0, 0, 0, 1 << 20)).await, (0, 0, vec![]), "nothing appended");
+    assert_eq!(
+        produce(&b, "v", 0, batch(&[&big])).await.0,
+        ErrorCode::MessageTooLarge as i16
+    );
+    assert_eq!(
+        produce(&b, "nope", 0, batch(&[b"x"])).await.0,
+        ErrorCode::UnknownTopicOrPartition as i16
+    );
+    assert_eq!(
+        produce(&b, "v", 5, batch(&[b"x"])).await.0,
+        ErrorCode::UnknownTopicOrPartition as i16
+    );
+    assert_eq!(
+        fetch(&b, &fetch_request("v", 0, 0, 0, 1 << 20)).await,
+        (0, 0, vec![]),
+        "nothing appended"
+    );
     assert_eq!(produce(&b, "v", 0, batch(&[b"ok"])).await, (0, 0));
 }
 
@@ -227,8 +260,14 @@ async fn fetch_limits_give_whole_batches_and_the_first_one_always() {
     // batches up to it.
     assert_eq!(fetch(&b, &fetch_request("f", 0, 0, 0, 10)).await, (0, 5, vec![0]));
     assert_eq!(fetch(&b, &fetch_request("f", 0, 0, 0, 2500)).await, (0, 5, vec![0, 1]));
-    assert_eq!(fetch(&b, &fetch_request("f", 0, 3, 0, 1 << 20)).await, (0, 5, vec![3, 4]));
-    assert_eq!(fetch(&b, &fetch_request("f", 0, 6, 0, 1 << 20)).await.0, ErrorCode::OffsetOutOfRange as i16);
+    assert_eq!(
+        fetch(&b, &fetch_request("f", 0, 3, 0, 1 << 20)).await,
+        (0, 5, vec![3, 4])
+    );
+    assert_eq!(
+        fetch(&b, &fetch_request("f", 0, 6, 0, 1 << 20)).await.0,
+        ErrorCode::OffsetOutOfRange as i16
+    );
 }
 
 /// Long polls on paused tokio time: a fetch with nothing to return waits exactly its
@@ -239,7 +278,10 @@ async fn a_long_poll_waits_its_max_wait_and_wakes_when_data_arrives() {
     let b = node.open();
     create(&b, "lp", 2).await;
     let started = tokio::time::Instant::now();
-    assert_eq!(fetch(&b, &fetch_request("lp", 0, 0, 5_000, 1 << 20)).await, (0, 0, vec![]));
+    assert_eq!(
+        fetch(&b, &fetch_request("lp", 0, 0, 5_000, 1 << 20)).await,
+        (0, 0, vec![])
+    );
     assert_eq!(started.elapsed(), Duration::from_millis(5_000));
 
     let waiting = {
@@ -298,7 +340,18 @@ async fn a_seeded_broker_replays_identically() {
             node.clock.advance(Duration::from_millis(10));
         }
         out.push(raw(&b, ApiKey::Fetch, 12, &fetch_request("r", 0, 0, 0, 1 << 20)).await);
-        out.push(raw(&b, ApiKey::Metadata, 12, &MetadataRequest { topics: None, ..Default::default() }).await);
+        out.push(
+            raw(
+                &b,
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest {
+                    topics: None,
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
         out.push(raw(&b, ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default()).await);
         out
     }
@@ -323,7 +376,9 @@ async fn alter(b: &Arc<Broker>, kind: i8, name: &str, key: &str, value: Option<&
         }],
         validate_only: false,
     };
-    let ResponseBody::IncrementalAlterConfigs(r) = call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await else { panic!() };
+    let ResponseBody::IncrementalAlterConfigs(r) = call(b, ApiKey::IncrementalAlterConfigs, 1, &req).await else {
+        panic!()
+    };
     r.responses[0].error_code
 }
 
@@ -337,7 +392,9 @@ async fn config(b: &Arc<Broker>, kind: i8, name: &str, key: &str) -> (Option<Str
         }],
         ..Default::default()
     };
-    let ResponseBody::DescribeConfigs(r) = call(b, ApiKey::DescribeConfigs, 4, &req).await else { panic!() };
+    let ResponseBody::DescribeConfigs(r) = call(b, ApiKey::DescribeConfigs, 4, &req).await else {
+        panic!()
+    };
     let c = &r.results[0].configs[0];
     (c.value.clone(), c.config_source)
 }
@@ -350,7 +407,10 @@ async fn configs_survive_a_power_loss_with_their_sources() {
     let b = node.open();
     create(&b, "c", 1).await;
     assert_eq!(alter(&b, 2, "c", "retention.ms", Some("60000")).await, 0);
-    assert_eq!(alter(&b, 2, "c", "retention.ms", Some("-5")).await, ErrorCode::InvalidConfig as i16);
+    assert_eq!(
+        alter(&b, 2, "c", "retention.ms", Some("-5")).await,
+        ErrorCode::InvalidConfig as i16
+    );
     assert_eq!(alter(&b, 4, "", "log.retention.bytes", Some("1000000")).await, 0);
     assert_eq!(alter(&b, 4, "1", "log.cleaner.threads", Some("2")).await, 0);
     assert_eq!(alter(&b, 2, "c", "segment.ms", Some("100000")).await, 0);
@@ -359,7 +419,11 @@ async fn configs_survive_a_power_loss_with_their_sources() {
     node.sim.crash(CrashMode::DropUnsynced);
     let b = node.open();
     assert_eq!(config(&b, 2, "c", "retention.ms").await, (Some("60000".into()), 1));
-    assert_eq!(config(&b, 2, "c", "segment.ms").await.1, 5, "deleted: back to the default");
+    assert_eq!(
+        config(&b, 2, "c", "segment.ms").await.1,
+        5,
+        "deleted: back to the default"
+    );
     // The cluster-wide broker default is the topic's default for retention.bytes.
     assert_eq!(config(&b, 2, "c", "retention.bytes").await, (Some("1000000".into()), 3));
     assert_eq!(config(&b, 4, "1", "log.cleaner.threads").await, (Some("2".into()), 2));

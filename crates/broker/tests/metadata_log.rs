@@ -21,7 +21,9 @@ fn topic(i: u32) -> MetadataRecord {
 }
 
 fn open(fs: &Arc<dyn storage::Fs>, snapshot_bytes: u64) -> MetadataLog {
-    MetadataLog::open(Path::new("/data"), fs.clone(), snapshot_bytes).unwrap().log
+    MetadataLog::open(Path::new("/data"), fs.clone(), snapshot_bytes)
+        .unwrap()
+        .log
 }
 
 #[test]
@@ -40,13 +42,20 @@ fn every_change_that_returned_survives_a_power_loss_at_any_fsync() {
             }
         }
         drop(log);
-        sim.crash(if seed % 2 == 0 { CrashMode::DropUnsynced } else { CrashMode::Torn { seed } });
+        sim.crash(if seed % 2 == 0 {
+            CrashMode::DropUnsynced
+        } else {
+            CrashMode::Torn { seed }
+        });
         let image = open(&fs, 300).image();
         let names: Vec<String> = image.topics().map(|t| t.name.clone()).collect();
         // Acknowledged changes are all there; the one in flight may be too (written, then
         // its fsync failed after reaching the disk); nothing else.
         for i in 0..acked {
-            assert!(names.contains(&format!("t{i}")), "seed {seed}: acknowledged t{i} lost: {names:?}");
+            assert!(
+                names.contains(&format!("t{i}")),
+                "seed {seed}: acknowledged t{i} lost: {names:?}"
+            );
         }
         for n in &names {
             let i: u32 = n[1..].parse().unwrap();
@@ -64,15 +73,24 @@ fn snapshots_replace_the_log_before_them_and_rebuild_the_same_image() {
         log.commit(vec![topic(i)], 0).unwrap();
         if i % 3 == 0 {
             let id = log.image().topic(&format!("t{i}")).unwrap().id;
-            log.commit(vec![MetadataRecord::RemoveTopicRecord(RemoveTopicRecord { topic_id: id })], 0)
-                .unwrap();
+            log.commit(
+                vec![MetadataRecord::RemoveTopicRecord(RemoveTopicRecord { topic_id: id })],
+                0,
+            )
+            .unwrap();
         }
     }
     let before = log.image();
     let (start, end) = log.offsets();
-    assert!(start > 0, "the log before a snapshot is removed (start {start}, end {end})");
+    assert!(
+        start > 0,
+        "the log before a snapshot is removed (start {start}, end {end})"
+    );
     let files = fs.list(Path::new("/data/__cluster_metadata-0")).unwrap();
-    let snapshots: Vec<_> = files.iter().filter(|f| metadata::snapshot::parse_file_name(f).is_some()).collect();
+    let snapshots: Vec<_> = files
+        .iter()
+        .filter(|f| metadata::snapshot::parse_file_name(f).is_some())
+        .collect();
     assert_eq!(snapshots.len(), 1, "older snapshots are removed: {files:?}");
     drop(log);
     sim.crash(CrashMode::DropUnsynced);
@@ -92,7 +110,17 @@ fn open_topics(dir: &Path) -> Topics {
     let defaults = ConfigLayers::new().build().unwrap().topic_defaults;
     let fs = storage::default_fs();
     let metadata = Arc::new(MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-    Topics::open(dir, defaults, false, fs, metadata, 1, Arc::new(broker::clock::SystemClock::new()), Arc::new(broker::random::Random::seeded(1))).unwrap()
+    Topics::open(
+        dir,
+        defaults,
+        false,
+        fs,
+        metadata,
+        1,
+        Arc::new(broker::clock::SystemClock::new()),
+        Arc::new(broker::random::Random::seeded(1)),
+    )
+    .unwrap()
 }
 
 fn append(topics: &Topics, name: &str, value: &[u8]) {
@@ -114,7 +142,10 @@ fn a_deletion_cut_short_by_a_crash_before_its_directories_moved_never_brings_old
     let id = topics.get("phoenix").unwrap().id;
     topics
         .metadata()
-        .commit(vec![MetadataRecord::RemoveTopicRecord(RemoveTopicRecord { topic_id: id })], 0)
+        .commit(
+            vec![MetadataRecord::RemoveTopicRecord(RemoveTopicRecord { topic_id: id })],
+            0,
+        )
         .unwrap();
     drop(topics);
     assert!(dir.join("phoenix-0").exists());
@@ -129,7 +160,11 @@ fn a_deletion_cut_short_by_a_crash_before_its_directories_moved_never_brings_old
     assert!(left.is_empty(), "the deleted topic's directories are removed: {left:?}");
     let t = topics.create("phoenix", 2, 1, BTreeMap::new()).unwrap();
     assert_ne!(t.id, id);
-    assert_eq!(t.partitions[0].lock().log.log_end_offset(), 0, "the new topic starts empty");
+    assert_eq!(
+        t.partitions[0].lock().log.log_end_offset(),
+        0,
+        "the new topic starts empty"
+    );
     drop(topics);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -154,7 +189,10 @@ fn topics_and_their_configs_come_back_from_the_metadata_log() {
     let topics = open_topics(&dir);
     let t = topics.get("kept").unwrap();
     assert_eq!((t.id, t.partitions.len()), (id, 5));
-    assert_eq!(t.overrides, BTreeMap::from([("max.message.bytes".to_string(), "2000".to_string())]));
+    assert_eq!(
+        t.overrides,
+        BTreeMap::from([("max.message.bytes".to_string(), "2000".to_string())])
+    );
     let image = topics.metadata().image();
     let p = image.topic("kept").unwrap().partition(4).unwrap();
     assert_eq!((p.leader, p.leader_epoch, &p.isr[..]), (1, 0, &[1][..]));

@@ -86,13 +86,21 @@ impl MetadataDelta {
         match record {
             MetadataRecord::TopicRecord(r) => {
                 if let Some(id) = next.topic_ids.get(&r.name) {
-                    return Err(err(offset, record, format!("topic {} exists already (id {id})", r.name)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("topic {} exists already (id {id})", r.name),
+                    ));
                 }
                 if r.topic_id == Uuid::ZERO {
                     return Err(err(offset, record, format!("topic {} has the zero id", r.name)));
                 }
                 if let Some(t) = next.topics_by_id.get(&r.topic_id) {
-                    return Err(err(offset, record, format!("id {} is topic {} already", r.topic_id, t.name)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("id {} is topic {} already", r.topic_id, t.name),
+                    ));
                 }
                 if r.name.is_empty() {
                     return Err(err(offset, record, "empty topic name"));
@@ -118,7 +126,11 @@ impl MetadataDelta {
                     return Err(err(offset, record, format!("partition {} is negative", r.partition_id)));
                 }
                 if r.replicas.is_empty() || !r.isr.iter().all(|b| r.replicas.contains(b)) {
-                    return Err(err(offset, record, format!("replicas {:?} and ISR {:?} do not fit", r.replicas, r.isr)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("replicas {:?} and ISR {:?} do not fit", r.replicas, r.isr),
+                    ));
                 }
                 if let Some(old) = topic.partitions.get(&r.partition_id) {
                     if r.leader_epoch < old.leader_epoch || r.partition_epoch < old.partition_epoch {
@@ -127,7 +139,11 @@ impl MetadataDelta {
                             record,
                             format!(
                                 "partition {} would go back from leader epoch {} / partition epoch {} to {} / {}",
-                                r.partition_id, old.leader_epoch, old.partition_epoch, r.leader_epoch, r.partition_epoch
+                                r.partition_id,
+                                old.leader_epoch,
+                                old.partition_epoch,
+                                r.leader_epoch,
+                                r.partition_epoch
                             ),
                         ));
                     }
@@ -154,7 +170,11 @@ impl MetadataDelta {
                     return Err(err(offset, record, format!("no topic has id {}", r.topic_id)));
                 };
                 let Some(old) = topic.partitions.get(&r.partition_id) else {
-                    return Err(err(offset, record, format!("topic {} has no partition {}", topic.name, r.partition_id)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("topic {} has no partition {}", topic.name, r.partition_id),
+                    ));
                 };
                 // Kafka's `PartitionRegistration.merge`: a new leader bumps the leader epoch;
                 // every change bumps the partition epoch.
@@ -173,7 +193,10 @@ impl MetadataDelta {
                 }
                 if r.leader != -2 {
                     p.leader = r.leader;
-                    p.leader_epoch = p.leader_epoch.checked_add(1).ok_or_else(|| err(offset, record, "leader epoch overflow"))?;
+                    p.leader_epoch = p
+                        .leader_epoch
+                        .checked_add(1)
+                        .ok_or_else(|| err(offset, record, "leader epoch overflow"))?;
                 }
                 if r.leader_recovery_state != -1 {
                     p.leader_recovery_state = r.leader_recovery_state;
@@ -183,7 +206,11 @@ impl MetadataDelta {
                     .checked_add(1)
                     .ok_or_else(|| err(offset, record, "partition epoch overflow"))?;
                 if p.replicas.is_empty() || !p.isr.iter().all(|b| p.replicas.contains(b)) {
-                    return Err(err(offset, record, format!("replicas {:?} and ISR {:?} do not fit", p.replicas, p.isr)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("replicas {:?} and ISR {:?} do not fit", p.replicas, p.isr),
+                    ));
                 }
                 Arc::make_mut(topic).partitions.insert(r.partition_id, p);
                 if !self.changes.created_topics.contains(&r.topic_id) {
@@ -209,7 +236,11 @@ impl MetadataDelta {
             }
             MetadataRecord::ConfigRecord(r) => {
                 if r.resource_type != crate::resource_type::TOPIC && r.resource_type != crate::resource_type::BROKER {
-                    return Err(err(offset, record, format!("unknown resource type {}", r.resource_type)));
+                    return Err(err(
+                        offset,
+                        record,
+                        format!("unknown resource type {}", r.resource_type),
+                    ));
                 }
                 let resource = ConfigResource {
                     resource_type: r.resource_type,
@@ -217,7 +248,10 @@ impl MetadataDelta {
                 };
                 match &r.value {
                     Some(v) => {
-                        next.configs.entry(resource.clone()).or_default().insert(r.name.clone(), v.clone());
+                        next.configs
+                            .entry(resource.clone())
+                            .or_default()
+                            .insert(r.name.clone(), v.clone());
                     }
                     None => {
                         if let Some(values) = next.configs.get_mut(&resource) {
@@ -259,7 +293,10 @@ impl MetadataDelta {
                         return Err(err(
                             offset,
                             record,
-                            format!("broker {} registers with epoch {}, not above {}", r.broker_id, r.broker_epoch, old.epoch),
+                            format!(
+                                "broker {} registers with epoch {}, not above {}",
+                                r.broker_id, r.broker_epoch, old.epoch
+                            ),
                         ));
                     }
                 }
@@ -293,7 +330,9 @@ impl MetadataDelta {
                 self.changes.brokers.insert(r.broker_id);
             }
             MetadataRecord::FenceBrokerRecord(r) => self.set_broker(offset, record, r.id, r.epoch, Some(true), None)?,
-            MetadataRecord::UnfenceBrokerRecord(r) => self.set_broker(offset, record, r.id, r.epoch, Some(false), None)?,
+            MetadataRecord::UnfenceBrokerRecord(r) => {
+                self.set_broker(offset, record, r.id, r.epoch, Some(false), None)?
+            }
             MetadataRecord::BrokerRegistrationChangeRecord(r) => {
                 // 0: unchanged, 1: true (fenced) / 2: false, as Kafka's `BrokerRegistrationFencingChange`.
                 let tri = |v: i8| match v {
@@ -339,7 +378,11 @@ impl MetadataDelta {
             return Err(err(offset, record, format!("broker {id} is not registered")));
         };
         if b.epoch != epoch {
-            return Err(err(offset, record, format!("broker {id} has epoch {}, not {epoch}", b.epoch)));
+            return Err(err(
+                offset,
+                record,
+                format!("broker {id} has epoch {}, not {epoch}", b.epoch),
+            ));
         }
         if let Some(f) = fenced {
             b.fenced = f;

@@ -22,9 +22,7 @@ pub mod image;
 pub mod snapshot;
 
 pub use delta::{Changes, MetadataDelta, ReplayError};
-pub use image::{
-    BrokerRegistration, ConfigResource, Endpoint, MetadataImage, PartitionRegistration, TopicImage,
-};
+pub use image::{BrokerRegistration, ConfigResource, Endpoint, MetadataImage, PartitionRegistration, TopicImage};
 pub use wire::kafka_records::metadata::MetadataRecord;
 pub use wire::Uuid;
 

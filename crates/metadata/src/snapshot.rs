@@ -137,7 +137,13 @@ pub fn write(image: &MetadataImage, epoch: i32, timestamp: i64) -> Result<Bytes,
     }
     .encode(&mut header, 0)
     .map_err(|e| e.to_string())?;
-    out.extend_from_slice(&control_batch(SNAPSHOT_HEADER, header.freeze(), offset, epoch, timestamp));
+    out.extend_from_slice(&control_batch(
+        SNAPSHOT_HEADER,
+        header.freeze(),
+        offset,
+        epoch,
+        timestamp,
+    ));
     offset += 1;
     let all = records(image);
     for chunk in all.chunks(RECORDS_PER_BATCH) {
@@ -155,7 +161,13 @@ pub fn write(image: &MetadataImage, epoch: i32, timestamp: i64) -> Result<Bytes,
     }
     .encode(&mut footer, 0)
     .map_err(|e| e.to_string())?;
-    out.extend_from_slice(&control_batch(SNAPSHOT_FOOTER, footer.freeze(), offset, epoch, timestamp));
+    out.extend_from_slice(&control_batch(
+        SNAPSHOT_FOOTER,
+        footer.freeze(),
+        offset,
+        epoch,
+        timestamp,
+    ));
     Ok(out.freeze())
 }
 
@@ -168,7 +180,9 @@ pub fn read(bytes: Bytes, end_offset: i64, epoch: i32) -> Result<MetadataImage, 
     let mut first = true;
     for batch in RecordBatch::iter_all(bytes) {
         let batch = batch.map_err(|e| format!("bad batch: {e}"))?;
-        batch.verify_crc().map_err(|e| format!("batch at {}: {e}", batch.base_offset()))?;
+        batch
+            .verify_crc()
+            .map_err(|e| format!("batch at {}: {e}", batch.base_offset()))?;
         if footer {
             return Err("batches after the footer".into());
         }

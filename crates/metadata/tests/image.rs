@@ -37,10 +37,15 @@ fn config(kind: i8, resource: &str, name: &str, value: Option<&str>) -> Metadata
 }
 
 fn remove(id: u8) -> MetadataRecord {
-    MetadataRecord::RemoveTopicRecord(RemoveTopicRecord { topic_id: Uuid([id; 16]) })
+    MetadataRecord::RemoveTopicRecord(RemoveTopicRecord {
+        topic_id: Uuid([id; 16]),
+    })
 }
 
-fn apply(base: MetadataImage, records: &[MetadataRecord]) -> Result<(MetadataImage, metadata::Changes), metadata::ReplayError> {
+fn apply(
+    base: MetadataImage,
+    records: &[MetadataRecord],
+) -> Result<(MetadataImage, metadata::Changes), metadata::ReplayError> {
     let start = base.offset + 1;
     let mut d = MetadataDelta::new(Arc::new(base));
     for (i, r) in records.iter().enumerate() {
@@ -69,10 +74,17 @@ fn topics_partitions_and_configs_build_up_and_report_what_changed() {
     assert_eq!(image.topic_configs("orders").get("retention.ms").unwrap(), "1000");
     assert_eq!(image.configs(&ConfigResource::broker("")).len(), 1);
     assert!(changes.created_topics.contains(&Uuid([1; 16])));
-    assert!(changes.changed_topics.is_empty(), "partitions of a new topic are part of its creation");
+    assert!(
+        changes.changed_topics.is_empty(),
+        "partitions of a new topic are part of its creation"
+    );
 
     // Grow, unset a config, delete: the deleted topic is reported as it was, its configs go.
-    let (image2, changes) = apply(image.clone(), &[partition(1, 2), config(2, "orders", "retention.ms", None)]).unwrap();
+    let (image2, changes) = apply(
+        image.clone(),
+        &[partition(1, 2), config(2, "orders", "retention.ms", None)],
+    )
+    .unwrap();
     assert_eq!(image2.topic("orders").unwrap().partition_count(), 3);
     assert!(changes.changed_topics.contains(&Uuid([1; 16])));
     assert!(image2.topic_configs("orders").is_empty());
@@ -92,11 +104,15 @@ fn topics_partitions_and_configs_build_up_and_report_what_changed() {
 fn records_that_contradict_the_image_are_refused_and_change_nothing() {
     let (image, _) = apply(MetadataImage::empty(), &[topic("a", 1), partition(1, 0)]).unwrap();
     let refused = [
-        topic("a", 2),          // the name is taken
-        topic("b", 1),          // the id is taken
-        partition(9, 0),        // no such topic
-        remove(9),              // no such topic
-        MetadataRecord::ProducerIdsRecord(ProducerIdsRecord { broker_id: 1, broker_epoch: 0, next_producer_id: 0 }),
+        topic("a", 2),   // the name is taken
+        topic("b", 1),   // the id is taken
+        partition(9, 0), // no such topic
+        remove(9),       // no such topic
+        MetadataRecord::ProducerIdsRecord(ProducerIdsRecord {
+            broker_id: 1,
+            broker_epoch: 0,
+            next_producer_id: 0,
+        }),
         MetadataRecord::PartitionChangeRecord(PartitionChangeRecord {
             topic_id: Uuid([1; 16]),
             partition_id: 5,
@@ -154,7 +170,10 @@ fn records_are_framed_as_kafkas_metadata_record_serde() {
 #[test]
 fn snapshot_file_names_are_kafkas() {
     assert_eq!(snapshot::file_name(42, 3), "00000000000000000042-0000000003.checkpoint");
-    assert_eq!(snapshot::parse_file_name("00000000000000000042-0000000003.checkpoint"), Some((42, 3)));
+    assert_eq!(
+        snapshot::parse_file_name("00000000000000000042-0000000003.checkpoint"),
+        Some((42, 3))
+    );
     assert_eq!(snapshot::parse_file_name("42-3.checkpoint"), None);
 }
 
@@ -191,7 +210,12 @@ fn change(image: &MetadataImage, pick: u8, n: u8) -> Vec<MetadataRecord> {
             let t = &topics[n as usize % topics.len()];
             vec![partition(t.id.0[0], t.partition_count() as i32)]
         }
-        3 => vec![config(if n % 2 == 0 { 2 } else { 4 }, &format!("t{}", n % 5), &format!("k{}", n % 3), (n % 4 != 0).then_some("v"))],
+        3 => vec![config(
+            if n % 2 == 0 { 2 } else { 4 },
+            &format!("t{}", n % 5),
+            &format!("k{}", n % 3),
+            (n % 4 != 0).then_some("v"),
+        )],
         4 => vec![MetadataRecord::ProducerIdsRecord(ProducerIdsRecord {
             broker_id: 1,
             broker_epoch: 0,

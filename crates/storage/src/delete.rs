@@ -107,9 +107,9 @@ pub fn remove_dirs_later(fs: &Arc<dyn Fs>, dirs: Vec<PathBuf>) {
             .try_send(Job::RemoveDir(fs.clone(), dir));
         match sent {
             Ok(()) => {}
-            Err(
-                TrySendError::Full(Job::RemoveDir(fs, dir)) | TrySendError::Disconnected(Job::RemoveDir(fs, dir)),
-            ) => remove_dir(&*fs, &dir),
+            Err(TrySendError::Full(Job::RemoveDir(fs, dir)) | TrySendError::Disconnected(Job::RemoveDir(fs, dir))) => {
+                remove_dir(&*fs, &dir)
+            }
             Err(_) => {}
         }
     }

@@ -68,7 +68,13 @@ impl DirOp {
 
 /// `path` with its prefix `from` replaced by `to`, if it is under `from`.
 fn moved(path: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
-    path.strip_prefix(from).ok().map(|rest| if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) })
+    path.strip_prefix(from).ok().map(|rest| {
+        if rest.as_os_str().is_empty() {
+            to.to_path_buf()
+        } else {
+            to.join(rest)
+        }
+    })
 }
 
 fn apply_dir_op(names: &mut BTreeMap<PathBuf, u64>, dirs: &mut BTreeSet<PathBuf>, op: &DirOp) {
@@ -460,11 +466,16 @@ impl Fs for SimFs {
         }
         s.power(true)?;
         // Directory renames and removals under `dir` become durable, in order.
-        let (now, later): (Vec<DirOp>, Vec<DirOp>) =
-            std::mem::take(&mut s.pending_dir_ops).into_iter().partition(|op| op.parents().contains(&dir));
+        let (now, later): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut s.pending_dir_ops)
+            .into_iter()
+            .partition(|op| op.parents().contains(&dir));
         s.pending_dir_ops = later;
         for op in &now {
-            let State { durable_names, durable_dirs, .. } = &mut *s;
+            let State {
+                durable_names,
+                durable_dirs,
+                ..
+            } = &mut *s;
             apply_dir_op(durable_names, durable_dirs, op);
         }
         s.durable_names.retain(|p, _| p.parent() != Some(dir));

@@ -18,16 +18,25 @@ fn a_directory_rename_is_durable_only_after_its_parent_is_synced() {
         let fs = SimFs::new();
         fs.create_dir_all(Path::new("/d/t-0")).unwrap();
         file(&fs, "/d/t-0/00.log", b"records");
-        fs.rename_dir(Path::new("/d/t-0"), Path::new("/d/t-0.x-delete")).unwrap();
+        fs.rename_dir(Path::new("/d/t-0"), Path::new("/d/t-0.x-delete"))
+            .unwrap();
         assert!(!fs.exists(Path::new("/d/t-0")) && fs.exists(Path::new("/d/t-0.x-delete/00.log")));
         assert_eq!(fs.list_dirs(Path::new("/d")).unwrap(), ["t-0.x-delete"]);
         if synced {
             fs.sync_dir(Path::new("/d")).unwrap();
         }
         fs.crash(CrashMode::DropUnsynced);
-        let (gone, here) = if synced { ("/d/t-0", "/d/t-0.x-delete") } else { ("/d/t-0.x-delete", "/d/t-0") };
+        let (gone, here) = if synced {
+            ("/d/t-0", "/d/t-0.x-delete")
+        } else {
+            ("/d/t-0.x-delete", "/d/t-0")
+        };
         assert!(!fs.exists(Path::new(gone)), "synced={synced}");
-        assert_eq!(fs.read_all(&Path::new(here).join("00.log")).unwrap(), b"records", "synced={synced}");
+        assert_eq!(
+            fs.read_all(&Path::new(here).join("00.log")).unwrap(),
+            b"records",
+            "synced={synced}"
+        );
     }
 }
 

@@ -1167,8 +1167,22 @@ mod tests {
         let fs = storage::default_fs();
         let mut defaults = crate::ConfigLayers::new().build().unwrap().topic_defaults;
         defaults.configs.insert("flush.messages".into(), "1".into());
-        let metadata = Arc::new(crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX).unwrap().log);
-        let topics = Topics::open(dir, defaults, false, fs, metadata, 1, Arc::new(crate::clock::SystemClock::new()), Arc::new(crate::random::Random::seeded(1))).unwrap();
+        let metadata = Arc::new(
+            crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX)
+                .unwrap()
+                .log,
+        );
+        let topics = Topics::open(
+            dir,
+            defaults,
+            false,
+            fs,
+            metadata,
+            1,
+            Arc::new(crate::clock::SystemClock::new()),
+            Arc::new(crate::random::Random::seeded(1)),
+        )
+        .unwrap();
         let other = topics.create("t", 1, 1, BTreeMap::new()).unwrap().partitions[0].clone();
         let config = GroupConfig {
             offsets_partitions: 1,
@@ -1177,7 +1191,10 @@ mod tests {
         let c = Coordinator::open(&topics, config, Arc::new(crate::clock::SystemClock::new())).unwrap();
         assert_eq!(c.ready(&topics), Ok(()));
         let offsets = topics.get(CONSUMER_OFFSETS).unwrap().partitions[0].clone();
-        let (on_offsets, on_other) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let (on_offsets, on_other) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         offsets.wake_on_data(&on_offsets);
         other.wake_on_data(&on_other);
         let before = offsets.high_watermark();
@@ -1201,10 +1218,20 @@ mod tests {
         let end = offsets.lock().log.log_end_offset();
         assert!(end > before);
         assert_eq!(offsets.high_watermark(), end, "the high watermark moved to the log end");
-        assert_eq!(offsets.commit.durable_end(), end, "flush.messages = 1: durable before the answer");
+        assert_eq!(
+            offsets.commit.durable_end(),
+            end,
+            "flush.messages = 1: durable before the answer"
+        );
         let quick = std::time::Duration::from_millis(20);
-        assert!(tokio::time::timeout(quick, on_offsets.notified()).await.is_ok(), "the fetch on __consumer_offsets wakes");
-        assert!(tokio::time::timeout(quick, on_other.notified()).await.is_err(), "another partition's does not");
+        assert!(
+            tokio::time::timeout(quick, on_offsets.notified()).await.is_ok(),
+            "the fetch on __consumer_offsets wakes"
+        );
+        assert!(
+            tokio::time::timeout(quick, on_other.notified()).await.is_err(),
+            "another partition's does not"
+        );
         drop((c, topics));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -67,7 +67,11 @@ fn read_partition(
             // yet (a leader's unreplicated tail) is never served to them.
             // (On a leader whose ISR holds everything, the high watermark is the log end and
             // there is nothing to cut: no walk over the batch headers.)
-            let data = if hw < log.log_end_offset() { below(data, hw) } else { data };
+            let data = if hw < log.log_end_offset() {
+                below(data, hw)
+            } else {
+                data
+            };
             // A batch larger than the limits is still sent whole when it is the first thing in
             // the response (Kafka's rule, so consumers make progress); otherwise it waits.
             if data.len() <= limit || is_first {
@@ -281,7 +285,15 @@ mod below_tests {
             log.append(b.build(), 0, 0).unwrap();
         }
         assert_eq!(log.log_end_offset(), 10);
-        let part = Partition::open("p", 0, 0, log, ProducerStates::default(), Some(4), Arc::new(crate::clock::SystemClock::new()));
+        let part = Partition::open(
+            "p",
+            0,
+            0,
+            log,
+            ProducerStates::default(),
+            Some(4),
+            Arc::new(crate::clock::SystemClock::new()),
+        );
         assert_eq!(part.high_watermark(), 4);
         let ask = |offset| wire::messages::fetch_request::FetchPartition {
             partition: 0,
@@ -297,7 +309,10 @@ mod below_tests {
             .collect();
         assert_eq!(batches, [0, 2], "batches at 4 and after are not served");
         assert_eq!(read_partition(&part, &ask(4), 1 << 20, true).records.unwrap().len(), 0);
-        assert_eq!(read_partition(&part, &ask(6), 1 << 20, true).error_code, ErrorCode::OffsetOutOfRange as i16);
+        assert_eq!(
+            read_partition(&part, &ask(6), 1 << 20, true).error_code,
+            ErrorCode::OffsetOutOfRange as i16
+        );
         // Once it leads alone (its own log end is the ISR's), everything is below it.
         let part = part.lead_alone();
         assert_eq!(part.high_watermark(), 10);

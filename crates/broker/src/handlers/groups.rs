@@ -45,7 +45,10 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
             };
             match outcome {
                 // This node coordinates every group: its registration in the image says where.
-                Ok(()) => match super::live_brokers(broker).into_iter().find(|b| b.id == broker.config.node_id) {
+                Ok(()) => match super::live_brokers(broker)
+                    .into_iter()
+                    .find(|b| b.id == broker.config.node_id)
+                {
                     Some(me) => {
                         c.node_id = me.id;
                         c.host = me.host;

@@ -6,8 +6,8 @@
 //! past that are answered `LEADER_NOT_AVAILABLE`, which clients retry (and the next request
 //! creates them), as Kafka answers for topics whose creation is under way.
 
-use metadata::{MetadataImage, TopicImage};
 use crate::Broker;
+use metadata::{MetadataImage, TopicImage};
 use wire::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use wire::messages::{MetadataRequest, MetadataResponse};
 use wire::ErrorCode;
@@ -22,7 +22,11 @@ fn describe(topic: &TopicImage, operations: i32) -> MetadataResponseTopic {
             .partitions
             .iter()
             .map(|(index, p)| MetadataResponsePartition {
-                error_code: if p.leader < 0 { ErrorCode::LeaderNotAvailable as i16 } else { 0 },
+                error_code: if p.leader < 0 {
+                    ErrorCode::LeaderNotAvailable as i16
+                } else {
+                    0
+                },
                 partition_index: *index,
                 leader_id: p.leader,
                 leader_epoch: p.leader_epoch,
@@ -91,10 +95,13 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                                 // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
                                 // are elected; here creation is synchronous and the partitions are
                                 // ready, so the client gets the topic at once (no retry delay).
-                                Err(e) if e.code != ErrorCode::TopicAlreadyExists => failed(Some(name), t.topic_id, e.code),
+                                Err(e) if e.code != ErrorCode::TopicAlreadyExists => {
+                                    failed(Some(name), t.topic_id, e.code)
+                                }
                                 // Created, here or by a request that raced this one.
-                                _ => describe_in(&broker.metadata.image(), &name)
-                                    .unwrap_or_else(|| failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)),
+                                _ => describe_in(&broker.metadata.image(), &name).unwrap_or_else(|| {
+                                    failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)
+                                }),
                             }
                         } else {
                             failed(Some(name), t.topic_id, ErrorCode::UnknownTopicOrPartition)

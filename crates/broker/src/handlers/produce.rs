@@ -187,11 +187,7 @@ fn costly(records: &Option<Bytes>) -> bool {
 
 /// Appends through the one leader append path (`Partition::append_as_leader`), with the
 /// idempotence check under the partition lock.
-fn append(
-    partition: &Partition,
-    prepared: Prepared,
-    now: i64,
-) -> Result<Appended, (ErrorCode, String)> {
+fn append(partition: &Partition, prepared: Prepared, now: i64) -> Result<Appended, (ErrorCode, String)> {
     let Prepared {
         raw,
         producer,
