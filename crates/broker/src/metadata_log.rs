@@ -77,6 +77,15 @@ pub struct Opened {
     pub empty: bool,
 }
 
+/// Why a log whose start has moved cannot be opened without a snapshot.
+fn uncovered_start(dir: &Path, start: i64) -> String {
+    format!(
+        "the metadata log {} starts at offset {start}, and no readable snapshot covers the records before it; \
+         restore the directory from a backup",
+        dir.display()
+    )
+}
+
 fn log_config() -> LogConfig {
     LogConfig {
         segment_bytes: SEGMENT_BYTES,
@@ -128,11 +137,7 @@ impl MetadataLog {
         let image = match image {
             Some(i) => i,
             None if start == 0 => MetadataImage::empty(),
-            None => return Err(format!(
-                "the metadata log {} starts at offset {start}, and no readable snapshot covers the records before it; \
-                     restore the directory from a backup",
-                dir.display()
-            )),
+            None => return Err(uncovered_start(&dir, start)),
         };
         let mut delta = MetadataDelta::new(Arc::new(image));
         let mut offset = delta.image().offset + 1;
