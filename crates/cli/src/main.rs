@@ -10,6 +10,7 @@ mod consume;
 mod group;
 mod produce;
 mod topic;
+mod verify;
 
 use anyhow::Result;
 use broker::config::{ConfigLayers, Source, SETTINGS};
@@ -50,6 +51,9 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Measure produce, consume and end-to-end throughput and latency.
     Bench(bench::BenchArgs),
+    /// Prove with a workload that nothing acknowledged is lost, duplicated or reordered:
+    /// `verify run` writes a history, `verify check` finds anomalies in histories.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -157,6 +161,7 @@ fn main() {
         Command::Config(args) => config::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");

@@ -208,6 +208,12 @@ impl Consumer {
         self.parts.keys().cloned().collect()
     }
 
+    /// The group generation this member last joined (`None` outside a group or before a
+    /// join). A new generation may have moved every position of the assignment.
+    pub fn generation(&self) -> Option<i32> {
+        self.group.as_ref().filter(|g| g.joined).map(|g| g.generation)
+    }
+
     pub fn member_id(&self) -> Option<&str> {
         self.group.as_ref().map(|g| g.member_id.as_str())
     }
