@@ -277,7 +277,9 @@ pub fn check(histories: &[(String, Vec<Event>, usize)]) -> Report {
     }
 
     // Order: an idempotent producer's acknowledgements in one partition follow its send order.
-    let mut by_producer: BTreeMap<(&str, Tp), Vec<(usize, i64, &str)>> = BTreeMap::new();
+    // Per producer and partition: (send order, acknowledged offset, value).
+    type Acked<'a> = Vec<(usize, i64, &'a str)>;
+    let mut by_producer: BTreeMap<(&str, Tp), Acked> = BTreeMap::new();
     for (e, tp, o) in &acks {
         let v = e.value.as_deref().unwrap_or_default();
         if is_idempotent(v) {
