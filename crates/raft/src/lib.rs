@@ -13,7 +13,8 @@
 //!
 //! The core never sees record bytes. It decides offsets and epochs (`BatchMeta`) and carries
 //! the driver's payload `B` through unchanged; a leader answering a fetch asks the driver to
-//! fill the response from its own log (`Send { fill_from: Some(offset), .. }`).
+//! fill the response from its own log (`Send { fill: Some(Fill::Log(offset)), .. }`), or from
+//! its latest snapshot (`Fill::Snapshot`) for a follower that is behind the log start.
 //!
 //! Roles follow Kafka's `QuorumState`: a voter is unattached, prospective (asking for
 //! pre-votes, which change nothing on the voters), candidate, leader, follower or resigned;
@@ -23,13 +24,18 @@
 //! watermark). The high watermark moves to the highest offset a majority of voters has
 //! reached, once that covers the leader's own epoch (its LeaderChange record).
 //!
-//! Not yet here (issue 19, next steps): snapshots and FetchSnapshot, dynamic voters.
+//! Snapshots: the driver writes one at a committed offset and says so (`snapshot_taken`); the
+//! log then starts there. A follower behind the log start is told the snapshot's id, fetches
+//! it in chunks (FetchSnapshot: `SnapshotChunk` actions, then `InstallSnapshot`), and goes on
+//! fetching from its end.
+//!
+//! Not yet here: dynamic voters (KIP-853).
 
 mod log;
 #[cfg(test)]
 mod sim;
 
-pub use log::{BatchMeta, LogView};
+pub use log::{BatchMeta, LogView, SnapshotId};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -111,6 +117,8 @@ pub enum FetchError {
     FencedLeaderEpoch,
     /// This node does not lead (NOT_LEADER_OR_FOLLOWER); `leader` says who does, if known.
     NotLeader,
+    /// The snapshot asked for is not the leader's latest (SNAPSHOT_NOT_FOUND): fetch again.
+    SnapshotNotFound,
 }
 
 /// What nodes send one another (Kafka's Vote, BeginQuorumEpoch, EndQuorumEpoch and Fetch).
@@ -157,8 +165,38 @@ pub enum Message<B> {
         /// The fetch's last epoch disagrees with the leader's log: the largest epoch they
         /// share and where it ends on the leader.
         diverging: Option<(i32, i64)>,
+        /// The fetch is below the log start: fetch this snapshot first.
+        snapshot: Option<SnapshotId>,
         batches: Vec<(BatchMeta, Payload<B>)>,
     },
+    FetchSnapshot {
+        id: u64,
+        epoch: i32,
+        replica: NodeId,
+        snapshot: SnapshotId,
+        position: u64,
+    },
+    FetchSnapshotResponse {
+        id: u64,
+        epoch: i32,
+        leader: Option<NodeId>,
+        error: Option<FetchError>,
+        snapshot: SnapshotId,
+        /// The whole snapshot's size in bytes, and where `chunk` starts in it.
+        size: u64,
+        position: u64,
+        chunk: Vec<u8>,
+    },
+}
+
+/// What a leader's answer needs from the driver's storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// A FetchResponse's batches: from this offset towards the log end (as much as it sends at
+    /// once, whole batches).
+    Log(i64),
+    /// A FetchSnapshotResponse's `size` and `chunk`: bytes of this snapshot from `position`.
+    Snapshot { id: SnapshotId, position: u64 },
 }
 
 pub enum Input<B> {
@@ -176,12 +214,19 @@ pub enum Action<B> {
     Append(Vec<(BatchMeta, Payload<B>)>),
     /// Remove every record from this offset on.
     Truncate(i64),
-    /// With `fill_from`, the message is a FetchResponse whose batches the driver fills from its
-    /// log, from that offset to the log end (as much as it sends at once).
+    /// Bytes of a snapshot being fetched, at `position` (0 starts it over).
+    SnapshotChunk {
+        id: SnapshotId,
+        position: u64,
+        chunk: Vec<u8>,
+    },
+    /// The snapshot fetched is complete: it replaces the whole log, which now starts at its end.
+    InstallSnapshot(SnapshotId),
+    /// With `fill`, the driver completes the message from its storage first (see `Fill`).
     Send {
         to: NodeId,
         message: Message<B>,
-        fill_from: Option<i64>,
+        fill: Option<Fill>,
     },
     HighWatermark(i64),
 }
@@ -278,6 +323,8 @@ enum Role {
         last_success: u64,
         /// The fetch in flight: its id and when it was sent.
         fetch: Option<(u64, u64)>,
+        /// A snapshot being fetched, and how many of its bytes are here.
+        snapshot: Option<(SnapshotId, u64)>,
     },
     Resigned {
         deadline: u64,
@@ -321,17 +368,22 @@ impl<B: Clone> Raft<B> {
     /// alone elects itself at once.
     pub fn new(config: Config, state: QuorumState, log: LogView, now: u64) -> Raft<B> {
         let rng = Rng(config.seed ^ (config.node_id as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let hw = log.start_offset();
         let mut r = Raft {
             config,
             rng,
             state,
             role: Role::Unattached { deadline: now },
             log,
-            hw: 0,
+            hw,
             now,
             next_fetch_id: 1,
             out: Vec::new(),
         };
+        if hw > 0 {
+            // Everything in a snapshot is committed.
+            r.out.push(Action::HighWatermark(hw));
+        }
         let me = r.config.node_id;
         match state.leader {
             Some(l) if l == me => r.role = Role::Resigned { deadline: now },
@@ -431,6 +483,28 @@ impl<B: Clone> Raft<B> {
             voters: l.voters.iter().map(|(id, r)| d(*id, r)).collect(),
             observers: l.observers.iter().map(|(id, r)| d(*id, r)).collect(),
         })
+    }
+
+    /// The driver has made a snapshot of everything below `end_offset` durable and removed the
+    /// log's records below it. Refused unless `end_offset` is committed and in the log.
+    pub fn snapshot_taken(&mut self, end_offset: i64) -> Result<SnapshotId, String> {
+        if end_offset > self.hw {
+            return Err(format!(
+                "a snapshot at {end_offset} is above the high watermark {}",
+                self.hw
+            ));
+        }
+        let epoch = self.log.epoch_at(end_offset - 1).ok_or_else(|| {
+            format!(
+                "no record at {} in the log ({}..{})",
+                end_offset - 1,
+                self.log.start_offset(),
+                self.log.end_offset()
+            )
+        })?;
+        let id = SnapshotId { end_offset, epoch };
+        self.log.snapshot_taken(id);
+        Ok(id)
     }
 
     /// Appends `records` records carried by `payload` as the leader: where they go, or who
@@ -545,6 +619,7 @@ impl<B: Clone> Raft<B> {
             leader,
             last_success: self.now,
             fetch: None,
+            snapshot: None,
         };
         self.send_fetch();
     }
@@ -749,7 +824,7 @@ impl<B: Clone> Raft<B> {
         self.out.push(Action::Send {
             to,
             message,
-            fill_from: None,
+            fill: None,
         });
     }
 
@@ -811,8 +886,23 @@ impl<B: Clone> Raft<B> {
     fn send_fetch_to(&mut self, to: NodeId) {
         let id = self.next_fetch_id;
         self.next_fetch_id += 1;
-        if let Role::Follower { fetch, .. } = &mut self.role {
+        let mut fetching_snapshot = None;
+        if let Role::Follower { fetch, snapshot, .. } = &mut self.role {
             *fetch = Some((id, self.now));
+            fetching_snapshot = *snapshot;
+        }
+        if let Some((snapshot, position)) = fetching_snapshot {
+            self.send(
+                to,
+                Message::FetchSnapshot {
+                    id,
+                    epoch: self.state.epoch,
+                    replica: self.config.node_id,
+                    snapshot,
+                    position,
+                },
+            );
+            return;
         }
         self.send(
             to,
@@ -882,7 +972,35 @@ impl<B: Clone> Raft<B> {
                 high_watermark,
                 diverging,
                 batches,
-            } => self.on_fetch_response(from, id, epoch, leader, error, high_watermark, diverging, batches),
+                snapshot,
+            } => self.on_fetch_response(
+                from,
+                id,
+                epoch,
+                leader,
+                error,
+                high_watermark,
+                diverging,
+                snapshot,
+                batches,
+            ),
+            Message::FetchSnapshot {
+                id,
+                epoch,
+                snapshot,
+                position,
+                ..
+            } => self.on_fetch_snapshot(from, id, epoch, snapshot, position),
+            Message::FetchSnapshotResponse {
+                id,
+                epoch,
+                leader,
+                error,
+                snapshot,
+                size,
+                position,
+                chunk,
+            } => self.on_fetch_snapshot_response(from, id, epoch, leader, error, snapshot, size, position, chunk),
         }
     }
 
@@ -989,6 +1107,7 @@ impl<B: Clone> Raft<B> {
             error,
             high_watermark: if error.is_some() { -1 } else { self.hw },
             diverging: None,
+            snapshot: None,
             batches: vec![],
         }
     }
@@ -1004,6 +1123,20 @@ impl<B: Clone> Raft<B> {
         }
         if epoch < self.state.epoch {
             let answer = self.fetch_answer(id, Some(FetchError::FencedLeaderEpoch));
+            self.send(from, answer);
+            return;
+        }
+        // Below our log start, or from an epoch older than anything we still hold: the
+        // fetcher needs our snapshot first.
+        let needs_snapshot = self.log.snapshot().filter(|_| {
+            fetch_offset < self.log.start_offset()
+                || ((last_epoch > 0 || fetch_offset > 0) && self.log.end_for_epoch(last_epoch).0 == 0)
+        });
+        if let Some(id_) = needs_snapshot {
+            let mut answer = self.fetch_answer(id, None);
+            if let Message::FetchResponse { snapshot, .. } = &mut answer {
+                *snapshot = Some(id_);
+            }
             self.send(from, answer);
             return;
         }
@@ -1066,13 +1199,9 @@ impl<B: Clone> Raft<B> {
                 r.told_hw = hw;
             }
         }
-        let fill = (fetch_offset < self.log.end_offset()).then_some(fetch_offset);
+        let fill = (fetch_offset < self.log.end_offset()).then_some(Fill::Log(fetch_offset));
         let message = self.fetch_answer(id, None);
-        self.out.push(Action::Send {
-            to,
-            message,
-            fill_from: fill,
-        });
+        self.out.push(Action::Send { to, message, fill });
     }
 
     /// Answers parked fetches: all of them when the log grew, else those whose wait is over
@@ -1133,6 +1262,7 @@ impl<B: Clone> Raft<B> {
         error: Option<FetchError>,
         high_watermark: i64,
         diverging: Option<(i32, i64)>,
+        snapshot: Option<SnapshotId>,
         batches: Vec<(BatchMeta, Payload<B>)>,
     ) {
         if !self.observe(epoch, leader) {
@@ -1155,16 +1285,29 @@ impl<B: Clone> Raft<B> {
             return;
         }
         if let Role::Follower {
-            last_success, fetch, ..
+            last_success,
+            fetch,
+            snapshot: fetching,
+            ..
         } = &mut self.role
         {
             *last_success = self.now;
             *fetch = None;
+            if let Some(s) = snapshot {
+                // Behind the leader's log start: fetch its snapshot, from the start.
+                *fetching = Some((s, 0));
+                self.send_fetch();
+                return;
+            }
         }
         if let Some((e, end)) = diverging {
-            // Truncate to where our logs last agree: the end of the largest epoch we share.
-            let (_, ours_end) = self.log.end_for_epoch(e);
-            let to = end.min(ours_end).min(self.log.end_offset());
+            // Truncate to where our logs last agree. When we hold the leader's epoch too, that is
+            // where the first of us stops writing it; when we do not, our own largest epoch
+            // below it ends where we can last agree (a batch boundary of ours; the next fetch
+            // checks that epoch in turn).
+            let (ours_epoch, ours_end) = self.log.end_for_epoch(e);
+            let to = if ours_epoch == e { end.min(ours_end) } else { ours_end };
+            let to = to.min(self.log.end_offset()).max(self.log.start_offset());
             assert!(
                 to >= self.hw,
                 "raft: node {} asked to truncate to {to}, below its high watermark {}",
@@ -1192,6 +1335,131 @@ impl<B: Clone> Raft<B> {
             if hw > self.hw {
                 self.hw = hw;
                 self.out.push(Action::HighWatermark(hw));
+            }
+        }
+        self.send_fetch();
+    }
+
+    fn on_fetch_snapshot(&mut self, from: NodeId, id: u64, epoch: i32, snapshot: SnapshotId, position: u64) {
+        if epoch > self.state.epoch {
+            self.observe(epoch, None);
+        }
+        let error = if !matches!(self.role, Role::Leader(_)) {
+            Some(FetchError::NotLeader)
+        } else if epoch < self.state.epoch {
+            Some(FetchError::FencedLeaderEpoch)
+        } else if self.log.snapshot() != Some(snapshot) {
+            Some(FetchError::SnapshotNotFound)
+        } else {
+            None
+        };
+        let message = Message::FetchSnapshotResponse {
+            id,
+            epoch: self.state.epoch,
+            leader: self.leader(),
+            error,
+            snapshot,
+            size: 0,
+            position,
+            chunk: Vec::new(),
+        };
+        let fill = error.is_none().then_some(Fill::Snapshot { id: snapshot, position });
+        let now = self.now;
+        if let (None, Role::Leader(l)) = (error, &mut self.role) {
+            // A follower fetching a snapshot is alive.
+            if let Some(r) = l.voters.get_mut(&from).or(l.observers.get_mut(&from)) {
+                r.last_fetch = Some(now);
+            }
+        }
+        self.out.push(Action::Send {
+            to: from,
+            message,
+            fill,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_fetch_snapshot_response(
+        &mut self,
+        from: NodeId,
+        id: u64,
+        epoch: i32,
+        leader: Option<NodeId>,
+        error: Option<FetchError>,
+        snapshot: SnapshotId,
+        size: u64,
+        position: u64,
+        chunk: Vec<u8>,
+    ) {
+        if !self.observe(epoch, leader) {
+            return;
+        }
+        let ours = matches!(
+            self.role,
+            Role::Follower { leader: l, fetch: Some((f, _)), snapshot: Some((s, p)), .. }
+                if f == id && l == from && s == snapshot && p == position
+        );
+        if !ours {
+            return;
+        }
+        let now = self.now;
+        let voter = self.is_voter();
+        let Role::Follower {
+            last_success,
+            fetch,
+            snapshot: fetching,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        *fetch = None;
+        match error {
+            Some(FetchError::SnapshotNotFound) => {
+                // The leader has a newer snapshot (or none): ask again by fetching.
+                *last_success = now;
+                *fetching = None;
+            }
+            Some(_) => {
+                if voter {
+                    let deadline = self.election_deadline();
+                    self.role = Role::Unattached { deadline };
+                } else {
+                    self.become_unattached(epoch);
+                }
+                return;
+            }
+            None if chunk.is_empty() && position < size => {
+                // Nothing came: ask again after the request timeout, so a leader that sends
+                // nothing cannot make us spin.
+                *fetch = Some((0, now));
+                return;
+            }
+            None => {
+                *last_success = now;
+                let end = position + chunk.len() as u64;
+                let done = end >= size;
+                *fetching = if done { None } else { Some((snapshot, end)) };
+                self.out.push(Action::SnapshotChunk {
+                    id: snapshot,
+                    position,
+                    chunk,
+                });
+                if done {
+                    assert!(
+                        snapshot.end_offset >= self.hw,
+                        "raft: node {} installing a snapshot at {} below its high watermark {}",
+                        self.config.node_id,
+                        snapshot.end_offset,
+                        self.hw
+                    );
+                    self.out.push(Action::InstallSnapshot(snapshot));
+                    self.log.install(snapshot);
+                    if snapshot.end_offset > self.hw {
+                        self.hw = snapshot.end_offset;
+                        self.out.push(Action::HighWatermark(self.hw));
+                    }
+                }
             }
         }
         self.send_fetch();

@@ -38,6 +38,88 @@ struct Node {
     hw: i64,
     /// The next step of this node crashes halfway through.
     crash_next: bool,
+    /// The latest snapshot: its id and the batches it stands for.
+    snapshot: Option<(SnapshotId, Vec<Batch>)>,
+    /// A snapshot being fetched (durable, as a partial file would be).
+    partial: Vec<u8>,
+}
+
+impl Node {
+    /// Everything this node holds: its snapshot's batches, then its log.
+    fn full(&self) -> Vec<Batch> {
+        let mut all = self.snapshot.as_ref().map_or_else(Vec::new, |s| s.1.clone());
+        all.extend(self.log.iter().cloned());
+        all
+    }
+
+    fn end(&self) -> i64 {
+        self.log
+            .last()
+            .map(|(m, _)| m.last_offset + 1)
+            .or(self.snapshot.as_ref().map(|s| s.0.end_offset))
+            .unwrap_or(0)
+    }
+
+    fn start(&self) -> i64 {
+        self.snapshot.as_ref().map_or(0, |s| s.0.end_offset)
+    }
+}
+
+/// A snapshot's bytes, as the simulation ships them in chunks.
+fn encode(batches: &[Batch]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (m, p) in batches {
+        out.extend(m.base_offset.to_be_bytes());
+        out.extend(m.last_offset.to_be_bytes());
+        out.extend(m.epoch.to_be_bytes());
+        match p {
+            Payload::LeaderChange { leader, voters } => {
+                out.push(0);
+                out.extend(leader.to_be_bytes());
+                out.extend((voters.len() as u32).to_be_bytes());
+                for v in voters {
+                    out.extend(v.to_be_bytes());
+                }
+            }
+            Payload::Data(v) => {
+                out.push(1);
+                out.extend(v.to_be_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode(mut b: &[u8]) -> Result<Vec<Batch>, String> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err("snapshot cut short".into());
+        }
+        let (x, rest) = b.split_at(n);
+        *b = rest;
+        Ok(x)
+    }
+    let i64_ = |b: &mut &[u8]| take(b, 8).map(|x| i64::from_be_bytes(x.try_into().unwrap_or([0; 8])));
+    let i32_ = |b: &mut &[u8]| take(b, 4).map(|x| i32::from_be_bytes(x.try_into().unwrap_or([0; 4])));
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let m = BatchMeta {
+            base_offset: i64_(&mut b)?,
+            last_offset: i64_(&mut b)?,
+            epoch: i32_(&mut b)?,
+        };
+        let p = match take(&mut b, 1)?[0] {
+            0 => {
+                let leader = i32_(&mut b)?;
+                let n = i32_(&mut b)? as usize;
+                let voters = (0..n).map(|_| i32_(&mut b)).collect::<Result<_, _>>()?;
+                Payload::LeaderChange { leader, voters }
+            }
+            _ => Payload::Data(i64_(&mut b)? as u64),
+        };
+        out.push((m, p));
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy)]
@@ -65,10 +147,21 @@ pub(crate) struct Sim {
     broken: bool,
     /// A digest of everything that happened, to show that a seed replays identically.
     pub(crate) trace: u64,
+    /// How many snapshots followers fetched and installed, and how many fetches were told to
+    /// truncate: the paths the faults must reach.
+    pub(crate) installs: u64,
+    pub(crate) truncations: u64,
 }
 
-fn end_of(log: &[Batch]) -> i64 {
-    log.last().map_or(0, |(m, _)| m.last_offset + 1)
+fn is_durable<B>(a: &Action<B>) -> bool {
+    matches!(
+        a,
+        Action::PersistState(_)
+            | Action::Append(_)
+            | Action::Truncate(_)
+            | Action::SnapshotChunk { .. }
+            | Action::InstallSnapshot(_)
+    )
 }
 
 /// The batches of `log` below `offset`.
@@ -102,6 +195,8 @@ impl Sim {
             next_value: 1,
             broken,
             trace: 0,
+            installs: 0,
+            truncations: 0,
         };
         for id in 1..=voters + observers {
             sim.nodes.insert(
@@ -112,6 +207,8 @@ impl Sim {
                     state: QuorumState::default(),
                     hw: 0,
                     crash_next: false,
+                    snapshot: None,
+                    partial: Vec::new(),
                 },
             );
         }
@@ -140,7 +237,8 @@ impl Sim {
         let config = self.config(id);
         let now = self.now;
         let node = self.nodes.get_mut(&id).ok_or("no such node")?;
-        let view = LogView::from_batches(node.log.iter().map(|(m, _)| *m)).map_err(|e| format!("node {id}: {e}"))?;
+        let view = LogView::from_parts(node.snapshot.as_ref().map(|s| s.0), node.log.iter().map(|(m, _)| *m))
+            .map_err(|e| format!("node {id}: {e}"))?;
         let mut raft = Raft::new(config, node.state, view, now);
         node.hw = 0;
         let actions = raft.take_actions();
@@ -153,10 +251,7 @@ impl Sim {
     fn apply(&mut self, id: NodeId, actions: Vec<Action<u64>>) -> Result<(), String> {
         let crash = self.nodes.get(&id).is_some_and(|n| n.crash_next);
         let keep = if crash {
-            let durable = actions
-                .iter()
-                .filter(|a| matches!(a, Action::PersistState(_) | Action::Append(_) | Action::Truncate(_)))
-                .count();
+            let durable = actions.iter().filter(|a| is_durable(a)).count();
             self.rng.below(durable as u64 + 1) as usize
         } else {
             usize::MAX
@@ -169,13 +264,12 @@ impl Sim {
                 Action::Truncate(t) => *t as u64 + 200,
                 Action::Send { to, .. } => *to as u64 + 300,
                 Action::HighWatermark(h) => *h as u64 + 400,
+                Action::SnapshotChunk { position, .. } => *position + 500,
+                Action::InstallSnapshot(id) => id.end_offset as u64 + 600,
             });
-            let is_durable = matches!(
-                action,
-                Action::PersistState(_) | Action::Append(_) | Action::Truncate(_)
-            );
-            if crash && (!is_durable || durable_done >= keep) {
-                if is_durable {
+            let durable = is_durable(&action);
+            if crash && (!durable || durable_done >= keep) {
+                if durable {
                     if let Action::Append(batches) = &action {
                         // The write the crash interrupted: a prefix of its batches may have landed.
                         let n = self.rng.below(batches.len() as u64) as usize;
@@ -186,7 +280,7 @@ impl Sim {
                 }
                 continue;
             }
-            if is_durable {
+            if durable {
                 durable_done += 1;
             }
             self.carry_out(id, action)?;
@@ -219,11 +313,11 @@ impl Sim {
             Action::Append(batches) => {
                 let node = self.nodes.get_mut(&id).ok_or("no node")?;
                 for (m, p) in batches {
-                    if m.base_offset != end_of(&node.log) {
+                    if m.base_offset != node.end() {
                         return Err(format!(
                             "node {id}: append at {} with log end {}",
                             m.base_offset,
-                            end_of(&node.log)
+                            node.end()
                         ));
                     }
                     node.log.push((m, p));
@@ -231,14 +325,15 @@ impl Sim {
             }
             Action::Truncate(to) => {
                 let node = self.nodes.get_mut(&id).ok_or("no node")?;
-                if to < node.hw {
+                if to < node.hw || to < node.start() {
                     return Err(format!(
                         "node {id}: truncated to {to}, below its high watermark {}",
                         node.hw
                     ));
                 }
                 node.log.retain(|(m, _)| m.base_offset < to);
-                if end_of(&node.log) != to.min(end_of(&node.log)) || end_of(&node.log) > to {
+                self.truncations += 1;
+                if node.end() > to {
                     return Err(format!("node {id}: truncation to {to} splits a batch"));
                 }
             }
@@ -247,14 +342,14 @@ impl Sim {
                 if h < node.hw {
                     return Err(format!("node {id}: high watermark went back from {} to {h}", node.hw));
                 }
-                if h > end_of(&node.log) {
+                if h > node.end() {
                     return Err(format!(
                         "node {id}: high watermark {h} beyond its log end {}",
-                        end_of(&node.log)
+                        node.end()
                     ));
                 }
                 node.hw = h;
-                let mine = prefix(&node.log, h).to_vec();
+                let mine = prefix(&node.full(), h).to_vec();
                 let is_leader = node.raft.as_ref().is_some_and(|r| r.role() == RoleName::Leader);
                 // Committed entries are the same on every node that has them.
                 let n = self.committed.len().min(mine.len());
@@ -273,7 +368,7 @@ impl Sim {
                     let have = self
                         .voters
                         .iter()
-                        .filter(|v| self.nodes.get(v).is_some_and(|o| prefix(&o.log, h) == &mine[..]))
+                        .filter(|v| self.nodes.get(v).is_some_and(|o| prefix(&o.full(), h) == &mine[..]))
                         .count();
                     if have < majority {
                         return Err(format!(
@@ -283,21 +378,65 @@ impl Sim {
                     }
                 }
             }
-            Action::Send {
-                to,
-                mut message,
-                fill_from,
-            } => {
-                if let (Some(from), Message::FetchResponse { batches, .. }) = (fill_from, &mut message) {
-                    let node = self.nodes.get(&id).ok_or("no node")?;
-                    let i = node.log.partition_point(|(m, _)| m.base_offset < from);
-                    if node.log.get(i).is_none_or(|(m, _)| m.base_offset != from) {
-                        return Err(format!("node {id}: asked to send from {from}, not a batch start"));
+            Action::Send { to, mut message, fill } => {
+                match (fill, &mut message) {
+                    (Some(Fill::Log(from)), Message::FetchResponse { batches, .. }) => {
+                        let node = self.nodes.get(&id).ok_or("no node")?;
+                        let i = node.log.partition_point(|(m, _)| m.base_offset < from);
+                        if node.log.get(i).is_none_or(|(m, _)| m.base_offset != from) {
+                            return Err(format!(
+                                "node {id}: asked to send from {from}, not a batch start in its log"
+                            ));
+                        }
+                        let n = 1 + self.rng.below(8) as usize;
+                        batches.extend(node.log[i..].iter().take(n).cloned());
                     }
-                    let n = 1 + self.rng.below(8) as usize;
-                    batches.extend(node.log[i..].iter().take(n).cloned());
+                    (
+                        Some(Fill::Snapshot { id: sid, position }),
+                        Message::FetchSnapshotResponse { size, chunk, .. },
+                    ) => {
+                        let node = self.nodes.get(&id).ok_or("no node")?;
+                        let Some((have, batches)) = &node.snapshot else {
+                            return Err(format!("node {id}: asked to send a snapshot it does not have"));
+                        };
+                        if *have != sid {
+                            return Err(format!("node {id}: asked to send snapshot {sid:?}, has {have:?}"));
+                        }
+                        let bytes = encode(batches);
+                        let from = (position as usize).min(bytes.len());
+                        let n = 1 + self.rng.below(64) as usize;
+                        *size = bytes.len() as u64;
+                        chunk.extend(&bytes[from..(from + n).min(bytes.len())]);
+                    }
+                    (None, _) => {}
+                    (Some(f), m) => return Err(format!("node {id}: fill {f:?} for {m:?}")),
                 }
                 self.send(id, to, message);
+            }
+            Action::SnapshotChunk { position, chunk, .. } => {
+                let node = self.nodes.get_mut(&id).ok_or("no node")?;
+                if position == 0 {
+                    node.partial.clear();
+                }
+                if position as usize != node.partial.len() {
+                    return Err(format!(
+                        "node {id}: snapshot chunk at {position}, has {}",
+                        node.partial.len()
+                    ));
+                }
+                node.partial.extend(chunk);
+            }
+            Action::InstallSnapshot(sid) => {
+                let node = self.nodes.get_mut(&id).ok_or("no node")?;
+                let batches = decode(&node.partial).map_err(|e| format!("node {id}: {e}"))?;
+                let last = batches.last().map(|(m, _)| *m);
+                if last.is_none_or(|m| m.last_offset + 1 != sid.end_offset || m.epoch != sid.epoch) {
+                    return Err(format!("node {id}: snapshot {sid:?} holds {last:?} last"));
+                }
+                node.snapshot = Some((sid, batches));
+                node.log.clear();
+                node.partial.clear();
+                self.installs += 1;
             }
         }
         Ok(())
@@ -320,7 +459,17 @@ impl Sim {
         let Some(raft) = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()) else {
             return Ok(());
         };
+        if std::env::var_os("RAFT_TRACE").is_some() {
+            if let Input::Receive { from, message } = &input {
+                eprintln!("{now} node {id} <- {from}: {message:?}");
+            }
+        }
         let actions = raft.step(now, input);
+        if std::env::var_os("RAFT_TRACE").is_some() {
+            for a in &actions {
+                eprintln!("{now} node {id} -> {a:?}");
+            }
+        }
         self.apply(id, actions)
     }
 
@@ -338,11 +487,12 @@ impl Sim {
                 None => {
                     // A new leader holds every committed entry.
                     let n = self.committed.len();
-                    if node.log.len() < n || node.log[..n] != self.committed[..] {
+                    let full = node.full();
+                    if full.len() < n || full[..n] != self.committed[..] {
                         return Err(format!(
                             "node {id} elected in epoch {epoch} without every committed entry ({} committed, log {:?})",
                             n,
-                            node.log.iter().map(|(m, _)| m).collect::<Vec<_>>()
+                            full.iter().map(|(m, _)| m).collect::<Vec<_>>()
                         ));
                     }
                     self.leaders.insert(epoch, *id);
@@ -426,7 +576,21 @@ impl Sim {
         let live = self.live();
         match self.rng.below(100) {
             0..=69 => self.advance()?,
-            70..=84 => {
+            83..=84 => {
+                // A snapshot at the high watermark (what a node's state machine has applied).
+                if let Some(id) = self.pick(&live) {
+                    let node = self.nodes.get_mut(&id).ok_or("no node")?;
+                    let hw = node.hw;
+                    if hw > node.start() {
+                        let batches = prefix(&node.full(), hw).to_vec();
+                        let raft = node.raft.as_mut().ok_or("no raft")?;
+                        let sid = raft.snapshot_taken(hw).map_err(|e| format!("node {id}: {e}"))?;
+                        node.snapshot = Some((sid, batches));
+                        node.log.retain(|(m, _)| m.base_offset >= hw);
+                    }
+                }
+            }
+            70..=82 => {
                 let leaders: Vec<NodeId> = live
                     .iter()
                     .copied()
@@ -527,23 +691,36 @@ impl Sim {
             self.start(id)?;
         }
         let deadline = self.now + 30_000;
-        let mut written: Option<BatchMeta> = None;
+        // The write proposed after healing: by whom, in which epoch, where, with which value.
+        let mut written: Option<(NodeId, i32, BatchMeta, u64)> = None;
         while self.now < deadline {
             self.advance()?;
-            if written.is_none() {
-                let leader = self.live().into_iter().find(|id| {
-                    self.nodes[id]
-                        .raft
-                        .as_ref()
-                        .is_some_and(|r| r.role() == RoleName::Leader)
-                });
-                if let Some(id) = leader {
-                    written = self.propose(id)?;
+            let leader = self.live().into_iter().find(|id| {
+                self.nodes[id]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == RoleName::Leader)
+            });
+            if let Some((by, epoch, m, value)) = written {
+                let committed = self
+                    .committed
+                    .iter()
+                    .any(|(c, p)| *c == m && *p == Payload::Data(value));
+                if committed && self.nodes.values().all(|n| n.hw > m.last_offset) {
+                    return Ok(());
+                }
+                // Its leader lost office before it was committed: it may be gone; write again.
+                let still =
+                    leader.is_some_and(|l| l == by && self.nodes[&l].raft.as_ref().is_some_and(|r| r.epoch() == epoch));
+                if !committed && !still {
+                    written = None;
                 }
             }
-            if let Some(m) = written {
-                if self.nodes.values().all(|n| n.hw > m.last_offset) {
-                    return Ok(());
+            if let (None, Some(id)) = (written, leader) {
+                let value = self.next_value;
+                let epoch = self.nodes[&id].raft.as_ref().map_or(0, |r| r.epoch());
+                if let Some(m) = self.propose(id)? {
+                    written = Some((id, epoch, m, value));
                 }
             }
         }
@@ -557,7 +734,7 @@ impl Sim {
                     r.map(|r| r.role()),
                     r.map(|r| r.epoch()),
                     n.hw,
-                    end_of(&n.log)
+                    n.end()
                 )
             })
             .collect();
@@ -607,6 +784,22 @@ fn every_seed_keeps_the_invariants_and_converges() {
         "{} of {} seeds failed: {failures:?}",
         failures.len(),
         seeds.len()
+    );
+}
+
+#[test]
+fn the_faults_reach_snapshot_transfer_and_truncation() {
+    let (mut installs, mut truncations) = (0, 0);
+    for seed in 0..100 {
+        let mut sim = Sim::new(seed, false);
+        sim.run(STEPS).expect("the seed passes");
+        installs += sim.installs;
+        truncations += sim.truncations;
+    }
+    eprintln!("100 seeds: {installs} snapshots installed, {truncations} truncations");
+    assert!(
+        installs >= 10 && truncations >= 10,
+        "{installs} installs, {truncations} truncations"
     );
 }
 
