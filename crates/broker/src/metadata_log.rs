@@ -4,28 +4,35 @@
 //! fsynced before the change is answered, then applied to the [`MetadataImage`] every cluster
 //! question is answered from.
 //!
-//! This node is a controller quorum of one: its log is the one the KRaft quorum will replicate
-//! (next issue), in Kafka's layout, so Kafka's `kafka-dump-log --cluster-metadata-decoder`
-//! reads it. At start the image is the newest snapshot plus the log after it; a snapshot is
-//! written once [`SNAPSHOT_BYTES`] of records have been appended since the last one, and the
-//! log before it is removed.
+//! The log belongs to the KRaft core (`raft` crate), which decides every offset and epoch:
+//! this node is a quorum of one voter, elected at each start (a new leader epoch, written to
+//! `quorum-state` and marked in the log by a LeaderChangeMessage control batch, as Kafka's
+//! controllers do), and every change is committed as soon as it is fsynced. The log is in
+//! Kafka's layout, so Kafka's `kafka-dump-log --cluster-metadata-decoder` reads it. At start
+//! the image is the newest snapshot plus the log after it; a snapshot is written once
+//! [`SNAPSHOT_BYTES`] of records have been appended since the last one, and the log before
+//! it is removed. (A quorum of several voters is the rest of issue 19: the same core, with a
+//! network between the nodes.)
 //!
 //! A change is refused whole, before anything is written, when its records contradict the
-//! image (see `metadata::MetadataDelta`). A failed write or fsync fails the change; the log then
-//! takes no more writes until a restart (`storage::Log` stops after a failed fsync), so no
-//! change is ever answered that is not on disk.
+//! image (see `metadata::MetadataDelta`). A failed write or fsync fails the change, and the
+//! quorum core is rebuilt from what is durable (a new election, written with the next change;
+//! `storage::Log` itself takes no more writes after a failed fsync), so no change is ever
+//! answered that is not on disk, and a full disk only holds changes up until space returns.
 
+use bytes::Bytes;
 use metadata::{frame, snapshot, Changes, MetadataDelta, MetadataImage, MetadataRecord};
+use raft::{Action, BatchMeta, LogView, Payload, QuorumState, Raft, SnapshotId};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use storage::{Fs, Log, LogConfig};
 
 /// The directory of the metadata log in the data directory.
 pub const DIR: &str = "__cluster_metadata-0";
 
-/// The leader epoch of every batch this node writes: the single voter's only epoch. (The
-/// KRaft quorum will own epochs.)
-pub const EPOCH: i32 = 1;
+/// The quorum's state file in the metadata log's directory (Kafka's name and format).
+pub const QUORUM_STATE: &str = "quorum-state";
 
 /// Record bytes appended between snapshots (Kafka's
 /// `metadata.log.max.record.bytes.between.snapshots` is 20 MB; a smaller log replays faster
@@ -49,6 +56,36 @@ pub enum CommitError {
 struct State {
     log: Log,
     bytes_since_snapshot: u64,
+    raft: Raft<Bytes>,
+    /// What the core asked for that is not durable yet: an election whose writes failed (a
+    /// full disk at start, or after a failed change). Carried out before the next change.
+    pending: Vec<Action<Bytes>>,
+    /// Every batch in the log and the state file as written: what a rebuilt core starts from.
+    metas: Vec<BatchMeta>,
+    persisted: QuorumState,
+    snapshot: Option<SnapshotId>,
+    /// An fsync failed: what the kernel kept is unknown, so nothing more is written until a
+    /// restart reads the log as it is.
+    fsync_failed: bool,
+}
+
+impl State {
+    /// A new core from what is durable (after a failed write, whose batch the old core
+    /// believes is in the log): it elects itself again; its writes wait in `pending`.
+    fn rebuild(&mut self, node_id: i32, now_ms: i64) -> Result<(), String> {
+        let view = LogView::from_parts(self.snapshot, self.metas.iter().copied())?;
+        let mut q = self.persisted;
+        q.epoch = q.epoch.max(view.last_epoch());
+        let mut core = Raft::new(
+            raft::Config::new(node_id, [node_id], node_id as u64),
+            q,
+            view,
+            now_ms.max(0) as u64,
+        );
+        self.pending = core.take_actions();
+        self.raft = core;
+        Ok(())
+    }
 }
 
 pub struct MetadataLog {
@@ -59,6 +96,9 @@ pub struct MetadataLog {
     snapshot_bytes: u64,
     /// Stamps the batches (`commit_now`).
     clock: Arc<dyn crate::clock::Clock>,
+    /// The quorum's current leader epoch, read without the state lock (DescribeQuorum).
+    epoch: AtomicI32,
+    node_id: i32,
 }
 
 impl std::fmt::Debug for MetadataLog {
@@ -101,6 +141,24 @@ impl MetadataLog {
     /// contradicts the image, stops the start with the offset named: the cluster state would
     /// otherwise be guessed.
     pub fn open(data_dir: &Path, fs: Arc<dyn Fs>, snapshot_bytes: u64) -> Result<Opened, String> {
+        MetadataLog::open_as(
+            data_dir,
+            fs,
+            snapshot_bytes,
+            1,
+            Arc::new(crate::clock::SystemClock::new()),
+        )
+    }
+
+    /// [`MetadataLog::open`] for node `node_id` (the quorum's one voter), stamping batches with
+    /// `clock`'s time.
+    pub fn open_as(
+        data_dir: &Path,
+        fs: Arc<dyn Fs>,
+        snapshot_bytes: u64,
+        node_id: i32,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Opened, String> {
         let dir = data_dir.join(DIR);
         fs.create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -113,11 +171,13 @@ impl MetadataLog {
         }
         let mut snapshots: Vec<(i64, i32)> = names.iter().filter_map(|n| snapshot::parse_file_name(n)).collect();
         snapshots.sort();
-        let log = Log::open_on(&fs, &dir, log_config(), false)
+        let mut log = Log::open_on(&fs, &dir, log_config(), false)
             .map_err(|e| format!("cannot open the metadata log {}: {e}", dir.display()))?;
+        let quorum_state = read_quorum_state(&*fs, &dir)?;
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         // The newest snapshot that the log continues: its end lies within the log.
         let mut image = None;
+        let mut snapshot_id = None;
         for &(snap_end, epoch) in snapshots.iter().rev().filter(|(e, _)| (start..=end).contains(e)) {
             let path = dir.join(snapshot::file_name(snap_end, epoch));
             match fs
@@ -127,6 +187,10 @@ impl MetadataLog {
             {
                 Ok(i) => {
                     image = Some(i);
+                    snapshot_id = Some(SnapshotId {
+                        end_offset: snap_end,
+                        epoch,
+                    });
                     break;
                 }
                 Err(e) => {
@@ -140,7 +204,10 @@ impl MetadataLog {
             None => return Err(uncovered_start(&dir, start)),
         };
         let mut delta = MetadataDelta::new(Arc::new(image));
-        let mut offset = delta.image().offset + 1;
+        let mut offset = snapshot_id.map_or(0, |s| s.end_offset);
+        // Every batch's place, for the quorum core, and whether any holds metadata records.
+        let mut metas: Vec<BatchMeta> = Vec::new();
+        let mut records_seen = snapshot_id.is_some();
         while offset < end {
             let bytes = log
                 .read(offset, 1 << 20)
@@ -151,6 +218,18 @@ impl MetadataLog {
             for batch in wire::records::RecordBatch::iter_all(bytes) {
                 let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
                 let epoch = batch.partition_leader_epoch();
+                if batch.base_offset() >= offset {
+                    metas.push(BatchMeta {
+                        base_offset: batch.base_offset(),
+                        last_offset: batch.last_offset(),
+                        epoch,
+                    });
+                }
+                if batch.is_control() {
+                    delta.skip(batch.last_offset(), epoch);
+                } else {
+                    records_seen = true;
+                }
                 for (at, record) in frame::records_of(&batch)
                     .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?
                 {
@@ -164,28 +243,75 @@ impl MetadataLog {
                 offset = batch.last_offset() + 1;
             }
         }
+        // The quorum of one: it elects itself, which writes the new epoch and its
+        // LeaderChangeMessage before anything else is committed.
+        let view = LogView::from_parts(snapshot_id, metas.iter().copied())
+            .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?;
+        let mut quorum_state = quorum_state;
+        // The log proves its epochs existed, whatever the state file says (a log written
+        // before the quorum had no state file).
+        quorum_state.epoch = quorum_state.epoch.max(view.last_epoch());
+        let now = clock.now_ms();
+        let config = raft::Config::new(node_id, [node_id], node_id as u64);
+        let mut core = Raft::new(config, quorum_state, view, now.max(0) as u64);
+        let actions = core.take_actions();
+        let io = QuorumIo {
+            dir: &dir,
+            fs: &*fs,
+            now_ms: now,
+            voters: &[node_id],
+        };
+        let mut persisted = quorum_state;
+        let mut fsync_failed = false;
+        let pending = match io.carry_out(&mut log, &mut metas, &mut persisted, &mut fsync_failed, actions.clone()) {
+            Ok(controls) => {
+                for (last, epoch) in controls {
+                    delta.skip(last, epoch);
+                }
+                Vec::new()
+            }
+            Err(e) => {
+                // A full disk at start: the metadata is served as it is, and the election is
+                // written with the next change (refused until it can be).
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write the metadata quorum's election; metadata changes wait until it can be written");
+                actions
+            }
+        };
+        if core.role() != raft::RoleName::Leader {
+            return Err(format!(
+                "the metadata quorum of one (node {node_id}) did not elect itself: {:?}",
+                core.role()
+            ));
+        }
         let (image, _) = delta.apply();
-        let empty = end == 0;
+        let epoch = AtomicI32::new(core.epoch());
         Ok(Opened {
-            empty,
+            empty: !records_seen,
             log: MetadataLog {
                 dir,
                 fs,
                 state: Mutex::new(State {
                     log,
                     bytes_since_snapshot: 0,
+                    raft: core,
+                    pending,
+                    metas,
+                    persisted,
+                    snapshot: snapshot_id,
+                    fsync_failed,
                 }),
                 image: RwLock::new(Arc::new(image)),
                 snapshot_bytes,
-                clock: Arc::new(crate::clock::SystemClock::new()),
+                clock,
+                epoch,
+                node_id,
             },
         })
     }
 
-    /// Stamps batches with `clock`'s time (the broker's).
-    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> MetadataLog {
-        self.clock = clock;
-        self
+    /// The quorum's current leader epoch (this node leads it).
+    pub fn leader_epoch(&self) -> i32 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     /// [`MetadataLog::commit`] stamped with the log's clock.
@@ -216,25 +342,70 @@ impl MetadataLog {
             return Ok((self.image(), Changes::default()));
         }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.fsync_failed {
+            return Err(CommitError::Storage(
+                "an fsync of the metadata log failed earlier; restart the broker".into(),
+            ));
+        }
+        let io = QuorumIo {
+            dir: &self.dir,
+            fs: &*self.fs,
+            now_ms,
+            voters: &[self.node_id],
+        };
+        if !state.pending.is_empty() {
+            // An election not yet written (see `State::pending`): first that.
+            let pending = state.pending.clone();
+            let State {
+                log,
+                metas,
+                persisted,
+                fsync_failed,
+                ..
+            } = &mut *state;
+            let controls = io
+                .carry_out(log, metas, persisted, fsync_failed, pending)
+                .map_err(CommitError::Storage)?;
+            state.pending.clear();
+            let mut d = MetadataDelta::new(self.image());
+            for (last, epoch) in controls {
+                d.skip(last, epoch);
+            }
+            *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.apply().0);
+            self.epoch.store(state.raft.epoch(), Ordering::Relaxed);
+        }
         let base = self.image();
         let start = state.log.log_end_offset();
+        let epoch = state.raft.epoch();
         let mut delta = MetadataDelta::new(base);
         for (i, r) in records.iter().enumerate() {
             delta
-                .replay(start + i as i64, EPOCH, r)
+                .replay(start + i as i64, epoch, r)
                 .map_err(|e| CommitError::Refused(e.to_string()))?;
         }
         let batch = frame::batch(&records, now_ms).map_err(CommitError::Refused)?;
         let size = batch.len() as u64;
-        let storage = |e: storage::StorageError| CommitError::Storage(e.to_string());
-        state.log.append(batch, EPOCH, now_ms).map_err(storage)?;
-        state.log.sync().map_err(storage)?;
-        if let Some(work) = state.log.take_seal() {
-            // A rolled segment: sealed here (the metadata log is small and changes rarely).
-            match work.run() {
-                Ok(()) => state.log.sealed(work).map_err(storage)?,
-                Err(e) => return Err(CommitError::Storage(e.error.to_string())),
+        let n = u32::try_from(records.len()).map_err(|_| CommitError::Refused("too many records".into()))?;
+        let State {
+            log,
+            raft,
+            metas,
+            persisted,
+            fsync_failed,
+            ..
+        } = &mut *state;
+        let (_, actions) = raft.propose(now_ms.max(0) as u64, batch, n).map_err(|e| {
+            CommitError::Storage(format!(
+                "this node does not lead the metadata quorum (epoch {})",
+                e.epoch
+            ))
+        })?;
+        if let Err(e) = io.carry_out(log, metas, persisted, fsync_failed, actions) {
+            // The core believes the batch is in the log: start it again from what is.
+            if let Err(r) = state.rebuild(self.node_id, now_ms) {
+                tracing::error!(error = %r, "cannot rebuild the metadata quorum after a failed write");
             }
+            return Err(CommitError::Storage(e));
         }
         let (image, changes) = delta.apply();
         assert_eq!(
@@ -260,11 +431,16 @@ impl MetadataLog {
     /// before it and older snapshots.
     fn snapshot(&self, state: &mut State, image: &MetadataImage, now_ms: i64) -> Result<(), String> {
         let end = state.log.log_end_offset();
-        let bytes = snapshot::write(image, EPOCH, now_ms)?;
-        let path = self.dir.join(snapshot::file_name(end, EPOCH));
+        // The snapshot's id: its end and the epoch of the last record it holds.
+        let epoch = image.epoch;
+        let bytes = snapshot::write(image, epoch, now_ms)?;
+        let path = self.dir.join(snapshot::file_name(end, epoch));
         let io = |e: std::io::Error| format!("{}: {e}", path.display());
         self.fs.write_atomically(&path, &bytes).map_err(io)?;
         state.log.delete_records_before(end).map_err(|e| e.to_string())?;
+        let id = state.raft.snapshot_taken(end)?;
+        state.snapshot = Some(id);
+        state.metas.retain(|m| m.base_offset >= end);
         for old in self.fs.list(&self.dir).map_err(io)? {
             if let Some((e, _)) = snapshot::parse_file_name(&old) {
                 if e < end {
@@ -280,5 +456,150 @@ impl MetadataLog {
     pub fn offsets(&self) -> (i64, i64) {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         (s.log.log_start_offset(), s.log.log_end_offset())
+    }
+}
+
+/// The quorum-state file: Kafka's JSON (version 0), read at start. A missing file is a quorum
+/// that has never voted; an unreadable one stops the start (guessing could vote twice in an
+/// epoch).
+fn read_quorum_state(fs: &dyn Fs, dir: &Path) -> Result<QuorumState, String> {
+    let path = dir.join(QUORUM_STATE);
+    if !fs.exists(&path) {
+        return Ok(QuorumState::default());
+    }
+    let bytes = fs
+        .read_all(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bad = |why: String| {
+        format!(
+            "{} is unreadable ({why}); if this node is the only voter, removing the file is safe",
+            path.display()
+        )
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let int = |k: &str| v.get(k).and_then(|x| x.as_i64()).ok_or_else(|| bad(format!("no {k}")));
+    let epoch = i32::try_from(int("leaderEpoch")?).map_err(|_| bad("leaderEpoch out of range".into()))?;
+    let id = |x: i64| i32::try_from(x).ok().filter(|x| *x >= 0);
+    Ok(QuorumState {
+        epoch,
+        voted_for: id(int("votedId")?),
+        leader: id(int("leaderId")?),
+    })
+}
+
+fn quorum_state_json(s: &QuorumState, voters: &[i32]) -> Vec<u8> {
+    serde_json::json!({
+        "clusterId": "",
+        "leaderId": s.leader.unwrap_or(-1),
+        "leaderEpoch": s.epoch,
+        "votedId": s.voted_for.unwrap_or(-1),
+        "appliedOffset": 0,
+        "currentVoters": voters.iter().map(|v| serde_json::json!({"voterId": v})).collect::<Vec<_>>(),
+        "data_version": 0,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Carries out what the quorum core asks, in order: the state file and the log's writes, each
+/// durable before the next; messages (none, with one voter) after.
+struct QuorumIo<'a> {
+    dir: &'a Path,
+    fs: &'a dyn Fs,
+    now_ms: i64,
+    voters: &'a [i32],
+}
+
+impl QuorumIo<'_> {
+    /// Returns the control batches appended (last offset, epoch), which the image steps over.
+    /// Safe to repeat after a failure: what is already in the log is not written again.
+    fn carry_out(
+        &self,
+        log: &mut Log,
+        metas: &mut Vec<BatchMeta>,
+        persisted: &mut QuorumState,
+        fsync_failed: &mut bool,
+        actions: Vec<Action<Bytes>>,
+    ) -> Result<Vec<(i64, i32)>, String> {
+        let storage = |e: storage::StorageError| e.to_string();
+        let mut controls = Vec::new();
+        let mut appended = false;
+        for action in actions {
+            match action {
+                Action::PersistState(s) => {
+                    let path = self.dir.join(QUORUM_STATE);
+                    match self.fs.write_atomically(&path, &quorum_state_json(&s, self.voters)) {
+                        Ok(()) => *persisted = s,
+                        // A voter alone needs the file for nothing its log does not prove: its
+                        // epoch is the log's last one (read at start), and it never votes for
+                        // another. So a full disk (a new file needs a block, an append to the
+                        // log's last one may not) does not stop it; with others, it must.
+                        Err(e) if self.voters.len() == 1 => {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot write the quorum state; a voter alone goes on (its log holds its epoch)");
+                        }
+                        Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+                    }
+                }
+                Action::Append(batches) => {
+                    for (meta, payload) in batches {
+                        let control = matches!(payload, Payload::LeaderChange { .. });
+                        let at = log.log_end_offset();
+                        if at > meta.last_offset {
+                            continue; // written by an earlier try
+                        }
+                        if at != meta.base_offset {
+                            return Err(format!(
+                                "the quorum placed a batch at {}, the log ends at {at}",
+                                meta.base_offset
+                            ));
+                        }
+                        let bytes = match payload {
+                            Payload::Data(b) => b,
+                            Payload::LeaderChange { leader, voters } => {
+                                frame::leader_change_batch(leader, &voters, meta.base_offset, meta.epoch, self.now_ms)
+                            }
+                        };
+                        log.append(bytes, meta.epoch, self.now_ms).map_err(storage)?;
+                        metas.push(meta);
+                        if control {
+                            controls.push((meta.last_offset, meta.epoch));
+                        }
+                        appended = true;
+                    }
+                }
+                Action::Truncate(_) | Action::SnapshotChunk { .. } | Action::InstallSnapshot(_) => {
+                    return Err("a quorum of one never truncates or fetches a snapshot".into());
+                }
+                Action::Send { to, .. } => {
+                    tracing::warn!(to, "the metadata quorum of one has no one to send to; dropped");
+                }
+                Action::HighWatermark(_) => {
+                    // One voter: everything fsynced is committed, and the image follows the log.
+                }
+            }
+        }
+        if appended {
+            // The records are durable once their files are fsynced. Sealing (a rolled
+            // segment's index, the leader-epoch checkpoint, which a new epoch rewrites) is
+            // derived data: a full disk leaves it for the next commit (or is rebuilt at open).
+            let target = log.sync_target().map_err(storage)?;
+            target.sync().map_err(|e| {
+                *fsync_failed = true;
+                format!("cannot fsync the metadata log: {e}")
+            })?;
+            if let Some(work) = log.take_seal() {
+                match work.run() {
+                    Ok(()) => log.sealed(work).map_err(storage)?,
+                    Err(e) if !e.data_lost => {
+                        tracing::warn!(error = %e.error, "cannot seal the metadata log's segments (indexes, epoch checkpoint); retried with the next change")
+                    }
+                    Err(e) => {
+                        *fsync_failed = true;
+                        return Err(format!("cannot fsync the metadata log: {}", e.error));
+                    }
+                }
+            }
+        }
+        Ok(controls)
     }
 }

@@ -88,9 +88,15 @@ fn open_state(
     })?;
     let cluster_id = meta::load_or_create(&*fs, dir, config.node_id, random)?;
     let clean = meta::take_clean_shutdown_marker(&*fs, dir)?;
-    let opened = crate::metadata_log::MetadataLog::open(dir, fs.clone(), crate::metadata_log::SNAPSHOT_BYTES)
-        .map_err(StartError::Topics)?;
-    let metadata = Arc::new(opened.log.with_clock(clock.clone()));
+    let opened = crate::metadata_log::MetadataLog::open_as(
+        dir,
+        fs.clone(),
+        crate::metadata_log::SNAPSHOT_BYTES,
+        config.node_id,
+        clock.clone(),
+    )
+    .map_err(StartError::Topics)?;
+    let metadata = Arc::new(opened.log);
     crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id).map_err(StartError::Topics)?;
     let dynamic =
         crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())

@@ -95,7 +95,15 @@ fn snapshots_replace_the_log_before_them_and_rebuild_the_same_image() {
     drop(log);
     sim.crash(CrashMode::DropUnsynced);
     let after = open(&fs, 2_000).image();
-    assert_eq!(*after, *before);
+    // Reopened, the quorum of one elects itself in a new epoch, whose LeaderChangeMessage is
+    // the only record after the ones before.
+    assert_eq!((after.offset, after.epoch), (before.offset + 1, before.epoch + 1));
+    let mut same = (*after).clone();
+    (same.offset, same.epoch) = (before.offset, before.epoch);
+    assert!(
+        same == *before,
+        "the image rebuilt from the snapshot and the log differs"
+    );
     assert_eq!(after.topic_count(), 200);
 }
 
@@ -198,4 +206,101 @@ fn topics_and_their_configs_come_back_from_the_metadata_log() {
     assert_eq!((p.leader, p.leader_epoch, &p.isr[..]), (1, 0, &[1][..]));
     drop(topics);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_quorum_of_one_elects_itself_in_a_new_epoch_at_every_start() {
+    let sim = Arc::new(SimFs::new());
+    let fs: Arc<dyn storage::Fs> = sim.clone();
+    let dir = Path::new("/data/__cluster_metadata-0");
+    let opened = MetadataLog::open(Path::new("/data"), fs.clone(), u64::MAX).unwrap();
+    assert!(opened.empty, "a LeaderChangeMessage alone is not metadata");
+    assert_eq!(opened.log.leader_epoch(), 1);
+    drop(opened);
+    // Power lost right after the election: still empty, so the bootstrap still happens.
+    sim.crash(CrashMode::DropUnsynced);
+    let opened = MetadataLog::open(Path::new("/data"), fs.clone(), u64::MAX).unwrap();
+    assert!(opened.empty);
+    assert_eq!(opened.log.leader_epoch(), 2);
+    opened.log.commit(vec![topic(1)], 0).unwrap();
+    assert_eq!(opened.log.image().epoch, 2, "records carry the quorum's epoch");
+    drop(opened);
+    sim.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, u64::MAX);
+    assert_eq!(log.leader_epoch(), 3);
+    assert!(log.image().topic("t1").is_some());
+    // Kafka's quorum-state file, version 0.
+    let state: serde_json::Value = serde_json::from_slice(&fs.read_all(&dir.join("quorum-state")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &state["leaderId"],
+            &state["leaderEpoch"],
+            &state["votedId"],
+            &state["data_version"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(3),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        )
+    );
+    // Every start left a LeaderChangeMessage control batch in its epoch.
+    let bytes = {
+        let (start, end) = log.offsets();
+        assert_eq!((start, end), (0, 4), "three elections and one change");
+        drop(log);
+        let l = storage::Log::open_on(&fs, dir, storage::LogConfig::default(), false).unwrap();
+        l.read(0, 1 << 20).unwrap()
+    };
+    let batches: Vec<_> = wire::records::RecordBatch::iter_all(bytes)
+        .map(|b| b.unwrap())
+        .collect();
+    let shape: Vec<(i64, i32, bool)> = batches
+        .iter()
+        .map(|b| (b.base_offset(), b.partition_leader_epoch(), b.is_control()))
+        .collect();
+    assert_eq!(shape, [(0, 1, true), (1, 2, true), (2, 2, false), (3, 3, true)]);
+}
+
+#[test]
+fn an_unreadable_quorum_state_stops_the_start_and_says_why() {
+    let sim = Arc::new(SimFs::new());
+    let fs: Arc<dyn storage::Fs> = sim.clone();
+    drop(open(&fs, u64::MAX));
+    let path = Path::new("/data/__cluster_metadata-0/quorum-state");
+    fs.write_atomically(path, b"{\"leaderEpoch\": \"x\"").unwrap();
+    let err = MetadataLog::open(Path::new("/data"), fs.clone(), u64::MAX)
+        .err()
+        .unwrap();
+    assert!(err.contains("quorum-state is unreadable"), "{err}");
+}
+
+#[test]
+fn a_full_disk_holds_changes_back_until_space_returns() {
+    let sim = Arc::new(SimFs::new());
+    let fs: Arc<dyn storage::Fs> = sim.clone();
+    let log = open(&fs, u64::MAX);
+    log.commit(vec![topic(0)], 0).unwrap();
+    // Full during a change: refused, and nothing of it stays.
+    sim.set_capacity(Some(sim.used()));
+    assert!(log.commit(vec![topic(1)], 0).is_err());
+    assert!(log.image().topic("t1").is_none());
+    sim.set_capacity(None);
+    log.commit(vec![topic(2)], 0).unwrap();
+    assert!(log.image().topic("t2").is_some() && log.image().topic("t1").is_none());
+    drop(log);
+    // Full at start: the election cannot be written, the metadata is served, changes wait.
+    sim.set_capacity(Some(sim.used()));
+    let log = open(&fs, u64::MAX);
+    assert!(log.image().topic("t2").is_some());
+    assert!(log.commit(vec![topic(3)], 0).is_err());
+    sim.set_capacity(None);
+    log.commit(vec![topic(4)], 0).unwrap();
+    drop(log);
+    sim.crash(CrashMode::DropUnsynced);
+    let log = open(&fs, u64::MAX);
+    let image = log.image();
+    let names: Vec<bool> = (0..5).map(|i| image.topic(&format!("t{i}")).is_some()).collect();
+    assert_eq!(names, [true, false, true, false, true]);
 }

@@ -179,8 +179,11 @@ fn run_server(args: ServerArgs) -> Result<()> {
     broker::fail_stop_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Watched before the listener binds: a SIGTERM as soon as the port answers stops the
+        // broker cleanly instead of killing it.
+        let stop = common::shutdown_signal();
         let server = broker::Server::bind(config).await?;
-        server.run(common::shutdown_signal()).await;
+        server.run(stop).await;
         Ok(())
     })
 }

@@ -81,6 +81,13 @@ impl MetadataDelta {
         Ok(())
     }
 
+    /// Steps over a control batch ending at `last_offset` (the quorum's own records, such as a
+    /// LeaderChangeMessage): the image moves past it and nothing else changes.
+    pub fn skip(&mut self, last_offset: i64, epoch: i32) {
+        self.next.offset = self.next.offset.max(last_offset);
+        self.next.epoch = epoch;
+    }
+
     fn replay_record(&mut self, offset: i64, record: &MetadataRecord) -> Result<(), ReplayError> {
         let next = &mut self.next;
         match record {

@@ -91,3 +91,43 @@ pub fn records_of(batch: &RecordBatch) -> Result<Vec<(i64, MetadataRecord)>, Fra
     }
     Ok(out)
 }
+
+/// Kafka's control record type of the record a new quorum leader writes first.
+pub const LEADER_CHANGE: i16 = 2;
+
+/// A control batch of one record of control type `kind` holding `value`, stamped at `offset`
+/// with `epoch`.
+pub fn control_batch(kind: i16, value: Bytes, offset: i64, epoch: i32, timestamp: i64) -> Bytes {
+    let mut key = BytesMut::new();
+    c::put_i16(&mut key, 0);
+    c::put_i16(&mut key, kind);
+    let mut b = BatchBuilder::new(Compression::None).control();
+    b.push(timestamp, Some(&key), Some(&value), &[]);
+    let mut bytes = BytesMut::from(&b.build()[..]);
+    wire::records::stamp(&mut bytes, offset, epoch);
+    bytes.freeze()
+}
+
+/// The LeaderChangeMessage batch a quorum leader appends at the start of its epoch (Kafka's
+/// `ControlRecordUtils`: version 0 of the message, no version prefix).
+pub fn leader_change_batch(leader: i32, voters: &[i32], offset: i64, epoch: i32, timestamp: i64) -> Bytes {
+    use wire::codec::Encode;
+    use wire::messages::leader_change_message::{LeaderChangeMessage, Voter};
+    let all: Vec<Voter> = voters
+        .iter()
+        .map(|v| Voter {
+            voter_id: *v,
+            ..Default::default()
+        })
+        .collect();
+    let message = LeaderChangeMessage {
+        version: 0,
+        leader_id: leader,
+        voters: all.clone(),
+        granting_voters: all,
+    };
+    let mut value = BytesMut::new();
+    // A fixed message of a few integers at a version it supports cannot fail to encode.
+    let _ = message.encode(&mut value, 0);
+    control_batch(LEADER_CHANGE, value.freeze(), offset, epoch, timestamp)
+}

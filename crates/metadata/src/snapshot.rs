@@ -12,8 +12,7 @@ use std::sync::Arc;
 use wire::codec::{self as c, Encode};
 use wire::kafka_records::metadata::*;
 use wire::messages::{SnapshotFooterRecord, SnapshotHeaderRecord};
-use wire::records::{BatchBuilder, RecordBatch};
-use wire::Compression;
+use wire::records::RecordBatch;
 
 /// Kafka's control record types for the snapshot's first and last batch.
 const SNAPSHOT_HEADER: i16 = 3;
@@ -113,17 +112,6 @@ pub fn records(image: &MetadataImage) -> Vec<MetadataRecord> {
     out
 }
 
-fn control_batch(kind: i16, value: Bytes, offset: i64, epoch: i32, timestamp: i64) -> Bytes {
-    let mut key = BytesMut::new();
-    c::put_i16(&mut key, 0);
-    c::put_i16(&mut key, kind);
-    let mut b = BatchBuilder::new(Compression::None).control();
-    b.push(timestamp, Some(&key), Some(&value), &[]);
-    let mut bytes = BytesMut::from(&b.build()[..]);
-    wire::records::stamp(&mut bytes, offset, epoch);
-    bytes.freeze()
-}
-
 /// The snapshot file of `image`, its batches stamped with `epoch` (the snapshot id's).
 pub fn write(image: &MetadataImage, epoch: i32, timestamp: i64) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
@@ -137,7 +125,7 @@ pub fn write(image: &MetadataImage, epoch: i32, timestamp: i64) -> Result<Bytes,
     }
     .encode(&mut header, 0)
     .map_err(|e| e.to_string())?;
-    out.extend_from_slice(&control_batch(
+    out.extend_from_slice(&frame::control_batch(
         SNAPSHOT_HEADER,
         header.freeze(),
         offset,
@@ -161,7 +149,7 @@ pub fn write(image: &MetadataImage, epoch: i32, timestamp: i64) -> Result<Bytes,
     }
     .encode(&mut footer, 0)
     .map_err(|e| e.to_string())?;
-    out.extend_from_slice(&control_batch(
+    out.extend_from_slice(&frame::control_batch(
         SNAPSHOT_FOOTER,
         footer.freeze(),
         offset,

@@ -63,7 +63,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
                 partition_index: 0,
                 error_code: 0,
                 leader_id: c.node_id,
-                leader_epoch: crate::metadata_log::EPOCH,
+                leader_epoch: broker.metadata.leader_epoch(),
                 high_watermark: end,
                 current_voters: vec![me],
                 observers: vec![],
