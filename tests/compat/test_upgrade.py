@@ -3,6 +3,7 @@ directory that release wrote (tests/fixtures/datadir-v1, made by make_datadir_v1
 topic, record, config, dynamic broker config, producer id and committed offset is there, read
 with confluent-kafka, kafka-python and raw frames. Then: delete and re-create across a SIGKILL."""
 
+import json
 import shutil
 import signal
 import sys
@@ -91,6 +92,27 @@ def test_a_data_directory_of_the_previous_release_is_converted_without_loss(make
     b = make_broker().start()
     check_everything(b)
     assert b.stop() == 0
+
+
+def test_a_data_directory_of_the_local_metadata_log_release_opens_unchanged(make_broker, tmp_path):
+    # datadir-v2: written by the release with the local metadata log (epoch 1 batches, no
+    # quorum-state file), before the metadata quorum.
+    shutil.copytree(FIXTURES / "datadir-v2", tmp_path / "data")
+    meta = tmp_path / "data" / "__cluster_metadata-0"
+    assert not (meta / "quorum-state").exists()
+    b = make_broker().start()
+    check_everything(b)
+    assert b.stop() == 0
+    # The quorum of one took over the log: a new epoch, recorded in Kafka's quorum-state file.
+    state = json.loads((meta / "quorum-state").read_text())
+    assert (state["leaderId"], state["leaderEpoch"], state["data_version"]) == (1, 2, 0), state
+    b = make_broker().start()
+    check_everything(b)
+    b.stop(signal.SIGKILL)
+    b = make_broker().start()
+    check_everything(b)
+    assert b.stop() == 0
+    assert json.loads((meta / "quorum-state").read_text())["leaderEpoch"] == 4
 
 
 def test_a_topic_deleted_and_created_again_never_sees_its_old_records_even_across_a_kill(make_broker):
