@@ -532,7 +532,7 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
         if all(k in result["skipped"] for k in kinds):
             out.loud(f"SKIPPED seed {seed}: none of its fault kinds ({','.join(kinds)}) can run here")
             result["ran"] = False
-            return result
+            raise _NotRun()
 
         nodes = []
         for nid in node_ids:
@@ -570,39 +570,20 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
         for c in clients:
             if c.role in ("consumer", "group"):
                 note_exit(c, c.wait(time.monotonic() + 60), out, result)
+    except _NotRun:
+        pass
     except Exception as e:
         result["problems"].append(f"harness: {type(e).__name__}: {e}")
         out.loud(f"harness error: {type(e).__name__}: {e}")
     finally:
-        for c in clients:
-            if c.proc is not None and c.proc.poll() is None:
-                c.proc.kill()
-                c.proc.wait(10)
-        if nft is not None:
-            nft.heal_all()
-            if nft.leftovers():
-                result["problems"].append(f"nft tables left behind: {nft.leftovers()}")
-        for disk in disks.values():
-            disk.drain()
-        if cluster is not None:
-            for n in cluster.nodes:
-                code = n.stop()
-                if code not in (0, None) and n.proc is not None:
-                    result["problems"].append(f"node {n.node_id} exited with {code} on SIGTERM (log: {n.log_path})")
-                elif code is None:
-                    result["problems"].append(f"node {n.node_id} did not stop within 20 s of SIGTERM (log: {n.log_path})")
-                if "panicked" in read_text(n.log_path):
-                    result["problems"].append(f"node {n.node_id} panicked (log: {n.log_path})")
-        for disk in disks.values():
-            why = disk.unmount()
-            if why:
-                result["problems"].append(why)
-                out.loud(why)
+        cleanup(clients, nft, disks, cluster, out, result)
 
     if result.get("ran") is False:
         result["passed"] = None
         result["elapsed"] = round(time.monotonic() - started, 1)
         out.close()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
         return result
     histories = [c.history for c in clients if c.history.exists() and c.history.stat().st_size > 0]
     for c in clients:
@@ -616,6 +597,60 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
     if result["passed"] and not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+class _NotRun(Exception):
+    pass
+
+
+def cleanup(clients, nft, disks, cluster, out, result):
+    """Whatever happened: no process, nft table, filler or mount is left behind."""
+
+    def attempt(what, fn):
+        try:
+            fn()
+        except Exception as e:
+            result["problems"].append(f"harness: cleanup of {what} failed: {type(e).__name__}: {e}")
+            out.loud(f"cleanup of {what} failed: {type(e).__name__}: {e}")
+
+    def kill(c):
+        c.proc.kill()
+        c.proc.wait(10)
+
+    for c in clients:
+        if c.proc is not None and c.proc.poll() is None:
+            attempt(c.name, lambda c=c: kill(c))
+
+    def heal_net():
+        nft.heal_all()
+        if nft.leftovers():
+            result["problems"].append(f"nft tables left behind: {nft.leftovers()}")
+
+    if nft is not None:
+        attempt("nft tables", heal_net)
+    for disk in disks.values():
+        attempt("the filler", disk.drain)
+
+    def stop(n):
+        code = n.stop()
+        if code is None:
+            result["problems"].append(f"node {n.node_id} did not stop within 20 s of SIGTERM (log: {n.log_path})")
+        elif code != 0:
+            result["problems"].append(f"node {n.node_id} exited with {code} on SIGTERM (log: {n.log_path})")
+        if "panicked" in read_text(n.log_path):
+            result["problems"].append(f"node {n.node_id} panicked (log: {n.log_path})")
+
+    for n in cluster.nodes if cluster is not None else ():
+        attempt(f"node {n.node_id}", lambda n=n: stop(n))
+
+    def unmount(disk):
+        why = disk.unmount()
+        if why:
+            result["problems"].append(why)
+            out.loud(why)
+
+    for disk in disks.values():
+        attempt(f"the tmpfs {disk.path}", lambda d=disk: unmount(d))
 
 
 FATAL_PROBLEMS = ("harness:", "did not restart", "panicked", "nft tables left behind", "umount", "wrote no history")
@@ -897,6 +932,10 @@ def write_section(section: str):
 # ---------------------------------------------------------------------------------------------
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -917,6 +956,8 @@ def main(argv=None):
     s.add_argument("--keep", action="store_true")
     s.add_argument("--no-native", action="store_true")
     a = ap.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, through the cleanup of mounts, nft tables and processes.
+    signal.signal(signal.SIGTERM, _interrupt)
     if not BINARY.exists():
         print(f"{BINARY} is missing: build it (cargo build --bin sluice) or set SLUICE_BIN", file=sys.stderr)
         return 2

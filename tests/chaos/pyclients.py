@@ -421,7 +421,8 @@ def consume_phases(a, reader, poll_once, end_offsets, positions):
         if not os.path.exists(a.wait_file):
             log(f"{a.wait_file} did not appear within the drain timeout")
     # Drain: read every assigned partition to its end offset; the end offsets are asked for
-    # again once reached, until they stay put.
+    # again once reached, until they stay put. (Its own 20 s at least, however long the wait.)
+    drain_deadline = max(drain_deadline, time.monotonic() + 20)
     reached_at = None
     while time.monotonic() < drain_deadline and polls < limit and not STOP.is_set():
         poll_once()
