@@ -74,6 +74,17 @@ def label(kinds) -> str:
     return kinds[0] if len(kinds) == 1 else "mixed"
 
 
+def _die_with_parent():
+    """In a child before exec: SIGKILL it when the harness dies, even by SIGKILL, so that no
+    broker or client outlives a killed harness."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def free_port(host="127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -140,7 +151,9 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== harness: start #{self.starts + 1} at {datetime.datetime.now().isoformat()}\n".encode())
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         self.starts += 1
         self.paused = False
         deadline = time.monotonic() + timeout
@@ -406,7 +419,8 @@ class Client:
 
     def start(self):
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
 
     def wait(self, deadline) -> int:
         """Its exit code; past the deadline SIGTERM, then SIGKILL (None)."""
@@ -932,6 +946,23 @@ def write_section(section: str):
 # ---------------------------------------------------------------------------------------------
 
 
+def cleanup_leftovers() -> int:
+    """For a harness that was SIGKILLed: its nft tables and tmpfs mounts (and brokers on them)."""
+    if shutil.which("nft"):
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            if "sluice_chaos_" in line:
+                family, name = line.split()[1:3]
+                subprocess.run(["nft", "delete", "table", family, name])
+                print(f"deleted nft table {family} {name}")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        source, target = line.split()[:2]
+        if source == "sluice-chaos":
+            subprocess.run(["umount", "-l", target])
+            print(f"unmounted {target}")
+    return 0
+
+
 def _interrupt(*_):
     raise KeyboardInterrupt()
 
@@ -955,7 +986,10 @@ def main(argv=None):
     s.add_argument("--write-docs", action="store_true", help=f"write the results into {DOCS.relative_to(ROOT)}")
     s.add_argument("--keep", action="store_true")
     s.add_argument("--no-native", action="store_true")
+    sub.add_parser("cleanup", help="remove what a killed harness left: sluice_chaos_* nft tables, sluice-chaos tmpfs mounts")
     a = ap.parse_args(argv)
+    if a.cmd == "cleanup":
+        return cleanup_leftovers()
     # A SIGTERM unwinds like Ctrl-C, through the cleanup of mounts, nft tables and processes.
     signal.signal(signal.SIGTERM, _interrupt)
     if not BINARY.exists():
