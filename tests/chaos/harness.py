@@ -461,7 +461,9 @@ def make_clients(workdir: Path, bootstrap: str, seconds: float, seed: int, nativ
                 str(BINARY), "verify", "run",
                 "--bootstrap-server", bootstrap, "--topic", TOPIC, "--partitions", str(PARTITIONS),
                 "--producers", "2", "--consumers", "2", "--duration", f"{seconds:g}s",
-                "--acks", "all", "--idempotent", "--history", str(workdir / "native.jsonl"),
+                "--acks", "all", "--idempotent", "--rate", os.environ.get("SLUICE_CHAOS_NATIVE_RATE", "300"),
+                "--delivery-timeout", "15s", "--drain-timeout", "45s", "--run-id", f"native-{seed}",
+                "--history", str(workdir / "native.jsonl"),
             ],
             workdir / "native.jsonl", workdir / "native.log",
         ))
