@@ -85,6 +85,12 @@ def _die_with_parent():
         pass
 
 
+def child_env():
+    """The harness's own settings (SLUICE_BIN, SLUICE_CHAOS_*) are not the broker's: sluice
+    reads SLUICE_* variables as settings and warns about unknown ones."""
+    return {k: v for k, v in os.environ.items() if not (k == "SLUICE_BIN" or k.startswith(("SLUICE_CHAOS", "SLUICE_VENV")))}
+
+
 def free_port(host="127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -153,7 +159,7 @@ class Node:
             log.write(f"\n===== harness: start #{self.starts + 1} at {datetime.datetime.now().isoformat()}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent, env=child_env())
         self.starts += 1
         self.paused = False
         deadline = time.monotonic() + timeout
@@ -420,7 +426,7 @@ class Client:
     def start(self):
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent, env=child_env())
 
     def wait(self, deadline) -> int:
         """Its exit code; past the deadline SIGTERM, then SIGKILL (None)."""

@@ -46,6 +46,17 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_last_said = {}
+
+
+def log_once_a_second(key, msg: str):
+    """For the libraries' error callbacks, which repeat themselves while a broker is down."""
+    now = time.monotonic()
+    if now - _last_said.get(key, 0) >= 1.0:
+        _last_said[key] = now
+        log(msg)
+
+
 def log(msg: str):
     sys.stderr.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {msg}\n")
     sys.stderr.flush()
@@ -203,7 +214,7 @@ def confluent_producer(a, history):
         return Producer(conf)
 
     def on_error(err):
-        log(f"error_cb: {err}")
+        log_once_a_second(err.code(), f"error_cb: {err}")
         try:
             if err.fatal():
                 fatal.set()
@@ -467,7 +478,7 @@ def confluent_consumer(a, history, group):
         "max.poll.interval.ms": 60000,
         "partition.assignment.strategy": "range",
         "topic.metadata.refresh.interval.ms": 5000,
-        "error_cb": lambda err: log(f"error_cb: {err}"),
+        "error_cb": lambda err: log_once_a_second(err.code(), f"error_cb: {err}"),
     }
     consumer = Consumer(conf)
     if group:
@@ -539,6 +550,16 @@ def confluent_consumer(a, history, group):
                     out[tp.partition] = tp.offset
         except Exception as e:
             log(f"position: {describe(e)}")
+        # A member handed a partition with nothing left to read has no position until it reads
+        # (librdkafka's position() is the last consumed offset + 1): it starts at the commit.
+        unknown = [p for p in partitions if out.get(p) is None]
+        if group and unknown:
+            try:
+                for tp in consumer.committed([TopicPartition(a.topic, p) for p in unknown], timeout=2):
+                    if tp.offset >= 0:
+                        out[tp.partition] = tp.offset
+            except Exception as e:
+                log(f"committed: {describe(e)}")
         return out
 
     try:
