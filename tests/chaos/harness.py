@@ -835,7 +835,28 @@ def report(result, clients, cluster, out):
 ROWS = ("kill", "pause", "diskfull", "cut", "mixed")
 
 
+def pin_binary():
+    """A copy of the binary for the whole suite: a rebuild half-way through would otherwise
+    restart a killed broker as another build. Returns (what was copied, its version)."""
+    global BINARY
+    original = BINARY
+    pinned = Path(tempfile.mkdtemp(prefix="sluice-chaos-bin-")) / "sluice"
+    shutil.copy2(original, pinned)
+    BINARY = pinned
+    version = subprocess.run([str(pinned), "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
+    return original, version
+
+
 def run_suite(schedules: int, seed: int, seconds: float, write_docs: bool, keep=False, native=None):
+    original, version = pin_binary()
+    print(f"binary: {original} ({version}), copied to {BINARY} for the suite", flush=True)
+    try:
+        return _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version)
+    finally:
+        shutil.rmtree(BINARY.parent, ignore_errors=True)
+
+
+def _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version):
     started = time.monotonic()
     when = datetime.datetime.now(datetime.timezone.utc)
     results = []
@@ -847,7 +868,7 @@ def run_suite(schedules: int, seed: int, seconds: float, write_docs: bool, keep=
         verdict = {True: "passed", False: "FAILED", None: "SKIPPED (its fault kinds cannot run here)"}[r["passed"]]
         print(f"=== seed {s}: {verdict} in {r['elapsed']}s", flush=True)
     elapsed = time.monotonic() - started
-    section = render(results, seed, seconds, when, elapsed)
+    section = render(results, seed, seconds, when, elapsed, original, version)
     print("\n" + section)
     if write_docs:
         write_section(section)
@@ -867,16 +888,16 @@ def run_suite(schedules: int, seed: int, seconds: float, write_docs: bool, keep=
     return 0
 
 
-def git_commit() -> str:
+def git_commit(where=ROOT) -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
 
 
-def render(results, seed, seconds, when, elapsed) -> str:
+def render(results, seed, seconds, when, elapsed, binary=None, version="") -> str:
     def c(r, k):
         return (r["check"] or {}).get(k, 0) or 0
 
@@ -907,9 +928,14 @@ def render(results, seed, seconds, when, elapsed) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in ran if not r["passed"]]
     native = all("native workload missing from the binary (not run)" not in r["problems"] for r in ran)
-    binary = BINARY.relative_to(ROOT) if BINARY.is_relative_to(ROOT) else BINARY
+    binary = Path(binary or BINARY)
+    source = binary.resolve().parents[2]  # <repo>/target/debug/sluice
+    built = ""
+    if (source / ".git").exists() and source.resolve() != ROOT.resolve():
+        built = f" built from commit `{git_commit(source)}` of {source}"
+    binary = f"{binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}" + (f" ({version})" if version else "") + built
     out = [
-        f"Last run: {when:%Y-%m-%d %H:%M} UTC, commit `{git_commit()}`, `chaos/run --schedules {len(results)} "
+        f"Last run: {when:%Y-%m-%d %H:%M} UTC, harness at commit `{git_commit()}`, `chaos/run --schedules {len(results)} "
         f"--seed {seed} --seconds {seconds:g}` (seeds {seed} to {seed + len(results) - 1}, {seconds:g} s of "
         f"faults and traffic each), {elapsed / 60:.1f} minutes on {os.cpu_count()} cores, binary `{binary}`.",
         "",
