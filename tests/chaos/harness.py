@@ -1042,6 +1042,9 @@ def main(argv=None):
                        native=False if a.no_native else None, python=not a.no_python)
     print(json.dumps({k: res[k] for k in ("seed", "label", "passed", "injected", "skipped", "problems", "elapsed")}))
     print(json.dumps(top_level(res["check"])))
+    if res["passed"] is None:
+        print(f"SKIPPED: none of the fault kinds {','.join(res['kinds'])} can run here: {res['skipped']}", file=sys.stderr)
+        return 3
     return 0 if res["passed"] else 1
 
 
