@@ -66,6 +66,20 @@ PARTITIONS = 4
 TMPFS_SIZE = "256m"
 
 
+# The binary as given (the suite runs a copy of it, BINARY).
+GIVEN_BINARY = BINARY
+# The clients' Python: the repo's venv (confluent-kafka, kafka-python) when there is one.
+PYTHON = os.environ.get("SLUICE_CHAOS_PYTHON") or next(
+    (str(p) for p in (Path(os.environ.get("SLUICE_VENV", ROOT / ".venv")) / "bin" / "python",) if p.exists()), sys.executable
+)
+
+
+def rerun(seed, seconds, kinds) -> str:
+    """The command that reruns one schedule exactly."""
+    env = "" if GIVEN_BINARY == ROOT / "target" / "debug" / "sluice" else f"SLUICE_BIN={GIVEN_BINARY} "
+    return f"{env}tests/chaos/harness.py run --seed {seed} --seconds {seconds:g} --faults {','.join(kinds)}"
+
+
 def kinds_for(seed: int):
     return CYCLE[seed % len(CYCLE)]
 
@@ -476,7 +490,7 @@ def make_clients(workdir: Path, bootstrap: str, seconds: float, seed: int, nativ
     if python:
         for name, library, role, extra in PY_CLIENTS:
             cmd = [
-                sys.executable, str(PYCLIENTS), "--library", library, "--role", role,
+                PYTHON, str(PYCLIENTS), "--library", library, "--role", role,
                 "--bootstrap-server", bootstrap, "--topic", TOPIC, "--partitions", str(PARTITIONS),
                 "--duration", f"{seconds:g}", "--client", name, "--history", str(workdir / f"{name}.jsonl"),
                 "--drain-timeout", "45", "--flush-timeout", "20", "--message-timeout", "15",
@@ -522,8 +536,7 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
             result["problems"].append("native workload missing from the binary (not run)")
 
     schedule = make_schedule(seed, seconds, kinds)
-    out(f"seed {seed}: {seconds:g}s, fault kinds {','.join(kinds)}; rerun with: "
-        f"tests/chaos/harness.py run --seed {seed} --seconds {seconds:g} --faults {','.join(kinds)}")
+    out(f"seed {seed}: {seconds:g}s, fault kinds {','.join(kinds)}; rerun with: {rerun(seed, seconds, kinds)}")
     out("schedule:")
     for f in schedule:
         out("  " + f.describe())
@@ -816,8 +829,7 @@ def report(result, clients, cluster, out):
     if result["passed"]:
         out(f"PASSED seed {result['seed']} ({result['label']}) in {result['elapsed']}s")
         return
-    out(f"FAILED seed {result['seed']} ({result['label']}); rerun: tests/chaos/harness.py run --seed {result['seed']} "
-        f"--seconds {result['seconds']:g} --faults {','.join(result['kinds'])}")
+    out(f"FAILED seed {result['seed']} ({result['label']}); rerun: {rerun(result['seed'], result['seconds'], result['kinds'])}")
     out(f"work dir (kept): {result['workdir']}")
     if cluster is not None:
         for n in cluster.nodes:
@@ -881,8 +893,7 @@ def _run_suite(schedules, seed, seconds, write_docs, keep, native, original, ver
     if failed:
         print(f"\n{len(failed)} of {len(results)} schedules FAILED; rerun each with:")
         for r in failed:
-            print(f"  tests/chaos/harness.py run --seed {r['seed']} --seconds {r['seconds']:g} --faults {','.join(r['kinds'])}"
-                  f"   # {r['workdir']}")
+            print(f"  {rerun(r['seed'], r['seconds'], r['kinds'])}   # {r['workdir']}")
         return 1
     print(f"\nall {len(results) - len(skipped)} schedules that ran passed in {elapsed / 60:.1f} min")
     return 0

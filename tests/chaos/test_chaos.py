@@ -39,8 +39,8 @@ def runs(tmp_path_factory):
 
 def explain(r) -> str:
     counts = harness.top_level(r["check"])
-    return (f"seed {r['seed']} ({r['label']}) failed: rerun with tests/chaos/harness.py run --seed {r['seed']} "
-            f"--seconds {r['seconds']:g} --faults {','.join(r['kinds'])}\nproblems: {r['problems']}\n"
+    return (f"seed {r['seed']} ({r['label']}) failed: rerun with {harness.rerun(r['seed'], r['seconds'], r['kinds'])}"
+            f"\nproblems: {r['problems']}\n"
             f"check: {json.dumps(counts)}\nwork dir (broker and client logs, histories): {r['workdir']}")
 
 
