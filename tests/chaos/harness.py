@@ -944,11 +944,11 @@ def render(results, seed, seconds, when, elapsed, binary=None, version="") -> st
     built = ""
     if (source / ".git").exists() and source.resolve() != ROOT.resolve():
         built = f" built from commit `{git_commit(source)}` of {source}"
-    binary = f"{binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}" + (f" ({version})" if version else "") + built
+    binary = f"`{binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}`" + (f" ({version})" if version else "") + built
     out = [
         f"Last run: {when:%Y-%m-%d %H:%M} UTC, harness at commit `{git_commit()}`, `chaos/run --schedules {len(results)} "
         f"--seed {seed} --seconds {seconds:g}` (seeds {seed} to {seed + len(results) - 1}, {seconds:g} s of "
-        f"faults and traffic each), {elapsed / 60:.1f} minutes on {os.cpu_count()} cores, binary `{binary}`.",
+        f"faults and traffic each), {elapsed / 60:.1f} minutes on {os.cpu_count()} cores, binary {binary}.",
         "",
         "Clients per schedule: " + ("`sluice verify run` (2 idempotent acks=all producers, 2 consumers), " if native else
                                     "(the native `sluice verify run` workload was NOT part of this run), ")
