@@ -300,22 +300,25 @@ struct LeaderState {
 /// the limit (it is tracked again on its next fetch).
 const MAX_OBSERVERS: usize = 10_000;
 
+/// An election in progress: who granted, who refused, when it is lost, when to ask again.
+#[derive(Debug, Clone)]
+struct Tally {
+    granted: BTreeSet<NodeId>,
+    rejected: BTreeSet<NodeId>,
+    deadline: u64,
+    retry_at: u64,
+}
+
 #[derive(Debug, Clone)]
 enum Role {
     Unattached {
         deadline: u64,
     },
-    Prospective {
-        granted: BTreeSet<NodeId>,
-        rejected: BTreeSet<NodeId>,
-        deadline: u64,
-        retry_at: u64,
-    },
-    Candidate {
-        granted: BTreeSet<NodeId>,
-        rejected: BTreeSet<NodeId>,
-        deadline: u64,
-        retry_at: u64,
+    /// Asking for votes: pre-votes (prospective, KIP-996: changing nothing on the voters)
+    /// or votes (candidate, in a new epoch).
+    Election {
+        pre_vote: bool,
+        tally: Tally,
     },
     Leader(Box<LeaderState>),
     Follower {
@@ -432,8 +435,8 @@ impl<B: Clone> Raft<B> {
     pub fn role(&self) -> RoleName {
         match self.role {
             Role::Unattached { .. } => RoleName::Unattached,
-            Role::Prospective { .. } => RoleName::Prospective,
-            Role::Candidate { .. } => RoleName::Candidate,
+            Role::Election { pre_vote: true, .. } => RoleName::Prospective,
+            Role::Election { pre_vote: false, .. } => RoleName::Candidate,
             Role::Leader(_) => RoleName::Leader,
             Role::Follower { .. } => RoleName::Follower,
             Role::Resigned { .. } => RoleName::Resigned,
@@ -448,9 +451,7 @@ impl<B: Clone> Raft<B> {
     pub fn next_deadline(&self) -> u64 {
         match &self.role {
             Role::Unattached { deadline } | Role::Resigned { deadline } => *deadline,
-            Role::Prospective { deadline, retry_at, .. } | Role::Candidate { deadline, retry_at, .. } => {
-                (*deadline).min(*retry_at)
-            }
+            Role::Election { tally, .. } => tally.deadline.min(tally.retry_at),
             Role::Leader(l) => {
                 let parked = l.parked.values().map(|p| p.deadline).min().unwrap_or(u64::MAX);
                 let check = self.now + self.config.request_timeout_ms;
@@ -629,19 +630,7 @@ impl<B: Clone> Raft<B> {
             self.become_unattached(self.state.epoch);
             return;
         }
-        let me = self.config.node_id;
-        let deadline = self.now + self.config.election_timeout_ms;
-        self.role = Role::Prospective {
-            granted: BTreeSet::from([me]),
-            rejected: BTreeSet::new(),
-            deadline,
-            retry_at: self.now + self.config.request_timeout_ms,
-        };
-        if self.config.majority() == 1 {
-            self.become_candidate();
-            return;
-        }
-        self.request_votes(true, &BTreeSet::from([me]));
+        self.start_election(true);
     }
 
     fn become_candidate(&mut self) {
@@ -651,18 +640,26 @@ impl<B: Clone> Raft<B> {
             voted_for: Some(me),
             leader: None,
         });
-        let deadline = self.now + self.config.election_timeout_ms;
-        self.role = Role::Candidate {
-            granted: BTreeSet::from([me]),
-            rejected: BTreeSet::new(),
-            deadline,
-            retry_at: self.now + self.config.request_timeout_ms,
+        self.start_election(false);
+    }
+
+    /// Asks every other voter; with one voter, the election is won at once.
+    fn start_election(&mut self, pre_vote: bool) {
+        let me = self.config.node_id;
+        self.role = Role::Election {
+            pre_vote,
+            tally: Tally {
+                granted: BTreeSet::from([me]),
+                rejected: BTreeSet::new(),
+                deadline: self.now + self.config.election_timeout_ms,
+                retry_at: self.now + self.config.request_timeout_ms,
+            },
         };
-        if self.config.majority() == 1 {
-            self.become_leader();
-            return;
+        match (self.config.majority(), pre_vote) {
+            (1, true) => self.become_candidate(),
+            (1, false) => self.become_leader(),
+            _ => self.request_votes(pre_vote, &BTreeSet::from([me])),
         }
-        self.request_votes(false, &BTreeSet::from([me]));
     }
 
     fn become_leader(&mut self) {
@@ -751,24 +748,13 @@ impl<B: Clone> Raft<B> {
                 }
             }
             Role::Resigned { deadline } if now >= *deadline => self.become_prospective(),
-            Role::Prospective {
-                deadline,
-                retry_at,
-                granted,
-                rejected,
-            }
-            | Role::Candidate {
-                deadline,
-                retry_at,
-                granted,
-                rejected,
-            } => {
-                if now >= *deadline {
+            Role::Election { pre_vote, tally } => {
+                if now >= tally.deadline {
                     self.lost_election();
-                } else if now >= *retry_at {
-                    *retry_at = now + self.config.request_timeout_ms;
-                    let answered: BTreeSet<NodeId> = granted.union(rejected).copied().collect();
-                    let pre_vote = matches!(self.role, Role::Prospective { .. });
+                } else if now >= tally.retry_at {
+                    tally.retry_at = now + self.config.request_timeout_ms;
+                    let answered: BTreeSet<NodeId> = tally.granted.union(&tally.rejected).copied().collect();
+                    let pre_vote = *pre_vote;
                     self.request_votes(pre_vote, &answered);
                 }
             }
@@ -1066,30 +1052,20 @@ impl<B: Clone> Raft<B> {
         }
         let majority = self.config.majority();
         let voters = self.config.voters.len();
-        let (won, lost) = match &mut self.role {
-            Role::Prospective {
-                granted: g, rejected, ..
-            } if pre_vote => {
+        let epoch_now = self.state.epoch;
+        let (won, lost, prospective) = match &mut self.role {
+            // A pre-vote answers a prospective; a vote answers a candidate of that epoch.
+            Role::Election { pre_vote: pv, tally } if *pv == pre_vote && (pre_vote || epoch == epoch_now) => {
                 if granted {
-                    g.insert(from);
+                    tally.granted.insert(from);
                 } else {
-                    rejected.insert(from);
+                    tally.rejected.insert(from);
                 }
-                (g.len() >= majority, rejected.len() > voters - majority)
-            }
-            Role::Candidate {
-                granted: g, rejected, ..
-            } if !pre_vote && epoch == self.state.epoch => {
-                if granted {
-                    g.insert(from);
-                } else {
-                    rejected.insert(from);
-                }
-                (g.len() >= majority, rejected.len() > voters - majority)
+                let won = tally.granted.len() >= majority;
+                (won, tally.rejected.len() > voters - majority, pre_vote)
             }
             _ => return,
         };
-        let prospective = matches!(self.role, Role::Prospective { .. });
         if won && prospective {
             self.become_candidate();
         } else if won {

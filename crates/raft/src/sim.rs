@@ -10,19 +10,12 @@ use super::*;
 
 type Batch = (BatchMeta, Payload<u64>);
 
-/// The simulation's randomness (independent of the nodes' own).
-struct SimRng(u64);
+/// The simulation's randomness (the core's SplitMix64, seeded apart from the nodes').
+struct SimRng(Rng);
 
 impl SimRng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.next() % n.max(1)
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -172,7 +165,7 @@ fn prefix(log: &[Batch], offset: i64) -> &[Batch] {
 
 impl Sim {
     pub(crate) fn new(seed: u64, broken: bool) -> Sim {
-        let mut rng = SimRng(seed);
+        let mut rng = SimRng(Rng(seed));
         let voters = if rng.chance(50) { 3 } else { 5 };
         let observers = rng.below(3) as i32;
         let voter_ids: BTreeSet<NodeId> = (1..=voters).collect();
@@ -538,6 +531,15 @@ impl Sim {
         Ok(())
     }
 
+    /// The live nodes that lead (in some epoch: an old leader may not know it is deposed).
+    fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.role() == RoleName::Leader))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn live(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -591,16 +593,7 @@ impl Sim {
                 }
             }
             70..=82 => {
-                let leaders: Vec<NodeId> = live
-                    .iter()
-                    .copied()
-                    .filter(|id| {
-                        self.nodes[id]
-                            .raft
-                            .as_ref()
-                            .is_some_and(|r| r.role() == RoleName::Leader)
-                    })
-                    .collect();
+                let leaders = self.leaders();
                 if let Some(id) = self.pick(&leaders) {
                     self.propose(id)?;
                 }
@@ -639,16 +632,7 @@ impl Sim {
             }
             95..=97 => self.cut.clear(),
             _ => {
-                let leaders: Vec<NodeId> = live
-                    .iter()
-                    .copied()
-                    .filter(|id| {
-                        self.nodes[id]
-                            .raft
-                            .as_ref()
-                            .is_some_and(|r| r.role() == RoleName::Leader)
-                    })
-                    .collect();
+                let leaders = self.leaders();
                 if let Some(id) = self.pick(&leaders) {
                     let now = self.now;
                     let actions = self
@@ -695,12 +679,7 @@ impl Sim {
         let mut written: Option<(NodeId, i32, BatchMeta, u64)> = None;
         while self.now < deadline {
             self.advance()?;
-            let leader = self.live().into_iter().find(|id| {
-                self.nodes[id]
-                    .raft
-                    .as_ref()
-                    .is_some_and(|r| r.role() == RoleName::Leader)
-            });
+            let leader = self.leaders().first().copied();
             if let Some((by, epoch, m, value)) = written {
                 let committed = self
                     .committed
