@@ -1050,7 +1050,39 @@ fn rustfmt(src: &str) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Every spec in `dir`, sorted by file name.
+/// Sluice's changes to Kafka's specs (`xtask/spec-patches.json`: later Kafka releases'
+/// protocol changes Sluice speaks), applied to the spec they name.
+fn patch(mut spec: Value) -> Result<Value> {
+    let patches: Value = serde_json::from_str(include_str!("../spec-patches.json")).context("spec-patches.json")?;
+    let Some(name) = spec.get("name").and_then(|n| n.as_str()).map(str::to_string) else {
+        return Ok(spec);
+    };
+    let Some(p) = patches.get(&name) else { return Ok(spec) };
+    if let Some(v) = p.get("validVersions") {
+        spec["validVersions"] = v.clone();
+    }
+    for add in p.get("add").and_then(|a| a.as_array()).into_iter().flatten() {
+        let path = add["path"].as_str().context("an added field needs a path")?;
+        let mut fields = spec.get_mut("fields").context("no fields")?;
+        for step in path.split('.') {
+            let list = fields.as_array_mut().context("fields is not a list")?;
+            let next = list
+                .iter_mut()
+                .find(|f| f["name"] == step)
+                .with_context(|| format!("{name}: no field {step} on the path {path}"))?;
+            fields = next
+                .get_mut("fields")
+                .with_context(|| format!("{name}: {step} has no fields"))?;
+        }
+        fields
+            .as_array_mut()
+            .context("fields is not a list")?
+            .push(add["field"].clone());
+    }
+    Ok(spec)
+}
+
+/// Every spec in `dir`, sorted by file name (patched: see `patch`).
 fn read_specs(dir: &Path) -> Result<Vec<(PathBuf, Spec)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -1065,6 +1097,7 @@ fn read_specs(dir: &Path) -> Result<Vec<(PathBuf, Spec)>> {
         // deserializer rejects and Kafka's own generator tolerates (the last one wins).
         let value: Value =
             serde_json::from_str(&strip_comments(&text)).with_context(|| format!("parsing {}", p.display()))?;
+        let value = patch(value).with_context(|| format!("patching {}", p.display()))?;
         let spec: Spec = serde_json::from_value(value).with_context(|| format!("reading {}", p.display()))?;
         specs.push((p, spec));
     }

@@ -154,3 +154,38 @@ mod differential {
         assert!(compared > 1000, "only {compared} message versions compared");
     }
 }
+
+/// VoteRequest v2 (KIP-996, from `xtask/spec-patches.json`): the pre-vote flag travels as the
+/// partition's last byte from version 2 on and is absent before.
+#[test]
+fn vote_request_v2_carries_pre_vote() {
+    use wire::codec::{Decode, Encode};
+    use wire::messages::vote_request::{PartitionData, TopicData};
+    let req = VoteRequest {
+        cluster_id: Some("c".into()),
+        voter_id: 2,
+        topics: vec![TopicData {
+            topic_name: "__cluster_metadata".into(),
+            partitions: vec![PartitionData {
+                candidate_epoch: 5,
+                candidate_id: 1,
+                last_offset_epoch: 4,
+                last_offset: 99,
+                pre_vote: true,
+                ..Default::default()
+            }],
+        }],
+    };
+    let encode = |v: i16| {
+        let mut b = BytesMut::new();
+        req.encode(&mut b, v).unwrap();
+        b.freeze()
+    };
+    let (v1, v2) = (encode(1), encode(2));
+    assert_eq!(v2.len(), v1.len() + 1, "one bool more");
+    let back = VoteRequest::decode(&mut v2.clone(), 2).unwrap();
+    assert_eq!(back, req);
+    let old = VoteRequest::decode(&mut v1.clone(), 1).unwrap();
+    assert!(!old.topics[0].partitions[0].pre_vote, "version 1 has no pre-vote");
+    let _: Bytes = v1;
+}

@@ -809,7 +809,7 @@ impl ApiKey {
             ApiKey::AlterClientQuotas => (0, 1),
             ApiKey::DescribeUserScramCredentials => (0, 0),
             ApiKey::AlterUserScramCredentials => (0, 0),
-            ApiKey::Vote => (0, 1),
+            ApiKey::Vote => (0, 2),
             ApiKey::BeginQuorumEpoch => (0, 1),
             ApiKey::EndQuorumEpoch => (0, 1),
             ApiKey::DescribeQuorum => (0, 2),

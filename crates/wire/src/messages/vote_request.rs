@@ -4,7 +4,7 @@
 
 use crate::codec as c;
 
-/// VoteRequest (valid versions 0-1, flexible versions 0+).
+/// VoteRequest (valid versions 0-2, flexible versions 0+).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VoteRequest {
@@ -26,7 +26,7 @@ impl Default for VoteRequest {
 
 impl c::Encode for VoteRequest {
     fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::EncodeError::UnsupportedVersion {
                 message: "VoteRequest",
                 version,
@@ -57,7 +57,7 @@ impl c::Encode for VoteRequest {
 
 impl c::Decode for VoteRequest {
     fn decode(buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::DecodeError::UnsupportedVersion {
                 message: "VoteRequest",
                 version,
@@ -94,7 +94,7 @@ impl c::Decode for VoteRequest {
 impl c::Message for VoteRequest {
     const NAME: &'static str = "VoteRequest";
     const MIN_VERSION: i16 = 0;
-    const MAX_VERSION: i16 = 1;
+    const MAX_VERSION: i16 = 2;
     const FLEXIBLE_MIN: i16 = 0;
 }
 
@@ -119,6 +119,8 @@ pub struct PartitionData {
     pub last_offset_epoch: i32,
     /// The offset of the last record written to the metadata log
     pub last_offset: i64,
+    /// Whether the request is a pre-vote: granting it changes nothing on the voter
+    pub pre_vote: bool,
 }
 
 impl Default for PartitionData {
@@ -131,6 +133,7 @@ impl Default for PartitionData {
             voter_directory_id: c::Uuid::ZERO,
             last_offset_epoch: 0,
             last_offset: 0,
+            pre_vote: false,
         }
     }
 }
@@ -149,6 +152,9 @@ impl c::Encode for PartitionData {
         }
         c::put_i32(buf, self.last_offset_epoch);
         c::put_i64(buf, self.last_offset);
+        if version >= 2 {
+            c::put_bool(buf, self.pre_vote);
+        }
         if flexible {
             c::put_uvarint(buf, 0);
         }
@@ -171,6 +177,9 @@ impl c::Decode for PartitionData {
         }
         this.last_offset_epoch = c::get_i32(buf)?;
         this.last_offset = c::get_i64(buf)?;
+        if version >= 2 {
+            this.pre_vote = c::get_bool(buf)?;
+        }
         if flexible {
             let tagged_count = c::get_uvarint(buf)?;
             for _ in 0..tagged_count {

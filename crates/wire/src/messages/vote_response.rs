@@ -4,7 +4,7 @@
 
 use crate::codec as c;
 
-/// VoteResponse (valid versions 0-1, flexible versions 0+).
+/// VoteResponse (valid versions 0-2, flexible versions 0+).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct VoteResponse {
@@ -27,7 +27,7 @@ impl Default for VoteResponse {
 
 impl c::Encode for VoteResponse {
     fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::EncodeError::UnsupportedVersion {
                 message: "VoteResponse",
                 version,
@@ -62,7 +62,7 @@ impl c::Encode for VoteResponse {
 
 impl c::Decode for VoteResponse {
     fn decode(buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::DecodeError::UnsupportedVersion {
                 message: "VoteResponse",
                 version,
@@ -111,7 +111,7 @@ impl c::Decode for VoteResponse {
 impl c::Message for VoteResponse {
     const NAME: &'static str = "VoteResponse";
     const MIN_VERSION: i16 = 0;
-    const MAX_VERSION: i16 = 1;
+    const MAX_VERSION: i16 = 2;
     const FLEXIBLE_MIN: i16 = 0;
 }
 
