@@ -15,6 +15,7 @@ pub mod meta;
 pub mod metadata_log;
 pub mod metrics;
 pub mod producers;
+pub mod quorum;
 pub mod random;
 pub mod ratelog;
 pub mod replica;
