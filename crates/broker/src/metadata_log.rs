@@ -74,18 +74,21 @@ impl State {
     /// believes is in the log): it elects itself again; its writes wait in `pending`.
     fn rebuild(&mut self, node_id: i32, now_ms: i64) -> Result<(), String> {
         let view = LogView::from_parts(self.snapshot, self.metas.iter().copied())?;
-        let mut q = self.persisted;
-        q.epoch = q.epoch.max(view.last_epoch());
-        let mut core = Raft::new(
-            raft::Config::new(node_id, [node_id], node_id as u64),
-            q,
-            view,
-            now_ms.max(0) as u64,
-        );
+        let mut core = elect_alone(node_id, self.persisted, view, now_ms);
         self.pending = core.take_actions();
         self.raft = core;
         Ok(())
     }
+}
+
+/// The core of a quorum whose only voter is `node_id`, from what is durable: it elects itself
+/// at once (the actions to carry out wait in `take_actions`). The log proves its epochs
+/// existed, whatever the state file says (a log written before the quorum had no state file).
+fn elect_alone(node_id: i32, persisted: QuorumState, view: LogView, now_ms: i64) -> Raft<Bytes> {
+    let mut state = persisted;
+    state.epoch = state.epoch.max(view.last_epoch());
+    let config = raft::Config::new(node_id, [node_id], node_id as u64);
+    Raft::new(config, state, view, now_ms.max(0) as u64)
 }
 
 pub struct MetadataLog {
@@ -247,13 +250,8 @@ impl MetadataLog {
         // LeaderChangeMessage before anything else is committed.
         let view = LogView::from_parts(snapshot_id, metas.iter().copied())
             .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?;
-        let mut quorum_state = quorum_state;
-        // The log proves its epochs existed, whatever the state file says (a log written
-        // before the quorum had no state file).
-        quorum_state.epoch = quorum_state.epoch.max(view.last_epoch());
         let now = clock.now_ms();
-        let config = raft::Config::new(node_id, [node_id], node_id as u64);
-        let mut core = Raft::new(config, quorum_state, view, now.max(0) as u64);
+        let mut core = elect_alone(node_id, quorum_state, view, now);
         let actions = core.take_actions();
         let io = QuorumIo {
             dir: &dir,

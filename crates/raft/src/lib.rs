@@ -156,19 +156,7 @@ pub enum Message<B> {
         fetch_offset: i64,
         last_fetched_epoch: i32,
     },
-    FetchResponse {
-        id: u64,
-        epoch: i32,
-        leader: Option<NodeId>,
-        error: Option<FetchError>,
-        high_watermark: i64,
-        /// The fetch's last epoch disagrees with the leader's log: the largest epoch they
-        /// share and where it ends on the leader.
-        diverging: Option<(i32, i64)>,
-        /// The fetch is below the log start: fetch this snapshot first.
-        snapshot: Option<SnapshotId>,
-        batches: Vec<(BatchMeta, Payload<B>)>,
-    },
+    FetchResponse(FetchAnswer<B>),
     FetchSnapshot {
         id: u64,
         epoch: i32,
@@ -176,17 +164,38 @@ pub enum Message<B> {
         snapshot: SnapshotId,
         position: u64,
     },
-    FetchSnapshotResponse {
-        id: u64,
-        epoch: i32,
-        leader: Option<NodeId>,
-        error: Option<FetchError>,
-        snapshot: SnapshotId,
-        /// The whole snapshot's size in bytes, and where `chunk` starts in it.
-        size: u64,
-        position: u64,
-        chunk: Vec<u8>,
-    },
+    FetchSnapshotResponse(SnapshotAnswer),
+}
+
+/// A leader's answer to a Fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchAnswer<B> {
+    /// The fetch's id (see `Message::Fetch`).
+    pub id: u64,
+    pub epoch: i32,
+    pub leader: Option<NodeId>,
+    pub error: Option<FetchError>,
+    pub high_watermark: i64,
+    /// The fetch's last epoch disagrees with the leader's log: the largest epoch they share
+    /// and where it ends on the leader.
+    pub diverging: Option<(i32, i64)>,
+    /// The fetch is below the log start: fetch this snapshot first.
+    pub snapshot: Option<SnapshotId>,
+    pub batches: Vec<(BatchMeta, Payload<B>)>,
+}
+
+/// A leader's answer to a FetchSnapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotAnswer {
+    pub id: u64,
+    pub epoch: i32,
+    pub leader: Option<NodeId>,
+    pub error: Option<FetchError>,
+    pub snapshot: SnapshotId,
+    /// The whole snapshot's size in bytes, and where `chunk` starts in it.
+    pub size: u64,
+    pub position: u64,
+    pub chunk: Vec<u8>,
 }
 
 /// What a leader's answer needs from the driver's storage.
@@ -950,26 +959,7 @@ impl<B: Clone> Raft<B> {
                 fetch_offset,
                 last_fetched_epoch,
             } => self.on_fetch(from, id, epoch, replica, fetch_offset, last_fetched_epoch),
-            Message::FetchResponse {
-                id,
-                epoch,
-                leader,
-                error,
-                high_watermark,
-                diverging,
-                batches,
-                snapshot,
-            } => self.on_fetch_response(
-                from,
-                id,
-                epoch,
-                leader,
-                error,
-                high_watermark,
-                diverging,
-                snapshot,
-                batches,
-            ),
+            Message::FetchResponse(answer) => self.on_fetch_response(from, answer),
             Message::FetchSnapshot {
                 id,
                 epoch,
@@ -977,16 +967,7 @@ impl<B: Clone> Raft<B> {
                 position,
                 ..
             } => self.on_fetch_snapshot(from, id, epoch, snapshot, position),
-            Message::FetchSnapshotResponse {
-                id,
-                epoch,
-                leader,
-                error,
-                snapshot,
-                size,
-                position,
-                chunk,
-            } => self.on_fetch_snapshot_response(from, id, epoch, leader, error, snapshot, size, position, chunk),
+            Message::FetchSnapshotResponse(answer) => self.on_fetch_snapshot_response(from, answer),
         }
     }
 
@@ -1075,8 +1056,8 @@ impl<B: Clone> Raft<B> {
         }
     }
 
-    fn fetch_answer(&self, id: u64, error: Option<FetchError>) -> Message<B> {
-        Message::FetchResponse {
+    fn fetch_answer(&self, id: u64, error: Option<FetchError>) -> FetchAnswer<B> {
+        FetchAnswer {
             id,
             epoch: self.state.epoch,
             leader: self.leader(),
@@ -1094,12 +1075,12 @@ impl<B: Clone> Raft<B> {
         }
         if !matches!(self.role, Role::Leader(_)) {
             let answer = self.fetch_answer(id, Some(FetchError::NotLeader));
-            self.send(from, answer);
+            self.send(from, Message::FetchResponse(answer));
             return;
         }
         if epoch < self.state.epoch {
             let answer = self.fetch_answer(id, Some(FetchError::FencedLeaderEpoch));
-            self.send(from, answer);
+            self.send(from, Message::FetchResponse(answer));
             return;
         }
         // Below our log start, or from an epoch older than anything we still hold: the
@@ -1108,23 +1089,23 @@ impl<B: Clone> Raft<B> {
             fetch_offset < self.log.start_offset()
                 || ((last_epoch > 0 || fetch_offset > 0) && self.log.end_for_epoch(last_epoch).0 == 0)
         });
-        if let Some(id_) = needs_snapshot {
-            let mut answer = self.fetch_answer(id, None);
-            if let Message::FetchResponse { snapshot, .. } = &mut answer {
-                *snapshot = Some(id_);
-            }
-            self.send(from, answer);
+        if let Some(snapshot) = needs_snapshot {
+            let answer = FetchAnswer {
+                snapshot: Some(snapshot),
+                ..self.fetch_answer(id, None)
+            };
+            self.send(from, Message::FetchResponse(answer));
             return;
         }
         // Does the fetcher's log agree with ours up to where it fetches from?
         if fetch_offset > 0 || last_epoch > 0 {
             let (e, end) = self.log.end_for_epoch(last_epoch);
             if e != last_epoch || fetch_offset > end {
-                let mut answer = self.fetch_answer(id, None);
-                if let Message::FetchResponse { diverging, .. } = &mut answer {
-                    *diverging = Some((e, end));
-                }
-                self.send(from, answer);
+                let answer = FetchAnswer {
+                    diverging: Some((e, end)),
+                    ..self.fetch_answer(id, None)
+                };
+                self.send(from, Message::FetchResponse(answer));
                 return;
             }
         }
@@ -1176,7 +1157,7 @@ impl<B: Clone> Raft<B> {
             }
         }
         let fill = (fetch_offset < self.log.end_offset()).then_some(Fill::Log(fetch_offset));
-        let message = self.fetch_answer(id, None);
+        let message = Message::FetchResponse(self.fetch_answer(id, None));
         self.out.push(Action::Send { to, message, fill });
     }
 
@@ -1228,19 +1209,17 @@ impl<B: Clone> Raft<B> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_fetch_response(
-        &mut self,
-        from: NodeId,
-        id: u64,
-        epoch: i32,
-        leader: Option<NodeId>,
-        error: Option<FetchError>,
-        high_watermark: i64,
-        diverging: Option<(i32, i64)>,
-        snapshot: Option<SnapshotId>,
-        batches: Vec<(BatchMeta, Payload<B>)>,
-    ) {
+    fn on_fetch_response(&mut self, from: NodeId, answer: FetchAnswer<B>) {
+        let FetchAnswer {
+            id,
+            epoch,
+            leader,
+            error,
+            high_watermark,
+            diverging,
+            snapshot,
+            batches,
+        } = answer;
         if !self.observe(epoch, leader) {
             return;
         }
@@ -1329,7 +1308,7 @@ impl<B: Clone> Raft<B> {
         } else {
             None
         };
-        let message = Message::FetchSnapshotResponse {
+        let message = Message::FetchSnapshotResponse(SnapshotAnswer {
             id,
             epoch: self.state.epoch,
             leader: self.leader(),
@@ -1338,7 +1317,7 @@ impl<B: Clone> Raft<B> {
             size: 0,
             position,
             chunk: Vec::new(),
-        };
+        });
         let fill = error.is_none().then_some(Fill::Snapshot { id: snapshot, position });
         let now = self.now;
         if let (None, Role::Leader(l)) = (error, &mut self.role) {
@@ -1354,19 +1333,17 @@ impl<B: Clone> Raft<B> {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_fetch_snapshot_response(
-        &mut self,
-        from: NodeId,
-        id: u64,
-        epoch: i32,
-        leader: Option<NodeId>,
-        error: Option<FetchError>,
-        snapshot: SnapshotId,
-        size: u64,
-        position: u64,
-        chunk: Vec<u8>,
-    ) {
+    fn on_fetch_snapshot_response(&mut self, from: NodeId, answer: SnapshotAnswer) {
+        let SnapshotAnswer {
+            id,
+            epoch,
+            leader,
+            error,
+            snapshot,
+            size,
+            position,
+            chunk,
+        } = answer;
         if !self.observe(epoch, leader) {
             return;
         }

@@ -373,7 +373,7 @@ impl Sim {
             }
             Action::Send { to, mut message, fill } => {
                 match (fill, &mut message) {
-                    (Some(Fill::Log(from)), Message::FetchResponse { batches, .. }) => {
+                    (Some(Fill::Log(from)), Message::FetchResponse(FetchAnswer { batches, .. })) => {
                         let node = self.nodes.get(&id).ok_or("no node")?;
                         let i = node.log.partition_point(|(m, _)| m.base_offset < from);
                         if node.log.get(i).is_none_or(|(m, _)| m.base_offset != from) {
@@ -386,7 +386,7 @@ impl Sim {
                     }
                     (
                         Some(Fill::Snapshot { id: sid, position }),
-                        Message::FetchSnapshotResponse { size, chunk, .. },
+                        Message::FetchSnapshotResponse(SnapshotAnswer { size, chunk, .. }),
                     ) => {
                         let node = self.nodes.get(&id).ok_or("no node")?;
                         let Some((have, batches)) = &node.snapshot else {

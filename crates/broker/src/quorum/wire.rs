@@ -8,7 +8,7 @@
 //! lacks what the core needs, is an error naming it: a peer's bytes are never trusted.
 
 use bytes::{Bytes, BytesMut};
-use raft::{BatchMeta, FetchError, Message, NodeId, Payload, SnapshotId};
+use raft::{BatchMeta, FetchAnswer, FetchError, Message, NodeId, Payload, SnapshotAnswer, SnapshotId};
 use wire::messages::{
     begin_quorum_epoch_request as bqe, end_quorum_epoch_request as eqe, fetch_request as freq, fetch_response as fres,
     fetch_snapshot_request as fsreq, fetch_snapshot_response as fsres, vote_request as vreq, vote_response as vres,
@@ -227,9 +227,7 @@ pub fn request(cluster_id: &str, to: NodeId, m: &Message<Bytes>) -> Option<(Requ
             }),
             Asked::FetchSnapshot { id: *id },
         ),
-        Message::VoteResponse { .. } | Message::FetchResponse { .. } | Message::FetchSnapshotResponse { .. } => {
-            return None
-        }
+        Message::VoteResponse { .. } | Message::FetchResponse(_) | Message::FetchSnapshotResponse(_) => return None,
     })
 }
 
@@ -365,7 +363,7 @@ pub fn response(m: &Message<Bytes>) -> Option<Response> {
             }],
             ..Default::default()
         }),
-        Message::FetchResponse {
+        Message::FetchResponse(FetchAnswer {
             epoch,
             leader,
             error,
@@ -374,7 +372,7 @@ pub fn response(m: &Message<Bytes>) -> Option<Response> {
             snapshot,
             batches,
             ..
-        } => {
+        }) => {
             let mut records = BytesMut::new();
             for (_, p) in batches {
                 if let Payload::Data(b) = p {
@@ -413,7 +411,7 @@ pub fn response(m: &Message<Bytes>) -> Option<Response> {
                 ..Default::default()
             })
         }
-        Message::FetchSnapshotResponse {
+        Message::FetchSnapshotResponse(SnapshotAnswer {
             epoch,
             leader,
             error,
@@ -422,7 +420,7 @@ pub fn response(m: &Message<Bytes>) -> Option<Response> {
             position,
             chunk,
             ..
-        } => Response::FetchSnapshot(FetchSnapshotResponse {
+        }) => Response::FetchSnapshot(FetchSnapshotResponse {
             topics: vec![fsres::TopicSnapshot {
                 name: TOPIC.into(),
                 partitions: vec![fsres::PartitionSnapshot {
@@ -486,7 +484,7 @@ pub fn from_response(asked: Asked, r: &Response) -> Result<Message<Bytes>, Strin
                 };
                 batches.push((meta, Payload::Data(b.into_bytes())));
             }
-            Ok(Message::FetchResponse {
+            Ok(Message::FetchResponse(FetchAnswer {
                 id,
                 epoch: p.current_leader.leader_epoch,
                 leader: none_if_negative(p.current_leader.leader_id),
@@ -499,7 +497,7 @@ pub fn from_response(asked: Asked, r: &Response) -> Result<Message<Bytes>, Strin
                     epoch: p.snapshot_id.epoch,
                 }),
                 batches,
-            })
+            }))
         }
         (Asked::FetchSnapshot { id }, Response::FetchSnapshot(s)) => {
             if s.error_code != 0 {
@@ -509,7 +507,7 @@ pub fn from_response(asked: Asked, r: &Response) -> Result<Message<Bytes>, Strin
             let p = only_partition("a snapshot answer", &t.partitions, |p| p.index)?;
             let size = u64::try_from(p.size).map_err(|_| format!("snapshot size {}", p.size))?;
             let position = u64::try_from(p.position).map_err(|_| format!("snapshot position {}", p.position))?;
-            Ok(Message::FetchSnapshotResponse {
+            Ok(Message::FetchSnapshotResponse(SnapshotAnswer {
                 id,
                 epoch: p.current_leader.leader_epoch,
                 leader: none_if_negative(p.current_leader.leader_id),
@@ -521,7 +519,7 @@ pub fn from_response(asked: Asked, r: &Response) -> Result<Message<Bytes>, Strin
                 size,
                 position,
                 chunk: p.unaligned_records.to_vec(),
-            })
+            }))
         }
         (asked, _) => Err(format!("an answer that does not match the request ({asked:?})")),
     }
@@ -670,7 +668,7 @@ mod tests {
             ),
             (
                 Asked::Fetch { id: 7 },
-                Message::FetchResponse {
+                Message::FetchResponse(FetchAnswer {
                     id: 7,
                     epoch: 6,
                     leader: Some(2),
@@ -679,11 +677,11 @@ mod tests {
                     diverging: None,
                     snapshot: None,
                     batches: vec![batch(10, 5), batch(12, 6)],
-                },
+                }),
             ),
             (
                 Asked::Fetch { id: 8 },
-                Message::FetchResponse {
+                Message::FetchResponse(FetchAnswer {
                     id: 8,
                     epoch: 6,
                     leader: Some(2),
@@ -692,11 +690,11 @@ mod tests {
                     diverging: Some((4, 30)),
                     snapshot: None,
                     batches: vec![],
-                },
+                }),
             ),
             (
                 Asked::Fetch { id: 9 },
-                Message::FetchResponse {
+                Message::FetchResponse(FetchAnswer {
                     id: 9,
                     epoch: 7,
                     leader: None,
@@ -705,11 +703,11 @@ mod tests {
                     diverging: None,
                     snapshot: None,
                     batches: vec![],
-                },
+                }),
             ),
             (
                 Asked::Fetch { id: 10 },
-                Message::FetchResponse {
+                Message::FetchResponse(FetchAnswer {
                     id: 10,
                     epoch: 6,
                     leader: Some(2),
@@ -721,11 +719,11 @@ mod tests {
                         epoch: 3,
                     }),
                     batches: vec![],
-                },
+                }),
             ),
             (
                 Asked::FetchSnapshot { id: 11 },
-                Message::FetchSnapshotResponse {
+                Message::FetchSnapshotResponse(SnapshotAnswer {
                     id: 11,
                     epoch: 6,
                     leader: Some(2),
@@ -737,7 +735,7 @@ mod tests {
                     size: 10_000,
                     position: 4096,
                     chunk: vec![1, 2, 3],
-                },
+                }),
             ),
         ];
         for (asked, m) in answers {
@@ -769,7 +767,8 @@ mod tests {
             }],
             ..Default::default()
         });
-        let Message::FetchResponse { batches, .. } = from_response(Asked::Fetch { id: 1 }, &r).unwrap() else {
+        let Message::FetchResponse(FetchAnswer { batches, .. }) = from_response(Asked::Fetch { id: 1 }, &r).unwrap()
+        else {
             panic!("a fetch answer")
         };
         assert_eq!(batches.len(), 1);
