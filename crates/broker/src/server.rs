@@ -186,6 +186,25 @@ impl Broker {
     }
 }
 
+/// Connections the kernel queues per listener before they are accepted (tokio's default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` (with `SO_REUSEADDR`, as `TcpListener::bind` sets it) but not yet
+/// listening: the port is ours, and connecting to it is refused until `listen`.
+fn reserve_port(addr: SocketAddr) -> Result<tokio::net::TcpSocket, StartError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|source| StartError::Bind { addr, source })?;
+    socket
+        .set_reuseaddr(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    socket.bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    Ok(socket)
+}
+
 impl Server {
     /// Locks and prepares the data directory and binds the listener, with the system clock and
     /// randomness seeded from the OS.
@@ -208,12 +227,12 @@ impl Server {
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let random = Arc::new(random);
         let opened = open_state(&config, fs, &clock, &random)?;
-        // Listeners are bound once the logs are open (recovery can take a while, and a bound
-        // port is what clients and tests take as "up").
+        // Ports are bound (reserved, so an advertised port of 0 is known to the metadata) once
+        // the logs are open, but listened on only once everything is loaded, groups included:
+        // a port that accepts is what clients and tests take as "up", and until `listen` a
+        // connection is refused rather than left waiting in the backlog.
         let addr = config.listener.bind;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let listener = reserve_port(addr)?;
         let local = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -224,14 +243,23 @@ impl Server {
         let admin = match config.admin_bind {
             None => None,
             Some(addr) => {
-                let admin = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                let admin = reserve_port(addr)?;
                 config.admin_bind = Some(admin.local_addr().map_err(|source| StartError::Bind { addr, source })?);
-                Some(admin)
+                Some((addr, admin))
             }
         };
         let broker = assemble(config, opened, clock, random, Some(real_fs))?;
+        let listener = listener
+            .listen(LISTEN_BACKLOG)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let admin = match admin {
+            None => None,
+            Some((addr, socket)) => Some(
+                socket
+                    .listen(LISTEN_BACKLOG)
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+        };
         Ok(Server {
             listener,
             admin,
