@@ -1092,6 +1092,35 @@ impl Log {
         self.delete_segments_below_start()
     }
 
+    /// Drops every record and continues, empty, at `offset` (Kafka's `truncateFullyAndStartAt`):
+    /// a follower that installs a snapshot ending there. First the records from `offset` on go
+    /// (a truncation, itself crash-safe), then the start moves up: its checkpoint is written
+    /// before any segment is removed. So a power loss part way leaves a prefix of the log as
+    /// it was, or the empty log at `offset`, never a record it did not hold. `offset` below the
+    /// log start is an error: the start never moves back.
+    pub fn start_over_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Failed);
+        }
+        let (start, end) = (self.log_start_offset, self.log_end_offset());
+        if offset < start {
+            return Err(StorageError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset < end {
+            self.truncate_to(offset)?;
+        }
+        let end = self.log_end_offset();
+        if end == offset {
+            return self.delete_records_before(offset).map(|_| ());
+        }
+        self.set_log_start_offset(offset)?;
+        let result = self.truncate_fully_and_start_at(offset);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
     /// Drops every record and continues, empty, at `offset`.
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
         let fresh = Segment::create(&self.fs, &self.dir, offset, self.config.index_interval_bytes, None)?;

@@ -489,3 +489,49 @@ fn seal_work_taken_before_a_truncation_writes_no_stale_index() {
     assert!(want.starts_with(&after));
     assert_eq!(log.epoch_entries(), implied_epochs(&log));
 }
+
+#[test]
+fn starting_over_at_a_snapshot_end_empties_the_log_and_survives_a_power_loss_at_any_step() {
+    // Past the end (a follower far behind), inside a batch (its tail diverged), and at a
+    // segment's first offset.
+    for target in [150, 97, 30] {
+        let (fs, mut log) = filled();
+        let before = batches(&log);
+        let ops = fs.durability_ops();
+        log.start_over_at(target).unwrap();
+        let steps = fs.durability_ops() - ops;
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (target, target));
+        assert_eq!(batches(&log), vec![]);
+        assert_eq!(log.epoch_entries(), vec![]);
+        // A replicated batch continues it, as a follower's first fetch after the snapshot.
+        log.append_replicated(restamped(&batch(0), 0, target, 9), 0).unwrap();
+        assert_eq!(log.log_end_offset(), target + 5);
+        drop(log);
+        for k in 0..=steps {
+            for mode in [CrashMode::DropUnsynced, CrashMode::Torn { seed: k + 1 }] {
+                let (fs, mut log) = filled();
+                fs.power_off_after_syncs(k);
+                let result = log.start_over_at(target);
+                drop(log);
+                fs.crash(mode);
+                let log = open(&fs, false);
+                let got = batches(&log);
+                let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                let emptied = got.is_empty() && (start, end) == (target, target);
+                assert!(
+                    emptied || before.starts_with(&got),
+                    "step {k} of {steps} ({mode:?}): not a prefix of the log before, nor empty at {target}: \
+                     {start}..{end} {got:?}"
+                );
+                if result.is_ok() {
+                    assert!(emptied, "step {k}: done means durable");
+                }
+                assert_eq!(log.epoch_entries(), implied_epochs(&log), "step {k} ({mode:?})");
+            }
+        }
+        eprintln!("start_over_at({target}): a power loss after each of {steps} fsyncs, and none");
+    }
+    let (_fs, mut log) = filled();
+    log.delete_records_before(40).unwrap();
+    assert!(log.start_over_at(39).is_err(), "the start never moves back");
+}
