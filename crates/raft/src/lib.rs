@@ -332,7 +332,14 @@ enum Role {
     Leader(Box<LeaderState>),
     Follower {
         leader: NodeId,
+        /// When the fetch timeout last started over: on following, and on every answer.
         last_success: u64,
+        /// When the leader itself was last heard from (an answer to a fetch, or its
+        /// BeginQuorumEpoch); `None` since following it on another's word. Pre-votes are
+        /// refused only while this is recent: following a leader again after a lost
+        /// election is not hearing from it, or voters that each still follow a dead leader
+        /// would talk each other out of every election while it stays down.
+        heard: Option<u64>,
         /// The fetch in flight: its id and when it was sent.
         fetch: Option<(u64, u64)>,
         /// A snapshot being fetched, and how many of its bytes are here.
@@ -628,6 +635,7 @@ impl<B: Clone> Raft<B> {
         self.role = Role::Follower {
             leader,
             last_success: self.now,
+            heard: None,
             fetch: None,
             snapshot: None,
         };
@@ -930,6 +938,12 @@ impl<B: Clone> Raft<B> {
             } => self.on_vote_response(from, epoch, leader, granted, pre_vote),
             Message::BeginQuorumEpoch { epoch, leader } => {
                 self.observe(epoch, Some(leader));
+                let now = self.now;
+                if let Role::Follower { leader: l, heard, .. } = &mut self.role {
+                    if *l == leader && epoch == self.state.epoch {
+                        *heard = Some(now);
+                    }
+                }
             }
             Message::EndQuorumEpoch {
                 epoch,
@@ -982,7 +996,7 @@ impl<B: Clone> Raft<B> {
             // A pre-vote changes nothing here; granted unless we hear from a live leader.
             let live_leader = match &self.role {
                 Role::Leader(_) => true,
-                Role::Follower { last_success, .. } => self.now < last_success + self.config.fetch_timeout_ms,
+                Role::Follower { heard, .. } => heard.is_some_and(|h| self.now < h + self.config.fetch_timeout_ms),
                 _ => false,
             };
             epoch > self.state.epoch && !live_leader && self.log_is_current(log)
@@ -1028,7 +1042,11 @@ impl<B: Clone> Raft<B> {
             self.observe(epoch, leader);
             return;
         }
-        if epoch == self.state.epoch && leader.is_some() {
+        // Refused, naming a leader of our epoch: it hears from that leader, so follow it. A
+        // grant names only what the voter last knew (it grants because it has not heard
+        // from that leader lately): following it would throw the grant away, and voters that
+        // each still follow a dead leader would talk each other out of every election.
+        if epoch == self.state.epoch && leader.is_some() && !granted {
             self.observe(epoch, leader);
         }
         let majority = self.config.majority();
@@ -1241,12 +1259,14 @@ impl<B: Clone> Raft<B> {
         }
         if let Role::Follower {
             last_success,
+            heard,
             fetch,
             snapshot: fetching,
             ..
         } = &mut self.role
         {
             *last_success = self.now;
+            *heard = Some(self.now);
             *fetch = None;
             if let Some(s) = snapshot {
                 // Behind the leader's log start: fetch its snapshot, from the start.
@@ -1359,6 +1379,7 @@ impl<B: Clone> Raft<B> {
         let voter = self.is_voter();
         let Role::Follower {
             last_success,
+            heard,
             fetch,
             snapshot: fetching,
             ..
@@ -1371,6 +1392,7 @@ impl<B: Clone> Raft<B> {
             Some(FetchError::SnapshotNotFound) => {
                 // The leader has a newer snapshot (or none): ask again by fetching.
                 *last_success = now;
+                *heard = Some(now);
                 *fetching = None;
             }
             Some(_) => {
@@ -1390,6 +1412,7 @@ impl<B: Clone> Raft<B> {
             }
             None => {
                 *last_success = now;
+                *heard = Some(now);
                 let end = position + chunk.len() as u64;
                 let done = end >= size;
                 *fetching = if done { None } else { Some((snapshot, end)) };

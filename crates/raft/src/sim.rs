@@ -674,8 +674,26 @@ impl Sim {
         for id in down {
             self.start(id)?;
         }
+        self.converge("after healing")?;
+        // Then the leader dies for good: the others must elect one of themselves and go on
+        // (a voter that still follows the dead leader must not talk a prospective out of its
+        // election).
+        let leader = self.leaders().first().copied().ok_or("no leader after converging")?;
+        let live_voters = self.voters.iter().filter(|v| **v != leader).count();
+        if live_voters > self.voters.len() / 2 {
+            if let Some(node) = self.nodes.get_mut(&leader) {
+                node.raft = None;
+            }
+            self.converge(&format!("after leader {leader} died for good"))?;
+        }
+        Ok(())
+    }
+
+    /// Proposes a write through whichever node leads until one is committed on every live
+    /// node, within 30 s.
+    fn converge(&mut self, when: &str) -> Result<(), String> {
         let deadline = self.now + 30_000;
-        // The write proposed after healing: by whom, in which epoch, where, with which value.
+        // The write proposed: by whom, in which epoch, where, with which value.
         let mut written: Option<(NodeId, i32, BatchMeta, u64)> = None;
         while self.now < deadline {
             self.advance()?;
@@ -685,7 +703,13 @@ impl Sim {
                     .committed
                     .iter()
                     .any(|(c, p)| *c == m && *p == Payload::Data(value));
-                if committed && self.nodes.values().all(|n| n.hw > m.last_offset) {
+                if committed
+                    && self
+                        .nodes
+                        .values()
+                        .filter(|n| n.raft.is_some())
+                        .all(|n| n.hw > m.last_offset)
+                {
                     return Ok(());
                 }
                 // Its leader lost office before it was committed: it may be gone; write again.
@@ -718,7 +742,7 @@ impl Sim {
             })
             .collect();
         Err(format!(
-            "no write committed on every node 30 s after healing: {}",
+            "no write committed on every live node 30 s {when}: {}",
             status.join("; ")
         ))
     }
