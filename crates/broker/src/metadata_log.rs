@@ -1,31 +1,42 @@
-//! The local metadata log, `<data dir>/__cluster_metadata-0`: every change to cluster state
+//! The metadata log, `<data dir>/__cluster_metadata-0`: every change to cluster state
 //! (topics created and deleted, partitions added, topic and broker configs, producer-id
-//! blocks, this broker's registration) is one batch of Kafka's metadata records, appended and
-//! fsynced before the change is answered, then applied to the [`MetadataImage`] every cluster
-//! question is answered from.
+//! blocks, broker registrations) is one batch of Kafka's metadata records, committed by the
+//! metadata quorum, then applied to the [`MetadataImage`] every cluster question is answered
+//! from.
 //!
-//! The log belongs to the KRaft core (`raft` crate), which decides every offset and epoch:
-//! this node is a quorum of one voter, elected at each start (a new leader epoch, written to
-//! `quorum-state` and marked in the log by a LeaderChangeMessage control batch, as Kafka's
-//! controllers do), and every change is committed as soon as it is fsynced. The log is in
-//! Kafka's layout, so Kafka's `kafka-dump-log --cluster-metadata-decoder` reads it. At start
-//! the image is the newest snapshot plus the log after it; a snapshot is written once
-//! [`SNAPSHOT_BYTES`] of records have been appended since the last one, and the log before
-//! it is removed. (A quorum of several voters is the rest of issue 19: the same core, with a
-//! network between the nodes.)
+//! The log belongs to the KRaft core (`raft` crate), which decides every offset and epoch;
+//! this module carries out what the core asks ([`MetadataLog::carry_out`]: the `quorum-state`
+//! file, appends, truncations, snapshots fetched from the leader, and the messages it sends,
+//! through an [`Outbox`]) and applies what the quorum has committed to the image, in log order,
+//! on every node alike: the image never holds a record above the high watermark.
+//!
+//! - **A node alone** (the single-node default): a quorum of one voter, elected at each start
+//!   (a new leader epoch, written to `quorum-state` and marked in the log by a
+//!   LeaderChangeMessage control batch, as Kafka's controllers do); every change is committed
+//!   as soon as it is fsynced, and the whole log is the image at start.
+//! - **Several voters** (`controller.quorum.voters`): `crate::quorum::net` runs the core
+//!   over the network ([`MetadataLog::step`] for what arrives and for its timers). A change
+//!   is made only on the leader, one at a time ([`MetadataLog::commit`] waits for the high
+//!   watermark to cover it); at start the image is the newest snapshot, and the log after it is
+//!   applied once the leader says how far it is committed.
+//!
+//! The log is in Kafka's layout, so Kafka's `kafka-dump-log --cluster-metadata-decoder` reads
+//! it. Snapshots are written once [`SNAPSHOT_BYTES`] of records have been applied since the
+//! last one, at the committed end, and the log before it is removed.
 //!
 //! A change is refused whole, before anything is written, when its records contradict the
-//! image (see `metadata::MetadataDelta`). A failed write or fsync fails the change, and the
+//! image (see `metadata::MetadataDelta`). A failed write or fsync fails the change; alone, the
 //! quorum core is rebuilt from what is durable (a new election, written with the next change;
 //! `storage::Log` itself takes no more writes after a failed fsync), so no change is ever
 //! answered that is not on disk, and a full disk only holds changes up until space returns.
 
 use bytes::Bytes;
 use metadata::{frame, snapshot, Changes, MetadataDelta, MetadataImage, MetadataRecord};
-use raft::{Action, BatchMeta, LogView, Payload, QuorumState, Raft, SnapshotId};
+use raft::{Action, BatchMeta, Fill, Input, LogView, Message, NodeId, Payload, QuorumState, Raft, SnapshotId};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::Duration;
 use storage::{Fs, Log, LogConfig};
 
 /// The directory of the metadata log in the data directory.
@@ -34,13 +45,84 @@ pub const DIR: &str = "__cluster_metadata-0";
 /// The quorum's state file in the metadata log's directory (Kafka's name and format).
 pub const QUORUM_STATE: &str = "quorum-state";
 
-/// Record bytes appended between snapshots (Kafka's
+/// Record bytes applied between snapshots (Kafka's
 /// `metadata.log.max.record.bytes.between.snapshots` is 20 MB; a smaller log replays faster
 /// at start, and snapshots of one node's metadata are small).
 pub const SNAPSHOT_BYTES: u64 = 4 << 20;
 
 /// Segments of the metadata log: small, so the log before a snapshot is removed soon after.
 const SEGMENT_BYTES: u64 = 1 << 20;
+
+/// The most of the log one fetch answer carries.
+const FETCH_BYTES: usize = 1 << 20;
+
+/// The most of a snapshot one FetchSnapshot answer carries.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The largest snapshot a follower takes from its leader (it is held in memory until whole):
+/// a larger one is refused, and the follower stays behind with an error logged.
+const FETCHED_SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+
+/// How long a change waits for the quorum to commit it (or, on a new leader, for the log
+/// before it to be committed) before it is answered with a timeout.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How this node takes part in the metadata quorum, with Kafka's settings.
+#[derive(Debug, Clone)]
+pub struct QuorumSettings {
+    pub node_id: NodeId,
+    /// `controller.quorum.voters`' ids; `[node_id]` for a node alone. A node not among them
+    /// is an observer.
+    pub voters: Vec<NodeId>,
+    /// `controller.quorum.election.timeout.ms`.
+    pub election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`.
+    pub fetch_timeout_ms: u64,
+    /// `controller.quorum.election.backoff.max.ms`.
+    pub election_backoff_max_ms: u64,
+    /// Seeds the core's randomized timeouts.
+    pub seed: u64,
+}
+
+impl QuorumSettings {
+    /// A quorum of one voter, `node_id`, with Kafka's timeouts.
+    pub fn alone(node_id: NodeId) -> QuorumSettings {
+        QuorumSettings::new(node_id, vec![node_id], node_id as u64)
+    }
+
+    /// Voters `voters`, with Kafka's timeouts.
+    pub fn new(node_id: NodeId, voters: Vec<NodeId>, seed: u64) -> QuorumSettings {
+        let d = raft::Config::new(node_id, [node_id], seed);
+        QuorumSettings {
+            node_id,
+            voters,
+            election_timeout_ms: d.election_timeout_ms,
+            fetch_timeout_ms: d.fetch_timeout_ms,
+            election_backoff_max_ms: d.election_backoff_max_ms,
+            seed,
+        }
+    }
+
+    /// This node is the only voter.
+    pub fn is_alone(&self) -> bool {
+        self.voters == [self.node_id]
+    }
+
+    fn raft_config(&self) -> raft::Config {
+        let mut c = raft::Config::new(self.node_id, self.voters.iter().copied(), self.seed);
+        c.election_timeout_ms = self.election_timeout_ms;
+        c.fetch_timeout_ms = self.fetch_timeout_ms;
+        c.election_backoff_max_ms = self.election_backoff_max_ms;
+        c
+    }
+}
+
+/// Where the core's messages go: `crate::quorum::net` sends requests to voters and answers
+/// the requests it received. Never blocks; a message it cannot send is dropped (the core
+/// sends again).
+pub trait Outbox: Send + Sync {
+    fn send(&self, to: NodeId, message: Message<Bytes>);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -51,57 +133,85 @@ pub enum CommitError {
     /// The write or its fsync failed: the change is not made.
     #[error("cannot write the metadata log: {0}")]
     Storage(String),
+    /// This node does not lead the quorum (or stopped leading it before the change was
+    /// committed, which then may or may not be): `leader` does, if known.
+    #[error("this node is not the active controller (the leader is {})", .leader.map_or("unknown".to_string(), |l| format!("node {l}")))]
+    NotController { leader: Option<NodeId> },
+    /// The quorum did not commit the change in time; it may still be.
+    #[error("the metadata quorum did not commit the change within {} s", COMMIT_WAIT.as_secs())]
+    Timeout,
+}
+
+/// A snapshot arriving from the leader in chunks.
+struct Fetching {
+    id: SnapshotId,
+    bytes: Vec<u8>,
 }
 
 struct State {
     log: Log,
+    /// Record bytes applied to the image since the last snapshot.
     bytes_since_snapshot: u64,
     raft: Raft<Bytes>,
     /// What the core asked for that is not durable yet: an election whose writes failed (a
     /// full disk at start, or after a failed change). Carried out before the next change.
+    /// A node alone only.
     pending: Vec<Action<Bytes>>,
     /// Every batch in the log and the state file as written: what a rebuilt core starts from.
     metas: Vec<BatchMeta>,
     persisted: QuorumState,
     snapshot: Option<SnapshotId>,
+    /// The latest snapshot's bytes, read once to serve FetchSnapshot.
+    serving: Option<(SnapshotId, Bytes)>,
+    fetching: Option<Fetching>,
     /// An fsync failed: what the kernel kept is unknown, so nothing more is written until a
     /// restart reads the log as it is.
     fsync_failed: bool,
+    /// Why the committed log could not be applied when last tried (a read that failed, or a
+    /// record contradicting the image): the image stays where it was, and the next high
+    /// watermark, or the next change, tries again.
+    apply_failed: Option<String>,
 }
 
 impl State {
     /// A new core from what is durable (after a failed write, whose batch the old core
     /// believes is in the log): it elects itself again; its writes wait in `pending`.
-    fn rebuild(&mut self, node_id: i32, now_ms: i64) -> Result<(), String> {
+    fn rebuild(&mut self, settings: &QuorumSettings, now: u64) -> Result<(), String> {
         let view = LogView::from_parts(self.snapshot, self.metas.iter().copied())?;
-        let mut core = elect_alone(node_id, self.persisted, view, now_ms);
+        let mut core = new_core(settings, self.persisted, view, now);
         self.pending = core.take_actions();
         self.raft = core;
         Ok(())
     }
 }
 
-/// The core of a quorum whose only voter is `node_id`, from what is durable: it elects itself
-/// at once (the actions to carry out wait in `take_actions`). The log proves its epochs
-/// existed, whatever the state file says (a log written before the quorum had no state file).
-fn elect_alone(node_id: i32, persisted: QuorumState, view: LogView, now_ms: i64) -> Raft<Bytes> {
+/// The core for `settings` from what is durable. A voter alone elects itself at once (the
+/// actions to carry out wait in `take_actions`), and its log proves its epochs existed,
+/// whatever the state file says (a log written before the quorum had no state file).
+fn new_core(settings: &QuorumSettings, persisted: QuorumState, view: LogView, now: u64) -> Raft<Bytes> {
     let mut state = persisted;
-    state.epoch = state.epoch.max(view.last_epoch());
-    let config = raft::Config::new(node_id, [node_id], node_id as u64);
-    Raft::new(config, state, view, now_ms.max(0) as u64)
+    if settings.is_alone() {
+        state.epoch = state.epoch.max(view.last_epoch());
+    }
+    Raft::new(settings.raft_config(), state, view, now)
 }
 
 pub struct MetadataLog {
     dir: PathBuf,
     fs: Arc<dyn Fs>,
+    settings: QuorumSettings,
     state: Mutex<State>,
+    /// Signalled whenever the image moves or the core's role changes (commits wait on it).
+    moved: Condvar,
+    /// One change at a time: each is checked against the image with every earlier one in it.
+    writes: Mutex<()>,
     image: RwLock<Arc<MetadataImage>>,
     snapshot_bytes: u64,
-    /// Stamps the batches (`commit_now`).
+    /// Stamps the batches, and gives the core its (monotonic) time.
     clock: Arc<dyn crate::clock::Clock>,
-    /// The quorum's current leader epoch, read without the state lock (DescribeQuorum).
+    /// The quorum's current epoch, read without the state lock (DescribeQuorum).
     epoch: AtomicI32,
-    node_id: i32,
+    outbox: OnceLock<Arc<dyn Outbox>>,
 }
 
 impl std::fmt::Debug for MetadataLog {
@@ -138,6 +248,65 @@ fn log_config() -> LogConfig {
     }
 }
 
+/// Replays the log's batches from `from` up to `to` (exclusive; batch boundaries) into
+/// `delta`, control batches stepped over. With `metas`, each batch's place is noted too.
+/// Returns where it stopped and the record bytes replayed.
+fn replay(
+    log: &Log,
+    dir: &Path,
+    from: i64,
+    to: i64,
+    delta: &mut MetadataDelta,
+    mut metas: Option<&mut Vec<BatchMeta>>,
+) -> Result<(i64, u64), String> {
+    let mut offset = from;
+    let mut bytes_replayed = 0;
+    while offset < to {
+        let bytes = log
+            .read(offset, 1 << 20)
+            .map_err(|e| format!("cannot read the metadata log {} at offset {offset}: {e}", dir.display()))?;
+        if bytes.is_empty() {
+            break;
+        }
+        for batch in wire::records::RecordBatch::iter_all(bytes) {
+            let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
+            if batch.base_offset() >= to {
+                return Ok((offset, bytes_replayed));
+            }
+            let epoch = batch.partition_leader_epoch();
+            if let Some(m) = metas.as_deref_mut() {
+                if batch.base_offset() >= offset {
+                    m.push(BatchMeta {
+                        base_offset: batch.base_offset(),
+                        last_offset: batch.last_offset(),
+                        epoch,
+                    });
+                }
+            }
+            if batch.is_control() {
+                delta.skip(batch.last_offset(), epoch);
+            } else {
+                bytes_replayed += batch.size_bytes() as u64;
+            }
+            for (at, record) in frame::records_of(&batch)
+                .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?
+            {
+                if at < offset {
+                    continue;
+                }
+                delta.replay(at, epoch, &record).map_err(|e| {
+                    format!(
+                        "metadata log {} at offset {at}: {e}; the log does not describe one cluster state",
+                        dir.display()
+                    )
+                })?;
+            }
+            offset = batch.last_offset() + 1;
+        }
+    }
+    Ok((offset, bytes_replayed))
+}
+
 impl MetadataLog {
     /// Opens (or creates) the metadata log in `data_dir` and rebuilds the image: the newest
     /// readable snapshot, then every batch after it. A record that cannot be read, or that
@@ -162,6 +331,19 @@ impl MetadataLog {
         node_id: i32,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Opened, String> {
+        MetadataLog::open_quorum(data_dir, fs, snapshot_bytes, QuorumSettings::alone(node_id), clock)
+    }
+
+    /// [`MetadataLog::open`] as a member of the quorum `settings` describes. With other voters,
+    /// the image at start is the newest snapshot's: what the log holds after it is applied as
+    /// the leader's high watermark covers it.
+    pub fn open_quorum(
+        data_dir: &Path,
+        fs: Arc<dyn Fs>,
+        snapshot_bytes: u64,
+        settings: QuorumSettings,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Opened, String> {
         let dir = data_dir.join(DIR);
         fs.create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -174,7 +356,7 @@ impl MetadataLog {
         }
         let mut snapshots: Vec<(i64, i32)> = names.iter().filter_map(|n| snapshot::parse_file_name(n)).collect();
         snapshots.sort();
-        let mut log = Log::open_on(&fs, &dir, log_config(), false)
+        let log = Log::open_on(&fs, &dir, log_config(), false)
             .map_err(|e| format!("cannot open the metadata log {}: {e}", dir.display()))?;
         let quorum_state = read_quorum_state(&*fs, &dir)?;
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
@@ -206,110 +388,108 @@ impl MetadataLog {
             None if start == 0 => MetadataImage::empty(),
             None => return Err(uncovered_start(&dir, start)),
         };
-        let mut delta = MetadataDelta::new(Arc::new(image));
-        let mut offset = snapshot_id.map_or(0, |s| s.end_offset);
-        // Every batch's place, for the quorum core, and whether any holds metadata records.
+        let from = snapshot_id.map_or(0, |s| s.end_offset);
+        // Every batch's place, for the quorum core; alone, every batch is committed and is
+        // replayed into the image, else none is yet (the leader says how far it is committed).
         let mut metas: Vec<BatchMeta> = Vec::new();
-        let mut records_seen = snapshot_id.is_some();
-        while offset < end {
-            let bytes = log
-                .read(offset, 1 << 20)
-                .map_err(|e| format!("cannot read the metadata log {} at offset {offset}: {e}", dir.display()))?;
-            if bytes.is_empty() {
-                break;
-            }
-            for batch in wire::records::RecordBatch::iter_all(bytes) {
-                let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
-                let epoch = batch.partition_leader_epoch();
-                if batch.base_offset() >= offset {
-                    metas.push(BatchMeta {
-                        base_offset: batch.base_offset(),
-                        last_offset: batch.last_offset(),
-                        epoch,
-                    });
-                }
-                if batch.is_control() {
-                    delta.skip(batch.last_offset(), epoch);
-                } else {
-                    records_seen = true;
-                }
-                for (at, record) in frame::records_of(&batch)
-                    .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?
-                {
-                    if at < offset {
-                        continue;
-                    }
-                    delta.replay(at, epoch, &record).map_err(|e| {
-                        format!("metadata log {}: {e}; the log does not describe one cluster state: restore it from a backup", dir.display())
-                    })?;
-                }
-                offset = batch.last_offset() + 1;
-            }
-        }
-        // The quorum of one: it elects itself, which writes the new epoch and its
-        // LeaderChangeMessage before anything else is committed.
+        let mut delta = MetadataDelta::new(Arc::new(image));
+        let (_, replayed) = if settings.is_alone() {
+            replay(&log, &dir, from, end, &mut delta, Some(&mut metas))?
+        } else {
+            // Only the batches' places: their records wait for the high watermark.
+            batch_places(&log, &dir, from, end, &mut metas)?
+        };
+        let records_seen = snapshot_id.is_some() || replayed > 0;
         let view = LogView::from_parts(snapshot_id, metas.iter().copied())
             .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?;
-        let now = clock.now_ms();
-        let mut core = elect_alone(node_id, quorum_state, view, now);
+        let now = core_now(&*clock);
+        let mut core = new_core(&settings, quorum_state, view, now);
         let actions = core.take_actions();
-        let io = QuorumIo {
-            dir: &dir,
-            fs: &*fs,
-            now_ms: now,
-            voters: &[node_id],
+        let (image, _) = delta.apply();
+        let alone = settings.is_alone();
+        let node_id = settings.node_id;
+        let log = MetadataLog {
+            dir: dir.clone(),
+            fs,
+            settings,
+            state: Mutex::new(State {
+                log,
+                bytes_since_snapshot: 0,
+                raft: core,
+                pending: Vec::new(),
+                metas,
+                persisted: quorum_state,
+                snapshot: snapshot_id,
+                serving: None,
+                fetching: None,
+                fsync_failed: false,
+                apply_failed: None,
+            }),
+            moved: Condvar::new(),
+            writes: Mutex::new(()),
+            image: RwLock::new(Arc::new(image)),
+            snapshot_bytes,
+            epoch: AtomicI32::new(0),
+            clock,
+            outbox: OnceLock::new(),
         };
-        let mut persisted = quorum_state;
-        let mut fsync_failed = false;
-        let pending = match io.carry_out(&mut log, &mut metas, &mut persisted, &mut fsync_failed, actions.clone()) {
-            Ok(controls) => {
-                for (last, epoch) in controls {
-                    delta.skip(last, epoch);
+        {
+            let mut state = log.lock();
+            if let Err(e) = log.carry_out(&mut state, actions.clone()) {
+                if !alone {
+                    return Err(e);
                 }
-                Vec::new()
-            }
-            Err(e) => {
                 // A full disk at start: the metadata is served as it is, and the election is
                 // written with the next change (refused until it can be).
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot write the metadata quorum's election; metadata changes wait until it can be written");
-                actions
+                state.pending = actions;
             }
-        };
-        if core.role() != raft::RoleName::Leader {
-            return Err(format!(
-                "the metadata quorum of one (node {node_id}) did not elect itself: {:?}",
-                core.role()
-            ));
+            if alone && state.raft.role() != raft::RoleName::Leader {
+                return Err(format!(
+                    "the metadata quorum of one (node {node_id}) did not elect itself: {:?}",
+                    state.raft.role()
+                ));
+            }
+            log.epoch.store(state.raft.epoch(), Ordering::Relaxed);
         }
-        let (image, _) = delta.apply();
-        let epoch = AtomicI32::new(core.epoch());
         Ok(Opened {
             empty: !records_seen,
-            log: MetadataLog {
-                dir,
-                fs,
-                state: Mutex::new(State {
-                    log,
-                    bytes_since_snapshot: 0,
-                    raft: core,
-                    pending,
-                    metas,
-                    persisted,
-                    snapshot: snapshot_id,
-                    fsync_failed,
-                }),
-                image: RwLock::new(Arc::new(image)),
-                snapshot_bytes,
-                clock,
-                epoch,
-                node_id,
-            },
+            log,
         })
     }
 
-    /// The quorum's current leader epoch (this node leads it).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the core's messages go from now on (set once, by the network driver).
+    pub fn set_outbox(&self, outbox: Arc<dyn Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    pub fn settings(&self) -> &QuorumSettings {
+        &self.settings
+    }
+
+    /// The quorum's current epoch.
     pub fn leader_epoch(&self) -> i32 {
         self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Who leads the quorum, as far as this node knows.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.lock().raft.leader()
+    }
+
+    /// The core's role, leader and high watermark, and DescribeQuorum's data when leading.
+    pub fn quorum(&self) -> (raft::RoleName, Option<NodeId>, i64, Option<raft::QuorumDescription>) {
+        let s = self.lock();
+        (
+            s.raft.role(),
+            s.raft.leader(),
+            s.raft.high_watermark(),
+            s.raft.describe(),
+        )
     }
 
     /// [`MetadataLog::commit`] stamped with the log's clock.
@@ -317,20 +497,22 @@ impl MetadataLog {
         self.commit(records, self.clock.now_ms())
     }
 
-    /// The image as of the last change made.
+    /// The image as of the last change applied.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The end offset of the log: the image is always the whole log (asserted at each
-    /// commit), so this takes no lock (the state lock is held across a commit's fsync).
+    /// The end of what the image holds: the committed end of the log. Takes no lock (the
+    /// state lock is held across a commit's fsync).
     pub fn end_offset(&self) -> i64 {
         self.image().offset + 1
     }
 
     /// Makes one change: checks `records` against the image, appends them as one batch,
-    /// fsyncs it, and only then applies them. Blocking (an fsync): call it off the async
-    /// threads. Returns the new image and what changed.
+    /// fsyncs it, and returns once the quorum has committed it and it is applied. Only the
+    /// leader makes changes, one at a time; a new leader first waits until its log is
+    /// committed and applied. Blocking (an fsync, and the quorum's round trips): call it off
+    /// the async threads. Returns the new image and what changed.
     pub fn commit(
         &self,
         records: Vec<MetadataRecord>,
@@ -339,38 +521,33 @@ impl MetadataLog {
         if records.is_empty() {
             return Ok((self.image(), Changes::default()));
         }
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         if state.fsync_failed {
             return Err(CommitError::Storage(
                 "an fsync of the metadata log failed earlier; restart the broker".into(),
             ));
         }
-        let io = QuorumIo {
-            dir: &self.dir,
-            fs: &*self.fs,
-            now_ms,
-            voters: &[self.node_id],
-        };
         if !state.pending.is_empty() {
             // An election not yet written (see `State::pending`): first that.
             let pending = state.pending.clone();
-            let State {
-                log,
-                metas,
-                persisted,
-                fsync_failed,
-                ..
-            } = &mut *state;
-            let controls = io
-                .carry_out(log, metas, persisted, fsync_failed, pending)
-                .map_err(CommitError::Storage)?;
+            self.carry_out(&mut state, pending).map_err(CommitError::Storage)?;
             state.pending.clear();
-            let mut d = MetadataDelta::new(self.image());
-            for (last, epoch) in controls {
-                d.skip(last, epoch);
+        }
+        // Leading, with every record of the log applied (a new leader's log holds records
+        // of earlier epochs that commit with its first one).
+        let deadline = std::time::Instant::now() + COMMIT_WAIT;
+        loop {
+            if state.raft.role() != raft::RoleName::Leader {
+                return Err(CommitError::NotController {
+                    leader: state.raft.leader(),
+                });
             }
-            *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(d.apply().0);
-            self.epoch.store(state.raft.epoch(), Ordering::Relaxed);
+            self.catch_up(&mut state)?;
+            if self.end_offset() == state.log.log_end_offset() {
+                break;
+            }
+            state = self.wait(state, deadline)?;
         }
         let base = self.image();
         let start = state.log.log_end_offset();
@@ -382,79 +559,437 @@ impl MetadataLog {
                 .map_err(|e| CommitError::Refused(e.to_string()))?;
         }
         let batch = frame::batch(&records, now_ms).map_err(CommitError::Refused)?;
-        let size = batch.len() as u64;
         let n = u32::try_from(records.len()).map_err(|_| CommitError::Refused("too many records".into()))?;
-        let State {
-            log,
-            raft,
-            metas,
-            persisted,
-            fsync_failed,
-            ..
-        } = &mut *state;
-        let (_, actions) = raft.propose(now_ms.max(0) as u64, batch, n).map_err(|e| {
-            CommitError::Storage(format!(
-                "this node does not lead the metadata quorum (epoch {})",
-                e.epoch
-            ))
-        })?;
-        if let Err(e) = io.carry_out(log, metas, persisted, fsync_failed, actions) {
-            // The core believes the batch is in the log: start it again from what is.
-            if let Err(r) = state.rebuild(self.node_id, now_ms) {
-                tracing::error!(error = %r, "cannot rebuild the metadata quorum after a failed write");
+        let now = self.core_now();
+        let (meta, actions) = state
+            .raft
+            .propose(now, batch, n)
+            .map_err(|_| CommitError::NotController {
+                leader: state.raft.leader(),
+            })?;
+        if let Err(e) = self.carry_out(&mut state, actions) {
+            // The core believes the batch is in the log: start it again from what is (alone),
+            // or stop leading from a log that may not hold it (several voters: a restart
+            // reads the log as it is).
+            if self.settings.is_alone() {
+                if let Err(r) = state.rebuild(&self.settings, now) {
+                    tracing::error!(error = %r, "cannot rebuild the metadata quorum after a failed write");
+                }
+            } else {
+                state.fsync_failed = true;
             }
             return Err(CommitError::Storage(e));
         }
-        let (image, changes) = delta.apply();
-        assert_eq!(
-            image.offset,
-            state.log.log_end_offset() - 1,
-            "the image follows the metadata log"
+        loop {
+            self.catch_up(&mut state)?;
+            if self.end_offset() > meta.last_offset {
+                break;
+            }
+            if state.raft.role() != raft::RoleName::Leader || state.raft.epoch() != meta.epoch {
+                return Err(CommitError::NotController {
+                    leader: state.raft.leader(),
+                });
+            }
+            state = self.wait(state, deadline)?;
+        }
+        let (_, changes) = delta.apply();
+        Ok((self.image(), changes))
+    }
+
+    /// Applies what is committed and not yet applied (an earlier try failed); an error if it
+    /// still cannot be.
+    fn catch_up(&self, state: &mut State) -> Result<(), CommitError> {
+        let hw = state.raft.high_watermark();
+        if self.end_offset() < hw {
+            self.apply_committed(state, hw, self.clock.now_ms());
+        }
+        match &state.apply_failed {
+            Some(e) => Err(CommitError::Storage(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the image or the role to move, until `deadline`.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        deadline: std::time::Instant,
+    ) -> Result<MutexGuard<'a, State>, CommitError> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(CommitError::Timeout);
+        }
+        let (state, _) = self
+            .moved
+            .wait_timeout(state, left.min(Duration::from_millis(100)))
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(state)
+    }
+
+    /// The core's time: the clock's monotonic reading in milliseconds.
+    fn core_now(&self) -> u64 {
+        core_now(&*self.clock)
+    }
+
+    /// When the core next wants a tick, in its time ([`MetadataLog::core_time`]).
+    pub fn next_deadline(&self) -> u64 {
+        self.lock().raft.next_deadline()
+    }
+
+    /// The core's time now (monotonic milliseconds).
+    pub fn core_time(&self) -> u64 {
+        self.core_now()
+    }
+
+    /// Hands the core a message that arrived (`Some`), or lets its time pass (`None`), and
+    /// carries out what it asks. A failure to write stops this node taking part (its log may
+    /// not hold what the core believes) until a restart.
+    pub fn step(&self, input: Option<(NodeId, Message<Bytes>)>) {
+        let mut state = self.lock();
+        if state.fsync_failed {
+            return;
+        }
+        let now = self.core_now();
+        let before = (state.raft.role(), state.raft.epoch(), state.raft.leader());
+        let actions = match input {
+            Some((from, message)) => state.raft.step(now, Input::Receive { from, message }),
+            None => state.raft.step(now, Input::Tick),
+        };
+        if let Err(e) = self.carry_out(&mut state, actions) {
+            tracing::error!(error = %e, "cannot write the metadata log: this node stops taking part in the metadata quorum until it is restarted");
+            state.fsync_failed = true;
+        }
+        let after = (state.raft.role(), state.raft.epoch(), state.raft.leader());
+        if before != after && !self.settings.is_alone() {
+            tracing::info!(node = self.settings.node_id, role = ?after.0, epoch = after.1, leader = ?after.2, "metadata quorum: role changed");
+        }
+    }
+
+    /// Carries out what the core asks, in order: the state file and the log's writes, each
+    /// durable before the next action; messages filled from the log or a snapshot and handed
+    /// to the outbox; the high watermark applied to the image. Safe to repeat after a
+    /// failure: what is already in the log is not written again.
+    fn carry_out(&self, state: &mut State, actions: Vec<Action<Bytes>>) -> Result<(), String> {
+        let storage = |e: storage::StorageError| e.to_string();
+        let now_ms = self.clock.now_ms();
+        let mut result = Ok(());
+        for action in actions {
+            let step = match action {
+                Action::PersistState(s) => self.persist_state(state, s),
+                Action::Append(batches) => self.append(state, batches, now_ms),
+                Action::Truncate(offset) => state
+                    .log
+                    .truncate_to(offset)
+                    .map(|_| state.metas.retain(|m| m.base_offset < offset))
+                    .map_err(storage),
+                Action::SnapshotChunk { id, position, chunk } => self.snapshot_chunk(state, id, position, chunk),
+                Action::InstallSnapshot(id) => self.install_snapshot(state, id, now_ms),
+                Action::Send { to, message, fill } => {
+                    self.send(state, to, message, fill);
+                    Ok(())
+                }
+                Action::HighWatermark(hw) => {
+                    self.apply_committed(state, hw, now_ms);
+                    Ok(())
+                }
+            };
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
+        }
+        self.epoch.store(state.raft.epoch(), Ordering::Relaxed);
+        self.moved.notify_all();
+        result
+    }
+
+    fn persist_state(&self, state: &mut State, s: QuorumState) -> Result<(), String> {
+        let path = self.dir.join(QUORUM_STATE);
+        match self
+            .fs
+            .write_atomically(&path, &quorum_state_json(&s, &self.settings.voters))
+        {
+            Ok(()) => {
+                state.persisted = s;
+                Ok(())
+            }
+            // A voter alone needs the file for nothing its log does not prove: its epoch is
+            // the log's last one (read at start), and it never votes for another. So a full
+            // disk (a new file needs a block, an append to the log's last one may not) does
+            // not stop it; with others, it must.
+            Err(e) if self.settings.is_alone() => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the quorum state; a voter alone goes on (its log holds its epoch)");
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+
+    /// Appends batches the core placed (its own, or fetched from the leader as they are) and
+    /// fsyncs them: the core counts them as durable from here on.
+    fn append(&self, state: &mut State, batches: Vec<(BatchMeta, Payload<Bytes>)>, now_ms: i64) -> Result<(), String> {
+        let storage = |e: storage::StorageError| e.to_string();
+        let log = &mut state.log;
+        let mut appended = false;
+        for (meta, payload) in batches {
+            let at = log.log_end_offset();
+            if at > meta.last_offset {
+                continue; // written by an earlier try
+            }
+            if at != meta.base_offset {
+                return Err(format!(
+                    "the quorum placed a batch at {}, the log ends at {at}",
+                    meta.base_offset
+                ));
+            }
+            let bytes = match payload {
+                // A fetched batch carries these offsets and epoch already; stamping them
+                // again changes no byte.
+                Payload::Data(b) => b,
+                Payload::LeaderChange { leader, voters } => {
+                    frame::leader_change_batch(leader, &voters, meta.base_offset, meta.epoch, now_ms)
+                }
+            };
+            let info = log.append(bytes, meta.epoch, now_ms).map_err(storage)?;
+            if info.last_offset != meta.last_offset {
+                return Err(format!(
+                    "the batch the quorum placed at {}..={} holds {}..={}",
+                    meta.base_offset, meta.last_offset, info.base_offset, info.last_offset
+                ));
+            }
+            state.metas.push(meta);
+            appended = true;
+        }
+        if appended {
+            // The records are durable once their files are fsynced. Sealing (a rolled
+            // segment's index, the leader-epoch checkpoint, which a new epoch rewrites) is
+            // derived data: a full disk leaves it for the next append (or is rebuilt at open).
+            let target = log.sync_target().map_err(storage)?;
+            if let Err(e) = target.sync() {
+                state.fsync_failed = true;
+                return Err(format!("cannot fsync the metadata log: {e}"));
+            }
+            if let Some(work) = log.take_seal() {
+                match work.run() {
+                    Ok(()) => log.sealed(work).map_err(storage)?,
+                    Err(e) if !e.data_lost => {
+                        tracing::warn!(error = %e.error, "cannot seal the metadata log's segments (indexes, epoch checkpoint); retried with the next change")
+                    }
+                    Err(e) => {
+                        state.fsync_failed = true;
+                        return Err(format!("cannot fsync the metadata log: {}", e.error));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_chunk(&self, state: &mut State, id: SnapshotId, position: u64, chunk: Vec<u8>) -> Result<(), String> {
+        if position == 0 || state.fetching.as_ref().is_none_or(|f| f.id != id) {
+            state.fetching = Some(Fetching { id, bytes: Vec::new() });
+        }
+        let f = state.fetching.as_mut().expect("just set");
+        if f.bytes.len() as u64 != position {
+            return Ok(()); // out of order: the core asks for the right position again
+        }
+        if f.bytes.len() + chunk.len() > FETCHED_SNAPSHOT_BYTES_MAX {
+            state.fetching = None;
+            return Err(format!(
+                "the leader's metadata snapshot {id:?} is over {FETCHED_SNAPSHOT_BYTES_MAX} bytes"
+            ));
+        }
+        f.bytes.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    /// The snapshot fetched replaces the log: written (durably) first, then the log starts
+    /// over at its end, then the image is the snapshot's.
+    fn install_snapshot(&self, state: &mut State, id: SnapshotId, now_ms: i64) -> Result<(), String> {
+        let Some(f) = state.fetching.take().filter(|f| f.id == id) else {
+            return Err(format!("the metadata snapshot {id:?} to install was not fetched"));
+        };
+        let bytes = Bytes::from(f.bytes);
+        let image = snapshot::read(bytes.clone(), id.end_offset, id.epoch)?;
+        let path = self.dir.join(snapshot::file_name(id.end_offset, id.epoch));
+        self.fs
+            .write_atomically(&path, &bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        state.log.start_over_at(id.end_offset).map_err(|e| e.to_string())?;
+        state.metas.clear();
+        state.snapshot = Some(id);
+        state.serving = Some((id, bytes));
+        state.bytes_since_snapshot = 0;
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
+        self.remove_snapshots_before(id.end_offset);
+        tracing::info!(
+            offset = id.end_offset,
+            epoch = id.epoch,
+            at = now_ms,
+            "metadata snapshot installed from the leader"
         );
-        let image = Arc::new(image);
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image.clone();
-        state.bytes_since_snapshot += size;
+        Ok(())
+    }
+
+    /// Fills a message from storage and hands it to the outbox.
+    fn send(&self, state: &mut State, to: NodeId, mut message: Message<Bytes>, fill: Option<Fill>) {
+        match (fill, &mut message) {
+            (Some(Fill::Log(offset)), Message::FetchResponse(answer)) => match state.log.read(offset, FETCH_BYTES) {
+                // The wire form carries the bytes only: one payload holds every batch read.
+                Ok(bytes) => {
+                    answer.batches = vec![(
+                        BatchMeta {
+                            base_offset: offset,
+                            last_offset: offset,
+                            epoch: answer.epoch,
+                        },
+                        Payload::Data(bytes),
+                    )]
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, offset, "cannot read the metadata log for a follower's fetch");
+                    return;
+                }
+            },
+            (Some(Fill::Snapshot { id, position }), Message::FetchSnapshotResponse(answer)) => {
+                let bytes = match &state.serving {
+                    Some((s, b)) if *s == id => b.clone(),
+                    _ => {
+                        let path = self.dir.join(snapshot::file_name(id.end_offset, id.epoch));
+                        match self.fs.read_all(&path) {
+                            Ok(b) => {
+                                let b = Bytes::from(b);
+                                state.serving = Some((id, b.clone()));
+                                b
+                            }
+                            Err(e) => {
+                                tracing::warn!(file = %path.display(), error = %e, "cannot read the metadata snapshot a follower fetches");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let from = usize::try_from(position).unwrap_or(usize::MAX).min(bytes.len());
+                let to = from.saturating_add(SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+                answer.size = bytes.len() as u64;
+                answer.position = from as u64;
+                answer.chunk = bytes[from..to].to_vec();
+            }
+            _ => {}
+        }
+        match self.outbox.get() {
+            Some(out) => out.send(to, message),
+            None => tracing::warn!(to, "the metadata quorum has no network to send on; dropped"),
+        }
+    }
+
+    /// Applies the committed log up to `hw` to the image (every node alike), then takes a
+    /// snapshot when enough has been applied since the last one.
+    fn apply_committed(&self, state: &mut State, hw: i64, now_ms: i64) {
+        let from = self.end_offset();
+        if hw <= from {
+            return;
+        }
+        let mut delta = MetadataDelta::new(self.image());
+        match replay(&state.log, &self.dir, from, hw, &mut delta, None) {
+            Ok((_, bytes)) => {
+                let (image, _changes) = delta.apply();
+                *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
+                state.bytes_since_snapshot += bytes;
+                state.apply_failed = None;
+            }
+            Err(e) => {
+                if state.apply_failed.as_ref() != Some(&e) {
+                    tracing::error!(error = %e, "cannot apply the committed metadata log: the image stays at offset {} (tried again with the next change)", from - 1);
+                }
+                state.apply_failed = Some(e);
+                return;
+            }
+        }
         if state.bytes_since_snapshot >= self.snapshot_bytes {
-            match self.snapshot(&mut state, &image, now_ms) {
+            match self.snapshot(state, now_ms) {
                 Ok(()) => state.bytes_since_snapshot = 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot write a metadata snapshot; the log keeps every record until one is written")
                 }
             }
         }
-        Ok((image, changes))
     }
 
-    /// Writes a snapshot of `image` (which is the log up to its end), then removes the log
-    /// before it and older snapshots.
-    fn snapshot(&self, state: &mut State, image: &MetadataImage, now_ms: i64) -> Result<(), String> {
-        let end = state.log.log_end_offset();
+    /// Writes a snapshot of the image (the committed log), then removes the log before it
+    /// and older snapshots.
+    fn snapshot(&self, state: &mut State, now_ms: i64) -> Result<(), String> {
+        let image = self.image();
+        let end = image.offset + 1;
         // The snapshot's id: its end and the epoch of the last record it holds.
         let epoch = image.epoch;
-        let bytes = snapshot::write(image, epoch, now_ms)?;
+        let bytes = snapshot::write(&image, epoch, now_ms)?;
         let path = self.dir.join(snapshot::file_name(end, epoch));
         let io = |e: std::io::Error| format!("{}: {e}", path.display());
         self.fs.write_atomically(&path, &bytes).map_err(io)?;
-        state.log.delete_records_before(end).map_err(|e| e.to_string())?;
         let id = state.raft.snapshot_taken(end)?;
+        state.log.delete_records_before(end).map_err(|e| e.to_string())?;
         state.snapshot = Some(id);
+        state.serving = Some((id, bytes.clone()));
         state.metas.retain(|m| m.base_offset >= end);
-        for old in self.fs.list(&self.dir).map_err(io)? {
+        self.remove_snapshots_before(end);
+        tracing::info!(offset = end, bytes = bytes.len(), "metadata snapshot written");
+        Ok(())
+    }
+
+    fn remove_snapshots_before(&self, end: i64) {
+        let Ok(names) = self.fs.list(&self.dir) else { return };
+        for old in names {
             if let Some((e, _)) = snapshot::parse_file_name(&old) {
                 if e < end {
                     let _ = self.fs.remove(&self.dir.join(&old));
                 }
             }
         }
-        tracing::info!(offset = end, bytes = bytes.len(), "metadata snapshot written");
-        Ok(())
     }
 
     /// Offsets of the log: (start, end). Waits for a commit in progress (its fsync).
     pub fn offsets(&self) -> (i64, i64) {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.lock();
         (s.log.log_start_offset(), s.log.log_end_offset())
     }
+}
+
+/// Notes the place of every batch from `from` to `end` in `metas`, without applying any.
+/// Returns where it stopped and how many hold metadata records.
+fn batch_places(log: &Log, dir: &Path, from: i64, end: i64, metas: &mut Vec<BatchMeta>) -> Result<(i64, u64), String> {
+    let mut offset = from;
+    let mut data = 0;
+    while offset < end {
+        let bytes = log
+            .read(offset, 1 << 20)
+            .map_err(|e| format!("cannot read the metadata log {} at offset {offset}: {e}", dir.display()))?;
+        if bytes.is_empty() {
+            break;
+        }
+        for batch in wire::records::RecordBatch::iter_all(bytes) {
+            let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
+            if batch.base_offset() >= offset {
+                metas.push(BatchMeta {
+                    base_offset: batch.base_offset(),
+                    last_offset: batch.last_offset(),
+                    epoch: batch.partition_leader_epoch(),
+                });
+            }
+            if !batch.is_control() {
+                data += 1;
+            }
+            offset = batch.last_offset() + 1;
+        }
+    }
+    Ok((offset, data))
+}
+
+fn core_now(clock: &dyn crate::clock::Clock) -> u64 {
+    clock
+        .now()
+        .saturating_duration_since(crate::clock::Instant::default())
+        .as_millis() as u64
 }
 
 /// The quorum-state file: Kafka's JSON (version 0), read at start. A missing file is a quorum
@@ -497,107 +1032,4 @@ fn quorum_state_json(s: &QuorumState, voters: &[i32]) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
-}
-
-/// Carries out what the quorum core asks, in order: the state file and the log's writes, each
-/// durable before the next; messages (none, with one voter) after.
-struct QuorumIo<'a> {
-    dir: &'a Path,
-    fs: &'a dyn Fs,
-    now_ms: i64,
-    voters: &'a [i32],
-}
-
-impl QuorumIo<'_> {
-    /// Returns the control batches appended (last offset, epoch), which the image steps over.
-    /// Safe to repeat after a failure: what is already in the log is not written again.
-    fn carry_out(
-        &self,
-        log: &mut Log,
-        metas: &mut Vec<BatchMeta>,
-        persisted: &mut QuorumState,
-        fsync_failed: &mut bool,
-        actions: Vec<Action<Bytes>>,
-    ) -> Result<Vec<(i64, i32)>, String> {
-        let storage = |e: storage::StorageError| e.to_string();
-        let mut controls = Vec::new();
-        let mut appended = false;
-        for action in actions {
-            match action {
-                Action::PersistState(s) => {
-                    let path = self.dir.join(QUORUM_STATE);
-                    match self.fs.write_atomically(&path, &quorum_state_json(&s, self.voters)) {
-                        Ok(()) => *persisted = s,
-                        // A voter alone needs the file for nothing its log does not prove: its
-                        // epoch is the log's last one (read at start), and it never votes for
-                        // another. So a full disk (a new file needs a block, an append to the
-                        // log's last one may not) does not stop it; with others, it must.
-                        Err(e) if self.voters.len() == 1 => {
-                            tracing::warn!(file = %path.display(), error = %e, "cannot write the quorum state; a voter alone goes on (its log holds its epoch)");
-                        }
-                        Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
-                    }
-                }
-                Action::Append(batches) => {
-                    for (meta, payload) in batches {
-                        let control = matches!(payload, Payload::LeaderChange { .. });
-                        let at = log.log_end_offset();
-                        if at > meta.last_offset {
-                            continue; // written by an earlier try
-                        }
-                        if at != meta.base_offset {
-                            return Err(format!(
-                                "the quorum placed a batch at {}, the log ends at {at}",
-                                meta.base_offset
-                            ));
-                        }
-                        let bytes = match payload {
-                            Payload::Data(b) => b,
-                            Payload::LeaderChange { leader, voters } => {
-                                frame::leader_change_batch(leader, &voters, meta.base_offset, meta.epoch, self.now_ms)
-                            }
-                        };
-                        log.append(bytes, meta.epoch, self.now_ms).map_err(storage)?;
-                        metas.push(meta);
-                        if control {
-                            controls.push((meta.last_offset, meta.epoch));
-                        }
-                        appended = true;
-                    }
-                }
-                Action::Truncate(_) | Action::SnapshotChunk { .. } | Action::InstallSnapshot(_) => {
-                    return Err("a quorum of one never truncates or fetches a snapshot".into());
-                }
-                Action::Send { to, .. } => {
-                    tracing::warn!(to, "the metadata quorum of one has no one to send to; dropped");
-                }
-                Action::HighWatermark(_) => {
-                    // One voter: everything fsynced is committed, and the image follows the log.
-                }
-            }
-        }
-        if appended {
-            // The records are durable once their files are fsynced. Sealing (a rolled
-            // segment's index, the leader-epoch checkpoint, which a new epoch rewrites) is
-            // derived data: a full disk leaves it for the next commit (or is rebuilt at open).
-            let target = log.sync_target().map_err(storage)?;
-            target.sync().map_err(|e| {
-                *fsync_failed = true;
-                format!("cannot fsync the metadata log: {e}")
-            })?;
-            if let Some(work) = log.take_seal() {
-                match work.run() {
-                    Ok(()) => log.sealed(work).map_err(storage)?,
-                    Err(e) if !e.data_lost => {
-                        tracing::warn!(error = %e.error, "cannot seal the metadata log's segments (indexes, epoch checkpoint); retried with the next change")
-                    }
-                    Err(e) => {
-                        *fsync_failed = true;
-                        return Err(format!("cannot fsync the metadata log: {}", e.error));
-                    }
-                }
-            }
-        }
-        Ok(controls)
-    }
 }

@@ -880,6 +880,8 @@ impl From<CommitError> for ApiError {
         let code = match e {
             CommitError::Storage(_) => ErrorCode::KafkaStorageError,
             CommitError::Refused(_) => ErrorCode::UnknownServerError,
+            CommitError::NotController { .. } => ErrorCode::NotController,
+            CommitError::Timeout => ErrorCode::RequestTimedOut,
         };
         ApiError::new(code, e.to_string())
     }

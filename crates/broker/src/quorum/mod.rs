@@ -1,6 +1,7 @@
-//! The metadata quorum between controllers. Today: Kafka's wire form of the `raft` core's
-//! messages (`wire`). The network driver that exchanges them on the controller listener —
-//! one task per controller owning the core and the metadata log — is issue 19's next step; a
-//! single node runs the core locally as a quorum of one (`crate::metadata_log`).
+//! The metadata quorum between controllers: Kafka's wire form of the `raft` core's messages
+//! (`wire`), and the network driver that exchanges them (`net`: a thread per node driving the
+//! core in `crate::metadata_log`, the controller listener, and connections to the other
+//! voters). A single node runs the core without a network, as a quorum of one.
 
+pub mod net;
 pub mod wire;

@@ -1,0 +1,531 @@
+//! The metadata quorum over the network: one thread per node drives the `raft` core in the
+//! [`MetadataLog`] (what arrives, and its timers), voters answer their peers on the controller
+//! listener, and each peer voter gets two outgoing connections — one for fetches, which a
+//! leader holds up to 500 ms, one for votes and epoch notices, so an election is never
+//! queued behind a parked fetch. Messages are Kafka's (`super::wire`).
+//!
+//! Bounds, and what happens at them: the driver's inbox holds [`INBOX`] messages (a message
+//! arriving when it is full is dropped, as a lossy network would; the core sends again);
+//! each outgoing lane holds [`LANE`] messages (the same); the controller listener takes
+//! [`CONNECTIONS_MAX`] connections (more wait to be accepted) and requests of up to
+//! [`REQUEST_BYTES_MAX`]; a response of more than [`RESPONSE_BYTES_MAX`] closes the
+//! connection. A request the core does not answer in time (a fetch it replaced with a newer
+//! one) is answered with REQUEST_TIMED_OUT, which the asking node reads as a lost message.
+
+use super::wire::{self as qwire, Asked, Request, Response};
+use crate::metadata_log::{MetadataLog, Outbox};
+use bytes::{Bytes, BytesMut};
+use raft::{Message, NodeId};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+use wire::messages::{
+    api_versions_response as avr, ApiKey, ApiVersionsResponse, BeginQuorumEpochResponse, EndQuorumEpochResponse,
+    RequestBody, RequestHeader, ResponseBody,
+};
+use wire::ErrorCode;
+
+/// Messages waiting for the driver thread.
+pub const INBOX: usize = 4096;
+/// Messages waiting to go to one peer on one lane.
+pub const LANE: usize = 64;
+/// Connections the controller listener serves at once (voters and observing brokers).
+pub const CONNECTIONS_MAX: usize = 1024;
+/// The largest request a peer may send (quorum requests are small).
+pub const REQUEST_BYTES_MAX: usize = 1 << 20;
+/// The largest response read from a peer: a fetch answer or a snapshot chunk, and some room.
+pub const RESPONSE_BYTES_MAX: usize = (qwire::FETCH_MAX_BYTES as usize) + (1 << 20);
+/// How long a peer that does not answer is waited for, beyond what the request may park.
+const ANSWER_SLACK: Duration = Duration::from_secs(2);
+/// How long a connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The client id the quorum's requests carry.
+const CLIENT_ID: &str = "sluice-raft";
+
+/// Where each voter's controller listener is (`controller.quorum.voters`).
+pub type VoterAddresses = BTreeMap<NodeId, String>;
+
+/// Requests this node received that wait for the core's answer.
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    /// Fetch and FetchSnapshot, by the id the core echoes in its answer.
+    by_id: HashMap<u64, (NodeId, oneshot::Sender<Message<Bytes>>)>,
+    /// Votes, by candidate, oldest first (the core answers a vote in the step it arrives).
+    votes: HashMap<NodeId, VecDeque<oneshot::Sender<Message<Bytes>>>>,
+}
+
+struct Lanes {
+    fetch: tokio::sync::mpsc::Sender<Message<Bytes>>,
+    other: tokio::sync::mpsc::Sender<Message<Bytes>>,
+}
+
+/// The core's outbox on the network, and the driver's inbox.
+pub struct Net {
+    inbox: mpsc::SyncSender<Option<(NodeId, Message<Bytes>)>>,
+    waiting: Mutex<Waiting>,
+    lanes: BTreeMap<NodeId, Lanes>,
+}
+
+impl Outbox for Net {
+    fn send(&self, to: NodeId, message: Message<Bytes>) {
+        let answer = |w: &mut Waiting| -> Option<oneshot::Sender<Message<Bytes>>> {
+            match &message {
+                Message::VoteResponse { .. } => w.votes.get_mut(&to).and_then(|q| q.pop_front()),
+                Message::FetchResponse(a) => w.by_id.remove(&a.id).map(|(_, tx)| tx),
+                Message::FetchSnapshotResponse(a) => w.by_id.remove(&a.id).map(|(_, tx)| tx),
+                _ => None,
+            }
+        };
+        let is_answer = matches!(
+            message,
+            Message::VoteResponse { .. } | Message::FetchResponse(_) | Message::FetchSnapshotResponse(_)
+        );
+        if is_answer {
+            let tx = answer(&mut self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            if let Some(tx) = tx {
+                let _ = tx.send(message);
+            }
+            return;
+        }
+        let Some(lanes) = self.lanes.get(&to) else {
+            tracing::debug!(to, "the metadata quorum has no address for this node; message dropped");
+            return;
+        };
+        let lane = match message {
+            Message::Fetch { .. } | Message::FetchSnapshot { .. } => &lanes.fetch,
+            _ => &lanes.other,
+        };
+        // Full: dropped, as a lossy network would (the core sends again).
+        let _ = lane.try_send(message);
+    }
+}
+
+impl Net {
+    fn deliver(&self, from: NodeId, message: Message<Bytes>) {
+        // Full: dropped (see the module's bounds).
+        let _ = self.inbox.try_send(Some((from, message)));
+    }
+}
+
+/// The quorum running on the network for one node. Dropping it does not stop it: call
+/// [`QuorumNode::stop`].
+pub struct QuorumNode {
+    net: Arc<Net>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl QuorumNode {
+    /// Starts the driver thread and the connections to the other voters, and serves
+    /// `listener` (the controller listener; `None` for an observer, which only fetches) on
+    /// the current tokio runtime.
+    pub fn start(
+        log: Arc<MetadataLog>,
+        voters: &VoterAddresses,
+        listener: Option<TcpListener>,
+        cluster_id: String,
+    ) -> QuorumNode {
+        let me = log.settings().node_id;
+        let (inbox_tx, inbox_rx) = mpsc::sync_channel(INBOX);
+        let mut lanes = BTreeMap::new();
+        let mut receivers = Vec::new();
+        for (&id, addr) in voters.iter().filter(|(id, _)| **id != me) {
+            let (fetch_tx, fetch_rx) = tokio::sync::mpsc::channel(LANE);
+            let (other_tx, other_rx) = tokio::sync::mpsc::channel(LANE);
+            lanes.insert(
+                id,
+                Lanes {
+                    fetch: fetch_tx,
+                    other: other_tx,
+                },
+            );
+            receivers.push((id, addr.clone(), fetch_rx, other_rx));
+        }
+        let net = Arc::new(Net {
+            inbox: inbox_tx,
+            waiting: Mutex::new(Waiting::default()),
+            lanes,
+        });
+        log.set_outbox(net.clone());
+        let fetch_wait = Duration::from_millis(raft::Config::new(me, [me], 0).fetch_max_wait_ms);
+        let mut tasks = Vec::new();
+        for (id, addr, fetch_rx, other_rx) in receivers {
+            for rx in [fetch_rx, other_rx] {
+                tasks.push(tokio::spawn(lane(
+                    id,
+                    addr.clone(),
+                    rx,
+                    net.clone(),
+                    cluster_id.clone(),
+                    fetch_wait,
+                )));
+            }
+        }
+        if let Some(listener) = listener {
+            tasks.push(tokio::spawn(serve(listener, net.clone(), fetch_wait)));
+        }
+        let driver = log.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-quorum-{me}"))
+            .spawn(move || drive(driver, inbox_rx))
+            .expect("a thread for the metadata quorum");
+        QuorumNode {
+            net,
+            thread: Some(thread),
+            tasks,
+        }
+    }
+
+    /// Stops the driver thread and every connection (a node's crash, as far as its peers
+    /// can tell; the log is as the last step left it).
+    pub fn stop(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // `None` is the driver's signal to stop; it may wait behind a full inbox.
+        let _ = self.net.inbox.send(None);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The driver thread: hands the core what arrives, and ticks it at its deadlines.
+fn drive(log: Arc<MetadataLog>, inbox: mpsc::Receiver<Option<(NodeId, Message<Bytes>)>>) {
+    loop {
+        let wait = log.next_deadline().saturating_sub(log.core_time());
+        match inbox.recv_timeout(Duration::from_millis(wait.max(1))) {
+            Ok(Some(received)) => log.step(Some(received)),
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => log.step(None),
+        }
+        if log.core_time() >= log.next_deadline() {
+            log.step(None);
+        }
+    }
+}
+
+/// What one outgoing request turns into.
+enum Sent {
+    /// The core's message for the answer.
+    Answer(Message<Bytes>),
+    /// An acknowledgement the core does not need (BeginQuorumEpoch, EndQuorumEpoch).
+    Acknowledged,
+}
+
+/// One lane to one peer: sends its messages one at a time and hands the answers to the core.
+async fn lane(
+    to: NodeId,
+    addr: String,
+    mut rx: tokio::sync::mpsc::Receiver<Message<Bytes>>,
+    net: Arc<Net>,
+    cluster_id: String,
+    fetch_wait: Duration,
+) {
+    let mut conn: Option<TcpStream> = None;
+    let mut correlation_id: i32 = 0;
+    let mut last_error = String::new();
+    while let Some(message) = rx.recv().await {
+        let Some((request, asked)) = qwire::request(&cluster_id, to, &message) else {
+            continue;
+        };
+        if conn.is_none() {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    conn = Some(s);
+                }
+                Ok(Err(e)) => {
+                    note_error(&mut last_error, to, &addr, &e.to_string());
+                    continue;
+                }
+                Err(_) => {
+                    note_error(&mut last_error, to, &addr, "connect timed out");
+                    continue;
+                }
+            }
+        }
+        let stream = conn.as_mut().expect("connected above");
+        correlation_id = correlation_id.wrapping_add(1);
+        let wait = match asked {
+            Asked::Fetch { .. } | Asked::FetchSnapshot { .. } => fetch_wait + ANSWER_SLACK,
+            _ => ANSWER_SLACK,
+        };
+        match tokio::time::timeout(wait, exchange(stream, correlation_id, request, asked)).await {
+            Ok(Ok(Sent::Answer(m))) => {
+                last_error.clear();
+                net.deliver(to, m);
+            }
+            Ok(Ok(Sent::Acknowledged)) => last_error.clear(),
+            Ok(Err(e)) => {
+                note_error(&mut last_error, to, &addr, &e);
+                conn = None;
+            }
+            Err(_) => {
+                note_error(&mut last_error, to, &addr, "no answer in time");
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Logs a peer's trouble once, not once per message, until it goes away or changes.
+fn note_error(last: &mut String, to: NodeId, addr: &str, error: &str) {
+    if last != error {
+        tracing::info!(
+            peer = to,
+            addr,
+            error,
+            "metadata quorum: cannot reach a voter (retried)"
+        );
+        *last = error.to_string();
+    }
+}
+
+/// One request and its response on `stream`.
+async fn exchange(stream: &mut TcpStream, correlation_id: i32, request: Request, asked: Asked) -> Result<Sent, String> {
+    let (key, version) = match &request {
+        Request::Vote(_) => (ApiKey::Vote, qwire::VOTE_VERSION),
+        Request::BeginQuorumEpoch(_) => (ApiKey::BeginQuorumEpoch, qwire::BEGIN_QUORUM_EPOCH_VERSION),
+        Request::EndQuorumEpoch(_) => (ApiKey::EndQuorumEpoch, qwire::END_QUORUM_EPOCH_VERSION),
+        Request::Fetch(_) => (ApiKey::Fetch, qwire::FETCH_VERSION),
+        Request::FetchSnapshot(_) => (ApiKey::FetchSnapshot, qwire::FETCH_SNAPSHOT_VERSION),
+    };
+    let header = RequestHeader {
+        request_api_key: key as i16,
+        request_api_version: version,
+        correlation_id,
+        client_id: Some(CLIENT_ID.into()),
+    };
+    let mut out = BytesMut::new();
+    let encoded = match &request {
+        Request::Vote(r) => wire::frame::encode_request(&mut out, &header, r),
+        Request::BeginQuorumEpoch(r) => wire::frame::encode_request(&mut out, &header, r),
+        Request::EndQuorumEpoch(r) => wire::frame::encode_request(&mut out, &header, r),
+        Request::Fetch(r) => wire::frame::encode_request(&mut out, &header, r),
+        Request::FetchSnapshot(r) => wire::frame::encode_request(&mut out, &header, r),
+    };
+    encoded.map_err(|e| format!("cannot encode {key:?}: {e}"))?;
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut frame = read_frame(stream, RESPONSE_BYTES_MAX).await?;
+    let h = wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
+    if h.correlation_id != correlation_id {
+        return Err(format!("answer {} to request {correlation_id}", h.correlation_id));
+    }
+    let body = ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())?;
+    let response = match body {
+        ResponseBody::Vote(v) => Response::Vote(v),
+        ResponseBody::Fetch(f) => Response::Fetch(f),
+        ResponseBody::FetchSnapshot(f) => Response::FetchSnapshot(f),
+        ResponseBody::BeginQuorumEpoch(_) | ResponseBody::EndQuorumEpoch(_) => return Ok(Sent::Acknowledged),
+        other => return Err(format!("an answer of another kind: {:?}", other.api_key())),
+    };
+    if let Some(code) = response_error(&response) {
+        // The peer could not answer (REQUEST_TIMED_OUT: the core never did): a lost message.
+        return Err(format!("answered with error {code}"));
+    }
+    qwire::from_response(asked, &response).map(Sent::Answer)
+}
+
+fn response_error(r: &Response) -> Option<i16> {
+    let code = match r {
+        Response::Vote(v) => v.error_code,
+        Response::Fetch(f) => f.error_code,
+        Response::FetchSnapshot(f) => f.error_code,
+    };
+    (code != 0).then_some(code)
+}
+
+/// Reads one size-prefixed frame of at most `max` bytes.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Bytes, String> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
+    let size = i32::from_be_bytes(size);
+    let size = usize::try_from(size).map_err(|_| format!("a frame of size {size}"))?;
+    if size > max {
+        return Err(format!("a frame of {size} bytes, over the {max} allowed"));
+    }
+    let mut buf = vec![0u8; size];
+    stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(Bytes::from(buf))
+}
+
+/// The controller listener: answers the quorum's requests (and ApiVersions).
+async fn serve(listener: TcpListener, net: Arc<Net>, fetch_wait: Duration) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    // Connections are this task's: aborting it (a node stopping) closes every one of them.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "controller listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let net = net.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = connection(stream, net, fetch_wait).await {
+                tracing::debug!(error = %e, "controller listener: connection closed");
+            }
+        });
+    }
+}
+
+/// The quorum APIs this listener answers, with the versions it speaks.
+fn versions() -> Vec<avr::ApiVersion> {
+    [
+        (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::Fetch, qwire::FETCH_VERSION, qwire::FETCH_VERSION),
+        (ApiKey::Vote, qwire::VOTE_VERSION, qwire::VOTE_VERSION),
+        (ApiKey::BeginQuorumEpoch, 0, qwire::BEGIN_QUORUM_EPOCH_VERSION),
+        (ApiKey::EndQuorumEpoch, 0, qwire::END_QUORUM_EPOCH_VERSION),
+        (ApiKey::FetchSnapshot, 0, qwire::FETCH_SNAPSHOT_VERSION),
+    ]
+    .into_iter()
+    .map(|(k, min, max)| avr::ApiVersion {
+        api_key: k as i16,
+        min_version: min,
+        max_version: max,
+    })
+    .collect()
+}
+
+async fn connection(mut stream: TcpStream, net: Arc<Net>, fetch_wait: Duration) -> Result<(), String> {
+    loop {
+        let mut frame = read_frame(&mut stream, REQUEST_BYTES_MAX).await?;
+        let header = wire::frame::decode_request_header(&mut frame).map_err(|e| e.to_string())?;
+        let version = header.request_api_version;
+        let Some(key) = ApiKey::from_i16(header.request_api_key) else {
+            return Err(format!("unknown API key {}", header.request_api_key));
+        };
+        let supported = versions()
+            .into_iter()
+            .any(|v| v.api_key == key as i16 && (v.min_version..=v.max_version).contains(&version));
+        let mut out = BytesMut::new();
+        let cid = header.correlation_id;
+        if key == ApiKey::ApiVersions {
+            let body = ApiVersionsResponse {
+                error_code: if supported {
+                    0
+                } else {
+                    ErrorCode::UnsupportedVersion.code()
+                },
+                api_keys: versions(),
+                ..Default::default()
+            };
+            // An unknown version is answered as v0, as Kafka does.
+            let v = if supported { version } else { 0 };
+            wire::frame::encode_response(&mut out, cid, key, v, &body).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        if !supported {
+            return Err(format!("{key:?} v{version} is not served on the controller listener"));
+        }
+        let body = RequestBody::decode(key, &mut frame, version).map_err(|e| e.to_string())?;
+        let request = match body {
+            RequestBody::Vote(r) => Request::Vote(r),
+            RequestBody::BeginQuorumEpoch(r) => Request::BeginQuorumEpoch(r),
+            RequestBody::EndQuorumEpoch(r) => Request::EndQuorumEpoch(r),
+            RequestBody::Fetch(r) => Request::Fetch(r),
+            RequestBody::FetchSnapshot(r) => Request::FetchSnapshot(r),
+            _ => return Err(format!("{key:?} is not served on the controller listener")),
+        };
+        let (from, mut message) = qwire::from_request(&request)?;
+        let wait = match &mut message {
+            Message::Fetch { .. } | Message::FetchSnapshot { .. } => fetch_wait + ANSWER_SLACK,
+            _ => ANSWER_SLACK,
+        };
+        let rx = {
+            let mut w = net.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut message {
+                Message::Fetch { id, .. } | Message::FetchSnapshot { id, .. } => {
+                    w.next_id += 1;
+                    *id = w.next_id;
+                    // A node has one fetch in flight: an older one from it is dropped (its
+                    // asker gave up on it).
+                    w.by_id.retain(|_, (asker, _)| *asker != from);
+                    let (tx, rx) = oneshot::channel();
+                    w.by_id.insert(*id, (from, tx));
+                    Some(rx)
+                }
+                Message::Vote { .. } => {
+                    let (tx, rx) = oneshot::channel();
+                    let q = w.votes.entry(from).or_default();
+                    q.retain(|tx| !tx.is_closed());
+                    q.push_back(tx);
+                    Some(rx)
+                }
+                _ => None,
+            }
+        };
+        net.deliver(from, message);
+        match (rx, key) {
+            (None, ApiKey::BeginQuorumEpoch) => {
+                wire::frame::encode_response(&mut out, cid, key, version, &BeginQuorumEpochResponse::default())
+            }
+            (None, _) => wire::frame::encode_response(&mut out, cid, key, version, &EndQuorumEpochResponse::default()),
+            (Some(rx), _) => {
+                let answer = tokio::time::timeout(wait, rx).await.ok().and_then(|r| r.ok());
+                match answer.as_ref().and_then(qwire::response) {
+                    Some(Response::Vote(v)) => wire::frame::encode_response(&mut out, cid, key, version, &v),
+                    Some(Response::Fetch(f)) => wire::frame::encode_response(&mut out, cid, key, version, &f),
+                    Some(Response::FetchSnapshot(f)) => wire::frame::encode_response(&mut out, cid, key, version, &f),
+                    None => timed_out(&mut out, cid, key, version),
+                }
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// REQUEST_TIMED_OUT for a request the core did not answer.
+fn timed_out(out: &mut BytesMut, cid: i32, key: ApiKey, version: i16) -> Result<(), wire::codec::EncodeError> {
+    let code = ErrorCode::RequestTimedOut.code();
+    match key {
+        ApiKey::Vote => wire::frame::encode_response(
+            out,
+            cid,
+            key,
+            version,
+            &wire::messages::VoteResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+        ApiKey::Fetch => wire::frame::encode_response(
+            out,
+            cid,
+            key,
+            version,
+            &wire::messages::FetchResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+        _ => wire::frame::encode_response(
+            out,
+            cid,
+            key,
+            version,
+            &wire::messages::FetchSnapshotResponse {
+                error_code: code,
+                ..Default::default()
+            },
+        ),
+    }
+}
