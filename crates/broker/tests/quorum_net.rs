@@ -229,5 +229,7 @@ async fn three_voters_elect_commit_fail_over_and_catch_up_over_sockets() {
     observer.stop();
     for n in &mut nodes {
         n.stop();
+        let _ = std::fs::remove_dir_all(&n.dir);
     }
+    let _ = std::fs::remove_dir_all(&observer_dir);
 }

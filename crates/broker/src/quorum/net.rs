@@ -112,8 +112,7 @@ impl Net {
     }
 }
 
-/// The quorum running on the network for one node. Dropping it does not stop it: call
-/// [`QuorumNode::stop`].
+/// The quorum running on the network for one node, until it is stopped or dropped.
 pub struct QuorumNode {
     net: Arc<Net>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -182,8 +181,12 @@ impl QuorumNode {
     }
 
     /// Stops the driver thread and every connection (a node's crash, as far as its peers
-    /// can tell; the log is as the last step left it).
-    pub fn stop(mut self) {
+    /// can tell; the log is as the last step left it). Dropping the node does the same.
+    pub fn stop(self) {}
+}
+
+impl Drop for QuorumNode {
+    fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
         }
