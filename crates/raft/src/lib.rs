@@ -60,7 +60,10 @@ pub struct Config {
     pub election_backoff_max_ms: u64,
     /// How long a leader holds a fetch that has nothing new for it (Kafka: 500 ms).
     pub fetch_max_wait_ms: u64,
-    /// How long before an unanswered request is sent again.
+    /// `controller.quorum.request.timeout.ms` (2000): how long before an unanswered request is
+    /// sent again. Longer than `fetch_max_wait_ms`, or a follower would give up on every fetch
+    /// its leader holds (and, on a connection that carries one request at a time, never hear
+    /// an answer to its latest).
     pub request_timeout_ms: u64,
     /// Seeds the randomized timeouts (the driver passes its seeded randomness).
     pub seed: u64,
@@ -79,7 +82,7 @@ impl Config {
             fetch_timeout_ms: 2000,
             election_backoff_max_ms: 1000,
             fetch_max_wait_ms: 500,
-            request_timeout_ms: 500,
+            request_timeout_ms: 2000,
             seed,
             #[cfg(test)]
             broken_commit_alone: false,
@@ -376,6 +379,8 @@ pub struct Raft<B> {
     role: Role,
     log: LogView,
     hw: i64,
+    /// The highest high watermark a leader has told this node of (not cut to its log).
+    reported_hw: i64,
     now: u64,
     next_fetch_id: u64,
     out: Vec<Action<B>>,
@@ -395,6 +400,7 @@ impl<B: Clone> Raft<B> {
             role: Role::Unattached { deadline: now },
             log,
             hw,
+            reported_hw: -1,
             now,
             next_fetch_id: 1,
             out: Vec::new(),
@@ -438,6 +444,17 @@ impl<B: Clone> Raft<B> {
 
     pub fn high_watermark(&self) -> i64 {
         self.hw
+    }
+
+    /// This node holds everything committed as far as it knows: a leader once its own
+    /// epoch's first record is committed, a follower once its high watermark has reached the
+    /// highest one its leader reported. (What a broker waits for before it serves metadata.)
+    pub fn caught_up(&self) -> bool {
+        match &self.role {
+            Role::Leader(l) => self.hw > l.epoch_start,
+            Role::Follower { .. } => self.reported_hw >= 0 && self.hw >= self.reported_hw,
+            _ => false,
+        }
     }
 
     pub fn log(&self) -> &LogView {
@@ -1306,6 +1323,7 @@ impl<B: Clone> Raft<B> {
             if !accepted.is_empty() {
                 self.out.push(Action::Append(accepted));
             }
+            self.reported_hw = self.reported_hw.max(high_watermark);
             let hw = high_watermark.min(self.log.end_offset());
             if hw > self.hw {
                 self.hw = hw;
