@@ -52,6 +52,73 @@ pub struct Listener {
     pub advertised_port: u16,
 }
 
+/// How this node takes part in the metadata quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumConfig {
+    /// `process.roles` holds `controller`: this node is one of the voters.
+    pub controller: bool,
+    /// `controller.quorum.voters`, by id: where each voter's controller listener is. Empty:
+    /// this node is the only voter (the single-node default).
+    pub voters: BTreeMap<i32, String>,
+    /// The controller listener's address (`controller.listener.names` in `listeners`), on a
+    /// voter among others.
+    pub listener: Option<SocketAddr>,
+    pub election_timeout_ms: u64,
+    pub fetch_timeout_ms: u64,
+    pub election_backoff_max_ms: u64,
+}
+
+impl QuorumConfig {
+    /// This node is the quorum's only voter.
+    pub fn is_alone(&self, node_id: i32) -> bool {
+        self.voters.is_empty() || (self.voters.len() == 1 && self.voters.contains_key(&node_id))
+    }
+}
+
+/// `controller.quorum.voters`: `id@host:port,...`.
+fn parse_voters(s: &str) -> Result<BTreeMap<i32, String>, String> {
+    let mut voters = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("`{entry}`: expected id@host:port"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| format!("`{entry}`: `{id}` is not a node id"))?;
+        let (host, port) = parse_host_port(addr)?;
+        if voters.insert(id, format!("{host}:{port}")).is_some() {
+            return Err(format!("voter {id} is named twice"));
+        }
+    }
+    Ok(voters)
+}
+
+/// `listeners` (or `advertised.listeners`) as (name, address) pairs; a bare `host:port` is
+/// named PLAINTEXT.
+fn parse_listeners(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addr) = match entry.split_once("://") {
+            Some((n, a)) => (n.trim().to_ascii_uppercase(), a.trim()),
+            None => ("PLAINTEXT".to_string(), entry),
+        };
+        if name.is_empty() {
+            return Err(format!("`{entry}`: the listener has no name"));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(format!("the listener name {name} is used twice"));
+        }
+        out.push((name, addr.to_string()));
+    }
+    if out.is_empty() {
+        return Err("no listener".into());
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// `node.id`: this broker's numeric id.
@@ -60,6 +127,8 @@ pub struct BrokerConfig {
     pub listener: Listener,
     /// `admin.listeners`: where the admin HTTP port listens (`None`: it is off).
     pub admin_bind: Option<SocketAddr>,
+    /// `process.roles`, `controller.quorum.*`, and the controller listener.
+    pub quorum: QuorumConfig,
     /// `log.dirs`: where data lives.
     pub data_dir: PathBuf,
     /// `max.connections`: connections held at once; past it, accepting pauses until one closes.
@@ -120,9 +189,39 @@ pub struct TopicDefaults {
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("node.id", "1", "this broker's numeric id"),
     (
+        "process.roles",
+        "broker,controller",
+        "broker, or broker,controller (a combined node); controller alone is not supported yet",
+    ),
+    (
         "listeners",
         "127.0.0.1:9092",
-        "address to accept Kafka clients on (host:port)",
+        "addresses to accept connections on: host:port, or NAME://host:port,... (one of them the controller listener when this node votes with others)",
+    ),
+    (
+        "controller.listener.names",
+        "CONTROLLER",
+        "the name, in listeners, of the listener the metadata quorum speaks on",
+    ),
+    (
+        "controller.quorum.voters",
+        "",
+        "the metadata quorum: id@host:port,... of every controller (empty: this node alone)",
+    ),
+    (
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        "how long a voter without a leader waits (plus a random share) before an election",
+    ),
+    (
+        "controller.quorum.fetch.timeout.ms",
+        "2000",
+        "how long a follower goes without hearing from the leader before it looks for another",
+    ),
+    (
+        "controller.quorum.election.backoff.max.ms",
+        "1000",
+        "the longest random wait after a lost election",
     ),
     (
         "advertised.listeners",
@@ -442,17 +541,11 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaSetting] = {
     use UpdateMode::*;
     const MAX: Option<&str> = Some("9223372036854775807");
     &[
-        // Identity and roles. Sluice is one combined broker and controller.
+        // Identity and roles (process.roles and controller.quorum.* are in SETTINGS).
         ks("broker.id", Some("-1"), INT, ReadOnly),
-        ks("process.roles", Some("broker,controller"), LIST, ReadOnly),
         ks("broker.rack", None, STRING, ReadOnly),
         ks("reserved.broker.max.id", Some("1000"), INT, ReadOnly),
-        ks("controller.listener.names", None, STRING, ReadOnly),
-        ks("controller.quorum.voters", Some(""), LIST, ReadOnly),
         ks("controller.quorum.bootstrap.servers", Some(""), LIST, ReadOnly),
-        ks("controller.quorum.election.timeout.ms", Some("1000"), INT, ReadOnly),
-        ks("controller.quorum.election.backoff.max.ms", Some("1000"), INT, ReadOnly),
-        ks("controller.quorum.fetch.timeout.ms", Some("2000"), INT, ReadOnly),
         ks("controller.quorum.request.timeout.ms", Some("2000"), INT, ReadOnly),
         ks("controller.quorum.retry.backoff.ms", Some("20"), INT, ReadOnly),
         ks("controller.quorum.append.linger.ms", Some("25"), INT, ReadOnly),
@@ -732,9 +825,13 @@ pub fn broker_config_type(key: &str) -> i8 {
         | "log.retention.check.interval.ms"
         | "group.max.memory.bytes"
         | "offsets.retention.check.interval.ms" => LONG,
-        "listeners" | "advertised.listeners" | "admin.listeners" | "log.dirs" | "max.connections.per.ip.overrides" => {
-            STRING
-        }
+        "listeners"
+        | "advertised.listeners"
+        | "admin.listeners"
+        | "log.dirs"
+        | "max.connections.per.ip.overrides"
+        | "controller.listener.names" => STRING,
+        "process.roles" | "controller.quorum.voters" => LIST,
         _ => INT,
     }
 }
@@ -876,9 +973,110 @@ impl ConfigLayers {
             .ok()
             .filter(|n| *n >= 0)
             .ok_or_else(|| invalid("node.id", "expected a whole number from 0 to 2147483647".into()))?;
-        let bind_text = get("listeners").0.clone();
-        let bind = parse_addr(&bind_text).map_err(|why| invalid("listeners", why))?;
-        let adv_text = get("advertised.listeners").0.clone();
+        let listeners = parse_listeners(get("listeners").0).map_err(|why| invalid("listeners", why))?;
+        let controller_names: Vec<String> = get("controller.listener.names")
+            .0
+            .split(',')
+            .map(|n| n.trim().to_ascii_uppercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let (client_name, client_addr) = listeners
+            .iter()
+            .find(|(n, _)| !controller_names.contains(n))
+            .cloned()
+            .ok_or_else(|| {
+                invalid(
+                    "listeners",
+                    "no listener for clients (every one is a controller listener)".into(),
+                )
+            })?;
+        let bind = parse_addr(&client_addr).map_err(|why| invalid("listeners", why))?;
+        let roles: Vec<String> = get("process.roles")
+            .0
+            .split(',')
+            .map(|r| r.trim().to_ascii_lowercase())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if let Some(r) = roles.iter().find(|r| *r != "broker" && *r != "controller") {
+            return Err(invalid(
+                "process.roles",
+                format!("`{r}` is not a role (broker, controller)"),
+            ));
+        }
+        if !roles.iter().any(|r| r == "broker") {
+            return Err(invalid(
+                "process.roles",
+                "a node that is only a controller is not supported yet: run controllers as combined nodes (broker,controller)"
+                    .into(),
+            ));
+        }
+        let controller = roles.iter().any(|r| r == "controller");
+        let voters =
+            parse_voters(get("controller.quorum.voters").0).map_err(|why| invalid("controller.quorum.voters", why))?;
+        if voters.is_empty() && !controller {
+            return Err(invalid(
+                "process.roles",
+                "a node that is only a broker needs controller.quorum.voters: the controllers it takes its metadata from".into(),
+            ));
+        }
+        if !voters.is_empty() && controller != voters.contains_key(&node_id) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                if controller {
+                    format!("this node ({node_id}) has the controller role but is not among the voters")
+                } else {
+                    format!("this node ({node_id}) is among the voters but has no controller role")
+                },
+            ));
+        }
+        let alone = voters.is_empty() || (voters.len() == 1 && voters.contains_key(&node_id));
+        let controller_listener = listeners.iter().find(|(n, _)| controller_names.contains(n));
+        let quorum_listener = match controller_listener {
+            Some((_, addr)) if controller => Some(parse_addr(addr).map_err(|why| invalid("listeners", why))?),
+            _ if controller && !alone => {
+                return Err(invalid(
+                    "listeners",
+                    format!(
+                        "a controller among other voters needs a controller listener: add {}://host:port (controller.listener.names)",
+                        controller_names.first().map_or("CONTROLLER", String::as_str)
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        let timeout = |key: &str| -> Result<u64, ConfigError> {
+            num(key).and_then(|v| {
+                if v == 0 {
+                    Err(invalid(key, "must be above 0".into()))
+                } else {
+                    Ok(v)
+                }
+            })
+        };
+        let quorum = QuorumConfig {
+            controller,
+            voters,
+            listener: quorum_listener,
+            election_timeout_ms: timeout("controller.quorum.election.timeout.ms")?,
+            fetch_timeout_ms: timeout("controller.quorum.fetch.timeout.ms")?,
+            election_backoff_max_ms: timeout("controller.quorum.election.backoff.max.ms")?,
+        };
+        let adv_all = get("advertised.listeners").0.clone();
+        let adv_text = if adv_all.trim().is_empty() {
+            String::new()
+        } else {
+            let adv = parse_listeners(&adv_all).map_err(|why| invalid("advertised.listeners", why))?;
+            adv.iter()
+                .find(|(n, _)| *n == client_name)
+                .or_else(|| adv.iter().find(|(n, _)| !controller_names.contains(n)))
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| {
+                    invalid(
+                        "advertised.listeners",
+                        format!("no entry for the {client_name} listener"),
+                    )
+                })?
+        };
         let (advertised_host, advertised_port) = if adv_text.trim().is_empty() {
             if bind.ip().is_unspecified() {
                 return Err(invalid(
@@ -1041,6 +1239,7 @@ impl ConfigLayers {
                 advertised_port,
             },
             admin_bind,
+            quorum,
             data_dir,
             connections_max,
             request_frame_bytes_max: request_frame_bytes_max as usize,
@@ -1106,7 +1305,7 @@ fn strip_scheme(s: &str) -> &str {
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     if s.contains(',') {
-        return Err("only one listener is supported so far".into());
+        return Err("expected one address".into());
     }
     let s = strip_scheme(s);
     let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
@@ -1136,6 +1335,68 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_voters_and_named_listeners_are_read_as_kafka_writes_them() {
+        // The default: a combined node, alone, no controller listener needed.
+        let c = ConfigLayers::new().build().unwrap();
+        assert!(c.quorum.controller && c.quorum.is_alone(1) && c.quorum.listener.is_none());
+        let set = |pairs: &[(&str, &str)]| {
+            let mut l = ConfigLayers::new();
+            for (k, v) in pairs {
+                l.set(k, v.to_string(), Source::Flag).unwrap();
+            }
+            l.build()
+        };
+        let voters = "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103";
+        let c = set(&[
+            ("node.id", "2"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9102"),
+            ("controller.quorum.voters", voters),
+        ])
+        .unwrap();
+        assert_eq!(c.listener.bind.port(), 9002);
+        assert_eq!(c.quorum.listener.map(|a| a.port()), Some(9102));
+        assert_eq!(c.quorum.voters.len(), 3);
+        assert_eq!(c.quorum.voters[&3], "127.0.0.1:9103");
+        assert!(!c.quorum.is_alone(2));
+        // A broker that only observes: not a voter, no controller listener.
+        let c = set(&[
+            ("node.id", "7"),
+            ("process.roles", "broker"),
+            ("listeners", "127.0.0.1:9007"),
+            ("controller.quorum.voters", voters),
+        ])
+        .unwrap();
+        assert!(!c.quorum.controller && c.quorum.listener.is_none());
+        // Each mistake is named.
+        for (pairs, says) in [
+            (vec![("controller.quorum.voters", "1@127.0.0.1:9101,2@x")], "host:port"),
+            (
+                vec![("controller.quorum.voters", "one@127.0.0.1:9101")],
+                "not a node id",
+            ),
+            (
+                vec![("controller.quorum.voters", "2@127.0.0.1:9101,3@127.0.0.1:9103")],
+                "not among the voters",
+            ),
+            (
+                vec![("controller.quorum.voters", voters)],
+                "needs a controller listener",
+            ),
+            (vec![("process.roles", "controller")], "not supported yet"),
+            (vec![("process.roles", "broker")], "needs controller.quorum.voters"),
+            (vec![("process.roles", "broker,zookeeper")], "not a role"),
+            (
+                vec![("listeners", "CONTROLLER://127.0.0.1:9101")],
+                "no listener for clients",
+            ),
+            (vec![("listeners", "A://127.0.0.1:1,A://127.0.0.1:2")], "used twice"),
+        ] {
+            let e = set(&pairs).unwrap_err().to_string();
+            assert!(e.contains(says), "{pairs:?}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_are_a_single_local_node() {

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod dynamic_config;
 pub mod group;
 pub mod handlers;

@@ -66,6 +66,7 @@ pub fn load_or_create(
     dir: &Path,
     node_id: i32,
     random: &crate::random::Random,
+    fresh_id: Option<&str>,
 ) -> Result<String, MetaError> {
     let path = dir.join("meta.properties");
     match fs.read_all(&path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
@@ -97,13 +98,30 @@ pub fn load_or_create(
             Ok(cluster_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = base64_url(&random.bytes16());
+            let cluster_id = fresh_id.map_or_else(|| base64_url(&random.bytes16()), str::to_string);
             let text = format!("# Written by sluice on first start; do not edit.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
             write_atomically(fs, &path, text.as_bytes())?;
             Ok(cluster_id)
         }
         Err(e) => Err(io(&path)(e)),
     }
+}
+
+/// The cluster id every node of a cluster writes on its first start, from the quorum's voters
+/// (`controller.quorum.voters` as configured, sorted): the same on every node with no format
+/// step. (An interim: Kafka's first leader writes one and the others learn it; two clusters
+/// configured with the same voter addresses would share an id.)
+pub fn cluster_id_for_voters(voters: &std::collections::BTreeMap<i32, String>) -> String {
+    let text: Vec<String> = voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
+    let text = text.join(",");
+    let fnv = |seed: u64| -> u64 {
+        text.bytes()
+            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    bytes[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
+    base64_url(&bytes)
 }
 
 /// Writes `path` so that a crash leaves either the old file or the new one, never a mix.
@@ -194,10 +212,10 @@ mod tests {
         assert!(matches!(lock_data_dir(&dir), Err(MetaError::Locked(_))));
         let fs = storage::RealFs::default();
         let r = crate::random::Random::seeded(1);
-        let id = load_or_create(&fs, &dir, 3, &r).unwrap();
-        assert_eq!(load_or_create(&fs, &dir, 3, &r).unwrap(), id);
+        let id = load_or_create(&fs, &dir, 3, &r, None).unwrap();
+        assert_eq!(load_or_create(&fs, &dir, 3, &r, None).unwrap(), id);
         assert!(matches!(
-            load_or_create(&fs, &dir, 4, &r),
+            load_or_create(&fs, &dir, 4, &r, None),
             Err(MetaError::NodeIdMismatch { found: 3, .. })
         ));
         // Deleting the lock file does not free the directory.

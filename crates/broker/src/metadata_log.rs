@@ -211,6 +211,9 @@ pub struct MetadataLog {
     clock: Arc<dyn crate::clock::Clock>,
     /// The quorum's current epoch, read without the state lock (DescribeQuorum).
     epoch: AtomicI32,
+    /// The quorum's leader as this node knows it (-1: none), read without the state lock
+    /// (Metadata's controller id).
+    leader: AtomicI32,
     outbox: OnceLock<Arc<dyn Outbox>>,
 }
 
@@ -430,6 +433,7 @@ impl MetadataLog {
             image: RwLock::new(Arc::new(image)),
             snapshot_bytes,
             epoch: AtomicI32::new(0),
+            leader: AtomicI32::new(-1),
             clock,
             outbox: OnceLock::new(),
         };
@@ -451,6 +455,7 @@ impl MetadataLog {
                 ));
             }
             log.epoch.store(state.raft.epoch(), Ordering::Relaxed);
+            log.leader.store(state.raft.leader().unwrap_or(-1), Ordering::Relaxed);
         }
         Ok(Opened {
             empty: !records_seen,
@@ -476,9 +481,14 @@ impl MetadataLog {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Who leads the quorum, as far as this node knows.
+    /// This node holds everything the quorum has committed, as far as it knows (alone: always).
+    pub fn caught_up(&self) -> bool {
+        self.settings.is_alone() || self.lock().raft.caught_up()
+    }
+
+    /// Who leads the quorum, as far as this node knows. Takes no lock.
     pub fn leader(&self) -> Option<NodeId> {
-        self.lock().raft.leader()
+        Some(self.leader.load(Ordering::Relaxed)).filter(|l| *l >= 0)
     }
 
     /// The core's role, leader and high watermark, and DescribeQuorum's data when leading.
@@ -699,6 +709,7 @@ impl MetadataLog {
             }
         }
         self.epoch.store(state.raft.epoch(), Ordering::Relaxed);
+        self.leader.store(state.raft.leader().unwrap_or(-1), Ordering::Relaxed);
         self.moved.notify_all();
         result
     }

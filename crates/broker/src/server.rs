@@ -58,6 +58,9 @@ pub enum StartError {
 /// A bound broker, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The metadata quorum on the network (a node among other voters, or an observer);
+    /// stopped when the server is.
+    quorum: Option<crate::quorum::net::QuorumNode>,
     /// The admin HTTP port, unless `admin.listeners` is empty.
     admin: Option<TcpListener>,
     broker: Arc<Broker>,
@@ -73,6 +76,62 @@ struct Opened {
     topics: crate::topics::Topics,
 }
 
+/// The data directory's identity and metadata log, opened before anything reads the image.
+struct Metadata {
+    cluster_id: String,
+    clean: bool,
+    metadata: Arc<crate::metadata_log::MetadataLog>,
+    /// The log held nothing when opened.
+    empty: bool,
+}
+
+/// Opens the node identity (`meta.properties`) and the metadata log on `fs`: alone, or as a
+/// member of the quorum `config.quorum` describes.
+fn open_metadata(
+    config: &BrokerConfig,
+    fs: &Arc<dyn storage::Fs>,
+    clock: &Arc<dyn crate::clock::Clock>,
+    random: &Arc<crate::random::Random>,
+) -> Result<Metadata, StartError> {
+    let dir = &config.data_dir;
+    fs.create_dir_all(dir).map_err(|e| MetaError::Io {
+        path: dir.clone(),
+        why: e.to_string(),
+    })?;
+    let q = &config.quorum;
+    let alone = q.is_alone(config.node_id);
+    let fresh_id = (!alone).then(|| meta::cluster_id_for_voters(&q.voters));
+    let cluster_id = meta::load_or_create(&**fs, dir, config.node_id, random, fresh_id.as_deref())?;
+    let clean = meta::take_clean_shutdown_marker(&**fs, dir)?;
+    let settings = if alone {
+        crate::metadata_log::QuorumSettings::alone(config.node_id)
+    } else {
+        let mut s = crate::metadata_log::QuorumSettings::new(
+            config.node_id,
+            q.voters.keys().copied().collect(),
+            random.next_u64(),
+        );
+        s.election_timeout_ms = q.election_timeout_ms;
+        s.fetch_timeout_ms = q.fetch_timeout_ms;
+        s.election_backoff_max_ms = q.election_backoff_max_ms;
+        s
+    };
+    let opened = crate::metadata_log::MetadataLog::open_quorum(
+        dir,
+        fs.clone(),
+        crate::metadata_log::SNAPSHOT_BYTES,
+        settings,
+        clock.clone(),
+    )
+    .map_err(StartError::Topics)?;
+    Ok(Metadata {
+        cluster_id,
+        clean,
+        metadata: Arc::new(opened.log),
+        empty: opened.empty,
+    })
+}
+
 /// Opens the data directory's state on `fs`: node identity, the metadata log (bootstrapped or
 /// converted on a first start), dynamic configs and every partition log.
 fn open_state(
@@ -81,23 +140,28 @@ fn open_state(
     clock: &Arc<dyn crate::clock::Clock>,
     random: &Arc<crate::random::Random>,
 ) -> Result<Opened, StartError> {
+    let m = open_metadata(config, &fs, clock, random)?;
+    crate::upgrade::prepare(&*fs, &config.data_dir, &m.metadata, m.empty, config.node_id)
+        .map_err(StartError::Topics)?;
+    open_the_rest(config, fs, clock, random, m)
+}
+
+/// What opens after the metadata: dynamic configs and this node's partition logs, from the
+/// image.
+fn open_the_rest(
+    config: &BrokerConfig,
+    fs: Arc<dyn storage::Fs>,
+    clock: &Arc<dyn crate::clock::Clock>,
+    random: &Arc<crate::random::Random>,
+    m: Metadata,
+) -> Result<Opened, StartError> {
+    let Metadata {
+        cluster_id,
+        clean,
+        metadata,
+        ..
+    } = m;
     let dir = &config.data_dir;
-    fs.create_dir_all(dir).map_err(|e| MetaError::Io {
-        path: dir.clone(),
-        why: e.to_string(),
-    })?;
-    let cluster_id = meta::load_or_create(&*fs, dir, config.node_id, random)?;
-    let clean = meta::take_clean_shutdown_marker(&*fs, dir)?;
-    let opened = crate::metadata_log::MetadataLog::open_as(
-        dir,
-        fs.clone(),
-        crate::metadata_log::SNAPSHOT_BYTES,
-        config.node_id,
-        clock.clone(),
-    )
-    .map_err(StartError::Topics)?;
-    let metadata = Arc::new(opened.log);
-    crate::upgrade::prepare(&*fs, dir, &metadata, opened.empty, config.node_id).map_err(StartError::Topics)?;
     let dynamic =
         crate::dynamic_config::DynamicConfigs::open(metadata.clone(), config.node_id, config.settings.clone())
             .map_err(StartError::Topics)?;
@@ -130,6 +194,65 @@ fn open_state(
     })
 }
 
+/// A node among other voters, or an observer: opens the metadata log, runs the quorum on the
+/// network (serving the controller listener on a voter), waits until it holds everything
+/// committed, has the leader bootstrap an empty cluster, and only then opens what reads the
+/// image (its partitions, and the removal of directories the image does not know, would be
+/// wrong from a stale image).
+async fn join_quorum(
+    config: &BrokerConfig,
+    fs: Arc<dyn storage::Fs>,
+    clock: &Arc<dyn crate::clock::Clock>,
+    random: &Arc<crate::random::Random>,
+) -> Result<(Opened, crate::quorum::net::QuorumNode), StartError> {
+    let m = open_metadata(config, &fs, clock, random)?;
+    let listener = match config.quorum.listener {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let apis: Option<Arc<dyn crate::quorum::net::ControllerApis>> = config.quorum.controller.then(|| {
+        Arc::new(crate::controller::Controller {
+            metadata: m.metadata.clone(),
+            cluster_id: m.cluster_id.clone(),
+            clock: clock.clone(),
+        }) as Arc<dyn crate::quorum::net::ControllerApis>
+    });
+    info!(
+        node_id = config.node_id,
+        voters = ?config.quorum.voters,
+        controller_listener = ?config.quorum.listener,
+        cluster_id = %m.cluster_id,
+        "joining the metadata quorum"
+    );
+    let quorum = crate::quorum::net::QuorumNode::start(
+        m.metadata.clone(),
+        &config.quorum.voters,
+        listener,
+        m.cluster_id.clone(),
+        apis,
+    );
+    crate::controller::wait_for_quorum(&m.metadata).await;
+    if m.metadata.image().features.is_empty() {
+        if m.metadata.leader() == Some(config.node_id) {
+            // The first leader of an empty quorum bootstraps the cluster (as a node alone
+            // does its own data directory).
+            let (metadata, dir, node) = (m.metadata.clone(), config.data_dir.clone(), config.node_id);
+            let fs2 = fs.clone();
+            tokio::task::spawn_blocking(move || crate::upgrade::prepare(&*fs2, &dir, &metadata, true, node))
+                .await
+                .map_err(|e| StartError::Topics(e.to_string()))?
+                .map_err(StartError::Topics)?;
+        }
+        crate::controller::wait_for_bootstrap(&m.metadata).await;
+    }
+    let opened = open_the_rest(config, fs, clock, random, m)?;
+    Ok((opened, quorum))
+}
+
 /// The broker over its opened state: registered in the metadata log with its listener as
 /// `config` now advertises it, with its producer ids, groups and worker pools.
 fn assemble(
@@ -146,7 +269,10 @@ fn assemble(
         dynamic,
         topics,
     } = opened;
-    crate::upgrade::register_broker(&metadata, &config, &random).map_err(StartError::Topics)?;
+    if config.quorum.is_alone(config.node_id) {
+        // In a cluster the node registered with the active controller before (`bind_with`).
+        crate::upgrade::register_broker(&metadata, &config, &random).map_err(StartError::Topics)?;
+    }
     let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
     let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
         .map_err(StartError::Topics)?;
@@ -226,7 +352,12 @@ impl Server {
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let random = Arc::new(random);
-        let opened = open_state(&config, fs, &clock, &random)?;
+        let (opened, quorum) = if config.quorum.is_alone(config.node_id) {
+            (open_state(&config, fs, &clock, &random)?, None)
+        } else {
+            let (opened, quorum) = join_quorum(&config, fs, &clock, &random).await?;
+            (opened, Some(quorum))
+        };
         // Ports are bound (reserved, so an advertised port of 0 is known to the metadata) once
         // the logs are open, but listened on only once everything is loaded, groups included:
         // a port that accepts is what clients and tests take as "up", and until `listen` a
@@ -248,6 +379,17 @@ impl Server {
                 Some((addr, admin))
             }
         };
+        if !config.quorum.is_alone(config.node_id) {
+            // Registered once the advertised port is known; before listening, so a client
+            // that reaches this broker finds it in the metadata.
+            let request =
+                crate::controller::registration_request(&config, &opened.cluster_id, wire::Uuid(random.bytes16()));
+            let epoch =
+                crate::controller::register(&opened.metadata, &config.quorum.voters, &opened.cluster_id, request)
+                    .await
+                    .map_err(StartError::Topics)?;
+            info!(broker_epoch = epoch, "registered with the active controller");
+        }
         let broker = assemble(config, opened, clock, random, Some(real_fs))?;
         let listener = listener
             .listen(LISTEN_BACKLOG)
@@ -262,6 +404,7 @@ impl Server {
         };
         Ok(Server {
             listener,
+            quorum,
             admin,
             broker: Arc::new(broker),
             _lock: lock,
@@ -284,6 +427,8 @@ impl Server {
     /// Accepts and serves clients until `shutdown` completes, then lets each connection finish
     /// the request it is handling and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        // Runs until this returns: the node leaves the quorum when it stops serving.
+        let _quorum = self.quorum;
         let broker = self.broker;
         let c = &broker.config;
         info!(

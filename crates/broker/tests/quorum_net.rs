@@ -61,7 +61,7 @@ async fn start(
         l.set_nonblocking(true).unwrap();
         tokio::net::TcpListener::from_std(l).unwrap()
     });
-    let quorum = QuorumNode::start(log.clone(), voters, listener, "quorum-test".into());
+    let quorum = QuorumNode::start(log.clone(), voters, listener, "quorum-test".into(), None);
     Node {
         id,
         dir: dir.to_path_buf(),
@@ -208,7 +208,7 @@ async fn three_voters_elect_commit_fail_over_and_catch_up_over_sockets() {
         .unwrap()
         .log,
     );
-    let observer = QuorumNode::start(observer_log.clone(), &voters, None, "quorum-test".into());
+    let observer = QuorumNode::start(observer_log.clone(), &voters, None, "quorum-test".into(), None);
     until("the observer to hold t0..t19", Duration::from_secs(15), || {
         let image = observer_log.image();
         (0..20).all(|i| image.topic(&format!("t{i}")).is_some())

@@ -80,7 +80,7 @@ pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequ
     DescribeClusterResponse {
         endpoint_type: 1,
         cluster_id: broker.cluster_id.clone(),
-        controller_id: broker.config.node_id,
+        controller_id: broker.metadata.leader().unwrap_or(-1),
         brokers: super::live_brokers(broker)
             .into_iter()
             .map(|b| DescribeClusterBroker {

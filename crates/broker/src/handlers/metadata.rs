@@ -64,7 +64,6 @@ pub fn may_create_topics(broker: &Broker, version: i16, request: &MetadataReques
 const AUTO_CREATE_TOPICS_MAX: usize = 100;
 
 pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> MetadataResponse {
-    let c = &broker.config;
     let defaults = broker.topics.defaults();
     let mut created_topics = 0usize;
     let mut created_partitions = 0usize;
@@ -129,8 +128,8 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
             })
             .collect(),
         cluster_id: Some(broker.cluster_id.clone()),
-        // A single node is its own controller; clients send admin requests here.
-        controller_id: c.node_id,
+        // The metadata quorum's leader: clients send admin requests there.
+        controller_id: broker.metadata.leader().unwrap_or(-1),
         topics,
         // Versions 8 to 10 only; later ones ask DescribeCluster.
         cluster_authorized_operations: super::operations::if_asked(

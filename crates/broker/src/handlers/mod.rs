@@ -19,7 +19,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
-mod quorum;
+pub(crate) mod quorum;
 mod replicas;
 mod scram;
 
@@ -393,6 +393,10 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         }
         RequestBody::DescribeUserScramCredentials(req) => respond(ctx, &scram::describe(version, req)),
         RequestBody::AlterUserScramCredentials(req) => respond(ctx, &scram::alter(version, req)),
+        // May forward to the active controller: a blocking round trip, off the async workers.
+        RequestBody::DescribeQuorum(req) if broker.metadata.quorum().3.is_none() => {
+            off_async(ctx, OffAsync::Blocking, move |b| quorum::handle(b, version, req)).await
+        }
         RequestBody::DescribeQuorum(req) => respond(ctx, &quorum::handle(broker, version, req)),
         RequestBody::DescribeTopicPartitions(req) => {
             respond(ctx, &describe_topic_partitions::handle(broker, version, req))

@@ -45,39 +45,81 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
             ..Default::default()
         };
     }
+    if broker.metadata.quorum().3.is_none() {
+        // Not the leader: forwarded to it, as Kafka's brokers forward DescribeQuorum to the
+        // active controller; if it cannot be reached, the leader as this node knows it.
+        if let Some(answer) = forward(broker, &req) {
+            return answer;
+        }
+        return DescribeQuorumResponse {
+            topics: vec![TopicData {
+                topic_name: METADATA_TOPIC.into(),
+                partitions: vec![PartitionData {
+                    partition_index: 0,
+                    error_code: ErrorCode::NotLeaderOrFollower as i16,
+                    leader_id: broker.metadata.leader().unwrap_or(-1),
+                    leader_epoch: broker.metadata.leader_epoch(),
+                    high_watermark: broker.metadata.quorum().2,
+                    ..Default::default()
+                }],
+            }],
+            ..Default::default()
+        };
+    }
     let c = &broker.config;
-    let end = broker.metadata.end_offset();
-    let now = broker.clock.now_ms();
-    // The leader reports itself as fetched and caught up now (Kafka's `LeaderState`).
-    let me = ReplicaState {
-        replica_id: c.node_id,
+    let mut answer = answer(&broker.metadata, broker.clock.now_ms()).unwrap_or_default();
+    answer.nodes = vec![Node {
+        node_id: c.node_id,
+        listeners: vec![Listener {
+            name: "PLAINTEXT".into(),
+            host: c.listener.advertised_host.clone(),
+            port: c.listener.advertised_port,
+        }],
+    }];
+    answer
+}
+
+/// The leader's answer from its quorum core (`None` elsewhere), without `nodes`.
+pub fn answer(metadata: &crate::metadata_log::MetadataLog, now: i64) -> Option<DescribeQuorumResponse> {
+    let d = metadata.quorum().3?;
+    // The core keeps monotonic times; Kafka reports wall-clock ones (-1: never).
+    let core_now = metadata.core_time() as i64;
+    let wall = |t: Option<u64>| t.map_or(-1, |t| now - (core_now - t as i64).max(0));
+    let state = |r: &raft::ReplicaDescription| ReplicaState {
+        replica_id: r.id,
         replica_directory_id: wire::Uuid::ZERO,
-        log_end_offset: end,
-        last_fetch_timestamp: now,
-        last_caught_up_timestamp: now,
+        log_end_offset: r.end_offset,
+        last_fetch_timestamp: wall(r.last_fetch_ms),
+        last_caught_up_timestamp: wall(r.last_caught_up_ms),
     };
-    DescribeQuorumResponse {
+    Some(DescribeQuorumResponse {
         topics: vec![TopicData {
             topic_name: METADATA_TOPIC.into(),
             partitions: vec![PartitionData {
                 partition_index: 0,
                 error_code: 0,
-                leader_id: c.node_id,
-                leader_epoch: broker.metadata.leader_epoch(),
-                high_watermark: end,
-                current_voters: vec![me],
-                observers: vec![],
+                leader_id: d.leader,
+                leader_epoch: d.epoch,
+                high_watermark: d.high_watermark,
+                current_voters: d.voters.iter().map(state).collect(),
+                observers: d.observers.iter().map(state).collect(),
                 ..Default::default()
             }],
         }],
-        nodes: vec![Node {
-            node_id: c.node_id,
-            listeners: vec![Listener {
-                name: "PLAINTEXT".into(),
-                host: c.listener.advertised_host.clone(),
-                port: c.listener.advertised_port,
-            }],
-        }],
         ..Default::default()
+    })
+}
+
+/// Asks the leader's controller listener (blocking, briefly: this runs off the async workers).
+fn forward(broker: &Broker, req: &DescribeQuorumRequest) -> Option<DescribeQuorumResponse> {
+    let leader = broker.metadata.leader()?;
+    let addr = broker.config.quorum.voters.get(&leader)?;
+    match crate::quorum::net::call_blocking(addr, ApiKey::DescribeQuorum, 2, req, std::time::Duration::from_secs(5)) {
+        Ok(ResponseBody::DescribeQuorum(r)) => Some(r),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(leader, error = %e, "cannot forward DescribeQuorum to the active controller");
+            None
+        }
     }
 }

@@ -49,6 +49,18 @@ const CLIENT_ID: &str = "sluice-raft";
 /// Where each voter's controller listener is (`controller.quorum.voters`).
 pub type VoterAddresses = BTreeMap<NodeId, String>;
 
+/// The controller's own requests on the controller listener, beside the quorum's: brokers
+/// registering. Called on the blocking pool (a change waits for the quorum to commit it).
+pub trait ControllerApis: Send + Sync {
+    fn broker_registration(
+        &self,
+        request: wire::messages::BrokerRegistrationRequest,
+    ) -> wire::messages::BrokerRegistrationResponse;
+    /// DescribeQuorum as the leader answers it (brokers forward theirs here).
+    fn describe_quorum(&self, request: wire::messages::DescribeQuorumRequest)
+        -> wire::messages::DescribeQuorumResponse;
+}
+
 /// Requests this node received that wait for the core's answer.
 #[derive(Default)]
 struct Waiting {
@@ -128,6 +140,7 @@ impl QuorumNode {
         voters: &VoterAddresses,
         listener: Option<TcpListener>,
         cluster_id: String,
+        apis: Option<Arc<dyn ControllerApis>>,
     ) -> QuorumNode {
         let me = log.settings().node_id;
         let (inbox_tx, inbox_rx) = mpsc::sync_channel(INBOX);
@@ -166,7 +179,7 @@ impl QuorumNode {
             }
         }
         if let Some(listener) = listener {
-            tasks.push(tokio::spawn(serve(listener, net.clone(), fetch_wait)));
+            tasks.push(tokio::spawn(serve(listener, net.clone(), fetch_wait, apis)));
         }
         let driver = log.clone();
         let thread = std::thread::Builder::new()
@@ -359,7 +372,7 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Bytes, String>
 }
 
 /// The controller listener: answers the quorum's requests (and ApiVersions).
-async fn serve(listener: TcpListener, net: Arc<Net>, fetch_wait: Duration) {
+async fn serve(listener: TcpListener, net: Arc<Net>, fetch_wait: Duration, apis: Option<Arc<dyn ControllerApis>>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     // Connections are this task's: aborting it (a node stopping) closes every one of them.
     let mut connections = tokio::task::JoinSet::new();
@@ -377,10 +390,11 @@ async fn serve(listener: TcpListener, net: Arc<Net>, fetch_wait: Duration) {
             }
         };
         let net = net.clone();
+        let apis = apis.clone();
         connections.spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            if let Err(e) = connection(stream, net, fetch_wait).await {
+            if let Err(e) = connection(stream, net, fetch_wait, apis).await {
                 tracing::debug!(error = %e, "controller listener: connection closed");
             }
         });
@@ -396,6 +410,12 @@ fn versions() -> Vec<avr::ApiVersion> {
         (ApiKey::BeginQuorumEpoch, 0, qwire::BEGIN_QUORUM_EPOCH_VERSION),
         (ApiKey::EndQuorumEpoch, 0, qwire::END_QUORUM_EPOCH_VERSION),
         (ApiKey::FetchSnapshot, 0, qwire::FETCH_SNAPSHOT_VERSION),
+        (
+            ApiKey::BrokerRegistration,
+            ApiKey::BrokerRegistration.versions().0,
+            ApiKey::BrokerRegistration.versions().1,
+        ),
+        (ApiKey::DescribeQuorum, 0, 2),
     ]
     .into_iter()
     .map(|(k, min, max)| avr::ApiVersion {
@@ -406,7 +426,12 @@ fn versions() -> Vec<avr::ApiVersion> {
     .collect()
 }
 
-async fn connection(mut stream: TcpStream, net: Arc<Net>, fetch_wait: Duration) -> Result<(), String> {
+async fn connection(
+    mut stream: TcpStream,
+    net: Arc<Net>,
+    fetch_wait: Duration,
+    apis: Option<Arc<dyn ControllerApis>>,
+) -> Result<(), String> {
     loop {
         let mut frame = read_frame(&mut stream, REQUEST_BYTES_MAX).await?;
         let header = wire::frame::decode_request_header(&mut frame).map_err(|e| e.to_string())?;
@@ -439,6 +464,26 @@ async fn connection(mut stream: TcpStream, net: Arc<Net>, fetch_wait: Duration) 
             return Err(format!("{key:?} v{version} is not served on the controller listener"));
         }
         let body = RequestBody::decode(key, &mut frame, version).map_err(|e| e.to_string())?;
+        if let RequestBody::BrokerRegistration(r) = body {
+            let Some(apis) = apis.clone() else {
+                return Err("BrokerRegistration on a listener without a controller".into());
+            };
+            let answer = tokio::task::spawn_blocking(move || apis.broker_registration(r))
+                .await
+                .map_err(|e| e.to_string())?;
+            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        if let RequestBody::DescribeQuorum(r) = body {
+            let Some(apis) = apis.clone() else {
+                return Err("DescribeQuorum on a listener without a controller".into());
+            };
+            let answer = apis.describe_quorum(r);
+            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
         let request = match body {
             RequestBody::Vote(r) => Request::Vote(r),
             RequestBody::BeginQuorumEpoch(r) => Request::BeginQuorumEpoch(r),
@@ -531,4 +576,74 @@ fn timed_out(out: &mut BytesMut, cid: i32, key: ApiKey, version: i16) -> Result<
             },
         ),
     }
+}
+
+/// Sends one request to `addr` on a connection of its own and returns the answer's body
+/// (a broker registering with the active controller, and the like).
+pub async fn call<B: wire::codec::Encode>(
+    addr: &str,
+    key: ApiKey,
+    version: i16,
+    body: &B,
+    timeout: Duration,
+) -> Result<ResponseBody, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let header = RequestHeader {
+            request_api_key: key as i16,
+            request_api_version: version,
+            correlation_id: 1,
+            client_id: Some(CLIENT_ID.into()),
+        };
+        let mut out = BytesMut::new();
+        wire::frame::encode_request(&mut out, &header, body).map_err(|e| e.to_string())?;
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut frame = read_frame(&mut stream, RESPONSE_BYTES_MAX).await?;
+        wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
+        ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr} in {timeout:?}"))?
+}
+
+/// [`call`] on the calling thread, with std's sockets (for a handler running off the async
+/// workers).
+pub fn call_blocking<B: wire::codec::Encode>(
+    addr: &str,
+    key: ApiKey,
+    version: i16,
+    body: &B,
+    timeout: Duration,
+) -> Result<ResponseBody, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let header = RequestHeader {
+        request_api_key: key as i16,
+        request_api_version: version,
+        correlation_id: 1,
+        client_id: Some(CLIENT_ID.into()),
+    };
+    let mut out = BytesMut::new();
+    wire::frame::encode_request(&mut out, &header, body).map_err(|e| e.to_string())?;
+    stream.write_all(&out).map_err(|e| e.to_string())?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).map_err(|e| e.to_string())?;
+    let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| "a negative frame size".to_string())?;
+    if size > RESPONSE_BYTES_MAX {
+        return Err(format!("a frame of {size} bytes"));
+    }
+    let mut buf = vec![0u8; size];
+    stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let mut frame = Bytes::from(buf);
+    wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
+    ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())
 }

@@ -1,0 +1,203 @@
+"""Three combined sluice nodes on loopback, started as a user would start a cluster (the same
+binary, `controller.quorum.voters` and a CONTROLLER listener each), driven by real clients:
+the nodes form one metadata quorum, every node answers for the whole cluster, a topic created
+through the active controller is served by the broker that holds it to clients bootstrapped
+anywhere, a SIGKILLed controller is replaced and topic creation works again, and a node that
+comes back (or a whole cluster restarted) keeps every topic.
+
+Not yet (issue 19's next steps): brokers other than the active controller forward clients'
+admin requests (today the clients send them to the controller Metadata names, which is where
+Kafka's admin clients send them anyway), consumer groups on brokers other than the active
+controller, fencing of a dead broker's partitions."""
+
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import BINARY, free_port
+
+
+class Node:
+    def __init__(self, root, node_id, voters, controller_port):
+        self.node_id = node_id
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.controller_port = controller_port
+        self.voters = voters
+        self.data_dir = root / f"node-{node_id}"
+        self.log_path = root / f"node-{node_id}.log"
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def launch(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(BINARY),
+                "server",
+                "--listeners",
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                "--admin-listeners",
+                f"127.0.0.1:{self.admin_port}",
+                "--data-dir",
+                str(self.data_dir),
+                "--set",
+                f"node.id={self.node_id}",
+                "--set",
+                f"controller.quorum.voters={self.voters}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_serving(self, timeout=60.0):
+        """Up once its client port answers: the node has caught up with the quorum and is
+        registered (it listens only then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.node_id} exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node {self.node_id} did not serve within {timeout}s:\n{self.logs()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self.log.close()
+        return code
+
+    def logs(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    ports = {i: free_port() for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ports.items())
+    nodes = {i: Node(tmp_path, i, voters, ports[i]) for i in ports}
+    # All at once, as a cluster's nodes start in any order: none serves before a majority is up.
+    for n in nodes.values():
+        n.launch()
+    for n in nodes.values():
+        n.wait_serving()
+    yield nodes
+    for n in nodes.values():
+        n.stop(signal.SIGKILL)
+
+
+def until(what, timeout, f):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            got = f()
+            if got:
+                return got
+        except Exception as e:  # a client error while the cluster moves: try again
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+
+
+def cluster_view(bootstrap):
+    """(controller id, broker ids, {topic: [partition leaders]}) as this node answers."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    md = admin.list_topics(timeout=10)
+    topics = {name: sorted(p.leader for p in t.partitions.values()) for name, t in md.topics.items()}
+    return md.controller_id, sorted(md.brokers), topics
+
+
+def create(bootstraps, name, partitions):
+    admin = AdminClient({"bootstrap.servers": bootstraps})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(15)
+
+
+def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster):
+    everyone = ",".join(n.bootstrap for n in cluster.values())
+    # One controller, three brokers, the same answer from every node.
+    views = {i: cluster_view(n.bootstrap) for i, n in cluster.items()}
+    controller = views[1][0]
+    assert controller in (1, 2, 3), views
+    for i, (c, brokers, _) in views.items():
+        assert (c, brokers) == (controller, [1, 2, 3]), (i, views)
+
+    # kafka-python's describe-quorum, at the controller: three voters, every one caught up.
+    from kafka import KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=cluster[controller].bootstrap)
+    try:
+        q = a.describe_metadata_quorum()
+    finally:
+        a.close()
+    (p,) = q["topics"][0]["partitions"]
+    assert p["leader_id"] == controller
+    assert sorted(v["replica_id"] for v in p["current_voters"]) == [1, 2, 3]
+    assert all(v["log_end_offset"] == p["high_watermark"] for v in p["current_voters"]), p
+
+    # A topic created through the admin client lives on the controller; every node names it.
+    create(everyone, "orders", 3)
+    for n in cluster.values():
+        until(f"node {n.node_id} to know orders", 10, lambda: cluster_view(n.bootstrap)[2].get("orders") == [controller] * 3)
+
+    # Produced and consumed by clients bootstrapped at a node that does not hold it.
+    other = next(n for i, n in cluster.items() if i != controller)
+    p = Producer({"bootstrap.servers": other.bootstrap, "acks": "all"})
+    for i in range(100):
+        p.produce("orders", value=b"v%d" % i, partition=i % 3)
+    assert p.flush(20) == 0
+    c = Consumer({"bootstrap.servers": other.bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    c.assign([TopicPartition("orders", i, 0) for i in range(3)])
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 100 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    c.close()
+    assert sorted(got) == sorted(b"v%d" % i for i in range(100))
+
+    # The controller dies: the others elect one of themselves, and creation works again.
+    cluster[controller].stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    live = [n for i, n in cluster.items() if i != controller]
+    live_bootstrap = ",".join(n.bootstrap for n in live)
+    new = until("a new controller", 30, lambda: (lambda c: c if c not in (-1, controller) else None)(cluster_view(live[0].bootstrap)[0]))
+    print(f"a new controller, node {new}, named {time.monotonic() - killed_at:.2f}s after the kill")
+    until("a topic created after the controller's death", 30, lambda: create(live_bootstrap, "after-kill", 2) or True)
+    assert cluster_view(live[1].bootstrap)[2].get("after-kill") == [new, new]
+
+    # The dead node comes back and catches up.
+    cluster[controller].launch().wait_serving()
+    until("the returning node to know after-kill", 15, lambda: "after-kill" in cluster_view(cluster[controller].bootstrap)[2])
+
+    # Every node restarted: all metadata is kept.
+    for n in cluster.values():
+        assert n.stop() == 0, n.logs()
+    for n in cluster.values():
+        n.launch()
+    for n in cluster.values():
+        n.wait_serving()
+    for n in cluster.values():
+        _, brokers, topics = cluster_view(n.bootstrap)
+        assert brokers == [1, 2, 3]
+        assert topics.get("orders") == [controller] * 3 and topics.get("after-kill") == [new, new], topics
+    for n in cluster.values():
+        assert "panicked" not in n.logs(), n.logs()
