@@ -7,8 +7,9 @@ comes back (or a whole cluster restarted) keeps every topic.
 
 Not yet (issue 19's next steps): brokers other than the active controller forward clients'
 admin requests (today the clients send them to the controller Metadata names, which is where
-Kafka's admin clients send them anyway), consumer groups on brokers other than the active
-controller, fencing of a dead broker's partitions."""
+Kafka's admin clients send them anyway); partitions placed over every broker (each topic
+lives where it was created, on the controller of the time); fencing of a dead broker's
+partitions; kafkajs against a cluster."""
 
 import signal
 import socket
@@ -173,6 +174,43 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
             got.append(m.value())
     c.close()
     assert sorted(got) == sorted(b"v%d" % i for i in range(100))
+
+    # A consumer group, its members bootstrapped at a node that does not coordinate it: they
+    # find the coordinator, share the partitions, read everything and commit.
+    members = [
+        Consumer(
+            {
+                "bootstrap.servers": other.bootstrap,
+                "group.id": "readers",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        for _ in range(2)
+    ]
+    for m in members:
+        m.subscribe(["orders"])
+    read = []
+    deadline = time.monotonic() + 30
+    while len(read) < 100 and time.monotonic() < deadline:
+        for m in members:
+            msg = m.poll(0.2)
+            if msg is not None and msg.error() is None:
+                read.append(msg.value())
+    assert sorted(read) == sorted(b"v%d" % i for i in range(100)), len(read)
+    for m in members:
+        m.commit(asynchronous=False)
+    committed = members[0].committed([TopicPartition("orders", i) for i in range(3)], timeout=10)
+    for m in members:
+        m.close()
+    assert sum(tp.offset for tp in committed if tp.offset >= 0) == 100, committed
+
+    # kcat, bootstrapped at yet another node, sees the same cluster.
+    third = next(n for i, n in cluster.items() if i not in (controller, other.node_id))
+    listing = subprocess.run(["kcat", "-b", third.bootstrap, "-L", "-t", "orders"], capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    assert " 3 brokers:" in listing.stdout and "(controller)" in listing.stdout, listing.stdout
+    assert listing.stdout.count(f"leader {controller},") == 3, listing.stdout
 
     # The controller dies: the others elect one of themselves, and creation works again.
     cluster[controller].stop(signal.SIGKILL)

@@ -522,6 +522,15 @@ impl Coordinator {
         if let Some(s) = self.shards.get() {
             return Ok(s);
         }
+        // In a cluster, the topic is the active controller's to create, and the groups are
+        // coordinated where it lives (every partition has one replica, for now: issue 20):
+        // elsewhere, NOT_COORDINATOR sends the client back to FindCoordinator.
+        let metadata = topics.metadata();
+        let me = metadata.settings().node_id;
+        let hosted = topics.get(CONSUMER_OFFSETS).is_some();
+        if !hosted && (metadata.image().topic(CONSUMER_OFFSETS).is_some() || metadata.leader() != Some(me)) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let overrides = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             (

@@ -32,6 +32,23 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
                 ..Default::default()
             };
             let outcome = match req.key_type {
+                // Groups, in a cluster: the broker that holds the group's `__consumer_offsets`
+                // partition, or the active controller, which creates the topic on first use.
+                0 if !broker.config.quorum.is_alone(broker.config.node_id) => {
+                    let found = group_coordinator(broker, &c.key);
+                    match found {
+                        Some(b) => {
+                            c.node_id = b.id;
+                            c.host = b.host;
+                            c.port = i32::from(b.port);
+                        }
+                        None => {
+                            c.error_code = ErrorCode::CoordinatorNotAvailable as i16;
+                            c.error_message = Some("no coordinator is known yet".into());
+                        }
+                    }
+                    return c;
+                }
                 // Groups: the coordinator needs `__consumer_offsets`, made on first use.
                 0 => broker.groups.ready(&broker.topics),
                 // Transactions: InitProducerId refuses transactional ids with a clear error;
@@ -82,6 +99,25 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
         port: c.port,
         ..Default::default()
     }
+}
+
+/// The live broker that coordinates `group` in a cluster: the leader of its
+/// `__consumer_offsets` partition, or, before the topic exists, the active controller (which
+/// creates it on the group's first request). This node loads its groups first when it is the
+/// one.
+fn group_coordinator(broker: &Broker, group: &str) -> Option<super::LiveBroker> {
+    let image = broker.metadata.image();
+    let id = match image.topic(crate::topics::CONSUMER_OFFSETS) {
+        Some(t) => {
+            let p = crate::group::coordinator::partition_for(group, t.partition_count() as i32);
+            t.partition(p)?.leader
+        }
+        None => broker.metadata.leader()?,
+    };
+    if id == broker.config.node_id && broker.groups.ready(&broker.topics).is_err() {
+        return None;
+    }
+    super::live_brokers(broker).into_iter().find(|b| b.id == id)
 }
 
 /// A fresh member id in Kafka's form: the client (or instance) id, a dash, a random UUID
