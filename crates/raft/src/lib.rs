@@ -52,7 +52,8 @@ pub struct Config {
     /// election may take.
     pub election_timeout_ms: u64,
     /// `controller.quorum.fetch.timeout.ms` (2000): a follower that has not heard from its
-    /// leader for this long starts an election; a leader that has not heard from a majority
+    /// leader for this long (plus a random share of up to half the election timeout) starts
+    /// an election; a leader that has not heard from a majority
     /// for 1.5 times this long resigns.
     pub fetch_timeout_ms: u64,
     /// `controller.quorum.election.backoff.max.ms` (1000): the longest random wait after a
@@ -337,6 +338,11 @@ enum Role {
         leader: NodeId,
         /// When the fetch timeout last started over: on following, and on every answer.
         last_success: u64,
+        /// How long without an answer before looking for another leader: the fetch timeout
+        /// plus a random share of up to half the election timeout, drawn on following, so
+        /// that the followers of a leader that dies rarely stand at the same moment (two
+        /// prospectives grant each other, then split the vote and wait out an election).
+        patience: u64,
         /// When the leader itself was last heard from (an answer to a fetch, or its
         /// BeginQuorumEpoch); `None` since following it on another's word. Pre-votes are
         /// refused only while this is recent: following a leader again after a lost
@@ -491,9 +497,12 @@ impl<B: Clone> Raft<B> {
                 parked.min(l.begin_retry_at).min(check)
             }
             Role::Follower {
-                last_success, fetch, ..
+                last_success,
+                patience,
+                fetch,
+                ..
             } => {
-                let timeout = last_success + self.config.fetch_timeout_ms;
+                let timeout = last_success + patience;
                 let resend = fetch.map_or(self.now, |(_, sent)| sent + self.config.request_timeout_ms);
                 timeout.min(resend)
             }
@@ -649,9 +658,11 @@ impl<B: Clone> Raft<B> {
             voted_for,
             leader: Some(leader),
         });
+        let patience = self.config.fetch_timeout_ms + self.rng.upto(self.config.election_timeout_ms / 2);
         self.role = Role::Follower {
             leader,
             last_success: self.now,
+            patience,
             heard: None,
             fetch: None,
             snapshot: None,
@@ -793,9 +804,12 @@ impl<B: Clone> Raft<B> {
                 }
             }
             Role::Follower {
-                last_success, fetch, ..
+                last_success,
+                patience,
+                fetch,
+                ..
             } => {
-                if now >= *last_success + self.config.fetch_timeout_ms {
+                if now >= *last_success + *patience {
                     // The leader is gone (or cut off): voters look for a new one.
                     if voter {
                         self.become_prospective();
