@@ -1,13 +1,10 @@
-//! DescribeQuorum: the KRaft metadata quorum, as a Kafka 4 node running alone in combined mode
-//! (broker and controller in one process) describes it: this node is the only voter and the
-//! leader of `__cluster_metadata` partition 0, with no observers.
-//!
-//! The numbers are the local metadata log's (`crate::metadata_log`): its epoch, and its end
-//! offset as both the voter's log end and the high watermark (a quorum of one commits what it
-//! has written and fsynced); no directory id (Kafka's `ZERO_UUID`, a voter without one). The
-//! replicated quorum (next issue) reports its own state here. Version 2 adds `nodes`: this node with
-//! its client listener, the only endpoint it has (a Kafka controller would list its controller
-//! listener).
+//! DescribeQuorum: the KRaft metadata quorum as its leader's core describes it (`answer`):
+//! leader, epoch, high watermark, and each voter's and observer's log end and last fetch
+//! (wall-clock times, from the core's monotonic ones); no directory ids (Kafka's `ZERO_UUID`,
+//! voters without one). A node alone is the only voter and the leader. A node that does not
+//! lead forwards the request to the leader's controller listener, as Kafka's brokers forward
+//! it to the active controller; if that fails, it answers NOT_LEADER_OR_FOLLOWER with the
+//! leader it knows. Version 2 adds `nodes`: the answering node with its client listener.
 //!
 //! A request for any other topic or partition, or for more than exactly that one partition,
 //! gets `UNKNOWN_TOPIC_OR_PARTITION` on each partition asked for (Kafka's
