@@ -11,6 +11,7 @@ Kafka's admin clients send them anyway); partitions placed over every broker (ea
 lives where it was created, on the controller of the time); fencing of a dead broker's
 partitions; kafkajs against a cluster."""
 
+import json
 import signal
 import socket
 import subprocess
@@ -212,6 +213,18 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     assert " 3 brokers:" in listing.stdout and "(controller)" in listing.stdout, listing.stdout
     assert listing.stdout.count(f"leader {controller},") == 3, listing.stdout
 
+    # `sluice cluster describe` from a node that does not lead the quorum (it forwards
+    # DescribeQuorum to the controller).
+    out = subprocess.run(
+        [str(BINARY), "cluster", "describe", "-b", other.bootstrap, "-o", "json"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    described = json.loads(out.stdout)
+    assert described["controller"] == controller and [b["id"] for b in described["brokers"]] == [1, 2, 3]
+    quorum = described["quorum"]
+    assert quorum["leader"] == controller and sorted(v["id"] for v in quorum["voters"]) == [1, 2, 3], quorum
+    assert all(v["lag"] == 0 for v in quorum["voters"]), quorum
+
     # The controller dies: the others elect one of themselves, and creation works again.
     cluster[controller].stop(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -239,3 +252,44 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
         assert topics.get("orders") == [controller] * 3 and topics.get("after-kill") == [new, new], topics
     for n in cluster.values():
         assert "panicked" not in n.logs(), n.logs()
+
+
+def ports_free(ports):
+    held = []
+    try:
+        for p in ports:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p))
+            held.append(s)
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_cluster_dev_starts_three_nodes_prints_the_bootstrap_and_stops_them_on_ctrl_c(tmp_path):
+    base = next(
+        b for b in (free_port() for _ in range(50)) if b < 65000 and ports_free([b + o + i for o in (0, 100, 200) for i in range(3)])
+    )
+    dev = subprocess.Popen(
+        [str(BINARY), "cluster", "dev", "--port", str(base), "--dir", str(tmp_path / "dev")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        bootstrap = dev.stdout.readline().strip()
+        assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), (bootstrap, dev.stderr.read())
+        md = until("the dev cluster's three brokers", 30, lambda: (lambda m: m if len(m.brokers) == 3 else None)(
+            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5)))
+        assert md.controller_id in (1, 2, 3)
+    finally:
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=30) == 0
+    # Every node stopped cleanly with it.
+    for i in (1, 2, 3):
+        log = (tmp_path / "dev" / f"node-{i}.log").read_text()
+        assert "sluice broker stopped" in log, log

@@ -127,6 +127,26 @@ pub struct PartitionLag {
     pub member: Option<String>,
 }
 
+/// The metadata quorum as its leader describes it (DescribeQuorum).
+#[derive(Debug, Clone)]
+pub struct QuorumDescription {
+    pub leader: i32,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<QuorumReplica>,
+    pub observers: Vec<QuorumReplica>,
+}
+
+/// One voter or observer: its log end, and when it last fetched and was caught up (wall
+/// milliseconds; -1 never).
+#[derive(Debug, Clone)]
+pub struct QuorumReplica {
+    pub id: i32,
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
     pub cluster_id: Option<String>,
@@ -473,6 +493,40 @@ impl Admin {
             cluster_id: self.client.cluster_id(),
             controller: self.client.controller(),
             brokers: self.client.brokers(),
+        })
+    }
+
+    /// The metadata quorum (`__cluster_metadata` partition 0), from whichever broker answers
+    /// (a broker asks the active controller).
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        use wire::messages::describe_quorum_request::{PartitionData, TopicData};
+        let req = DescribeQuorumRequest {
+            topics: vec![TopicData {
+                topic_name: "__cluster_metadata".into(),
+                partitions: vec![PartitionData { partition_index: 0 }],
+            }],
+        };
+        let resp = self.client.send_any(&req).await?;
+        Error::check(resp.error_code, || "the metadata quorum".to_string(), None)?;
+        let p = resp
+            .topics
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .ok_or_else(|| Error::Invalid("DescribeQuorum answered without __cluster_metadata-0".into()))?;
+        Error::check(p.error_code, || "the metadata quorum".to_string(), None)?;
+        let replica = |r: wire::messages::describe_quorum_response::ReplicaState| QuorumReplica {
+            id: r.replica_id,
+            log_end_offset: r.log_end_offset,
+            last_fetch_ms: r.last_fetch_timestamp,
+            last_caught_up_ms: r.last_caught_up_timestamp,
+        };
+        Ok(QuorumDescription {
+            leader: p.leader_id,
+            epoch: p.leader_epoch,
+            high_watermark: p.high_watermark,
+            voters: p.current_voters.into_iter().map(replica).collect(),
+            observers: p.observers.into_iter().map(replica).collect(),
         })
     }
 

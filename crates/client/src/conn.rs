@@ -64,6 +64,7 @@ requests! {
     IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, 1;
     CreatePartitionsRequest => CreatePartitionsResponse, 3;
     DescribeClusterRequest => DescribeClusterResponse, 1;
+    DescribeQuorumRequest => DescribeQuorumResponse, 1;
 }
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
