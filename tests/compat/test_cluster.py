@@ -26,6 +26,7 @@ from conftest import BINARY, free_port
 
 class Node:
     def __init__(self, root, node_id, voters, controller_port):
+        """`controller_port` None: a broker-only node (an observer of the quorum)."""
         self.node_id = node_id
         self.port = free_port()
         self.admin_port = free_port()
@@ -41,12 +42,17 @@ class Node:
 
     def launch(self):
         self.log = open(self.log_path, "ab")
+        if self.controller_port is None:
+            listeners, roles = f"PLAINTEXT://127.0.0.1:{self.port}", ["--set", "process.roles=broker"]
+        else:
+            listeners, roles = f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}", []
         self.proc = subprocess.Popen(
             [
                 str(BINARY),
                 "server",
+                *roles,
                 "--listeners",
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                listeners,
                 "--admin-listeners",
                 f"127.0.0.1:{self.admin_port}",
                 "--data-dir",
@@ -252,6 +258,23 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
         assert topics.get("orders") == [controller] * 3 and topics.get("after-kill") == [new, new], topics
     for n in cluster.values():
         assert "panicked" not in n.logs(), n.logs()
+
+
+def test_a_broker_only_node_follows_the_quorum_as_an_observer(cluster, tmp_path):
+    voters = cluster[1].voters
+    observer = Node(tmp_path, 4, voters, None).launch()
+    try:
+        observer.wait_serving()
+        out = subprocess.run(
+            [str(BINARY), "cluster", "describe", "-b", observer.bootstrap, "-o", "json"], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        d = json.loads(out.stdout)
+        assert [b["id"] for b in d["brokers"]] == [1, 2, 3, 4]
+        assert sorted(v["id"] for v in d["quorum"]["voters"]) == [1, 2, 3]
+        assert [o["id"] for o in d["quorum"]["observers"]] == [4], d["quorum"]
+    finally:
+        assert observer.stop() == 0, observer.logs()
 
 
 def ports_free(ports):

@@ -161,6 +161,7 @@ pub async fn register(
     metadata: &Arc<MetadataLog>,
     voters: &VoterAddresses,
     cluster_id: &str,
+    clock: &Arc<dyn crate::clock::Clock>,
     request: BrokerRegistrationRequest,
 ) -> Result<i64, String> {
     let (lo, hi) = ApiKey::BrokerRegistration.versions();
@@ -172,7 +173,7 @@ pub async fn register(
             let c = Controller {
                 metadata: metadata.clone(),
                 cluster_id: cluster_id.to_string(),
-                clock: Arc::new(crate::clock::SystemClock::new()),
+                clock: clock.clone(),
             };
             let r = request.clone();
             let answer = tokio::task::spawn_blocking(move || c.broker_registration(r))

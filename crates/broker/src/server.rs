@@ -384,10 +384,15 @@ impl Server {
             // that reaches this broker finds it in the metadata.
             let request =
                 crate::controller::registration_request(&config, &opened.cluster_id, wire::Uuid(random.bytes16()));
-            let epoch =
-                crate::controller::register(&opened.metadata, &config.quorum.voters, &opened.cluster_id, request)
-                    .await
-                    .map_err(StartError::Topics)?;
+            let epoch = crate::controller::register(
+                &opened.metadata,
+                &config.quorum.voters,
+                &opened.cluster_id,
+                &clock,
+                request,
+            )
+            .await
+            .map_err(StartError::Topics)?;
             info!(broker_epoch = epoch, "registered with the active controller");
         }
         let broker = assemble(config, opened, clock, random, Some(real_fs))?;
