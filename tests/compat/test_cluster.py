@@ -182,6 +182,26 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     c.close()
     assert sorted(got) == sorted(b"v%d" % i for i in range(100))
 
+    # Producer ids come in blocks from the active controller, so they never repeat across
+    # brokers: InitProducerId at every node, twice each.
+    import kafka_raw as raw
+
+    ids = []
+    for n in cluster.values():
+        s = raw.connect(n.port)
+        for k in range(2):
+            err, pid, _epoch = raw.init_producer_id_v0(s, correlation_id=k + 1)
+            assert err == 0, (n.node_id, err)
+            ids.append(pid)
+        s.close()
+    assert len(set(ids)) == len(ids), ids
+    # And idempotent producers bootstrapped at each node deliver.
+    for n in cluster.values():
+        p = Producer({"bootstrap.servers": n.bootstrap, "enable.idempotence": True, "message.timeout.ms": 15000})
+        failed = []
+        p.produce("orders", value=b"idempotent", partition=0, on_delivery=lambda e, m: e and failed.append(e))
+        assert p.flush(20) == 0 and failed == [], (n.node_id, failed)
+
     # A consumer group, its members bootstrapped at a node that does not coordinate it: they
     # find the coordinator, share the partitions, read everything and commit.
     members = [
@@ -199,18 +219,18 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
         m.subscribe(["orders"])
     read = []
     deadline = time.monotonic() + 30
-    while len(read) < 100 and time.monotonic() < deadline:
+    while len(read) < 103 and time.monotonic() < deadline:
         for m in members:
             msg = m.poll(0.2)
             if msg is not None and msg.error() is None:
                 read.append(msg.value())
-    assert sorted(read) == sorted(b"v%d" % i for i in range(100)), len(read)
+    assert sorted(read) == sorted([b"v%d" % i for i in range(100)] + [b"idempotent"] * 3), len(read)
     for m in members:
         m.commit(asynchronous=False)
     committed = members[0].committed([TopicPartition("orders", i) for i in range(3)], timeout=10)
     for m in members:
         m.close()
-    assert sum(tp.offset for tp in committed if tp.offset >= 0) == 100, committed
+    assert sum(tp.offset for tp in committed if tp.offset >= 0) == 103, committed
 
     # kcat, bootstrapped at yet another node, sees the same cluster.
     third = next(n for i, n in cluster.items() if i not in (controller, other.node_id))

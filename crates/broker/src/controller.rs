@@ -49,6 +49,30 @@ pub fn registration_record(
     })
 }
 
+/// Commits the next block of producer ids for `broker_id` (ProducerIdsRecord): where the
+/// image's last block ended, `producers::ID_BLOCK` long. A block another allocation committed
+/// meanwhile makes the record contradict the image: tried again from the new end.
+pub fn allocate_producer_ids(metadata: &MetadataLog, broker_id: i32) -> Result<(i64, i32), CommitError> {
+    let len = crate::producers::ID_BLOCK;
+    for _ in 0..3 {
+        let start = metadata.image().next_producer_id;
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| CommitError::Refused("producer ids are exhausted".into()))?;
+        let record = MetadataRecord::ProducerIdsRecord(wire::kafka_records::metadata::ProducerIdsRecord {
+            broker_id,
+            broker_epoch: -1,
+            next_producer_id: end,
+        });
+        match metadata.commit_now(vec![record]) {
+            Ok(_) => return Ok((start, len as i32)),
+            Err(CommitError::Refused(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CommitError::Refused("producer-id blocks kept racing; try again".into()))
+}
+
 /// The active controller's answers on the controller listener.
 pub struct Controller {
     pub metadata: Arc<MetadataLog>,
@@ -57,6 +81,35 @@ pub struct Controller {
 }
 
 impl ControllerApis for Controller {
+    fn allocate_producer_ids(
+        &self,
+        r: wire::messages::AllocateProducerIdsRequest,
+    ) -> wire::messages::AllocateProducerIdsResponse {
+        let refuse = |code: ErrorCode| wire::messages::AllocateProducerIdsResponse {
+            error_code: code.code(),
+            producer_id_start: -1,
+            producer_id_len: 0,
+            ..Default::default()
+        };
+        if !self.metadata.image().brokers.contains_key(&r.broker_id) {
+            return refuse(ErrorCode::BrokerIdNotRegistered);
+        }
+        match allocate_producer_ids(&self.metadata, r.broker_id) {
+            Ok((start, len)) => wire::messages::AllocateProducerIdsResponse {
+                error_code: 0,
+                producer_id_start: start,
+                producer_id_len: len,
+                ..Default::default()
+            },
+            Err(CommitError::NotController { .. }) => refuse(ErrorCode::NotController),
+            Err(CommitError::Timeout) => refuse(ErrorCode::RequestTimedOut),
+            Err(e) => {
+                tracing::warn!(broker = r.broker_id, error = %e, "cannot allocate producer ids");
+                refuse(ErrorCode::UnknownServerError)
+            }
+        }
+    }
+
     fn describe_quorum(
         &self,
         _request: wire::messages::DescribeQuorumRequest,

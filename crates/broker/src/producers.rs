@@ -194,6 +194,7 @@ impl ProducerStates {
 pub struct ProducerIds {
     metadata: Arc<MetadataLog>,
     node_id: i32,
+    voters: std::collections::BTreeMap<i32, String>,
     /// (next id to hand out, end of the block committed)
     state: Mutex<(i64, i64)>,
 }
@@ -202,37 +203,68 @@ pub struct ProducerIds {
 pub(crate) const ID_BLOCK: i64 = 1000;
 
 impl ProducerIds {
-    /// Ids below the last block committed may have been handed out before a crash: the first
-    /// id is the end of that block.
-    pub fn open(metadata: Arc<MetadataLog>, node_id: i32) -> ProducerIds {
-        let next = metadata.image().next_producer_id;
+    /// Ids below the last block committed may have been handed out before a crash: each
+    /// block starts where the image's last one ended. `voters`: where to ask the active
+    /// controller for a block when this node does not lead the quorum.
+    pub fn open(
+        metadata: Arc<MetadataLog>,
+        node_id: i32,
+        voters: std::collections::BTreeMap<i32, String>,
+    ) -> ProducerIds {
         ProducerIds {
             metadata,
             node_id,
-            state: Mutex::new((next, next)),
+            voters,
+            state: Mutex::new((0, 0)),
         }
     }
 
-    /// The next id (blocking when a new block must be committed: an fsync).
+    /// The next id. Blocking when a new block is needed: the active controller commits it
+    /// (an fsync and the quorum's round trip; asked over the controller listener when it is
+    /// another node), so ids never repeat across brokers.
     pub fn allocate(&self) -> Result<i64, String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.0 >= state.1 {
-            let end = state
-                .0
-                .checked_add(ID_BLOCK)
-                .ok_or_else(|| "producer ids are exhausted".to_string())?;
-            let record =
-                metadata::MetadataRecord::ProducerIdsRecord(wire::kafka_records::metadata::ProducerIdsRecord {
-                    broker_id: self.node_id,
-                    broker_epoch: -1,
-                    next_producer_id: end,
-                });
-            self.metadata.commit_now(vec![record]).map_err(|e| e.to_string())?;
-            state.1 = end;
+            *state = self.new_block()?;
         }
         let id = state.0;
         state.0 += 1;
         Ok(id)
+    }
+
+    /// A new block, (first id, end).
+    fn new_block(&self) -> Result<(i64, i64), String> {
+        let leader = self.metadata.leader().ok_or("no active controller is known yet")?;
+        if leader == self.node_id {
+            let (start, len) =
+                crate::controller::allocate_producer_ids(&self.metadata, self.node_id).map_err(|e| e.to_string())?;
+            return Ok((start, start + i64::from(len)));
+        }
+        let addr = self
+            .voters
+            .get(&leader)
+            .ok_or_else(|| format!("no address for the active controller, node {leader}"))?;
+        let epoch = self.metadata.image().brokers.get(&self.node_id).map_or(-1, |b| b.epoch);
+        let req = wire::messages::AllocateProducerIdsRequest {
+            broker_id: self.node_id,
+            broker_epoch: epoch,
+        };
+        match crate::quorum::net::call_blocking(
+            addr,
+            wire::messages::ApiKey::AllocateProducerIds,
+            0,
+            &req,
+            std::time::Duration::from_secs(10),
+        )? {
+            wire::messages::ResponseBody::AllocateProducerIds(r) if r.error_code == 0 && r.producer_id_len > 0 => {
+                Ok((r.producer_id_start, r.producer_id_start + i64::from(r.producer_id_len)))
+            }
+            wire::messages::ResponseBody::AllocateProducerIds(r) => Err(format!(
+                "the active controller (node {leader}) refused a producer-id block with error code {}",
+                r.error_code
+            )),
+            _ => Err("an answer of another kind".into()),
+        }
     }
 }
 
@@ -312,7 +344,7 @@ mod tests {
             let log = crate::metadata_log::MetadataLog::open(dir, fs.clone(), u64::MAX)
                 .unwrap()
                 .log;
-            ProducerIds::open(Arc::new(log), 1)
+            ProducerIds::open(Arc::new(log), 1, Default::default())
         };
         let a = open();
         let first: Vec<i64> = (0..3).map(|_| a.allocate().unwrap()).collect();

@@ -273,7 +273,8 @@ fn assemble(
         // In a cluster the node registered with the active controller before (`bind_with`).
         crate::upgrade::register_broker(&metadata, &config, &random).map_err(StartError::Topics)?;
     }
-    let producer_ids = crate::producers::ProducerIds::open(metadata.clone(), config.node_id);
+    let producer_ids =
+        crate::producers::ProducerIds::open(metadata.clone(), config.node_id, config.quorum.voters.clone());
     let groups = crate::group::coordinator::Coordinator::open(&topics, config.groups.clone(), clock.clone())
         .map_err(StartError::Topics)?;
     let response_memory = crate::response_memory::ResponseMemory::new(config.queued_response_bytes_max);

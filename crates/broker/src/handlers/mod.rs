@@ -323,7 +323,13 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             })
             .await
         }
-        RequestBody::InitProducerId(req) => respond(ctx, &init_producer_id::handle(broker, version, req)),
+        // May need a new block of ids: an fsync, or a round trip to the active controller.
+        RequestBody::InitProducerId(req) => {
+            off_async(ctx, OffAsync::Blocking, move |b| {
+                init_producer_id::handle(b, version, req)
+            })
+            .await
+        }
         // The first one creates (or loads) `__consumer_offsets`.
         RequestBody::FindCoordinator(req) if !broker.groups.loaded() => {
             off_async(ctx, OffAsync::Blocking, move |b| {

@@ -56,6 +56,11 @@ pub trait ControllerApis: Send + Sync {
         &self,
         request: wire::messages::BrokerRegistrationRequest,
     ) -> wire::messages::BrokerRegistrationResponse;
+    /// A block of producer ids for a broker (AllocateProducerIds), committed before the answer.
+    fn allocate_producer_ids(
+        &self,
+        request: wire::messages::AllocateProducerIdsRequest,
+    ) -> wire::messages::AllocateProducerIdsResponse;
     /// DescribeQuorum as the leader answers it (brokers forward theirs here).
     fn describe_quorum(&self, request: wire::messages::DescribeQuorumRequest)
         -> wire::messages::DescribeQuorumResponse;
@@ -416,6 +421,7 @@ fn versions() -> Vec<avr::ApiVersion> {
             ApiKey::BrokerRegistration.versions().1,
         ),
         (ApiKey::DescribeQuorum, 0, 2),
+        (ApiKey::AllocateProducerIds, 0, 0),
     ]
     .into_iter()
     .map(|(k, min, max)| avr::ApiVersion {
@@ -469,6 +475,17 @@ async fn connection(
                 return Err("BrokerRegistration on a listener without a controller".into());
             };
             let answer = tokio::task::spawn_blocking(move || apis.broker_registration(r))
+                .await
+                .map_err(|e| e.to_string())?;
+            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        if let RequestBody::AllocateProducerIds(r) = body {
+            let Some(apis) = apis.clone() else {
+                return Err("AllocateProducerIds on a listener without a controller".into());
+            };
+            let answer = tokio::task::spawn_blocking(move || apis.allocate_producer_ids(r))
                 .await
                 .map_err(|e| e.to_string())?;
             wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
