@@ -147,6 +147,19 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     for i, (c, brokers, _) in views.items():
         assert (c, brokers) == (controller, [1, 2, 3]), (i, views)
 
+    # Each node's /metrics: the quorum's leader and epoch, and which role it has.
+    import urllib.request
+
+    for i, n in cluster.items():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{n.admin_port}/metrics", timeout=10).read().decode()
+        values = dict(
+            line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("sluice_raft_")
+        )
+        assert float(values["sluice_raft_current_leader"]) == controller, (i, values)
+        role = "leader" if i == controller else "follower"
+        assert float(values[f'sluice_raft_current_state{{state="{role}"}}']) == 1, (i, values)
+        assert float(values["sluice_raft_high_watermark"]) > 0, values
+
     # kafka-python's describe-quorum, at the controller: three voters, every one caught up.
     from kafka import KafkaAdminClient
 

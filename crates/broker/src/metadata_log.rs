@@ -34,7 +34,7 @@ use bytes::Bytes;
 use metadata::{frame, snapshot, Changes, MetadataDelta, MetadataImage, MetadataRecord};
 use raft::{Action, BatchMeta, Fill, Input, LogView, Message, NodeId, Payload, QuorumState, Raft, SnapshotId};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 use storage::{Fs, Log, LogConfig};
@@ -214,6 +214,10 @@ pub struct MetadataLog {
     /// The quorum's leader as this node knows it (-1: none), read without the state lock
     /// (Metadata's controller id).
     leader: AtomicI32,
+    /// Changes committed by this node as leader, and the microseconds from proposal to
+    /// commit summed over them (the `raft_commit*` metrics).
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
     outbox: OnceLock<Arc<dyn Outbox>>,
 }
 
@@ -434,6 +438,8 @@ impl MetadataLog {
             snapshot_bytes,
             epoch: AtomicI32::new(0),
             leader: AtomicI32::new(-1),
+            commits: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
             clock,
             outbox: OnceLock::new(),
         };
@@ -571,6 +577,7 @@ impl MetadataLog {
         let batch = frame::batch(&records, now_ms).map_err(CommitError::Refused)?;
         let n = u32::try_from(records.len()).map_err(|_| CommitError::Refused("too many records".into()))?;
         let now = self.core_now();
+        let proposed = self.clock.now();
         let (meta, actions) = state
             .raft
             .propose(now, batch, n)
@@ -602,8 +609,19 @@ impl MetadataLog {
             }
             state = self.wait(state, deadline)?;
         }
+        let took = self.clock.elapsed(proposed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         let (_, changes) = delta.apply();
         Ok((self.image(), changes))
+    }
+
+    /// Changes committed here as leader, and the seconds from proposal to commit summed.
+    pub fn commit_stats(&self) -> (u64, f64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
     }
 
     /// Applies what is committed and not yet applied (an earlier try failed); an error if it

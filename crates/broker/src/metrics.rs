@@ -294,6 +294,70 @@ impl Collector for StateCollector {
             failed as f64,
         )?;
 
+        // The metadata quorum, as this node sees it (Kafka's raft-metrics: current-leader,
+        // current-epoch, high-watermark, log-end-offset, current-state, commit latency).
+        let (role, leader, hw, _) = broker.metadata.quorum();
+        let (_, log_end) = broker.metadata.offsets();
+        gauge(
+            &mut e,
+            "raft_current_leader",
+            "The metadata quorum's leader as this node knows it (-1: none)",
+            None,
+            f64::from(leader.unwrap_or(-1)),
+        )?;
+        gauge(
+            &mut e,
+            "raft_current_epoch",
+            "The metadata quorum's current epoch",
+            None,
+            f64::from(broker.metadata.leader_epoch()),
+        )?;
+        gauge(
+            &mut e,
+            "raft_high_watermark",
+            "The metadata log's committed end, as this node knows it",
+            None,
+            hw as f64,
+        )?;
+        gauge(
+            &mut e,
+            "raft_log_end_offset",
+            "The end of this node's metadata log",
+            None,
+            log_end as f64,
+        )?;
+        {
+            let mut family = e.encode_descriptor(
+                "raft_current_state",
+                "This node's role in the metadata quorum (1 for the current one)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, r) in [
+                ("leader", raft::RoleName::Leader),
+                ("follower", raft::RoleName::Follower),
+                ("candidate", raft::RoleName::Candidate),
+                ("prospective", raft::RoleName::Prospective),
+                ("unattached", raft::RoleName::Unattached),
+                ("resigned", raft::RoleName::Resigned),
+            ] {
+                ConstGauge::new(i64::from(role == r)).encode(family.encode_family(&[("state", name)])?)?;
+            }
+        }
+        let (commits, commit_seconds) = broker.metadata.commit_stats();
+        ConstCounter::new(commits).encode(e.encode_descriptor(
+            "raft_commits",
+            "Metadata changes this node committed as the active controller",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(commit_seconds).encode(e.encode_descriptor(
+            "raft_commit_latency",
+            "Time from proposing a metadata change to its commit, summed (divide by raft_commits for the mean)",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?)?;
+
         // Consumer groups: members, and lag per committed partition.
         // Group ids are any string a client picks: escaped here, since the encoder writes label
         // values as they are (a `"` or a newline would break the whole page). Series per group
