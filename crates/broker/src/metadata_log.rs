@@ -255,19 +255,17 @@ fn log_config() -> LogConfig {
     }
 }
 
-/// Replays the log's batches from `from` up to `to` (exclusive; batch boundaries) into
-/// `delta`, control batches stepped over. With `metas`, each batch's place is noted too.
-/// Returns where it stopped and the record bytes replayed.
-fn replay(
+/// Calls `f` with each whole batch of the log from `from` up to `to` (exclusive; batch
+/// boundaries), in order, and the offset it is read from (a batch may start below it: the
+/// first after a snapshot, or one an earlier read cut).
+fn for_each_batch(
     log: &Log,
     dir: &Path,
     from: i64,
     to: i64,
-    delta: &mut MetadataDelta,
-    mut metas: Option<&mut Vec<BatchMeta>>,
-) -> Result<(i64, u64), String> {
+    mut f: impl FnMut(&wire::records::RecordBatch, i64) -> Result<(), String>,
+) -> Result<(), String> {
     let mut offset = from;
-    let mut bytes_replayed = 0;
     while offset < to {
         let bytes = log
             .read(offset, 1 << 20)
@@ -278,40 +276,48 @@ fn replay(
         for batch in wire::records::RecordBatch::iter_all(bytes) {
             let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
             if batch.base_offset() >= to {
-                return Ok((offset, bytes_replayed));
+                return Ok(());
             }
-            let epoch = batch.partition_leader_epoch();
-            if let Some(m) = metas.as_deref_mut() {
-                if batch.base_offset() >= offset {
-                    m.push(BatchMeta {
-                        base_offset: batch.base_offset(),
-                        last_offset: batch.last_offset(),
-                        epoch,
-                    });
-                }
-            }
-            if batch.is_control() {
-                delta.skip(batch.last_offset(), epoch);
-            } else {
-                bytes_replayed += batch.size_bytes() as u64;
-            }
-            for (at, record) in frame::records_of(&batch)
-                .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?
-            {
-                if at < offset {
-                    continue;
-                }
-                delta.replay(at, epoch, &record).map_err(|e| {
-                    format!(
-                        "metadata log {} at offset {at}: {e}; the log does not describe one cluster state",
-                        dir.display()
-                    )
-                })?;
-            }
+            f(&batch, offset)?;
             offset = batch.last_offset() + 1;
         }
     }
-    Ok((offset, bytes_replayed))
+    Ok(())
+}
+
+/// A batch's place, for the quorum core.
+fn place(batch: &wire::records::RecordBatch) -> BatchMeta {
+    BatchMeta {
+        base_offset: batch.base_offset(),
+        last_offset: batch.last_offset(),
+        epoch: batch.partition_leader_epoch(),
+    }
+}
+
+/// Replays one batch into `delta` (its records from `offset` on; a control batch is stepped
+/// over). Returns the record bytes replayed.
+fn replay(
+    batch: &wire::records::RecordBatch,
+    offset: i64,
+    dir: &Path,
+    delta: &mut MetadataDelta,
+) -> Result<u64, String> {
+    let epoch = batch.partition_leader_epoch();
+    if batch.is_control() {
+        delta.skip(batch.last_offset(), epoch);
+        return Ok(0);
+    }
+    let records = frame::records_of(batch)
+        .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?;
+    for (at, record) in records.into_iter().filter(|(at, _)| *at >= offset) {
+        delta.replay(at, epoch, &record).map_err(|e| {
+            format!(
+                "metadata log {} at offset {at}: {e}; the log does not describe one cluster state",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(batch.size_bytes() as u64)
 }
 
 impl MetadataLog {
@@ -400,20 +406,25 @@ impl MetadataLog {
         // replayed into the image, else none is yet (the leader says how far it is committed).
         let mut metas: Vec<BatchMeta> = Vec::new();
         let mut delta = MetadataDelta::new(Arc::new(image));
-        let (_, replayed) = if settings.is_alone() {
-            replay(&log, &dir, from, end, &mut delta, Some(&mut metas))?
-        } else {
-            // Only the batches' places: their records wait for the high watermark.
-            batch_places(&log, &dir, from, end, &mut metas)?
-        };
-        let records_seen = snapshot_id.is_some() || replayed > 0;
+        let mut data_batches = 0;
+        let alone = settings.is_alone();
+        for_each_batch(&log, &dir, from, end, |batch, offset| {
+            if batch.base_offset() >= offset {
+                metas.push(place(batch));
+            }
+            data_batches += u64::from(!batch.is_control());
+            if alone {
+                replay(batch, offset, &dir, &mut delta)?;
+            }
+            Ok(())
+        })?;
+        let records_seen = snapshot_id.is_some() || data_batches > 0;
         let view = LogView::from_parts(snapshot_id, metas.iter().copied())
             .map_err(|e| format!("metadata log {}: {e}; restore it from a backup", dir.display()))?;
         let now = core_now(&*clock);
         let mut core = new_core(&settings, quorum_state, view, now);
         let actions = core.take_actions();
         let (image, _) = delta.apply();
-        let alone = settings.is_alone();
         let node_id = settings.node_id;
         let log = MetadataLog {
             dir: dir.clone(),
@@ -920,8 +931,13 @@ impl MetadataLog {
             return;
         }
         let mut delta = MetadataDelta::new(self.image());
-        match replay(&state.log, &self.dir, from, hw, &mut delta, None) {
-            Ok((_, bytes)) => {
+        let mut bytes = 0;
+        let replayed = for_each_batch(&state.log, &self.dir, from, hw, |batch, offset| {
+            bytes += replay(batch, offset, &self.dir, &mut delta)?;
+            Ok(())
+        });
+        match replayed {
+            Ok(()) => {
                 let (image, _changes) = delta.apply();
                 *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
                 state.bytes_since_snapshot += bytes;
@@ -982,36 +998,6 @@ impl MetadataLog {
         let s = self.lock();
         (s.log.log_start_offset(), s.log.log_end_offset())
     }
-}
-
-/// Notes the place of every batch from `from` to `end` in `metas`, without applying any.
-/// Returns where it stopped and how many hold metadata records.
-fn batch_places(log: &Log, dir: &Path, from: i64, end: i64, metas: &mut Vec<BatchMeta>) -> Result<(i64, u64), String> {
-    let mut offset = from;
-    let mut data = 0;
-    while offset < end {
-        let bytes = log
-            .read(offset, 1 << 20)
-            .map_err(|e| format!("cannot read the metadata log {} at offset {offset}: {e}", dir.display()))?;
-        if bytes.is_empty() {
-            break;
-        }
-        for batch in wire::records::RecordBatch::iter_all(bytes) {
-            let batch = batch.map_err(|e| format!("metadata log {} at offset {offset}: {e}", dir.display()))?;
-            if batch.base_offset() >= offset {
-                metas.push(BatchMeta {
-                    base_offset: batch.base_offset(),
-                    last_offset: batch.last_offset(),
-                    epoch: batch.partition_leader_epoch(),
-                });
-            }
-            if !batch.is_control() {
-                data += 1;
-            }
-            offset = batch.last_offset() + 1;
-        }
-    }
-    Ok((offset, data))
 }
 
 fn core_now(clock: &dyn crate::clock::Clock) -> u64 {

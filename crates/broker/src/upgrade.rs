@@ -289,23 +289,14 @@ pub fn register_broker(
     config: &crate::config::BrokerConfig,
     random: &crate::random::Random,
 ) -> Result<(), String> {
-    let end = log.end_offset();
     let l = &config.listener;
-    let record = MetadataRecord::RegisterBrokerRecord(RegisterBrokerRecord {
-        broker_id: config.node_id,
-        incarnation_id: Uuid(random.bytes16()),
-        broker_epoch: end,
-        end_points: vec![register_broker_record::BrokerEndpoint {
-            name: "PLAINTEXT".into(),
-            host: l.advertised_host.clone(),
-            port: l.advertised_port,
-            security_protocol: 0,
-        }],
-        rack: None,
-        fenced: false,
-        in_controlled_shutdown: false,
-        ..Default::default()
-    });
+    let record = crate::controller::registration_record(
+        config.node_id,
+        Uuid(random.bytes16()),
+        log.end_offset(),
+        vec![("PLAINTEXT".into(), l.advertised_host.clone(), l.advertised_port)],
+        None,
+    );
     log.commit_now(vec![record])
         .map(|_| ())
         .map_err(|e| format!("cannot register this broker in the metadata log: {e}"))

@@ -548,6 +548,14 @@ impl Sim {
             .collect()
     }
 
+    fn down(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raft.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn pick(&mut self, ids: &[NodeId]) -> Option<NodeId> {
         if ids.is_empty() {
             None
@@ -609,12 +617,7 @@ impl Sim {
                 }
             }
             88..=91 => {
-                let down: Vec<NodeId> = self
-                    .nodes
-                    .iter()
-                    .filter(|(_, n)| n.raft.is_none())
-                    .map(|(id, _)| *id)
-                    .collect();
+                let down = self.down();
                 if let Some(id) = self.pick(&down) {
                     self.start(id)?;
                 }
@@ -665,13 +668,7 @@ impl Sim {
         for n in self.nodes.values_mut() {
             n.crash_next = false;
         }
-        let down: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.raft.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in down {
+        for id in self.down() {
             self.start(id)?;
         }
         self.converge("after healing")?;

@@ -31,54 +31,38 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
                 port: -1,
                 ..Default::default()
             };
-            let outcome = match req.key_type {
-                // Groups, in a cluster: the broker that holds the group's `__consumer_offsets`
-                // partition, or the active controller, which creates the topic on first use.
-                0 if !broker.config.quorum.is_alone(broker.config.node_id) => {
-                    let found = group_coordinator(broker, &c.key);
-                    match found {
-                        Some(b) => {
-                            c.node_id = b.id;
-                            c.host = b.host;
-                            c.port = i32::from(b.port);
-                        }
-                        None => {
-                            c.error_code = ErrorCode::CoordinatorNotAvailable as i16;
-                            c.error_message = Some("no coordinator is known yet".into());
-                        }
-                    }
-                    return c;
-                }
-                // Groups: the coordinator needs `__consumer_offsets`, made on first use.
-                0 => broker.groups.ready(&broker.topics),
+            let coordinator = match req.key_type {
+                // Groups: the broker holding the group's `__consumer_offsets` partition.
+                0 => group_coordinator(broker, &c.key),
                 // Transactions: InitProducerId refuses transactional ids with a clear error;
                 // the coordinator lookup itself succeeds so clients get that far.
-                1 => Ok(()),
-                t => {
-                    c.error_code = ErrorCode::InvalidRequest as i16;
-                    c.error_message = Some(format!("unsupported coordinator key type {t}"));
-                    return c;
-                }
+                1 => Ok(broker.config.node_id),
+                t => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("unsupported coordinator key type {t}"),
+                )),
             };
-            match outcome {
-                // This node coordinates every group: its registration in the image says where.
-                Ok(()) => match super::live_brokers(broker)
+            // Where it is, as its registration in the image says.
+            let found = coordinator.and_then(|id| {
+                super::live_brokers(broker)
                     .into_iter()
-                    .find(|b| b.id == broker.config.node_id)
-                {
-                    Some(me) => {
-                        c.node_id = me.id;
-                        c.host = me.host;
-                        c.port = i32::from(me.port);
-                    }
-                    None => {
-                        c.error_code = ErrorCode::CoordinatorNotAvailable as i16;
-                        c.error_message = Some("this broker is not registered".into());
-                    }
-                },
-                Err(e) => {
-                    c.error_code = e as i16;
-                    c.error_message = Some(format!("{e:?}"));
+                    .find(|b| b.id == id)
+                    .ok_or_else(|| {
+                        (
+                            ErrorCode::CoordinatorNotAvailable,
+                            format!("broker {id} is not registered"),
+                        )
+                    })
+            });
+            match found {
+                Ok(b) => {
+                    c.node_id = b.id;
+                    c.host = b.host;
+                    c.port = i32::from(b.port);
+                }
+                Err((code, message)) => {
+                    c.error_code = code as i16;
+                    c.error_message = Some(message);
                 }
             }
             c
@@ -101,23 +85,30 @@ pub fn find_coordinator(broker: &Broker, version: i16, req: FindCoordinatorReque
     }
 }
 
-/// The live broker that coordinates `group` in a cluster: the leader of its
-/// `__consumer_offsets` partition, or, before the topic exists, the active controller (which
-/// creates it on the group's first request). This node loads its groups first when it is the
-/// one.
-fn group_coordinator(broker: &Broker, group: &str) -> Option<super::LiveBroker> {
+/// The broker that coordinates `group`: the leader of its `__consumer_offsets` partition, or,
+/// before the topic exists, the active controller (which creates it on the group's first
+/// request; a node alone is its own). This node loads its groups first when it is the one.
+fn group_coordinator(broker: &Broker, group: &str) -> Result<i32, (ErrorCode, String)> {
     let image = broker.metadata.image();
     let id = match image.topic(crate::topics::CONSUMER_OFFSETS) {
-        Some(t) => {
-            let p = crate::group::coordinator::partition_for(group, t.partition_count() as i32);
-            t.partition(p)?.leader
-        }
-        None => broker.metadata.leader()?,
-    };
-    if id == broker.config.node_id && broker.groups.ready(&broker.topics).is_err() {
-        return None;
+        Some(t) => t
+            .partition(crate::group::coordinator::partition_for(
+                group,
+                t.partition_count() as i32,
+            ))
+            .map(|p| p.leader),
+        None => broker.metadata.leader(),
     }
-    super::live_brokers(broker).into_iter().find(|b| b.id == id)
+    .ok_or_else(|| {
+        (
+            ErrorCode::CoordinatorNotAvailable,
+            "no coordinator is known yet".to_string(),
+        )
+    })?;
+    if id == broker.config.node_id {
+        broker.groups.ready(&broker.topics).map_err(|e| (e, format!("{e:?}")))?;
+    }
+    Ok(id)
 }
 
 /// A fresh member id in Kafka's form: the client (or instance) id, a dash, a random UUID

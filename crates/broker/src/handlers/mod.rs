@@ -400,7 +400,7 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
         RequestBody::DescribeUserScramCredentials(req) => respond(ctx, &scram::describe(version, req)),
         RequestBody::AlterUserScramCredentials(req) => respond(ctx, &scram::alter(version, req)),
         // May forward to the active controller: a blocking round trip, off the async workers.
-        RequestBody::DescribeQuorum(req) if broker.metadata.quorum().3.is_none() => {
+        RequestBody::DescribeQuorum(req) if broker.metadata.leader() != Some(broker.config.node_id) => {
             off_async(ctx, OffAsync::Blocking, move |b| quorum::handle(b, version, req)).await
         }
         RequestBody::DescribeQuorum(req) => respond(ctx, &quorum::handle(broker, version, req)),

@@ -42,7 +42,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
             ..Default::default()
         };
     }
-    if broker.metadata.quorum().3.is_none() {
+    let Some(mut answer) = answer(&broker.metadata, broker.clock.now_ms()) else {
         // Not the leader: forwarded to it, as Kafka's brokers forward DescribeQuorum to the
         // active controller; if it cannot be reached, the leader as this node knows it.
         if let Some(answer) = forward(broker, &req) {
@@ -62,9 +62,8 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeQuorumRequest) -> Des
             }],
             ..Default::default()
         };
-    }
+    };
     let c = &broker.config;
-    let mut answer = answer(&broker.metadata, broker.clock.now_ms()).unwrap_or_default();
     answer.nodes = vec![Node {
         node_id: c.node_id,
         listeners: vec![Listener {

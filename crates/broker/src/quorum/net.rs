@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
+use wire::codec::Encode;
 use wire::messages::{
     api_versions_response as avr, ApiKey, ApiVersionsResponse, BeginQuorumEpochResponse, EndQuorumEpochResponse,
     RequestBody, RequestHeader, ResponseBody,
@@ -317,28 +318,16 @@ async fn exchange(stream: &mut TcpStream, correlation_id: i32, request: Request,
         Request::Fetch(_) => (ApiKey::Fetch, qwire::FETCH_VERSION),
         Request::FetchSnapshot(_) => (ApiKey::FetchSnapshot, qwire::FETCH_SNAPSHOT_VERSION),
     };
-    let header = RequestHeader {
-        request_api_key: key as i16,
-        request_api_version: version,
-        correlation_id,
-        client_id: Some(CLIENT_ID.into()),
-    };
-    let mut out = BytesMut::new();
-    let encoded = match &request {
-        Request::Vote(r) => wire::frame::encode_request(&mut out, &header, r),
-        Request::BeginQuorumEpoch(r) => wire::frame::encode_request(&mut out, &header, r),
-        Request::EndQuorumEpoch(r) => wire::frame::encode_request(&mut out, &header, r),
-        Request::Fetch(r) => wire::frame::encode_request(&mut out, &header, r),
-        Request::FetchSnapshot(r) => wire::frame::encode_request(&mut out, &header, r),
-    };
-    encoded.map_err(|e| format!("cannot encode {key:?}: {e}"))?;
+    let out = match &request {
+        Request::Vote(r) => request_frame(key, version, correlation_id, r),
+        Request::BeginQuorumEpoch(r) => request_frame(key, version, correlation_id, r),
+        Request::EndQuorumEpoch(r) => request_frame(key, version, correlation_id, r),
+        Request::Fetch(r) => request_frame(key, version, correlation_id, r),
+        Request::FetchSnapshot(r) => request_frame(key, version, correlation_id, r),
+    }?;
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut frame = read_frame(stream, RESPONSE_BYTES_MAX).await?;
-    let h = wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
-    if h.correlation_id != correlation_id {
-        return Err(format!("answer {} to request {correlation_id}", h.correlation_id));
-    }
-    let body = ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())?;
+    let frame = read_frame(stream, RESPONSE_BYTES_MAX).await?;
+    let body = answer_of(frame, key, version, correlation_id)?;
     let response = match body {
         ResponseBody::Vote(v) => Response::Vote(v),
         ResponseBody::Fetch(f) => Response::Fetch(f),
@@ -360,6 +349,35 @@ fn response_error(r: &Response) -> Option<i16> {
         Response::FetchSnapshot(f) => f.error_code,
     };
     (code != 0).then_some(code)
+}
+
+/// A whole request frame: header (this driver's client id) and body.
+fn request_frame<B: Encode>(key: ApiKey, version: i16, correlation_id: i32, body: &B) -> Result<BytesMut, String> {
+    let header = RequestHeader {
+        request_api_key: key as i16,
+        request_api_version: version,
+        correlation_id,
+        client_id: Some(CLIENT_ID.into()),
+    };
+    let mut out = BytesMut::new();
+    wire::frame::encode_request(&mut out, &header, body).map_err(|e| format!("cannot encode {key:?}: {e}"))?;
+    Ok(out)
+}
+
+/// The body of a response frame (without its size) to request `correlation_id`.
+fn answer_of(mut frame: Bytes, key: ApiKey, version: i16, correlation_id: i32) -> Result<ResponseBody, String> {
+    let h = wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
+    if h.correlation_id != correlation_id {
+        return Err(format!("answer {} to request {correlation_id}", h.correlation_id));
+    }
+    ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())
+}
+
+/// A whole response frame.
+fn response_frame<B: Encode>(correlation_id: i32, key: ApiKey, version: i16, body: &B) -> Result<BytesMut, String> {
+    let mut out = BytesMut::new();
+    wire::frame::encode_response(&mut out, correlation_id, key, version, body).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// Reads one size-prefixed frame of at most `max` bytes.
@@ -448,7 +466,6 @@ async fn connection(
         let supported = versions()
             .into_iter()
             .any(|v| v.api_key == key as i16 && (v.min_version..=v.max_version).contains(&version));
-        let mut out = BytesMut::new();
         let cid = header.correlation_id;
         if key == ApiKey::ApiVersions {
             let body = ApiVersionsResponse {
@@ -462,7 +479,7 @@ async fn connection(
             };
             // An unknown version is answered as v0, as Kafka does.
             let v = if supported { version } else { 0 };
-            wire::frame::encode_response(&mut out, cid, key, v, &body).map_err(|e| e.to_string())?;
+            let out = response_frame(cid, key, v, &body)?;
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
             continue;
         }
@@ -470,125 +487,126 @@ async fn connection(
             return Err(format!("{key:?} v{version} is not served on the controller listener"));
         }
         let body = RequestBody::decode(key, &mut frame, version).map_err(|e| e.to_string())?;
-        if let RequestBody::BrokerRegistration(r) = body {
-            let Some(apis) = apis.clone() else {
-                return Err("BrokerRegistration on a listener without a controller".into());
-            };
-            let answer = tokio::task::spawn_blocking(move || apis.broker_registration(r))
+        let out = match body {
+            RequestBody::BrokerRegistration(_)
+            | RequestBody::AllocateProducerIds(_)
+            | RequestBody::DescribeQuorum(_) => {
+                let apis = apis
+                    .clone()
+                    .ok_or_else(|| format!("{key:?} on a listener without a controller"))?;
+                // Off the async workers: a registration or a block of ids waits for a commit.
+                tokio::task::spawn_blocking(move || match body {
+                    RequestBody::BrokerRegistration(r) => {
+                        response_frame(cid, key, version, &apis.broker_registration(r))
+                    }
+                    RequestBody::AllocateProducerIds(r) => {
+                        response_frame(cid, key, version, &apis.allocate_producer_ids(r))
+                    }
+                    RequestBody::DescribeQuorum(r) => response_frame(cid, key, version, &apis.describe_quorum(r)),
+                    _ => Err(format!("{key:?} is not one of the controller's own requests")),
+                })
                 .await
-                .map_err(|e| e.to_string())?;
-            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            continue;
-        }
-        if let RequestBody::AllocateProducerIds(r) = body {
-            let Some(apis) = apis.clone() else {
-                return Err("AllocateProducerIds on a listener without a controller".into());
-            };
-            let answer = tokio::task::spawn_blocking(move || apis.allocate_producer_ids(r))
-                .await
-                .map_err(|e| e.to_string())?;
-            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            continue;
-        }
-        if let RequestBody::DescribeQuorum(r) = body {
-            let Some(apis) = apis.clone() else {
-                return Err("DescribeQuorum on a listener without a controller".into());
-            };
-            let answer = apis.describe_quorum(r);
-            wire::frame::encode_response(&mut out, cid, key, version, &answer).map_err(|e| e.to_string())?;
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            continue;
-        }
-        let request = match body {
-            RequestBody::Vote(r) => Request::Vote(r),
-            RequestBody::BeginQuorumEpoch(r) => Request::BeginQuorumEpoch(r),
-            RequestBody::EndQuorumEpoch(r) => Request::EndQuorumEpoch(r),
-            RequestBody::Fetch(r) => Request::Fetch(r),
-            RequestBody::FetchSnapshot(r) => Request::FetchSnapshot(r),
-            _ => return Err(format!("{key:?} is not served on the controller listener")),
-        };
-        let (from, mut message) = qwire::from_request(&request)?;
-        let wait = match &mut message {
-            Message::Fetch { .. } | Message::FetchSnapshot { .. } => fetch_wait + ANSWER_SLACK,
-            _ => ANSWER_SLACK,
-        };
-        let rx = {
-            let mut w = net.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            match &mut message {
-                Message::Fetch { id, .. } | Message::FetchSnapshot { id, .. } => {
-                    w.next_id += 1;
-                    *id = w.next_id;
-                    // A node has one fetch in flight: an older one from it is dropped (its
-                    // asker gave up on it).
-                    w.by_id.retain(|_, (asker, _)| *asker != from);
-                    let (tx, rx) = oneshot::channel();
-                    w.by_id.insert(*id, (from, tx));
-                    Some(rx)
-                }
-                Message::Vote { .. } => {
-                    let (tx, rx) = oneshot::channel();
-                    let q = w.votes.entry(from).or_default();
-                    q.retain(|tx| !tx.is_closed());
-                    q.push_back(tx);
-                    Some(rx)
-                }
-                _ => None,
+                .map_err(|e| e.to_string())??
             }
+            body => quorum_answer(body, key, version, cid, &net, fetch_wait).await?,
         };
-        net.deliver(from, message);
-        match (rx, key) {
-            (None, ApiKey::BeginQuorumEpoch) => {
-                wire::frame::encode_response(&mut out, cid, key, version, &BeginQuorumEpochResponse::default())
-            }
-            (None, _) => wire::frame::encode_response(&mut out, cid, key, version, &EndQuorumEpochResponse::default()),
-            (Some(rx), _) => {
-                let answer = tokio::time::timeout(wait, rx).await.ok().and_then(|r| r.ok());
-                match answer.as_ref().and_then(qwire::response) {
-                    Some(Response::Vote(v)) => wire::frame::encode_response(&mut out, cid, key, version, &v),
-                    Some(Response::Fetch(f)) => wire::frame::encode_response(&mut out, cid, key, version, &f),
-                    Some(Response::FetchSnapshot(f)) => wire::frame::encode_response(&mut out, cid, key, version, &f),
-                    None => timed_out(&mut out, cid, key, version),
-                }
-            }
-        }
-        .map_err(|e| e.to_string())?;
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
     }
 }
 
+/// Hands a quorum request to the core and answers with what the core says (or
+/// REQUEST_TIMED_OUT when it says nothing in time).
+async fn quorum_answer(
+    body: RequestBody,
+    key: ApiKey,
+    version: i16,
+    cid: i32,
+    net: &Net,
+    fetch_wait: Duration,
+) -> Result<BytesMut, String> {
+    let request = match body {
+        RequestBody::Vote(r) => Request::Vote(r),
+        RequestBody::BeginQuorumEpoch(r) => Request::BeginQuorumEpoch(r),
+        RequestBody::EndQuorumEpoch(r) => Request::EndQuorumEpoch(r),
+        RequestBody::Fetch(r) => Request::Fetch(r),
+        RequestBody::FetchSnapshot(r) => Request::FetchSnapshot(r),
+        _ => return Err(format!("{key:?} is not served on the controller listener")),
+    };
+    let (from, mut message) = qwire::from_request(&request)?;
+    let wait = match &message {
+        Message::Fetch { .. } | Message::FetchSnapshot { .. } => fetch_wait + ANSWER_SLACK,
+        _ => ANSWER_SLACK,
+    };
+    let rx = {
+        let mut w = net.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut message {
+            Message::Fetch { id, .. } | Message::FetchSnapshot { id, .. } => {
+                w.next_id += 1;
+                *id = w.next_id;
+                // A node has one fetch in flight: an older one from it is dropped (its
+                // asker gave up on it).
+                w.by_id.retain(|_, (asker, _)| *asker != from);
+                let (tx, rx) = oneshot::channel();
+                w.by_id.insert(*id, (from, tx));
+                Some(rx)
+            }
+            Message::Vote { .. } => {
+                let (tx, rx) = oneshot::channel();
+                let q = w.votes.entry(from).or_default();
+                q.retain(|tx| !tx.is_closed());
+                q.push_back(tx);
+                Some(rx)
+            }
+            _ => None,
+        }
+    };
+    net.deliver(from, message);
+    let Some(rx) = rx else {
+        // Epoch notices are acknowledged at once; the core needs no answer sent.
+        return if key == ApiKey::BeginQuorumEpoch {
+            response_frame(cid, key, version, &BeginQuorumEpochResponse::default())
+        } else {
+            response_frame(cid, key, version, &EndQuorumEpochResponse::default())
+        };
+    };
+    let answer = tokio::time::timeout(wait, rx).await.ok().and_then(|r| r.ok());
+    match answer.as_ref().and_then(qwire::response) {
+        Some(Response::Vote(v)) => response_frame(cid, key, version, &v),
+        Some(Response::Fetch(f)) => response_frame(cid, key, version, &f),
+        Some(Response::FetchSnapshot(f)) => response_frame(cid, key, version, &f),
+        None => timed_out(cid, key, version),
+    }
+}
+
 /// REQUEST_TIMED_OUT for a request the core did not answer.
-fn timed_out(out: &mut BytesMut, cid: i32, key: ApiKey, version: i16) -> Result<(), wire::codec::EncodeError> {
-    let code = ErrorCode::RequestTimedOut.code();
+fn timed_out(cid: i32, key: ApiKey, version: i16) -> Result<BytesMut, String> {
+    use wire::messages::{FetchResponse, FetchSnapshotResponse, VoteResponse};
+    let error_code = ErrorCode::RequestTimedOut.code();
     match key {
-        ApiKey::Vote => wire::frame::encode_response(
-            out,
+        ApiKey::Vote => response_frame(
             cid,
             key,
             version,
-            &wire::messages::VoteResponse {
-                error_code: code,
+            &VoteResponse {
+                error_code,
                 ..Default::default()
             },
         ),
-        ApiKey::Fetch => wire::frame::encode_response(
-            out,
+        ApiKey::Fetch => response_frame(
             cid,
             key,
             version,
-            &wire::messages::FetchResponse {
-                error_code: code,
+            &FetchResponse {
+                error_code,
                 ..Default::default()
             },
         ),
-        _ => wire::frame::encode_response(
-            out,
+        _ => response_frame(
             cid,
             key,
             version,
-            &wire::messages::FetchSnapshotResponse {
-                error_code: code,
+            &FetchSnapshotResponse {
+                error_code,
                 ..Default::default()
             },
         ),
@@ -597,27 +615,19 @@ fn timed_out(out: &mut BytesMut, cid: i32, key: ApiKey, version: i16) -> Result<
 
 /// Sends one request to `addr` on a connection of its own and returns the answer's body
 /// (a broker registering with the active controller, and the like).
-pub async fn call<B: wire::codec::Encode>(
+pub async fn call<B: Encode>(
     addr: &str,
     key: ApiKey,
     version: i16,
     body: &B,
     timeout: Duration,
 ) -> Result<ResponseBody, String> {
+    let out = request_frame(key, version, 1, body)?;
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let header = RequestHeader {
-            request_api_key: key as i16,
-            request_api_version: version,
-            correlation_id: 1,
-            client_id: Some(CLIENT_ID.into()),
-        };
-        let mut out = BytesMut::new();
-        wire::frame::encode_request(&mut out, &header, body).map_err(|e| e.to_string())?;
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
-        let mut frame = read_frame(&mut stream, RESPONSE_BYTES_MAX).await?;
-        wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
-        ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())
+        let frame = read_frame(&mut stream, RESPONSE_BYTES_MAX).await?;
+        answer_of(frame, key, version, 1)
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -626,7 +636,7 @@ pub async fn call<B: wire::codec::Encode>(
 
 /// [`call`] on the calling thread, with std's sockets (for a handler running off the async
 /// workers).
-pub fn call_blocking<B: wire::codec::Encode>(
+pub fn call_blocking<B: Encode>(
     addr: &str,
     key: ApiKey,
     version: i16,
@@ -635,6 +645,7 @@ pub fn call_blocking<B: wire::codec::Encode>(
 ) -> Result<ResponseBody, String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
+    let out = request_frame(key, version, 1, body)?;
     let target = addr
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
@@ -643,24 +654,16 @@ pub fn call_blocking<B: wire::codec::Encode>(
     let mut stream = std::net::TcpStream::connect_timeout(&target, timeout).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let header = RequestHeader {
-        request_api_key: key as i16,
-        request_api_version: version,
-        correlation_id: 1,
-        client_id: Some(CLIENT_ID.into()),
-    };
-    let mut out = BytesMut::new();
-    wire::frame::encode_request(&mut out, &header, body).map_err(|e| e.to_string())?;
     stream.write_all(&out).map_err(|e| e.to_string())?;
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).map_err(|e| e.to_string())?;
     let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| "a negative frame size".to_string())?;
     if size > RESPONSE_BYTES_MAX {
-        return Err(format!("a frame of {size} bytes"));
+        return Err(format!(
+            "a frame of {size} bytes, over the {RESPONSE_BYTES_MAX} allowed"
+        ));
     }
     let mut buf = vec![0u8; size];
     stream.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let mut frame = Bytes::from(buf);
-    wire::frame::decode_response_header(&mut frame, key, version).map_err(|e| e.to_string())?;
-    ResponseBody::decode(key, &mut frame, version).map_err(|e| e.to_string())
+    answer_of(Bytes::from(buf), key, version, 1)
 }
