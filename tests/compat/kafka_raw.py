@@ -86,6 +86,21 @@ def produce_v3(s, topic, partition, batch: bytes, correlation_id=1, acks=-1):
     return err, base_offset
 
 
+def create_topics_v2(s, name, partitions, correlation_id=1, timeout_ms=15000):
+    """One topic, the default replication factor, no configs. Returns (error code, message)."""
+    body = struct.pack(">i", 1) + string(name) + struct.pack(">ih", partitions, -1)
+    body += struct.pack(">ii", 0, 0)  # no assignments, no configs
+    body += struct.pack(">i", timeout_ms) + b"\x00"  # validate_only
+    s.sendall(request_v1(19, 2, correlation_id, body))
+    frame = read_frame(s)
+    off = 4 + 4 + 4  # correlation id, throttle, topic count
+    (name_len,) = struct.unpack(">h", frame[off : off + 2])
+    off += 2 + name_len
+    (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
+    message = None if msg_len < 0 else frame[off + 4 : off + 4 + msg_len].decode()
+    return err, message
+
+
 def incremental_alter_configs_v0(s, resource_type, name, configs, correlation_id=1):
     """One resource; `configs`: (key, operation, value). Returns (error code, message). The
     Java admin client can address the cluster-wide broker default (resource name ""); none of

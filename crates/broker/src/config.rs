@@ -66,6 +66,11 @@ pub struct QuorumConfig {
     pub election_timeout_ms: u64,
     pub fetch_timeout_ms: u64,
     pub election_backoff_max_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker tells the active controller it lives.
+    pub heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker the active controller has not heard from for this
+    /// long is fenced (its partitions lose their leader until it is back).
+    pub session_timeout_ms: u64,
 }
 
 impl QuorumConfig {
@@ -222,6 +227,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "controller.quorum.election.backoff.max.ms",
         "1000",
         "the longest random wait after a lost election",
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        "2000",
+        "how often a broker in a cluster heartbeats to the active controller",
+    ),
+    (
+        "broker.session.timeout.ms",
+        "9000",
+        "a broker the active controller has not heard from for this long is fenced: its partitions have no leader until it returns",
     ),
     (
         "advertised.listeners",
@@ -555,8 +570,6 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaSetting] = {
         ks("metadata.max.retention.bytes", Some("104857600"), LONG, ReadOnly),
         ks("metadata.max.retention.ms", Some("604800000"), LONG, ReadOnly),
         ks("initial.broker.registration.timeout.ms", Some("60000"), INT, ReadOnly),
-        ks("broker.heartbeat.interval.ms", Some("2000"), INT, ReadOnly),
-        ks("broker.session.timeout.ms", Some("9000"), INT, ReadOnly),
         // Listeners and the network.
         ks(
             "listener.security.protocol.map",
@@ -1060,6 +1073,8 @@ impl ConfigLayers {
             election_timeout_ms: timeout("controller.quorum.election.timeout.ms")?,
             fetch_timeout_ms: timeout("controller.quorum.fetch.timeout.ms")?,
             election_backoff_max_ms: timeout("controller.quorum.election.backoff.max.ms")?,
+            heartbeat_interval_ms: timeout("broker.heartbeat.interval.ms")?,
+            session_timeout_ms: timeout("broker.session.timeout.ms")?,
         };
         let adv_all = get("advertised.listeners").0.clone();
         let adv_text = if adv_all.trim().is_empty() {

@@ -1,21 +1,32 @@
-//! The controller's side of a cluster, as far as it goes today: brokers register with the
-//! active controller (Kafka's BrokerRegistration, on the controller listener), which writes
-//! their RegisterBrokerRecord; and a node starting in a cluster waits for the metadata quorum
-//! before it opens anything that reads the image.
+//! The controller's side of a cluster: brokers register with the active controller (Kafka's
+//! BrokerRegistration, on the controller listener), which writes their RegisterBrokerRecord,
+//! fenced; they heartbeat (BrokerHeartbeat, every `broker.heartbeat.interval.ms`), and the
+//! controller unfences a broker once its heartbeat shows it has caught up with the metadata
+//! log, and fences one it has not heard from for `broker.session.timeout.ms` — a fenced
+//! broker's partitions lose their leader (one replica each: nobody else can lead them) and get
+//! it back when it is unfenced. Producer-id blocks (AllocateProducerIds). A node starting in a
+//! cluster waits for the metadata quorum before it opens anything that reads the image, and
+//! for its unfencing before it listens.
 //!
-//! Not yet (issue 19): heartbeats and fencing, forwarding of clients' admin requests, placement
-//! over brokers, producer-id blocks from the controller. A change a client asks of a broker
-//! that is not the active controller is answered NOT_CONTROLLER; Kafka's admin clients send
-//! those requests to the controller Metadata names, which is the quorum's leader.
+//! Session times are the active controller's memory, not the log's: a new active controller
+//! gives every broker a whole session from the moment it takes over (as Kafka's does).
+//!
+//! Not yet (issue 19): forwarding of clients' admin requests. A change a client asks of a
+//! broker that is not the active controller is answered NOT_CONTROLLER; Kafka's admin clients
+//! send those requests to the controller Metadata names, which is the quorum's leader.
 
 use crate::metadata_log::{CommitError, MetadataLog};
 use crate::quorum::net::{self, ControllerApis, VoterAddresses};
 use metadata::MetadataRecord;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wire::kafka_records::metadata::{register_broker_record, RegisterBrokerRecord};
+use wire::kafka_records::metadata::{
+    register_broker_record, FenceBrokerRecord, PartitionChangeRecord, RegisterBrokerRecord, UnfenceBrokerRecord,
+};
 use wire::messages::{
-    broker_registration_request as brr, ApiKey, BrokerRegistrationRequest, BrokerRegistrationResponse,
+    broker_registration_request as brr, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 use wire::{ErrorCode, Uuid};
 
@@ -73,14 +84,215 @@ pub fn allocate_producer_ids(metadata: &MetadataLog, broker_id: i32) -> Result<(
     Err(CommitError::Refused("producer-id blocks kept racing; try again".into()))
 }
 
-/// The active controller's answers on the controller listener.
-pub struct Controller {
-    pub metadata: Arc<MetadataLog>,
-    pub cluster_id: String,
-    pub clock: Arc<dyn crate::clock::Clock>,
+/// The active controller's view of broker sessions.
+#[derive(Default)]
+struct Sessions {
+    /// The quorum epoch in which these sessions started: a new epoch starts them all again.
+    epoch: i32,
+    /// When each broker was last heard from (the controller's clock, ms).
+    last: HashMap<i32, i64>,
+    /// The metadata offset each fenced broker must reach before it is unfenced: the end of the
+    /// log when it registered, or when this controller first heard from it.
+    catch_up_to: HashMap<i32, i64>,
 }
 
+/// The active controller's answers on the controller listener, and its broker sessions.
+pub struct Controller {
+    metadata: Arc<MetadataLog>,
+    cluster_id: String,
+    clock: Arc<dyn crate::clock::Clock>,
+    session_timeout_ms: i64,
+    sessions: Mutex<Sessions>,
+    /// The broker on this node, once assembled: it answers the admin requests other brokers
+    /// forward (its handlers make the change, as for a client of its own).
+    broker: std::sync::OnceLock<std::sync::Weak<crate::Broker>>,
+}
+
+/// Records moving the leadership of `broker`'s partitions: away from it (`lead` false: every
+/// partition it leads gets no leader), or back to it (`lead`: every leaderless partition whose
+/// ISR holds it). One replica per partition, so there is nobody else to elect (issue 20 elects
+/// from the ISR).
+fn leadership_changes(image: &metadata::MetadataImage, broker: i32, lead: bool) -> Vec<MetadataRecord> {
+    let mut out = vec![];
+    for t in image.topics() {
+        for (&index, p) in &t.partitions {
+            let leader = if lead {
+                (p.leader == -1 && p.isr.contains(&broker)).then_some(broker)
+            } else {
+                (p.leader == broker).then_some(-1)
+            };
+            if let Some(leader) = leader {
+                out.push(MetadataRecord::PartitionChangeRecord(PartitionChangeRecord {
+                    partition_id: index,
+                    topic_id: t.id,
+                    leader,
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+    out
+}
+
+impl Controller {
+    pub fn new(
+        metadata: Arc<MetadataLog>,
+        cluster_id: String,
+        clock: Arc<dyn crate::clock::Clock>,
+        session_timeout_ms: u64,
+    ) -> Controller {
+        Controller {
+            metadata,
+            cluster_id,
+            clock,
+            session_timeout_ms: session_timeout_ms as i64,
+            sessions: Mutex::new(Sessions::default()),
+            broker: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Hands the controller this node's broker, which answers forwarded admin requests.
+    pub fn attach(&self, broker: &Arc<crate::Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    fn leading(&self) -> bool {
+        self.metadata.leader() == Some(self.metadata.settings().node_id)
+    }
+
+    /// The sessions, started again if the quorum's epoch moved since they began.
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = self.metadata.leader_epoch();
+        if s.epoch != epoch {
+            *s = Sessions {
+                epoch,
+                ..Default::default()
+            };
+        }
+        s
+    }
+
+    /// Fences every unfenced broker not heard from for the session timeout (on the active
+    /// controller; elsewhere nothing). Called every few hundred milliseconds by
+    /// `run_sessions`. Blocking: each fence is a commit.
+    pub fn fence_expired(&self) {
+        if !self.leading() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let image = self.metadata.image();
+        let expired: Vec<(i32, i64, i64)> = {
+            let mut s = self.sessions();
+            image
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter_map(|b| {
+                    let last = *s.last.entry(b.id).or_insert(now);
+                    (now - last >= self.session_timeout_ms).then_some((b.id, b.epoch, now - last))
+                })
+                .collect()
+        };
+        for (id, epoch, silent_ms) in expired {
+            let mut records = vec![MetadataRecord::FenceBrokerRecord(FenceBrokerRecord { id, epoch })];
+            records.extend(leadership_changes(&image, id, false));
+            let moved = records.len() - 1;
+            match self.metadata.commit_now(records) {
+                Ok(_) => {
+                    tracing::warn!(
+                        broker = id,
+                        silent_ms,
+                        partitions_without_leader = moved,
+                        "broker fenced: no heartbeat within broker.session.timeout.ms"
+                    );
+                    let mut s = self.sessions();
+                    s.catch_up_to.remove(&id);
+                }
+                Err(e) => tracing::warn!(broker = id, error = %e, "cannot fence a broker; tried again"),
+            }
+        }
+    }
+
+    /// BrokerHeartbeat: records that the broker lives, and unfences it once it has caught up
+    /// with the metadata log (and does not ask to stay fenced).
+    pub fn broker_heartbeat(&self, r: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+        let answer = |code: ErrorCode, caught_up: bool, fenced: bool| BrokerHeartbeatResponse {
+            error_code: code.code(),
+            is_caught_up: caught_up,
+            is_fenced: fenced,
+            ..Default::default()
+        };
+        if !self.leading() {
+            return answer(ErrorCode::NotController, false, true);
+        }
+        let image = self.metadata.image();
+        let Some(b) = image.brokers.get(&r.broker_id) else {
+            return answer(ErrorCode::BrokerIdNotRegistered, false, true);
+        };
+        if b.epoch != r.broker_epoch {
+            return answer(ErrorCode::StaleBrokerEpoch, false, true);
+        }
+        let target = {
+            let mut s = self.sessions();
+            s.last.insert(r.broker_id, self.clock.now_ms());
+            *s.catch_up_to.entry(r.broker_id).or_insert(image.offset)
+        };
+        let caught_up = r.current_metadata_offset >= target;
+        if !b.fenced || !caught_up || r.want_fence {
+            return answer(ErrorCode::None, caught_up, b.fenced);
+        }
+        let mut records = vec![MetadataRecord::UnfenceBrokerRecord(UnfenceBrokerRecord {
+            id: b.id,
+            epoch: b.epoch,
+        })];
+        records.extend(leadership_changes(&image, b.id, true));
+        let led = records.len() - 1;
+        match self.metadata.commit_now(records) {
+            Ok(_) => {
+                tracing::info!(broker = b.id, epoch = b.epoch, partitions_led = led, "broker unfenced");
+                answer(ErrorCode::None, true, false)
+            }
+            Err(CommitError::NotController { .. }) => answer(ErrorCode::NotController, caught_up, true),
+            // A fence or registration raced this one; the next heartbeat tries again.
+            Err(e) => {
+                tracing::debug!(broker = b.id, error = %e, "cannot unfence a broker yet");
+                answer(ErrorCode::None, caught_up, true)
+            }
+        }
+    }
+}
+
+/// Runs the active controller's session checks until `stop` is set: a thread of its own,
+/// since each fence waits for a commit.
+pub fn run_sessions(
+    controller: Arc<Controller>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("sluice-sessions".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                controller.fence_expired();
+                std::thread::sleep(SESSION_CHECK);
+            }
+        })
+        .expect("spawning a thread at start")
+}
+
+/// How often the active controller looks for expired sessions.
+const SESSION_CHECK: Duration = Duration::from_millis(250);
+
 impl ControllerApis for Controller {
+    fn broker_heartbeat(&self, r: BrokerHeartbeatRequest) -> BrokerHeartbeatResponse {
+        Controller::broker_heartbeat(self, r)
+    }
+
+    fn forwarded(&self, version: i16, request: wire::messages::RequestBody) -> Option<wire::messages::ResponseBody> {
+        let broker = self.broker.get()?.upgrade()?;
+        crate::handlers::answer_forwarded(&broker, version, request)
+    }
+
     fn allocate_producer_ids(
         &self,
         r: wire::messages::AllocateProducerIdsRequest,
@@ -132,15 +344,26 @@ impl ControllerApis for Controller {
             return refuse(ErrorCode::InconsistentClusterId);
         }
         let epoch = self.metadata.end_offset();
-        let record = registration_record(
+        let mut record = registration_record(
             r.broker_id,
             r.incarnation_id,
             epoch,
             r.listeners.into_iter().map(|l| (l.name, l.host, l.port)).collect(),
             r.rack,
         );
-        match self.metadata.commit_now(vec![record]) {
-            Ok(_) => {
+        // Fenced until its heartbeat shows it caught up; an earlier incarnation's partitions
+        // lose their leader until then.
+        if let MetadataRecord::RegisterBrokerRecord(rec) = &mut record {
+            rec.fenced = true;
+        }
+        let mut records = vec![record];
+        records.extend(leadership_changes(&self.metadata.image(), r.broker_id, false));
+        match self.metadata.commit_now(records) {
+            Ok((image, _)) => {
+                let mut s = self.sessions();
+                s.last.insert(r.broker_id, self.clock.now_ms());
+                s.catch_up_to.insert(r.broker_id, image.offset);
+                drop(s);
                 tracing::info!(broker = r.broker_id, epoch, "broker registered");
                 BrokerRegistrationResponse {
                     error_code: 0,
@@ -214,42 +437,24 @@ pub async fn register(
     metadata: &Arc<MetadataLog>,
     voters: &VoterAddresses,
     cluster_id: &str,
-    clock: &Arc<dyn crate::clock::Clock>,
+    controller: Option<&Arc<Controller>>,
     request: BrokerRegistrationRequest,
 ) -> Result<i64, String> {
-    let (lo, hi) = ApiKey::BrokerRegistration.versions();
-    let version = hi.min(4).max(lo);
     let mut reported = std::time::Instant::now();
     loop {
-        let (role, leader, _, _) = metadata.quorum();
-        let attempt = if role == raft::RoleName::Leader {
-            let c = Controller {
-                metadata: metadata.clone(),
-                cluster_id: cluster_id.to_string(),
-                clock: clock.clone(),
-            };
-            let r = request.clone();
-            let answer = tokio::task::spawn_blocking(move || c.broker_registration(r))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(answer)
-        } else if let Some(addr) = leader.and_then(|l| voters.get(&l)) {
-            match net::call(
-                addr,
-                ApiKey::BrokerRegistration,
-                version,
-                &request,
-                Duration::from_secs(15),
-            )
-            .await
-            {
-                Ok(wire::messages::ResponseBody::BrokerRegistration(a)) => Ok(a),
-                Ok(_) => Err("an answer of another kind".to_string()),
-                Err(e) => Err(e),
-            }
-        } else {
-            Err("no leader known yet".into())
-        };
+        let attempt = ask(
+            metadata,
+            voters,
+            controller,
+            ApiKey::BrokerRegistration,
+            request.clone(),
+            |c, r| c.broker_registration(r),
+            |a| match a {
+                wire::messages::ResponseBody::BrokerRegistration(a) => Some(a),
+                _ => None,
+            },
+        )
+        .await;
         let last = match attempt {
             Ok(a) if a.error_code == 0 => {
                 // Applied here once this node's log has it.
@@ -276,6 +481,113 @@ pub async fn register(
             reported = std::time::Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends `request` to the active controller: this node's own `controller` when it leads the
+/// quorum (on the blocking pool, as the listener would), else over the controller listener of
+/// the leader this node knows.
+async fn ask<Req, Resp>(
+    metadata: &MetadataLog,
+    voters: &VoterAddresses,
+    controller: Option<&Arc<Controller>>,
+    key: ApiKey,
+    request: Req,
+    direct: fn(&Controller, Req) -> Resp,
+    unwrap: fn(wire::messages::ResponseBody) -> Option<Resp>,
+) -> Result<Resp, String>
+where
+    Req: wire::codec::Encode + Send + 'static,
+    Resp: Send + 'static,
+{
+    let me = metadata.settings().node_id;
+    let leader = metadata.leader();
+    match (leader, controller) {
+        (Some(l), Some(c)) if l == me => {
+            let c = c.clone();
+            tokio::task::spawn_blocking(move || direct(&c, request))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (Some(l), _) => {
+            let addr = voters.get(&l).ok_or_else(|| format!("no address for voter {l}"))?;
+            let (lo, hi) = key.versions();
+            let version = match key {
+                // The versions the controller listener serves (`quorum::net::versions`).
+                ApiKey::BrokerRegistration => hi.min(4).max(lo),
+                _ => hi,
+            };
+            let answer = net::call(addr, key, version, &request, Duration::from_secs(15)).await?;
+            unwrap(answer).ok_or_else(|| "an answer of another kind".to_string())
+        }
+        (None, _) => Err("no leader known yet".into()),
+    }
+}
+
+/// Heartbeats to the active controller every `interval` (more often while fenced) until the
+/// task is dropped, telling `unfenced` whether the controller has this broker unfenced.
+pub async fn heartbeat_loop(
+    metadata: Arc<MetadataLog>,
+    voters: VoterAddresses,
+    controller: Option<Arc<Controller>>,
+    broker_id: i32,
+    broker_epoch: i64,
+    interval: Duration,
+    unfenced: tokio::sync::watch::Sender<bool>,
+) {
+    loop {
+        let request = BrokerHeartbeatRequest {
+            broker_id,
+            broker_epoch,
+            current_metadata_offset: metadata.image().offset,
+            ..Default::default()
+        };
+        let answer = ask(
+            &metadata,
+            &voters,
+            controller.as_ref(),
+            ApiKey::BrokerHeartbeat,
+            request,
+            |c, r| c.broker_heartbeat(r),
+            |a| match a {
+                wire::messages::ResponseBody::BrokerHeartbeat(a) => Some(a),
+                _ => None,
+            },
+        )
+        .await;
+        match answer {
+            Ok(a) if a.error_code == 0 => {
+                if *unfenced.borrow() == a.is_fenced {
+                    tracing::info!(
+                        fenced = a.is_fenced,
+                        caught_up = a.is_caught_up,
+                        "the active controller changed this broker's fencing"
+                    );
+                }
+                unfenced.send_replace(!a.is_fenced);
+            }
+            Ok(a) => {
+                if let Some(suppressed) = crate::ratelog::allow("heartbeat-refused") {
+                    tracing::warn!(
+                        error_code = a.error_code,
+                        suppressed,
+                        "the active controller refused a heartbeat"
+                    );
+                }
+            }
+            Err(e) => {
+                if let Some(suppressed) = crate::ratelog::allow("heartbeat-failed") {
+                    tracing::info!(error = %e, suppressed, "cannot heartbeat to the active controller yet");
+                }
+            }
+        }
+        let fenced = !*unfenced.borrow();
+        tokio::time::sleep(if fenced {
+            interval.min(Duration::from_millis(250))
+        } else {
+            interval
+        })
+        .await;
     }
 }
 

@@ -219,6 +219,9 @@ pub struct MetadataLog {
     commits: AtomicU64,
     commit_micros: AtomicU64,
     outbox: OnceLock<Arc<dyn Outbox>>,
+    /// Notified each time the image moves, for whoever acts on changes (the publisher that
+    /// opens and removes this node's partition logs, `crate::server`).
+    applied: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for MetadataLog {
@@ -453,6 +456,7 @@ impl MetadataLog {
             commit_micros: AtomicU64::new(0),
             clock,
             outbox: OnceLock::new(),
+            applied: tokio::sync::Notify::new(),
         };
         {
             let mut state = log.lock();
@@ -522,6 +526,11 @@ impl MetadataLog {
     /// [`MetadataLog::commit`] stamped with the log's clock.
     pub fn commit_now(&self, records: Vec<MetadataRecord>) -> Result<(Arc<MetadataImage>, Changes), CommitError> {
         self.commit(records, self.clock.now_ms())
+    }
+
+    /// Returns once the image has moved since the last return (at once if it has).
+    pub async fn image_moved(&self) {
+        self.applied.notified().await
     }
 
     /// The image as of the last change applied.
@@ -861,6 +870,7 @@ impl MetadataLog {
         state.serving = Some((id, bytes));
         state.bytes_since_snapshot = 0;
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
+        self.applied.notify_one();
         self.remove_snapshots_before(id.end_offset);
         tracing::info!(
             offset = id.end_offset,
@@ -940,6 +950,7 @@ impl MetadataLog {
             Ok(()) => {
                 let (image, _changes) = delta.apply();
                 *self.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(image);
+                self.applied.notify_one();
                 state.bytes_since_snapshot += bytes;
                 state.apply_failed = None;
             }

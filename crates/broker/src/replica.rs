@@ -119,8 +119,10 @@ pub fn write_hw_checkpoint(
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    pub leader_epoch: i32,
-    pub(crate) role: Role,
+    /// The partition's leader epoch as this node last learned it (the metadata image's).
+    leader_epoch: std::sync::atomic::AtomicI32,
+    /// Whether this node leads the partition (`Role::Leader`): set from the image.
+    leading: AtomicBool,
     /// The broker's clock: fsync times (`flush.ms`) and the once-a-minute error reports.
     clock: Arc<dyn crate::clock::Clock>,
     pub(crate) state: Mutex<PartitionState>,
@@ -296,8 +298,8 @@ impl Partition {
             traffic: Default::default(),
             topic: topic.to_string(),
             index,
-            leader_epoch,
-            role: Role::Follower,
+            leader_epoch: std::sync::atomic::AtomicI32::new(leader_epoch),
+            leading: AtomicBool::new(false),
             state: Mutex::new(PartitionState { log, producers }),
             high_watermark: AtomicI64::new(high_watermark),
             // `Log::open` synced what it found.
@@ -321,7 +323,7 @@ impl Partition {
         admit: impl FnOnce(&mut PartitionState) -> Result<Admit, E>,
         appended: impl FnOnce(&mut PartitionState, &storage::AppendInfo),
     ) -> Result<LeaderAppend, AppendError<E>> {
-        if self.role != Role::Leader {
+        if !self.leading.load(Ordering::Acquire) {
             return Err(AppendError::NotLeader);
         }
         if self.commit.failed() {
@@ -333,7 +335,7 @@ impl Partition {
         let base_offset = match admit(&mut state).map_err(AppendError::Refused)? {
             Admit::Duplicate { base_offset } => base_offset,
             Admit::Append => {
-                let info = state.log.append(batch, self.leader_epoch, now).map_err(|e| {
+                let info = state.log.append(batch, self.leader_epoch(), now).map_err(|e| {
                     if matches!(e, StorageError::Io { .. } | StorageError::Failed) {
                         self.report_storage_error("an append", &e);
                     }
@@ -457,7 +459,7 @@ impl Partition {
     /// lowest log end of the ISR (Kafka's `maybeIncrementLeaderHW` on becoming leader), so its
     /// own.
     pub fn lead_alone(mut self) -> Partition {
-        self.role = Role::Leader;
+        *self.leading.get_mut() = true;
         let end = self
             .state
             .get_mut()
@@ -469,7 +471,26 @@ impl Partition {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        if self.leading.load(Ordering::Acquire) {
+            Role::Leader
+        } else {
+            Role::Follower
+        }
+    }
+
+    /// The leader epoch as this node knows it.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Takes the image's word on this partition: its leader epoch, and whether this node
+    /// leads it (with one replica, it does unless the controller took the leadership away
+    /// while this broker was fenced; a follower takes no appends). Under the partition's lock,
+    /// so no append straddles the change.
+    pub fn set_leadership(&self, leading: bool, epoch: i32) {
+        let _state = self.lock();
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.leading.store(leading, Ordering::Release);
     }
 
     /// Wakes `waker` (once) when the high watermark next moves. Call before reading, so an
@@ -500,9 +521,10 @@ impl Partition {
 
     /// Checks the leader epoch a client believes current (-1: it does not say).
     pub fn check_leader_epoch(&self, current: i32) -> Result<(), ErrorCode> {
-        if current > self.leader_epoch {
+        let epoch = self.leader_epoch();
+        if current > epoch {
             Err(ErrorCode::UnknownLeaderEpoch)
-        } else if current >= 0 && current < self.leader_epoch {
+        } else if current >= 0 && current < epoch {
             Err(ErrorCode::FencedLeaderEpoch)
         } else {
             Ok(())

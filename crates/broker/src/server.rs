@@ -61,10 +61,30 @@ pub struct Server {
     /// The metadata quorum on the network (a node among other voters, or an observer);
     /// stopped when the server is.
     quorum: Option<crate::quorum::net::QuorumNode>,
+    /// This broker's heartbeats and (on a controller) the broker sessions; stopped with the
+    /// server.
+    membership: Option<Membership>,
     /// The admin HTTP port, unless `admin.listeners` is empty.
     admin: Option<TcpListener>,
     broker: Arc<Broker>,
     _lock: DataDirLock,
+}
+
+/// A broker's part in a cluster beside the quorum: its heartbeat task, and on a controller
+/// the thread that fences brokers whose sessions expired. Dropping it stops both.
+struct Membership {
+    heartbeats: tokio::task::JoinHandle<()>,
+    sessions: Option<(Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+        if let Some((stop, thread)) = self.sessions.take() {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What a broker opens from its data directory before it listens.
@@ -204,7 +224,14 @@ async fn join_quorum(
     fs: Arc<dyn storage::Fs>,
     clock: &Arc<dyn crate::clock::Clock>,
     random: &Arc<crate::random::Random>,
-) -> Result<(Opened, crate::quorum::net::QuorumNode), StartError> {
+) -> Result<
+    (
+        Opened,
+        crate::quorum::net::QuorumNode,
+        Option<Arc<crate::controller::Controller>>,
+    ),
+    StartError,
+> {
     let m = open_metadata(config, &fs, clock, random)?;
     let listener = match config.quorum.listener {
         Some(addr) => Some(
@@ -214,13 +241,17 @@ async fn join_quorum(
         ),
         None => None,
     };
-    let apis: Option<Arc<dyn crate::quorum::net::ControllerApis>> = config.quorum.controller.then(|| {
-        Arc::new(crate::controller::Controller {
-            metadata: m.metadata.clone(),
-            cluster_id: m.cluster_id.clone(),
-            clock: clock.clone(),
-        }) as Arc<dyn crate::quorum::net::ControllerApis>
+    let controller = config.quorum.controller.then(|| {
+        Arc::new(crate::controller::Controller::new(
+            m.metadata.clone(),
+            m.cluster_id.clone(),
+            clock.clone(),
+            config.quorum.session_timeout_ms,
+        ))
     });
+    let apis = controller
+        .clone()
+        .map(|c| c as Arc<dyn crate::quorum::net::ControllerApis>);
     info!(
         node_id = config.node_id,
         voters = ?config.quorum.voters,
@@ -250,7 +281,7 @@ async fn join_quorum(
         crate::controller::wait_for_bootstrap(&m.metadata).await;
     }
     let opened = open_the_rest(config, fs, clock, random, m)?;
-    Ok((opened, quorum))
+    Ok((opened, quorum, controller))
 }
 
 /// The broker over its opened state: registered in the metadata log with its listener as
@@ -353,11 +384,11 @@ impl Server {
         let real_fs = Arc::new(storage::RealFs::new(config.open_files_max));
         let fs: Arc<dyn storage::Fs> = real_fs.clone();
         let random = Arc::new(random);
-        let (opened, quorum) = if config.quorum.is_alone(config.node_id) {
-            (open_state(&config, fs, &clock, &random)?, None)
+        let (opened, quorum, controller) = if config.quorum.is_alone(config.node_id) {
+            (open_state(&config, fs, &clock, &random)?, None, None)
         } else {
-            let (opened, quorum) = join_quorum(&config, fs, &clock, &random).await?;
-            (opened, Some(quorum))
+            let (opened, quorum, controller) = join_quorum(&config, fs, &clock, &random).await?;
+            (opened, Some(quorum), controller)
         };
         // Ports are bound (reserved, so an advertised port of 0 is known to the metadata) once
         // the logs are open, but listened on only once everything is loaded, groups included:
@@ -380,23 +411,56 @@ impl Server {
                 Some((addr, admin))
             }
         };
+        let mut membership = None;
         if !config.quorum.is_alone(config.node_id) {
-            // Registered once the advertised port is known; before listening, so a client
-            // that reaches this broker finds it in the metadata.
+            // Registered once the advertised port is known, and unfenced before listening, so
+            // a client that reaches this broker finds it in the metadata, leading its
+            // partitions.
             let request =
                 crate::controller::registration_request(&config, &opened.cluster_id, wire::Uuid(random.bytes16()));
             let epoch = crate::controller::register(
                 &opened.metadata,
                 &config.quorum.voters,
                 &opened.cluster_id,
-                &clock,
+                controller.as_ref(),
                 request,
             )
             .await
             .map_err(StartError::Topics)?;
             info!(broker_epoch = epoch, "registered with the active controller");
+            let (unfenced_tx, mut unfenced) = tokio::sync::watch::channel(false);
+            let heartbeats = tokio::spawn(crate::controller::heartbeat_loop(
+                opened.metadata.clone(),
+                config.quorum.voters.clone(),
+                controller.clone(),
+                config.node_id,
+                epoch,
+                std::time::Duration::from_millis(config.quorum.heartbeat_interval_ms),
+                unfenced_tx,
+            ));
+            let sessions = controller.clone().map(|c| {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let thread = crate::controller::run_sessions(c, stop.clone());
+                (stop, thread)
+            });
+            let m = Membership { heartbeats, sessions };
+            let started = std::time::Instant::now();
+            loop {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), unfenced.wait_for(|u| *u)).await {
+                    Ok(_) => break,
+                    Err(_) => info!(
+                        seconds = started.elapsed().as_secs(),
+                        "waiting for the active controller to unfence this broker"
+                    ),
+                }
+            }
+            info!("unfenced by the active controller");
+            membership = Some(m);
         }
-        let broker = assemble(config, opened, clock, random, Some(real_fs))?;
+        let broker = Arc::new(assemble(config, opened, clock, random, Some(real_fs))?);
+        if let Some(c) = &controller {
+            c.attach(&broker);
+        }
         let listener = listener
             .listen(LISTEN_BACKLOG)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -411,8 +475,9 @@ impl Server {
         Ok(Server {
             listener,
             quorum,
+            membership,
             admin,
-            broker: Arc::new(broker),
+            broker,
             _lock: lock,
         })
     }
@@ -435,6 +500,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         // Runs until this returns: the node leaves the quorum when it stops serving.
         let _quorum = self.quorum;
+        let _membership = self.membership;
         let broker = self.broker;
         let c = &broker.config;
         info!(
@@ -456,6 +522,7 @@ impl Server {
         let group_timers = tokio::spawn(group_loop(broker.clone(), stop_rx.clone()));
         let flusher = tokio::spawn(flush_loop(broker.clone(), stop_rx.clone()));
         let hw_checkpoints = tokio::spawn(hw_checkpoint_loop(broker.clone(), stop_rx.clone()));
+        let publisher = tokio::spawn(publish_loop(broker.clone(), stop_rx.clone()));
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
         // The admin port outlives the client listener: `/ready` says 503 while connections drain.
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -555,6 +622,7 @@ impl Server {
         let _ = group_timers.await;
         let _ = flusher.await;
         let _ = hw_checkpoints.await;
+        let _ = publisher.await;
         // Everything acknowledged is on disk before the process ends, whatever the policy.
         let b = broker.clone();
         match tokio::task::spawn_blocking(move || b.topics.sync_all()).await {
@@ -578,6 +646,39 @@ impl Server {
             let _ = admin.await;
         }
         info!("sluice broker stopped");
+    }
+}
+
+/// How long the publisher waits before trying again a change it could not make (a full disk):
+/// it also tries at the next image change.
+const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The publisher: makes this node's partition logs follow the metadata image — each time the
+/// image moves, `Topics::reconcile` opens the partitions the controller placed here, removes
+/// the logs of deleted topics and applies changed topic configs — until shutdown. Changes this
+/// node made as the controller are already done when it looks (they hold the same lock), so it
+/// finds nothing to do for them. File work: on the blocking pool.
+async fn publish_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut done = None;
+    loop {
+        let offset = broker.metadata.image().offset;
+        if done != Some(offset) {
+            let b = broker.clone();
+            match tokio::task::spawn_blocking(move || b.topics.reconcile()).await {
+                Ok(Ok(())) => done = Some(offset),
+                Ok(Err(e)) => {
+                    if let Some(suppressed) = crate::ratelog::allow("publish-failed") {
+                        warn!(error = %e, suppressed, "cannot bring this node's partitions up to the metadata image; trying again");
+                    }
+                }
+                Err(e) => warn!(error = %e, "publisher task failed"),
+            }
+        }
+        tokio::select! {
+            _ = broker.metadata.image_moved() => {}
+            _ = tokio::time::sleep(PUBLISH_RETRY), if done != Some(broker.metadata.image().offset) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -720,19 +720,43 @@ impl TopicConfig {
 
 pub use crate::replica::{Partition, PartitionState};
 
+/// A topic as this node holds it: the partitions it has a replica of (in a cluster, some of
+/// the topic's; alone, all), with the topic's config.
 #[derive(Debug)]
 pub struct Topic {
     pub name: String,
     pub id: Uuid,
+    /// This node's partitions of the topic, by index (ascending, not necessarily 0, 1, …).
     pub partitions: Vec<Arc<Partition>>,
     pub config: TopicConfig,
     pub overrides: BTreeMap<String, String>,
 }
 
 impl Topic {
+    /// Partition `index`, if this node holds it.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        self.partitions
+            .binary_search_by_key(&index, |p| p.index)
+            .ok()
+            .map(|i| &self.partitions[i])
     }
+}
+
+/// A topic's config overrides and the config they resolve to, as the metadata image has them
+/// (for topics whether or not this node holds a partition of them).
+#[derive(Debug, Clone)]
+pub struct TopicSettings {
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+}
+
+/// The partitions of `t` that have a replica on node `node`.
+fn local_partitions(t: &metadata::TopicImage, node: i32) -> Vec<i32> {
+    t.partitions
+        .iter()
+        .filter(|(_, p)| p.replicas.contains(&node))
+        .map(|(i, _)| *i)
+        .collect()
 }
 
 #[derive(Default)]
@@ -762,6 +786,9 @@ pub struct Topics {
     restored_hw: Mutex<HashMap<(String, i32), i64>>,
     node_id: i32,
 }
+
+/// Why a replication factor above 1 is refused, until replication exists (issue 20).
+const NOT_REPLICATED: &str = "Sluice does not replicate partitions yet, so every partition has one replica";
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
@@ -924,11 +951,6 @@ impl Topics {
         };
         let image = topics.metadata.image();
         for t in image.topics() {
-            // Every partition has one replica, on the node that created it (replication is
-            // issue 20): a topic of another broker's has no log here.
-            if !t.partitions.values().any(|p| p.replicas.contains(&node_id)) {
-                continue;
-            }
             let count = t.partition_count() as i32;
             if t.partitions.keys().copied().ne(0..count) {
                 return Err(format!(
@@ -939,17 +961,14 @@ impl Topics {
                     crate::metadata_log::DIR
                 ));
             }
-            let topic = topics
-                .materialize(&t.name, t.id, count, image.topic_configs(&t.name).clone(), clean, false)
-                .map_err(|e| format!("cannot open topic {}: {}", t.name, e.message))?;
-            topics.insert(topic);
         }
+        topics.reconcile_with(&image, clean)?;
         // Directories of no topic in the image are not served; a topic created under that
         // name moves its directory aside first.
         let known: std::collections::HashSet<String> = topics
             .list()
             .iter()
-            .flat_map(|t| (0..t.partitions.len()).map(move |i| format!("{}-{i}", t.name)))
+            .flat_map(|t| t.partitions.iter().map(move |p| format!("{}-{}", t.name, p.index)))
             .collect();
         let unknown: Vec<String> = partition_dirs(&*topics.fs, dir)
             .into_iter()
@@ -1002,18 +1021,20 @@ impl Topics {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
+    /// Opens this node's partitions `indexes` of a topic (`fresh`: being created now).
     fn materialize(
         &self,
         name: &str,
         id: Uuid,
-        partitions: i32,
+        indexes: &[i32],
         overrides: BTreeMap<String, String>,
         clean: bool,
         fresh: bool,
     ) -> Result<Topic, ApiError> {
         let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(name))?;
-        let parts = match (0..partitions)
-            .map(|index| self.open_partition(name, id, index, &config, clean, fresh))
+        let parts = match indexes
+            .iter()
+            .map(|&index| self.open_partition(name, id, index, &config, clean, fresh))
             .collect::<Result<Vec<_>, _>>()
         {
             Ok(parts) => parts,
@@ -1021,7 +1042,7 @@ impl Topics {
                 if fresh {
                     // A topic that could not be created leaves nothing behind (a full disk
                     // must not leave half a topic for the next start to find).
-                    self.remove_new_dirs(name, 0..partitions);
+                    self.remove_new_dirs(name, indexes);
                 }
                 return Err(e);
             }
@@ -1035,10 +1056,10 @@ impl Topics {
         })
     }
 
-    /// Removes the directories of partitions `range` of `name`, created by a creation that
+    /// Removes the directories of partitions `indexes` of `name`, created by a creation that
     /// failed.
-    fn remove_new_dirs(&self, name: &str, range: std::ops::Range<i32>) {
-        for index in range {
+    fn remove_new_dirs(&self, name: &str, indexes: &[i32]) {
+        for &index in indexes {
             let dir = self.partition_dir(name, index);
             match self.fs.remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -1047,6 +1068,98 @@ impl Topics {
                 _ => {}
             }
         }
+    }
+
+    /// Makes this node's partitions what `image` says they are, under the change lock (so a
+    /// change this node's controller is making is either all done or not begun): the logs of
+    /// topics the image no longer holds are removed, partitions placed on this node and not
+    /// open are opened (created when new), and config overrides that changed are applied.
+    /// Every node runs it at start and after each metadata change it learns of (the
+    /// publisher, `crate::server`), so a topic made by the controller on another node appears
+    /// here. Returns the first failure, after trying every topic (a failed one is tried again
+    /// at the next call).
+    pub fn reconcile(&self) -> Result<(), String> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: an image read before it could predate a change already made.
+        let image = self.metadata.image();
+        self.reconcile_with(&image, false)
+    }
+
+    fn reconcile_with(&self, image: &metadata::MetadataImage, clean: bool) -> Result<(), String> {
+        let mut first_error = None;
+        for topic in self.list() {
+            if image.topic_by_id(&topic.id).is_none() {
+                self.remove(&topic.name);
+                self.remove_local(&topic);
+                tracing::info!(topic = %topic.name, "topic deleted");
+            }
+        }
+        for t in image.topics() {
+            let wanted = local_partitions(t, self.node_id);
+            if wanted.is_empty() {
+                continue;
+            }
+            let overrides = image.topic_configs(&t.name).clone();
+            let outcome = match self.get_by_id(&t.id) {
+                None => self
+                    .materialize(&t.name, t.id, &wanted, overrides, clean, false)
+                    .map(|topic| {
+                        self.insert(topic);
+                    }),
+                Some(local) => self.catch_up_topic(t, &local, &wanted, overrides),
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(format!("cannot open topic {}: {}", t.name, e.message));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Brings an open topic to the image's partitions `wanted` (with their leaders and leader
+    /// epochs, in `image`) and `overrides`.
+    fn catch_up_topic(
+        &self,
+        image: &metadata::TopicImage,
+        local: &Topic,
+        wanted: &[i32],
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        for p in &local.partitions {
+            if let Some(r) = image.partition(p.index) {
+                let leading = r.leader == self.node_id;
+                if (p.role() == crate::replica::Role::Leader) != leading || p.leader_epoch() != r.leader_epoch {
+                    p.set_leadership(leading, r.leader_epoch);
+                    tracing::info!(topic = %local.name, partition = p.index, leader = r.leader, leader_epoch = r.leader_epoch, "partition leadership changed");
+                }
+            }
+        }
+        let missing: Vec<i32> = wanted
+            .iter()
+            .copied()
+            .filter(|i| local.partition(*i).is_none())
+            .collect();
+        if missing.is_empty() && overrides == local.overrides {
+            return Ok(());
+        }
+        let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(&local.name))?;
+        let mut partitions = local.partitions.clone();
+        for &index in &missing {
+            partitions.push(self.open_partition(&local.name, local.id, index, &config, false, false)?);
+        }
+        partitions.sort_by_key(|p| p.index);
+        if overrides != local.overrides {
+            for p in &partitions {
+                p.lock().log.set_config(config.log_config());
+            }
+        }
+        self.insert(Topic {
+            name: local.name.clone(),
+            id: local.id,
+            partitions,
+            config,
+            overrides,
+        });
+        Ok(())
     }
 
     /// Opens partition `index` of topic `name` (id `id`). `fresh`: the partition is being
@@ -1107,7 +1220,15 @@ impl Topics {
                 }
             }
         }
-        if !fresh && !self.fs.exists(&dir) {
+        let checkpointed = self
+            .restored_hw
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(name.to_string(), index));
+        // A partition of the image without a directory is new here (placed on this node by
+        // the controller) unless its high watermark was checkpointed: then it was held, and
+        // its records are gone.
+        if !fresh && !self.fs.exists(&dir) && checkpointed.is_some() {
             tracing::error!(dir = %dir.display(), "partition directory of {name}-{index} (in the metadata log) is missing: the partition starts empty, its records are lost; restore the directory from a backup (with the broker stopped) to bring them back");
         }
         let log = Log::open_on(&self.fs, &dir, config.log_config(), clean).map_err(storage_error)?;
@@ -1148,30 +1269,28 @@ impl Topics {
                 producers
             }
         };
-        let checkpointed = self
-            .restored_hw
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(name.to_string(), index));
-        let leader_epoch = self
+        let registration = self
             .metadata
             .image()
             .topic_by_id(&id)
-            .and_then(|t| t.partition(index).map(|p| p.leader_epoch))
-            .unwrap_or(0);
-        // This node is the partition's leader and its whole ISR.
-        Ok(Arc::new(
-            Partition::open(
-                name,
-                index,
-                leader_epoch,
-                log,
-                producers,
-                checkpointed,
-                self.clock.clone(),
-            )
-            .lead_alone(),
-        ))
+            .and_then(|t| t.partition(index).cloned());
+        let leader_epoch = registration.as_ref().map_or(0, |p| p.leader_epoch);
+        // This node is the partition's only replica and its whole ISR; it leads unless the
+        // controller took the leadership away (a fenced broker).
+        let partition = Partition::open(
+            name,
+            index,
+            leader_epoch,
+            log,
+            producers,
+            checkpointed,
+            self.clock.clone(),
+        )
+        .lead_alone();
+        if registration.is_some_and(|p| p.leader != self.node_id) {
+            partition.set_leadership(false, leader_epoch);
+        }
+        Ok(Arc::new(partition))
     }
 
     /// Deals with the partition directories `names` that no partition of the image has. One
@@ -1308,14 +1427,32 @@ impl Topics {
     }
 
     /// Checks a creation request (`validate_only` stops here): name, partitions, replication
-    /// factor against this single node, configs, and collisions with existing topics.
+    /// factor against the unfenced brokers, configs, and collisions with existing topics (all
+    /// of the cluster's, as the metadata image has them). Returns the partition count and the
+    /// replica lists the topic's partitions get.
+    /// `manual`: the replica lists a request gave (already checked against the registered
+    /// brokers; the count and factor are then -1).
     pub fn check_create(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        manual: Option<&[Vec<i32>]>,
         overrides: &BTreeMap<String, String>,
-    ) -> Result<(i32, i16), ApiError> {
+    ) -> Result<(i32, Vec<Vec<i32>>), ApiError> {
+        validate_topic_name(name)?;
+        if let Some(manual) = manual {
+            let factor = manual.first().map_or(1, |r| r.len() as i16);
+            if factor > 1 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("replication factor {factor}: {NOT_REPLICATED}"),
+                ));
+            }
+            let image = self.metadata.image();
+            self.check_new_topic(&image, name, overrides, manual)?;
+            return Ok((manual.len() as i32, manual.to_vec()));
+        }
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
             self.defaults().num_partitions
@@ -1328,7 +1465,7 @@ impl Topics {
                 format!("the number of partitions must be 1 to {PARTITIONS_MAX}"),
             ));
         }
-        self.check_partition_limits(partitions as usize)?;
+        let image = self.metadata.image();
         let replication_factor = if replication_factor == -1 {
             1
         } else {
@@ -1340,14 +1477,23 @@ impl Topics {
                 "replication factor must be at least 1",
             ));
         }
-        if replication_factor > 1 {
-            return Err(ApiError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {replication_factor} is larger than the 1 available broker"),
-            ));
-        }
+        let assignments = self.place(&image, partitions, replication_factor)?;
+        self.check_new_topic(&image, name, overrides, &assignments)?;
+        Ok((partitions, assignments))
+    }
+
+    /// The checks of a new topic after its placement: this node's partition limit, configs,
+    /// and collisions with the cluster's topics.
+    fn check_new_topic(
+        &self,
+        image: &metadata::MetadataImage,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+        assignments: &[Vec<i32>],
+    ) -> Result<(), ApiError> {
+        self.check_partition_limits(Self::here(assignments, self.node_id))?;
         TopicConfig::resolve(&self.defaults().configs, overrides, false)?;
-        if self.get(name).is_some() {
+        if image.topic(name).is_some() {
             return Err(ApiError::new(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic {name} already exists"),
@@ -1360,7 +1506,7 @@ impl Topics {
             ));
         }
         let key = collision_key(name);
-        if let Some(other) = self.list().into_iter().find(|t| collision_key(&t.name) == key) {
+        if let Some(other) = image.topics().find(|t| collision_key(&t.name) == key) {
             return Err(ApiError::new(
                 ErrorCode::InvalidTopicException,
                 format!(
@@ -1369,7 +1515,143 @@ impl Topics {
                 ),
             ));
         }
-        Ok((partitions, replication_factor))
+        Ok(())
+    }
+
+    /// How many of `assignments` have a replica on `node`.
+    fn here(assignments: &[Vec<i32>], node: i32) -> usize {
+        assignments.iter().filter(|r| r.contains(&node)).count()
+    }
+
+    /// Replica lists for `partitions` new partitions over the image's unfenced brokers (see
+    /// `metadata::placement`). A node alone that has not registered yet (a test's `Topics`)
+    /// places on itself. Replication factors above 1 are refused until replication exists
+    /// (issue 20): a follower that never fetches would be a lie in the ISR.
+    fn place(&self, image: &metadata::MetadataImage, partitions: i32, factor: i16) -> Result<Vec<Vec<i32>>, ApiError> {
+        use metadata::placement::{self, Candidate, PlaceError};
+        let mut brokers: Vec<Candidate> = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced && !b.in_controlled_shutdown)
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        if brokers.is_empty() && image.brokers.is_empty() && self.metadata.settings().is_alone() {
+            brokers.push(Candidate {
+                id: self.node_id,
+                rack: None,
+            });
+        }
+        // Rotates the first leader with every partition the cluster has, so that small topics
+        // do not all lead on the same broker.
+        let start = image.partition_count();
+        let assignments = placement::place(&brokers, partitions, factor, start).map_err(|e| {
+            let code = match e {
+                PlaceError::NoBrokers | PlaceError::TooFewBrokers { .. } | PlaceError::BadFactor => {
+                    ErrorCode::InvalidReplicationFactor
+                }
+            };
+            ApiError::new(code, e.to_string())
+        })?;
+        if factor > 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {factor}: {NOT_REPLICATED}"),
+            ));
+        }
+        Ok(assignments)
+    }
+
+    /// Creates a topic (this node must be the active controller): placed over the brokers
+    /// (or where `manual` says), this node's partitions created before the commit; the other
+    /// brokers create theirs when they learn of it. Returns the topic's id and placement.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        manual: Option<&[Vec<i32>]>,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(Uuid, Vec<Vec<i32>>), ApiError> {
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let (partitions, assignments) = self.check_create(name, partitions, replication_factor, manual, &overrides)?;
+        let topic = self.create_committed(name, &assignments, overrides)?;
+        tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
+        Ok((topic.id, assignments))
+    }
+
+    /// Creates this node's logs of a new topic, then commits the topic: a crash in between
+    /// leaves directories the next start removes as strays, and a failed commit removes them
+    /// now. Returns the topic as this node holds it (maybe no partition at all).
+    fn create_committed(
+        &self,
+        name: &str,
+        assignments: &[Vec<i32>],
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
+        let image = self.metadata.image();
+        let id = loop {
+            let id = Uuid(self.random.bytes16());
+            if id != Uuid::ZERO && image.topic_by_id(&id).is_none() {
+                break id;
+            }
+        };
+        let records = crate::upgrade::topic_records(name, id, assignments, &overrides);
+        let here: Vec<i32> = (0..)
+            .zip(assignments)
+            .filter(|(_, r)| r.contains(&self.node_id))
+            .map(|(i, _)| i)
+            .collect();
+        let topic = self.materialize(name, id, &here, overrides, false, true)?;
+        if let Err(e) = self.commit(records) {
+            drop(topic);
+            self.remove_new_dirs(name, &here);
+            return Err(e);
+        }
+        Ok(self.insert(topic))
+    }
+
+    /// Creates one of the broker's internal topics (no name checks, `compact` allowed), or
+    /// returns it if it exists (as this node holds it).
+    pub fn create_internal(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ApiError> {
+        debug_assert!(is_internal(name));
+        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        let image = self.metadata.image();
+        if image.topic(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!("{name} exists, but no partition of it is on this node yet"),
+            ));
+        }
+        let assignments = self.place(&image, partitions, 1)?;
+        let topic = self.create_committed(name, &assignments, overrides)?;
+        tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
+        Ok(topic)
+    }
+
+    /// A topic's overrides and resolved config, from the metadata image (whether or not this
+    /// node holds a partition of it).
+    pub fn settings(&self, name: &str) -> Result<TopicSettings, ApiError> {
+        let image = self.metadata.image();
+        if image.topic(name).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            ));
+        }
+        let overrides = image.topic_configs(name).clone();
+        let config = TopicConfig::resolve(&self.defaults().configs, &overrides, is_internal(name))?;
+        Ok(TopicSettings { overrides, config })
     }
 
     /// Partitions this broker holds, internal topics' included.
@@ -1411,91 +1693,37 @@ impl Topics {
         Ok(())
     }
 
-    pub fn create(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i16,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, ApiError> {
-        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let (partitions, _) = self.check_create(name, partitions, replication_factor, &overrides)?;
-        let topic = self.create_committed(name, partitions, overrides)?;
-        tracing::info!(topic = name, partitions, id = %topic.id, "topic created");
-        Ok(topic)
-    }
-
-    /// Creates a topic's logs, then commits the topic: a crash in between leaves directories
-    /// the next start removes as strays, and a failed commit removes them now.
-    fn create_committed(
-        &self,
-        name: &str,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, ApiError> {
-        let id = loop {
-            let id = Uuid(self.random.bytes16());
-            if id != Uuid::ZERO && self.get_by_id(&id).is_none() {
-                break id;
-            }
-        };
-        let records = crate::upgrade::topic_records(name, id, partitions, &overrides, self.node_id);
-        let topic = self.materialize(name, id, partitions, overrides, false, true)?;
-        if let Err(e) = self.commit(records) {
-            drop(topic);
-            self.remove_new_dirs(name, 0..partitions);
-            return Err(e);
-        }
-        Ok(self.insert(topic))
-    }
-
-    /// Creates one of the broker's internal topics (no name checks, `compact` allowed), or
-    /// returns it if it exists.
-    pub fn create_internal(
-        &self,
-        name: &str,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, ApiError> {
-        debug_assert!(is_internal(name));
-        let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = self.get(name) {
-            return Ok(t);
-        }
-        let topic = self.create_committed(name, partitions, overrides)?;
-        tracing::info!(topic = name, partitions, id = %topic.id, "internal topic created");
-        Ok(topic)
-    }
-
-    /// A user topic that exists, for the calls that change one.
-    fn changeable(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
-        let topic = self.get(name).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {name} does not exist"),
-            )
-        })?;
+    /// A user topic that exists (in the image), for the calls that change one.
+    fn changeable(&self, name: &str) -> Result<(Arc<metadata::TopicImage>, TopicSettings), ApiError> {
+        let settings = self.settings(name)?;
         if is_internal(name) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("{name} is an internal topic and cannot be changed"),
             ));
         }
-        Ok(topic)
+        let topic = self.metadata.image().topic(name).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        Ok((topic, settings))
     }
 
     /// Sets a topic's config overrides to what `change` makes of the current ones (after
-    /// checking them), atomically with respect to other changes. Logs take the new segment size
-    /// from their next append.
+    /// checking them), atomically with respect to other changes (this node must be the active
+    /// controller). Logs take the new segment size from their next append; other brokers'
+    /// logs when they learn of the change.
     pub fn update_overrides(
         &self,
         name: &str,
         validate_only: bool,
-        change: impl FnOnce(&Topic) -> Result<BTreeMap<String, String>, ApiError>,
+        change: impl FnOnce(&TopicSettings) -> Result<BTreeMap<String, String>, ApiError>,
     ) -> Result<(), ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.changeable(name)?;
-        let overrides = change(&topic)?;
+        let (_, current) = self.changeable(name)?;
+        let overrides = change(&current)?;
         let config = TopicConfig::resolve(&self.defaults().configs, &overrides, false)?;
         if validate_only {
             return Ok(());
@@ -1503,28 +1731,39 @@ impl Topics {
         self.commit(crate::upgrade::config_changes(
             metadata::resource_type::TOPIC,
             name,
-            &topic.overrides,
+            &current.overrides,
             &overrides,
         ))?;
-        for p in &topic.partitions {
-            p.lock().log.set_config(config.log_config());
+        if let Some(topic) = self.get(name) {
+            for p in &topic.partitions {
+                p.lock().log.set_config(config.log_config());
+            }
+            self.insert(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.clone(),
+                config,
+                overrides,
+            });
         }
-        self.insert(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: topic.partitions.clone(),
-            config,
-            overrides,
-        });
         tracing::info!(topic = name, "topic configs changed");
         Ok(())
     }
 
-    /// CreatePartitions: grows a topic to `count` partitions. Partitions are never removed.
-    pub fn add_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+    /// CreatePartitions: grows a topic to `count` partitions (this node must be the active
+    /// controller), placed over the brokers as a new topic's are, or on the replicas `manual`
+    /// gives each new partition (already checked against the registered brokers). Partitions
+    /// are never removed.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        manual: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.changeable(name)?;
-        let current = topic.partitions.len() as i32;
+        let (image_topic, settings) = self.changeable(name)?;
+        let current = image_topic.partition_count() as i32;
         if count == current {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
@@ -1543,34 +1782,59 @@ impl Topics {
                 format!("topic {name} has {current} partitions, more than the {count} asked for; partitions cannot be removed"),
             ));
         }
-        self.check_partition_limits((count - current) as usize)?;
+        let image = self.metadata.image();
+        let assignments = match manual {
+            Some(m) if m.len() as i64 != i64::from(count) - i64::from(current) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!("{} replica assignments for {} new partitions", m.len(), count - current),
+                ))
+            }
+            Some(m) if m.iter().any(|r| r.len() != 1) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!("every new partition must have one replica: {NOT_REPLICATED}"),
+                ))
+            }
+            Some(m) => m.to_vec(),
+            None => self.place(&image, count - current, 1)?,
+        };
+        self.check_partition_limits(Self::here(&assignments, self.node_id))?;
         if validate_only {
             return Ok(());
         }
-        let mut partitions = topic.partitions.clone();
-        for index in current..count {
-            match self.open_partition(name, topic.id, index, &topic.config, false, true) {
+        let here: Vec<i32> = (current..)
+            .zip(&assignments)
+            .filter(|(_, r)| r.contains(&self.node_id))
+            .map(|(i, _)| i)
+            .collect();
+        let local = self.get(name).filter(|t| t.id == image_topic.id);
+        let mut partitions = local.as_ref().map(|t| t.partitions.clone()).unwrap_or_default();
+        for &index in &here {
+            match self.open_partition(name, image_topic.id, index, &settings.config, false, true) {
                 Ok(p) => partitions.push(p),
                 Err(e) => {
-                    self.remove_new_dirs(name, current..count);
+                    self.remove_new_dirs(name, &here);
                     return Err(e);
                 }
             }
         }
         // As for a new topic: logs first, then the commit (a crash between leaves strays).
-        let records = crate::upgrade::partition_records(topic.id, current..count, self.node_id).collect();
+        let records = crate::upgrade::partition_records(image_topic.id, current, &assignments).collect();
         if let Err(e) = self.commit(records) {
             drop(partitions);
-            self.remove_new_dirs(name, current..count);
+            self.remove_new_dirs(name, &here);
             return Err(e);
         }
-        self.insert(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions,
-            config: topic.config.clone(),
-            overrides: topic.overrides.clone(),
-        });
+        if !here.is_empty() {
+            self.insert(Topic {
+                name: name.to_string(),
+                id: image_topic.id,
+                partitions,
+                config: settings.config,
+                overrides: settings.overrides,
+            });
+        }
         tracing::info!(topic = name, from = current, to = count, "partitions added");
         Ok(())
     }
@@ -1637,33 +1901,45 @@ impl Topics {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Deletes a topic: its removal is committed to the metadata log before anything is
-    /// answered, its partition directories are renamed to `<dir>.<hex>-delete` (so a topic
-    /// re-created under the name starts empty, whatever happens next), and they are removed in
-    /// the background. A crash before the rename leaves directories whose topic id the image
-    /// does not know, which the next start removes as strays; one after it leaves `-delete`
-    /// directories, which the next start removes.
-    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
-        if is_internal(name) && self.get(name).is_some() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("{name} is an internal topic and cannot be deleted"),
-            ));
-        }
+    /// Deletes a topic (this node must be the active controller): its removal is committed to
+    /// the metadata log before anything is answered, then this node's logs of it are removed
+    /// (`remove_local`; other brokers remove theirs when they learn of it).
+    pub fn delete(&self, name: &str) -> Result<(), ApiError> {
         let _serial = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        let topic = self.get(name).ok_or_else(|| {
+        let image = self.metadata.image();
+        let topic = image.topic(name).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("topic {name} does not exist"),
             )
         })?;
+        if is_internal(name) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is an internal topic and cannot be deleted"),
+            ));
+        }
         self.commit(vec![metadata::MetadataRecord::RemoveTopicRecord(
             wire::kafka_records::metadata::RemoveTopicRecord { topic_id: topic.id },
         )])?;
-        self.remove(name);
+        if let Some(local) = self.get(name).filter(|t| t.id == topic.id) {
+            self.remove(name);
+            self.remove_local(&local);
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Removes this node's logs of a deleted topic (already out of the maps): its partition
+    /// directories are renamed to `<dir>.<hex>-delete` (so a topic re-created under the name
+    /// starts empty, whatever happens next) and removed in the background. A crash before the
+    /// rename leaves directories whose topic id the image does not know, which the next start
+    /// removes as strays; one after it leaves `-delete` directories, which the next start
+    /// removes.
+    fn remove_local(&self, topic: &Topic) {
         let mut doomed = vec![];
         for p in &topic.partitions {
-            let dir = self.partition_dir(name, p.index);
+            let dir = self.partition_dir(&topic.name, p.index);
             let mut to = dir.as_os_str().to_owned();
             to.push(format!(".{}-delete", hex(&topic.id.0)));
             let to = PathBuf::from(to);
@@ -1679,8 +1955,6 @@ impl Topics {
             tracing::warn!(error = %e, "could not sync the data directory after a topic deletion");
         }
         storage::remove_dirs_later(&self.fs, doomed);
-        tracing::info!(topic = name, "topic deleted");
-        Ok(topic)
     }
 }
 
@@ -1707,7 +1981,8 @@ mod tests {
             Arc::new(crate::random::Random::seeded(1)),
         )
         .unwrap();
-        let topic = topics.create("wake", 2, 1, BTreeMap::new()).unwrap();
+        topics.create("wake", 2, 1, None, BTreeMap::new()).unwrap();
+        let topic = topics.get("wake").unwrap();
         let (a, b) = (&topic.partitions[0], &topic.partitions[1]);
         let on_a = Arc::new(tokio::sync::Notify::new());
         let on_b = Arc::new(tokio::sync::Notify::new());

@@ -88,14 +88,13 @@ pub(crate) fn check_old_topics(path: &Path, records: &[OldTopic]) -> Result<Vec<
     Ok(ids)
 }
 
-/// The records of a new topic on this single node: the topic, its partitions 0..`partitions`,
-/// and its config overrides.
+/// The records of a new topic: the topic, its config overrides, and partitions 0, 1, … on
+/// the replicas `assignments` gives each.
 pub fn topic_records(
     name: &str,
     id: Uuid,
-    partitions: i32,
+    assignments: &[Vec<i32>],
     configs: &BTreeMap<String, String>,
-    node_id: i32,
 ) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::TopicRecord(TopicRecord {
         name: name.to_string(),
@@ -106,23 +105,20 @@ pub fn topic_records(
             .iter()
             .map(|(k, v)| config_record(resource_type::TOPIC, name, k, Some(v))),
     );
-    out.extend(partition_records(id, 0..partitions, node_id));
+    out.extend(partition_records(id, 0, assignments));
     out
 }
 
-/// Partitions `partitions` of topic `id`, this node their only replica and leader, epochs 0.
-pub fn partition_records(
-    id: Uuid,
-    partitions: std::ops::Range<i32>,
-    node_id: i32,
-) -> impl Iterator<Item = MetadataRecord> {
-    partitions.map(move |index| {
+/// New partitions `first`, `first + 1`, … of topic `id`, one per replica list in
+/// `assignments`: every replica in the ISR, the first the leader, epochs 0.
+pub fn partition_records(id: Uuid, first: i32, assignments: &[Vec<i32>]) -> impl Iterator<Item = MetadataRecord> + '_ {
+    assignments.iter().zip(first..).map(move |(replicas, index)| {
         MetadataRecord::PartitionRecord(PartitionRecord {
             partition_id: index,
             topic_id: id,
-            replicas: vec![node_id],
-            isr: vec![node_id],
-            leader: node_id,
+            replicas: replicas.clone(),
+            isr: replicas.clone(),
+            leader: replicas.first().copied().unwrap_or(-1),
             leader_epoch: 0,
             partition_epoch: 0,
             ..Default::default()
@@ -199,7 +195,12 @@ fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<
     if let Some(topics) = topics {
         let ids = check_old_topics(&topics_path, &topics)?;
         for (t, id) in topics.iter().zip(ids) {
-            records.extend(topic_records(&t.name, id, t.partitions, &t.configs, node_id));
+            records.extend(topic_records(
+                &t.name,
+                id,
+                &vec![vec![node_id]; t.partitions.max(0) as usize],
+                &t.configs,
+            ));
         }
     }
     let configs = configs.unwrap_or_default();

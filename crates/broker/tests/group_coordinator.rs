@@ -93,7 +93,7 @@ fn offsets_and_deletions_survive_a_reopen() {
     let dir = tempdir();
     {
         let (topics, c) = open(&dir, small());
-        topics.create("t", 4, 1, BTreeMap::new()).unwrap();
+        topics.create("t", 4, 1, None, BTreeMap::new()).unwrap();
         assert_eq!(commit(&topics, &c, "a", 0, 10), vec![ErrorCode::None]);
         assert_eq!(commit(&topics, &c, "a", 1, 20), vec![ErrorCode::None]);
         assert_eq!(commit(&topics, &c, "a", 1, 21), vec![ErrorCode::None]);
@@ -125,7 +125,7 @@ fn compaction_keeps_the_latest_offsets_and_bounds_what_is_replayed() {
     };
     {
         let (topics, c) = open(&dir, config.clone());
-        topics.create("t", 8, 1, BTreeMap::new()).unwrap();
+        topics.create("t", 8, 1, None, BTreeMap::new()).unwrap();
         for i in 0..5000 {
             assert_eq!(
                 commit(&topics, &c, &format!("g{}", i % 7), i % 8, i as i64),
@@ -162,7 +162,7 @@ fn retention_expires_offsets_of_groups_without_members() {
         // clock is set past that and the retention instead of sleeping.
         let clock = Arc::new(SimClock::new(0));
         let (topics, c) = open_with(&dir, config.clone(), clock.clone());
-        topics.create("t", 1, 1, BTreeMap::new()).unwrap();
+        topics.create("t", 1, 1, None, BTreeMap::new()).unwrap();
         commit(&topics, &c, "old", 0, 1);
         clock.set_wall_ms(broker::clock::now_ms() + 5);
         assert_eq!(c.expire_offsets(), 1);

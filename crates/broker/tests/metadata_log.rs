@@ -144,7 +144,7 @@ fn append(topics: &Topics, name: &str, value: &[u8]) {
 fn a_deletion_cut_short_by_a_crash_before_its_directories_moved_never_brings_old_records_back() {
     let dir = temp_dir("delete-crash");
     let topics = open_topics(&dir);
-    topics.create("phoenix", 2, 1, BTreeMap::new()).unwrap();
+    topics.create("phoenix", 2, 1, None, BTreeMap::new()).unwrap();
     append(&topics, "phoenix", b"old");
     // The removal is committed, then the process dies before the directories are renamed.
     let id = topics.get("phoenix").unwrap().id;
@@ -166,7 +166,8 @@ fn a_deletion_cut_short_by_a_crash_before_its_directories_moved_never_brings_old
         .filter(|n| n.starts_with("phoenix"))
         .collect();
     assert!(left.is_empty(), "the deleted topic's directories are removed: {left:?}");
-    let t = topics.create("phoenix", 2, 1, BTreeMap::new()).unwrap();
+    topics.create("phoenix", 2, 1, None, BTreeMap::new()).unwrap();
+    let t = topics.get("phoenix").unwrap();
     assert_ne!(t.id, id);
     assert_eq!(
         t.partitions[0].lock().log.log_end_offset(),
@@ -182,8 +183,8 @@ fn topics_and_their_configs_come_back_from_the_metadata_log() {
     let dir = temp_dir("reopen");
     let topics = open_topics(&dir);
     let overrides = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
-    topics.create("kept", 3, 1, overrides).unwrap();
-    topics.add_partitions("kept", 5, false).unwrap();
+    topics.create("kept", 3, 1, None, overrides).unwrap();
+    topics.add_partitions("kept", 5, None, false).unwrap();
     topics
         .update_overrides("kept", false, |t| {
             let mut o = t.overrides.clone();

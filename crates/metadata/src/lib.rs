@@ -10,6 +10,7 @@
 //!   it (the log manager opens and removes partition logs from it).
 //! - [`frame`]: one record to and from the bytes of a record value, and a change to and from
 //!   one record batch, in Kafka's layout (`MetadataRecordSerde`), so Kafka's tools read our log.
+//! - [`placement`]: where new partitions' replicas go (round robin, rack-aware).
 //! - [`snapshot`]: an image as the records that rebuild it, written as Kafka's snapshot files
 //!   are (header control batch, data batches, footer control batch).
 //!
@@ -19,6 +20,7 @@
 pub mod delta;
 pub mod frame;
 pub mod image;
+pub mod placement;
 pub mod snapshot;
 
 pub use delta::{Changes, MetadataDelta, ReplayError};

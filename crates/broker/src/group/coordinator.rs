@@ -439,7 +439,12 @@ pub struct GroupDescription {
 
 pub struct Coordinator {
     config: GroupConfig,
+    /// The `__consumer_offsets` partitions this node holds, by index (in a cluster, some of
+    /// them), loaded once the topic exists here.
     shards: OnceLock<Vec<Shard>>,
+    /// How many partitions `__consumer_offsets` has (all brokers' together): what a group id
+    /// hashes over. Set with `shards`.
+    offsets_partitions: OnceLock<i32>,
     creating: Mutex<()>,
     next_token: AtomicU64,
     /// Set at shutdown: waiting requests are answered and no new ones wait.
@@ -490,6 +495,7 @@ impl Coordinator {
             memory: super::memory::GroupMemory::new(config.member_metadata_bytes_max, config.memory_bytes_max),
             config,
             shards: OnceLock::new(),
+            offsets_partitions: OnceLock::new(),
             creating: Mutex::new(()),
             next_token: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -554,6 +560,10 @@ impl Coordinator {
                 }
                 ErrorCode::CoordinatorNotAvailable
             })?;
+        let count = metadata
+            .image()
+            .topic(CONSUMER_OFFSETS)
+            .map_or(topic.partitions.len(), |t| t.partition_count()) as i32;
         let now = self.clock.now_ms();
         let shards: Vec<Shard> = topic
             .partitions
@@ -579,6 +589,7 @@ impl Coordinator {
         if groups > 0 {
             tracing::info!(groups, "consumer groups loaded");
         }
+        self.offsets_partitions.get_or_init(|| count);
         Ok(self.shards.get_or_init(|| shards))
     }
 
@@ -597,7 +608,12 @@ impl Coordinator {
             return Err(ErrorCode::InvalidGroupId);
         }
         let shards = self.shards(topics)?;
-        Ok(&shards[partition_for(group_id, shards.len() as i32) as usize])
+        let index = partition_for(group_id, self.offsets_partitions.get().copied().unwrap_or(0));
+        // Another broker's partition: the client asks FindCoordinator again.
+        shards
+            .binary_search_by_key(&index, |s| s.partition.index)
+            .map(|i| &shards[i])
+            .map_err(|_| ErrorCode::NotCoordinator)
     }
 
     /// Whether `__consumer_offsets` is open (group requests then touch no files to start).
@@ -833,8 +849,12 @@ impl Coordinator {
         let mut errors = Vec::with_capacity(n);
         let mut records = vec![];
         let mut accepted = vec![];
+        // Offsets of any partition of the cluster (a group's consumers read from every broker).
+        let image = topics.metadata().image();
         for o in offsets {
-            let exists = topics.get(&o.topic).is_some_and(|t| t.partition(o.partition).is_some());
+            let exists = image
+                .topic(&o.topic)
+                .is_some_and(|t| t.partition(o.partition).is_some());
             let e = if !exists {
                 ErrorCode::UnknownTopicOrPartition
             } else if o.offset.metadata.as_ref().map_or(0, |m| m.len()) > self.config.offset_metadata_bytes_max {
@@ -1192,7 +1212,8 @@ mod tests {
             Arc::new(crate::random::Random::seeded(1)),
         )
         .unwrap();
-        let other = topics.create("t", 1, 1, BTreeMap::new()).unwrap().partitions[0].clone();
+        topics.create("t", 1, 1, None, BTreeMap::new()).unwrap();
+        let other = topics.get("t").unwrap().partitions[0].clone();
         let config = GroupConfig {
             offsets_partitions: 1,
             ..Default::default()

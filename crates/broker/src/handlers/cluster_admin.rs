@@ -31,7 +31,10 @@ pub fn delete_records(broker: &Broker, _version: i16, req: DeleteRecordsRequest)
                     };
                     let part = topic.as_ref().and_then(|t| t.partition(p.partition_index));
                     let outcome = match part {
-                        None => Err(ErrorCode::UnknownTopicOrPartition),
+                        None => Err(super::not_held(
+                            broker.metadata.image().topic(&t.name).map(|t| &**t),
+                            p.partition_index,
+                        )),
                         Some(_) if crate::topics::is_internal(&t.name) => Err(ErrorCode::InvalidRequest),
                         Some(part) => {
                             let hw = part.high_watermark();
@@ -100,7 +103,7 @@ pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequ
 }
 
 /// DescribeLogDirs: the one data directory, with the size of each partition asked for (all
-/// when `topics` is null).
+/// when `topics` is null) that this node holds.
 pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let wanted: Vec<(std::sync::Arc<crate::topics::Topic>, Vec<i32>)> = match req.topics {
         None => broker
@@ -108,7 +111,7 @@ pub fn describe_log_dirs(broker: &Broker, _version: i16, req: DescribeLogDirsReq
             .list()
             .into_iter()
             .map(|t| {
-                let all = (0..t.partitions.len() as i32).collect();
+                let all = t.partitions.iter().map(|p| p.index).collect();
                 (t, all)
             })
             .collect(),

@@ -58,12 +58,7 @@ pub(crate) fn describe_topic(
     include_synonyms: bool,
     documentation: bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
-    let topic = broker.topics.get(name).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::UnknownTopicOrPartition,
-            format!("topic {name} does not exist"),
-        )
-    })?;
+    let topic = broker.topics.settings(name)?;
     Ok(TOPIC_CONFIGS
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|x| x == d.name)))

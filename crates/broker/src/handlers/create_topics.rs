@@ -64,6 +64,11 @@ fn manual_assignment(
     Ok((partitions, factor.unwrap_or(1) as i16))
 }
 
+/// The replication factor of a placement (every partition has as many replicas).
+fn factor(assignments: &[Vec<i32>]) -> i16 {
+    assignments.first().map_or(0, |r| r.len() as i16)
+}
+
 /// Runs on the low-priority topic-change thread (`Broker::topic_changes`): creating
 /// partitions is file work.
 pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -100,12 +105,14 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
                     &t.assignments,
                     t.num_partitions,
                     t.replication_factor,
-                    &[broker.config.node_id],
+                    &broker.metadata.image().brokers.keys().copied().collect::<Vec<_>>(),
                 ) {
                     Ok(shape) => shape,
                     Err((code, message)) => return fail(code, message),
                 }
             };
+            let manual: Option<Vec<Vec<i32>>> =
+                (!t.assignments.is_empty()).then(|| t.assignments.iter().map(|a| a.broker_ids.clone()).collect());
             let mut overrides = BTreeMap::new();
             for c in t.configs {
                 match c.value {
@@ -132,13 +139,25 @@ pub fn handle(broker: &Broker, version: i16, request: CreateTopicsRequest) -> Cr
             let outcome = if request.validate_only {
                 broker
                     .topics
-                    .check_create(&t.name, num_partitions, replication_factor, &overrides)
-                    .map(|(p, r)| (wire::Uuid::ZERO, p, r))
+                    .check_create(
+                        &t.name,
+                        num_partitions,
+                        replication_factor,
+                        manual.as_deref(),
+                        &overrides,
+                    )
+                    .map(|(p, assignments)| (wire::Uuid::ZERO, p, factor(&assignments)))
             } else {
                 broker
                     .topics
-                    .create(&t.name, num_partitions, replication_factor, overrides)
-                    .map(|topic| (topic.id, topic.partitions.len() as i32, 1))
+                    .create(
+                        &t.name,
+                        num_partitions,
+                        replication_factor,
+                        manual.as_deref(),
+                        overrides,
+                    )
+                    .map(|(id, assignments)| (id, assignments.len() as i32, factor(&assignments)))
             };
             match outcome {
                 Ok((id, partitions, replication)) => {

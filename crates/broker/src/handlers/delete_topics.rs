@@ -19,18 +19,19 @@ pub fn handle(broker: &Broker, version: i16, request: DeleteTopicsRequest) -> De
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
+            let image = broker.metadata.image();
             let name = match name {
                 Some(n) => Ok(n),
-                None => broker
-                    .topics
-                    .get_by_id(&id)
+                None => image
+                    .topic_by_id(&id)
                     .map(|t| t.name.clone())
                     .ok_or(ErrorCode::UnknownTopicId),
             };
+            let topic_id = |n: &str| image.topic(n).map_or(id, |t| t.id);
             match name.map(|n| (broker.topics.delete(&n), n)) {
-                Ok((Ok(topic), n)) => DeletableTopicResult {
+                Ok((Ok(()), n)) => DeletableTopicResult {
+                    topic_id: topic_id(&n),
                     name: Some(n),
-                    topic_id: topic.id,
                     ..Default::default()
                 },
                 Ok((Err(e), n)) => DeletableTopicResult {

@@ -17,8 +17,8 @@
 //! the eligible leader replicas and last known ELR are empty lists (not null), as Kafka sends
 //! for a partition without ELR, and no replica is offline.
 
-use crate::topics::Topic;
 use crate::Broker;
+use metadata::TopicImage;
 use wire::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
@@ -31,26 +31,24 @@ const MAX_PARTITIONS: i32 = 2000;
 /// reports as authorized (3576; DescribeTopicPartitions has no flag to leave it out).
 const TOPIC_AUTHORIZED_OPERATIONS: i32 = super::operations::TOPIC;
 
-fn partitions(
-    broker: &Broker,
-    topic: &Topic,
-    start: i32,
-    max: i32,
-) -> (Vec<DescribeTopicPartitionsResponsePartition>, i32) {
-    let node = broker.config.node_id;
-    let count = topic.partitions.len() as i32;
+fn partitions(topic: &TopicImage, start: i32, max: i32) -> (Vec<DescribeTopicPartitionsResponsePartition>, i32) {
+    let count = topic.partition_count() as i32;
     let start = start.max(0);
     let upper = count.min(start.saturating_add(max));
     let next = if upper < count { upper } else { -1 };
     let parts = (start..upper)
-        .filter_map(|i| topic.partition(i))
-        .map(|p| DescribeTopicPartitionsResponsePartition {
-            error_code: 0,
-            partition_index: p.index,
-            leader_id: node,
+        .filter_map(|i| topic.partition(i).map(|p| (i, p)))
+        .map(|(i, p)| DescribeTopicPartitionsResponsePartition {
+            error_code: if p.leader < 0 {
+                ErrorCode::LeaderNotAvailable as i16
+            } else {
+                0
+            },
+            partition_index: i,
+            leader_id: p.leader,
             leader_epoch: p.leader_epoch,
-            replica_nodes: vec![node],
-            isr_nodes: vec![node],
+            replica_nodes: p.replicas.clone(),
+            isr_nodes: p.isr.clone(),
             eligible_leader_replicas: Some(vec![]),
             last_known_elr: Some(vec![]),
             offline_replicas: vec![],
@@ -84,8 +82,9 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeTopicPartitionsReques
         }
     }
     let cursor_topic = req.cursor.as_ref().map(|c| c.topic_name.clone());
+    let image = broker.metadata.image();
     let mut names: Vec<String> = if fetch_all {
-        broker.topics.list().iter().map(|t| t.name.clone()).collect()
+        image.topics().map(|t| t.name.clone()).collect()
     } else {
         req.topics.iter().map(|t| t.name.clone()).collect()
     };
@@ -109,7 +108,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeTopicPartitionsReques
             });
             break;
         }
-        let Some(topic) = broker.topics.get(&name) else {
+        let Some(topic) = image.topic(&name) else {
             // Only named topics can be missing (all topics are listed from what exists).
             let code = match crate::topics::validate_topic_name(&name) {
                 Ok(()) => ErrorCode::UnknownTopicOrPartition,
@@ -125,7 +124,7 @@ pub fn handle(broker: &Broker, _version: i16, req: DescribeTopicPartitionsReques
             });
             continue;
         };
-        let (parts, next) = partitions(broker, &topic, start_of(&name), remaining);
+        let (parts, next) = partitions(topic, start_of(&name), remaining);
         remaining -= parts.len() as i32;
         topics.push(DescribeTopicPartitionsResponseTopic {
             error_code: 0,

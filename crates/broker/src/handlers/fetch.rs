@@ -23,8 +23,10 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 struct Wanted {
     topic_name: String,
     topic_id: Uuid,
-    /// The topic, if it exists, and the error to report for it otherwise.
+    /// The topic, if this node holds it, and the error to report for it otherwise.
     topic: Result<Arc<Topic>, ErrorCode>,
+    /// The topic as the cluster has it: what a partition this node does not hold is answered.
+    known: Option<Arc<metadata::TopicImage>>,
     partitions: Vec<wire::messages::fetch_request::FetchPartition>,
 }
 
@@ -45,6 +47,11 @@ fn read_partition(
     };
     if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
         r.error_code = code as i16;
+        return r;
+    }
+    // Consumers read from the leader only (no replica is a follower yet: issue 20).
+    if part.role() != crate::replica::Role::Leader {
+        r.error_code = ErrorCode::NotLeaderOrFollower as i16;
         return r;
     }
     let state = part.lock();
@@ -120,7 +127,10 @@ fn collect(wanted: &[Wanted], version: i16, max_bytes: Option<usize>) -> (Vec<Fe
             .map(|p| match &w.topic {
                 Err(code) => PartitionData {
                     partition_index: p.partition,
-                    error_code: *code as i16,
+                    error_code: match &w.known {
+                        Some(t) => super::not_held(Some(t), p.partition) as i16,
+                        None => *code as i16,
+                    },
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
@@ -130,7 +140,7 @@ fn collect(wanted: &[Wanted], version: i16, max_bytes: Option<usize>) -> (Vec<Fe
                 Ok(topic) => match topic.partition(p.partition) {
                     None => PartitionData {
                         partition_index: p.partition,
-                        error_code: ErrorCode::UnknownTopicOrPartition as i16,
+                        error_code: super::not_held(w.known.as_deref(), p.partition) as i16,
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
@@ -186,20 +196,28 @@ pub async fn handle(
     ip: std::net::IpAddr,
     request: FetchRequest,
 ) -> (FetchResponse, Option<Held>) {
+    let image = broker.metadata.image();
     let wanted: Vec<Wanted> = request
         .topics
         .into_iter()
         .map(|t| {
-            let topic = if version >= 13 {
-                broker.topics.get_by_id(&t.topic_id).ok_or(ErrorCode::UnknownTopicId)
+            let (topic, known) = if version >= 13 {
+                (
+                    broker.topics.get_by_id(&t.topic_id).ok_or(ErrorCode::UnknownTopicId),
+                    image.topic_by_id(&t.topic_id).cloned(),
+                )
             } else {
-                broker.topics.get(&t.topic).ok_or(ErrorCode::UnknownTopicOrPartition)
+                (
+                    broker.topics.get(&t.topic).ok_or(ErrorCode::UnknownTopicOrPartition),
+                    image.topic(&t.topic).cloned(),
+                )
             };
             let topic_id = topic.as_ref().map_or(t.topic_id, |topic| topic.id);
             Wanted {
                 topic_name: t.topic,
                 topic_id,
                 topic,
+                known,
                 partitions: t.partitions,
             }
         })
@@ -295,6 +313,8 @@ mod below_tests {
             Arc::new(crate::clock::SystemClock::new()),
         );
         assert_eq!(part.high_watermark(), 4);
+        // Consumers are served by a leader only; leading keeps the checkpointed watermark.
+        part.set_leadership(true, 0);
         let ask = |offset| wire::messages::fetch_request::FetchPartition {
             partition: 0,
             fetch_offset: offset,

@@ -32,7 +32,9 @@ pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> Li
                         ..Default::default()
                     };
                     let Some(part) = topic.as_ref().and_then(|topic| topic.partition(p.partition_index)) else {
-                        r.error_code = ErrorCode::UnknownTopicOrPartition as i16;
+                        r.error_code =
+                            super::not_held(broker.metadata.image().topic(&t.name).map(|t| &**t), p.partition_index)
+                                as i16;
                         return r;
                     };
                     if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
@@ -44,17 +46,17 @@ pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> Li
                     match p.timestamp {
                         LATEST => {
                             r.offset = part.high_watermark();
-                            r.leader_epoch = part.leader_epoch;
+                            r.leader_epoch = part.leader_epoch();
                         }
                         EARLIEST | EARLIEST_LOCAL => {
                             r.offset = log.log_start_offset();
-                            r.leader_epoch = part.leader_epoch;
+                            r.leader_epoch = part.leader_epoch();
                         }
                         MAX_TIMESTAMP => match log.max_timestamp_record() {
                             Ok(Some((found, offset))) if offset < part.high_watermark() => {
                                 r.offset = offset;
                                 r.timestamp = found;
-                                r.leader_epoch = part.leader_epoch;
+                                r.leader_epoch = part.leader_epoch();
                             }
                             Ok(_) => {}
                             Err(_) => r.error_code = ErrorCode::KafkaStorageError as i16,
@@ -66,7 +68,7 @@ pub fn handle(broker: &Broker, _version: i16, request: ListOffsetsRequest) -> Li
                             Ok(Some((offset, found))) if offset < part.high_watermark() => {
                                 r.offset = offset;
                                 r.timestamp = found;
-                                r.leader_epoch = part.leader_epoch;
+                                r.leader_epoch = part.leader_epoch();
                             }
                             Ok(_) => {}
                             Err(_) => r.error_code = ErrorCode::KafkaStorageError as i16,

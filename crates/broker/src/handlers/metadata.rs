@@ -60,6 +60,53 @@ pub fn may_create_topics(broker: &Broker, version: i16, request: &MetadataReques
         && broker.topics.defaults().auto_create
 }
 
+/// Sends the active controller a CreateTopics for `name` with the defaults (auto-creation on a
+/// broker that is not the controller), waiting for its answer; a failure is logged, and the
+/// client's next Metadata asks again. Runs on the blocking pool (see `may_create_topics`).
+fn ask_controller_to_create(broker: &Broker, name: &str) {
+    use wire::messages::create_topics_request::CreatableTopic;
+    let Some(addr) = broker
+        .metadata
+        .leader()
+        .and_then(|l| broker.config.quorum.voters.get(&l))
+    else {
+        return;
+    };
+    let request = wire::messages::CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.to_string(),
+            num_partitions: -1,
+            replication_factor: -1,
+            ..Default::default()
+        }],
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let version = crate::handlers::supported_versions(wire::messages::ApiKey::CreateTopics).map_or(2, |(_, hi)| hi);
+    let answer = crate::quorum::net::call_blocking(
+        addr,
+        wire::messages::ApiKey::CreateTopics,
+        version,
+        &request,
+        std::time::Duration::from_secs(15),
+    );
+    let code = match answer {
+        Ok(wire::messages::ResponseBody::CreateTopics(r)) => r.topics.first().map_or(0, |t| t.error_code),
+        Ok(_) => ErrorCode::UnknownServerError as i16,
+        Err(e) => {
+            tracing::warn!(topic = name, error = %e, "cannot ask the active controller to auto-create a topic");
+            return;
+        }
+    };
+    if code != 0 && code != ErrorCode::TopicAlreadyExists as i16 {
+        tracing::warn!(
+            topic = name,
+            error_code = code,
+            "the active controller refused to auto-create a topic"
+        );
+    }
+}
+
 /// Topics one Metadata request may auto-create (each creation rewrites the topic table).
 const AUTO_CREATE_TOPICS_MAX: usize = 100;
 
@@ -71,6 +118,8 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
     // Every answer comes from the metadata image, one per request; a topic created here is
     // read from the image its creation made.
     let image = broker.metadata.image();
+    let me = broker.config.node_id;
+    let controller_here = broker.config.quorum.is_alone(me) || broker.metadata.leader() == Some(me);
     let describe_in = |image: &MetadataImage, name: &str| image.topic(name).map(|t| describe(t, ops));
     // Null means all topics; so does an empty list in version 0.
     let topics = match request.topics {
@@ -87,10 +136,17 @@ pub fn handle(broker: &Broker, version: i16, request: MetadataRequest) -> Metada
                             && created_partitions + partitions <= defaults.partitions_per_request_max;
                         if allowed && defaults.auto_create && !within_budget {
                             failed(Some(name), t.topic_id, ErrorCode::LeaderNotAvailable)
+                        } else if allowed && defaults.auto_create && !controller_here {
+                            created_topics += 1;
+                            created_partitions += partitions;
+                            // The active controller creates it; the client asks again, as it
+                            // does of Kafka while a topic's leaders are elected.
+                            ask_controller_to_create(broker, &name);
+                            failed(Some(name), t.topic_id, ErrorCode::LeaderNotAvailable)
                         } else if allowed && defaults.auto_create {
                             created_topics += 1;
                             created_partitions += partitions;
-                            match broker.topics.create(&name, -1, -1, Default::default()) {
+                            match broker.topics.create(&name, -1, -1, None, Default::default()) {
                                 // Kafka answers LEADER_NOT_AVAILABLE until the new topic's leaders
                                 // are elected; here creation is synchronous and the partitions are
                                 // ready, so the client gets the topic at once (no retry delay).

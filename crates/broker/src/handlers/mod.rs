@@ -27,7 +27,7 @@ use crate::Broker;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use wire::messages::{ApiKey, RequestBody, RequestHeader};
+use wire::messages::{ApiKey, RequestBody, RequestHeader, ResponseBody};
 use wire::{frame, Encode, ErrorCodes};
 
 /// Kafka's `AclOperation` codes as bits of an `authorized_operations` field. With no authorizer
@@ -145,6 +145,80 @@ pub fn live_brokers(broker: &Broker) -> Vec<LiveBroker> {
             })
         })
         .collect()
+}
+
+/// The error for partition `partition` of `topic` (as the image has it, if it does) that this
+/// node does not hold: `NOT_LEADER_OR_FOLLOWER` when the cluster has it (another broker's, or
+/// not open here yet), so the client refreshes its metadata and goes to the leader;
+/// `UNKNOWN_TOPIC_OR_PARTITION` when it does not exist.
+pub fn not_held(topic: Option<&::metadata::TopicImage>, partition: i32) -> wire::ErrorCode {
+    match topic.and_then(|t| t.partition(partition)) {
+        Some(_) => wire::ErrorCode::NotLeaderOrFollower,
+        None => wire::ErrorCode::UnknownTopicOrPartition,
+    }
+}
+
+/// The admin requests a broker that is not the active controller forwards to it (as Kafka's
+/// brokers do since KIP-590, here without the Envelope: the request goes as it came to the
+/// controller listener, whose node answers it with the same handler).
+pub const FORWARDED: &[ApiKey] = &[
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+];
+
+/// How long a forwarded request may take: the controller's commit wait and then some.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends a request of `FORWARDED` to the active controller and answers with what it says.
+/// `None` when this node is the controller (or alone), knows none, or cannot reach it: its own
+/// handler answers then (NOT_CONTROLLER for a change, so the client tries again).
+async fn forward(ctx: &Ctx<'_>, body: &RequestBody) -> Option<Outcome> {
+    let broker = ctx.broker;
+    let me = broker.config.node_id;
+    if broker.config.quorum.is_alone(me) {
+        return None;
+    }
+    let leader = broker.metadata.leader().filter(|&l| l != me)?;
+    let addr = broker.config.quorum.voters.get(&leader)?;
+    let request = crate::quorum::net::AnyRequest(body);
+    match crate::quorum::net::call(addr, ctx.api_key, ctx.version, &request, FORWARD_TIMEOUT).await {
+        Ok(answer) => Some(match answer {
+            ResponseBody::CreateTopics(r) => respond(ctx, &r),
+            ResponseBody::DeleteTopics(r) => respond(ctx, &r),
+            ResponseBody::CreatePartitions(r) => respond(ctx, &r),
+            ResponseBody::AlterConfigs(r) => respond(ctx, &r),
+            ResponseBody::IncrementalAlterConfigs(r) => respond(ctx, &r),
+            _ => Outcome::Close(format!(
+                "the controller answered {} with another kind",
+                ctx.api_key.name()
+            )),
+        }),
+        Err(e) => {
+            if let Some(suppressed) = crate::ratelog::allow("forward-failed") {
+                tracing::warn!(controller = leader, error = %e, suppressed, "cannot forward an admin request to the active controller");
+            }
+            None
+        }
+    }
+}
+
+/// Answers a request another broker forwarded (one of `FORWARDED`), on the blocking pool.
+pub fn answer_forwarded(broker: &Broker, version: i16, body: RequestBody) -> Option<ResponseBody> {
+    Some(match body {
+        RequestBody::CreateTopics(r) => ResponseBody::CreateTopics(create_topics::handle(broker, version, r)),
+        RequestBody::DeleteTopics(r) => ResponseBody::DeleteTopics(delete_topics::handle(broker, version, r)),
+        RequestBody::CreatePartitions(r) => {
+            ResponseBody::CreatePartitions(create_partitions::handle(broker, version, r))
+        }
+        RequestBody::AlterConfigs(r) => ResponseBody::AlterConfigs(configs::alter(broker, version, r)),
+        RequestBody::IncrementalAlterConfigs(r) => {
+            ResponseBody::IncrementalAlterConfigs(configs::incremental_alter(broker, version, r))
+        }
+        _ => return None,
+    })
 }
 
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -286,6 +360,11 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             | RequestBody::DeleteGroups(_)
     ) {
         ensure_groups_loaded(broker).await;
+    }
+    if FORWARDED.contains(&ctx.api_key) {
+        if let Some(answered) = forward(ctx, &body).await {
+            return answered;
+        }
     }
     match body {
         RequestBody::Produce(req) => match produce::handle(broker, version, req).await {

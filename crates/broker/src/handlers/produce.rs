@@ -321,10 +321,15 @@ pub async fn handle(broker: &Broker, _version: i16, request: ProduceRequest) -> 
                     .as_ref()
                     .and_then(|topic| topic.partition(p.index).map(|part| (topic, part)))
                 {
-                    None => Some(error(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("{}-{} does not exist", t.name, p.index),
-                    )),
+                    None => Some(
+                        match super::not_held(broker.metadata.image().topic(&t.name).map(|t| &**t), p.index) {
+                            ErrorCode::NotLeaderOrFollower => error(
+                                ErrorCode::NotLeaderOrFollower,
+                                format!("this broker does not lead {}-{}", t.name, p.index),
+                            ),
+                            code => error(code, format!("{}-{} does not exist", t.name, p.index)),
+                        },
+                    ),
                     Some((topic, _)) if crate::topics::is_internal(&topic.name) => Some(error(
                         ErrorCode::InvalidTopicException,
                         format!("cannot append to internal topic {}", topic.name),

@@ -15,7 +15,7 @@ use wire::messages::*;
 const ELECTION_NOT_NEEDED: &str = "Leader election not needed for topic partition.";
 
 fn partition_exists(broker: &Broker, topic: &str, partition: i32) -> Result<(), String> {
-    match broker.topics.get(topic) {
+    match broker.metadata.image().topic(topic) {
         None => Err(format!("No such topic as {topic}")),
         Some(t) if t.partition(partition).is_none() => Err(format!("No such partition as {topic}-{partition}")),
         Some(_) => Ok(()),
@@ -114,19 +114,21 @@ pub fn list_reassignments(
 /// AlterPartitionReassignments, per partition in Kafka's order of checks: a missing topic or
 /// partition `UNKNOWN_TOPIC_OR_PARTITION`; a cancellation (null replicas) when nothing is in
 /// progress `NO_REASSIGNMENT_IN_PROGRESS`; an empty target, a broker that is not registered
-/// or one named twice `INVALID_REPLICA_ASSIGNMENT`; what is left is this node alone, where the
-/// partition already is: success with a null message (nothing to move).
+/// or one named twice `INVALID_REPLICA_ASSIGNMENT`; what is left must be the partition's
+/// current replicas: success with a null message (nothing to move). A move is refused until
+/// reassignment exists (issue 22).
 pub fn alter_reassignments(
     broker: &Broker,
     _version: i16,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let node = broker.config.node_id;
+    let image = broker.metadata.image();
+    let registered: Vec<i32> = image.brokers.keys().copied().collect();
     let responses = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(&t.name);
+            let topic = image.topic(&t.name);
             let partitions = t
                 .partitions
                 .into_iter()
@@ -140,12 +142,16 @@ pub fn alter_reassignments(
                             ErrorCode::UnknownTopicOrPartition,
                             format!("Unable to find partition {}:{}.", t.name, p.partition_index),
                         )),
-                        Some(_) => match &p.replicas {
+                        Some(topic) => match &p.replicas {
                             None => Err((
                                 ErrorCode::NoReassignmentInProgress,
                                 "No partition reassignment is in progress.".to_string(),
                             )),
-                            Some(replicas) => check_target(replicas, node),
+                            Some(replicas) => check_target(
+                                replicas,
+                                &registered,
+                                topic.partition(p.partition_index).map_or(&[][..], |r| &r.replicas),
+                            ),
                         },
                     };
                     let (code, message) = match outcome {
@@ -174,26 +180,30 @@ pub fn alter_reassignments(
 }
 
 /// Kafka's `validateManualPartitionAssignment`, brokers checked in ascending order.
-fn check_target(replicas: &[i32], node: i32) -> Result<(), (ErrorCode, String)> {
+/// A reassignment's target: registered brokers, each once. Only the partition's current
+/// replicas are accepted (nothing to move): moving replicas is the work of issue 22, and a
+/// success for a move that never happens would be a lie.
+fn check_target(replicas: &[i32], registered: &[i32], current: &[i32]) -> Result<(), (ErrorCode, String)> {
     let invalid = |m: String| Err((ErrorCode::InvalidReplicaAssignment, m));
     if replicas.is_empty() {
         return invalid("The manual partition assignment includes an empty replica list.".into());
     }
-    let mut sorted = replicas.to_vec();
-    sorted.sort_unstable();
-    let mut previous = None;
-    for b in sorted {
-        if b != node {
+    for (i, b) in replicas.iter().enumerate() {
+        if !registered.contains(b) {
             return invalid(format!(
                 "The manual partition assignment includes broker {b}, but no such broker is registered."
             ));
         }
-        if previous == Some(b) {
+        if replicas[..i].contains(b) {
             return invalid(format!(
                 "The manual partition assignment includes the broker {b} more than once."
             ));
         }
-        previous = Some(b);
+    }
+    if replicas != current {
+        return invalid(format!(
+            "moving replicas ({current:?} to {replicas:?}) is not supported yet: Sluice keeps each partition where it was placed"
+        ));
     }
     Ok(())
 }
@@ -203,13 +213,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_this_node_once_is_a_valid_target() {
-        assert_eq!(check_target(&[1], 1), Ok(()));
-        assert_eq!(check_target(&[], 1).unwrap_err().0, ErrorCode::InvalidReplicaAssignment);
-        assert!(check_target(&[1, 2], 1)
+    fn only_the_current_replicas_once_are_a_valid_target() {
+        assert_eq!(check_target(&[1], &[1], &[1]), Ok(()));
+        assert_eq!(
+            check_target(&[], &[1], &[1]).unwrap_err().0,
+            ErrorCode::InvalidReplicaAssignment
+        );
+        assert!(check_target(&[1, 2], &[1], &[1])
             .unwrap_err()
             .1
             .contains("broker 2, but no such broker"));
-        assert!(check_target(&[1, 1], 1).unwrap_err().1.contains("more than once"));
+        assert!(check_target(&[1, 1], &[1], &[1])
+            .unwrap_err()
+            .1
+            .contains("more than once"));
+        assert!(check_target(&[2], &[1, 2], &[1])
+            .unwrap_err()
+            .1
+            .contains("not supported yet"));
     }
 }

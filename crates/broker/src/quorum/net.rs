@@ -62,6 +62,15 @@ pub trait ControllerApis: Send + Sync {
         &self,
         request: wire::messages::AllocateProducerIdsRequest,
     ) -> wire::messages::AllocateProducerIdsResponse;
+    /// BrokerHeartbeat: a broker lives (and may be unfenced).
+    fn broker_heartbeat(
+        &self,
+        request: wire::messages::BrokerHeartbeatRequest,
+    ) -> wire::messages::BrokerHeartbeatResponse;
+    /// A client's admin request that another broker forwarded here (one of
+    /// `handlers::FORWARDED`), answered as this node answers it; `None` if this node cannot
+    /// (not a broker yet).
+    fn forwarded(&self, version: i16, request: RequestBody) -> Option<ResponseBody>;
     /// DescribeQuorum as the leader answers it (brokers forward theirs here).
     fn describe_quorum(&self, request: wire::messages::DescribeQuorumRequest)
         -> wire::messages::DescribeQuorumResponse;
@@ -440,8 +449,13 @@ fn versions() -> Vec<avr::ApiVersion> {
         ),
         (ApiKey::DescribeQuorum, 0, 2),
         (ApiKey::AllocateProducerIds, 0, 0),
+        (ApiKey::BrokerHeartbeat, 0, ApiKey::BrokerHeartbeat.versions().1),
     ]
     .into_iter()
+    .chain(crate::handlers::FORWARDED.iter().filter_map(|&k| {
+        let (min, max) = crate::handlers::supported_versions(k)?;
+        Some((k, min, max))
+    }))
     .map(|(k, min, max)| avr::ApiVersion {
         api_key: k as i16,
         min_version: min,
@@ -490,6 +504,12 @@ async fn connection(
         let out = match body {
             RequestBody::BrokerRegistration(_)
             | RequestBody::AllocateProducerIds(_)
+            | RequestBody::BrokerHeartbeat(_)
+            | RequestBody::CreateTopics(_)
+            | RequestBody::DeleteTopics(_)
+            | RequestBody::CreatePartitions(_)
+            | RequestBody::AlterConfigs(_)
+            | RequestBody::IncrementalAlterConfigs(_)
             | RequestBody::DescribeQuorum(_) => {
                 let apis = apis
                     .clone()
@@ -503,7 +523,11 @@ async fn connection(
                         response_frame(cid, key, version, &apis.allocate_producer_ids(r))
                     }
                     RequestBody::DescribeQuorum(r) => response_frame(cid, key, version, &apis.describe_quorum(r)),
-                    _ => Err(format!("{key:?} is not one of the controller's own requests")),
+                    RequestBody::BrokerHeartbeat(r) => response_frame(cid, key, version, &apis.broker_heartbeat(r)),
+                    forwarded => match apis.forwarded(version, forwarded) {
+                        Some(answer) => response_frame(cid, key, version, &AnyResponse(&answer)),
+                        None => Err(format!("{key:?}: this controller cannot answer forwarded requests yet")),
+                    },
                 })
                 .await
                 .map_err(|e| e.to_string())??
@@ -610,6 +634,24 @@ fn timed_out(cid: i32, key: ApiKey, version: i16) -> Result<BytesMut, String> {
                 ..Default::default()
             },
         ),
+    }
+}
+
+/// Any request body, as a body to encode (a client's admin request forwarded as it came).
+pub struct AnyRequest<'a>(pub &'a RequestBody);
+
+impl Encode for AnyRequest<'_> {
+    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), wire::codec::EncodeError> {
+        self.0.encode(buf, version)
+    }
+}
+
+/// Any response body, as a body to encode (the answer to a forwarded request).
+struct AnyResponse<'a>(&'a ResponseBody);
+
+impl Encode for AnyResponse<'_> {
+    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), wire::codec::EncodeError> {
+        self.0.encode(buf, version)
     }
 }
 
