@@ -54,4 +54,49 @@ async function startBroker(extraArgs = []) {
   throw new Error(`sluice did not listen within 20s:\n${log}`);
 }
 
-module.exports = { startBroker };
+// Starts `n` combined nodes as one cluster (each with a CONTROLLER listener and the same
+// controller.quorum.voters), as a user would; resolves once every node listens (it is then
+// caught up with the metadata and unfenced).
+async function startCluster(n = 3) {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-js-cluster-'));
+  const nodes = [];
+  for (let i = 1; i <= n; i++) {
+    nodes.push({ id: i, port: await freePort(), controller: await freePort(), admin: await freePort(), log: '' });
+  }
+  const voters = nodes.map((x) => `${x.id}@127.0.0.1:${x.controller}`).join(',');
+  for (const x of nodes) {
+    x.proc = spawn(BINARY, [
+      'server',
+      '--listeners', `PLAINTEXT://127.0.0.1:${x.port},CONTROLLER://127.0.0.1:${x.controller}`,
+      '--admin-listeners', `127.0.0.1:${x.admin}`,
+      '--data-dir', path.join(dataDir, `node-${x.id}`),
+      '--set', `node.id=${x.id}`,
+      '--set', `controller.quorum.voters=${voters}`,
+    ]);
+    x.proc.stdout.on('data', (d) => { x.log += d; });
+    x.proc.stderr.on('data', (d) => { x.log += d; });
+  }
+  const logs = () => nodes.map((x) => `--- node ${x.id}\n${x.log}`).join('\n');
+  const deadline = Date.now() + 60000;
+  for (const x of nodes) {
+    while (!(await canConnect(x.port))) {
+      if (x.proc.exitCode !== null || Date.now() > deadline) {
+        for (const y of nodes) y.proc.kill('SIGKILL');
+        throw new Error(`node ${x.id} did not serve:\n${logs()}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    nodes,
+    bootstrap: nodes.map((x) => `127.0.0.1:${x.port}`),
+    logs,
+    stop: () => Promise.all(nodes.map((x) => new Promise((resolve) => {
+      if (x.proc.exitCode !== null) return resolve(x.proc.exitCode);
+      x.proc.on('exit', (code) => resolve(code));
+      x.proc.kill('SIGTERM');
+    }))).then((codes) => { fs.rmSync(dataDir, { recursive: true, force: true }); return codes; }),
+  };
+}
+
+module.exports = { startBroker, startCluster };
