@@ -34,6 +34,7 @@ class Node:
         self.data_dir = root / f"node-{node_id}"
         self.log_path = root / f"node-{node_id}.log"
         self.proc = None
+        self.extra = []
 
     @property
     def bootstrap(self):
@@ -60,6 +61,7 @@ class Node:
                 f"node.id={self.node_id}",
                 "--set",
                 f"controller.quorum.voters={self.voters}",
+                *self.extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -340,6 +342,59 @@ def test_a_broker_only_node_follows_the_quorum_as_an_observer(cluster, tmp_path)
         assert [o["id"] for o in d["quorum"]["observers"]] == [4], d["quorum"]
     finally:
         assert observer.stop() == 0, observer.logs()
+
+
+def meta_cluster_id(node):
+    text = (node.data_dir / "meta.properties").read_text()
+    return next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("cluster.id="))
+
+
+def test_the_cluster_id_is_the_first_leaders_and_a_node_of_another_cluster_refuses_to_join(tmp_path):
+    ports = {i: free_port() for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ports.items())
+    nodes = {i: Node(tmp_path, i, voters, ports[i]) for i in ports}
+    given = "c1usterIdGivenBy-user_"  # 22 characters of base64url, as Kafka's ids
+    # Given to one node only (as `kafka-storage format --cluster-id` would be to each): the
+    # others learn it from the log if that node bootstraps, and otherwise it refuses the one
+    # the others chose. Either way every node ends in one cluster.
+    nodes[1].extra = ["--cluster-id", given]
+    try:
+        for n in nodes.values():
+            n.launch()
+        for n in nodes.values():
+            try:
+                n.wait_serving()
+            except RuntimeError:
+                pass
+        running = {i: n for i, n in nodes.items() if n.proc.poll() is None}
+        ids = {i: AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=10).cluster_id for i, n in running.items()}
+        assert len(set(ids.values())) == 1, ids
+        (cluster_id,) = set(ids.values())
+        for i in running:
+            assert meta_cluster_id(nodes[i]) == cluster_id
+        if 1 in running:
+            assert cluster_id == given
+        else:
+            assert "cluster.id is" in nodes[1].logs(), nodes[1].logs()
+            nodes[1].extra = []
+            nodes[1].launch().wait_serving()
+
+        # A node whose meta.properties names another cluster refuses to join, saying why.
+        n = nodes[3]
+        assert n.stop() == 0
+        props = n.data_dir / "meta.properties"
+        kept = props.read_text()
+        props.write_text(kept.replace(f"cluster.id={cluster_id}", "cluster.id=AnotherClusterIdXXXXXXXX"))
+        n.launch()
+        assert n.proc.wait(timeout=60) != 0
+        assert "belongs to another cluster" in n.logs(), n.logs()
+        # With its own meta.properties back, it rejoins.
+        props.write_text(kept)
+        n.launch().wait_serving()
+        assert AdminClient({"bootstrap.servers": n.bootstrap}).list_topics(timeout=10).cluster_id == cluster_id
+    finally:
+        for n in nodes.values():
+            n.stop(signal.SIGKILL)
 
 
 def ports_free(ports):

@@ -1064,7 +1064,7 @@ fn patch(mut spec: Value) -> Result<Value> {
     for add in p.get("add").and_then(|a| a.as_array()).into_iter().flatten() {
         let path = add["path"].as_str().context("an added field needs a path")?;
         let mut fields = spec.get_mut("fields").context("no fields")?;
-        for step in path.split('.') {
+        for step in path.split('.').filter(|s| !s.is_empty()) {
             let list = fields.as_array_mut().context("fields is not a list")?;
             let next = list
                 .iter_mut()

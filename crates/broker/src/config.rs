@@ -128,6 +128,11 @@ fn parse_listeners(s: &str) -> Result<Vec<(String, String)>, String> {
 pub struct BrokerConfig {
     /// `node.id`: this broker's numeric id.
     pub node_id: i32,
+    /// `cluster.id` (Kafka's `kafka-storage format --cluster-id`): the id a new cluster gets;
+    /// a data directory of another cluster refuses to start with it. `None`: a new cluster
+    /// gets a random one (its first leader writes it), and a node joins whatever cluster its
+    /// voters are.
+    pub cluster_id: Option<String>,
     /// `listeners`: the address clients connect to (`host:port`, or `PLAINTEXT://host:port`).
     pub listener: Listener,
     /// `admin.listeners`: where the admin HTTP port listens (`None`: it is off).
@@ -193,6 +198,11 @@ pub struct TopicDefaults {
 /// Every key, its default and what it means (for `--help` and error messages).
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("node.id", "1", "this broker's numeric id"),
+    (
+        "cluster.id",
+        "",
+        "the id of a new cluster (22 characters, base64url of 16 bytes); empty: a random one",
+    ),
     (
         "process.roles",
         "broker,controller",
@@ -986,6 +996,18 @@ impl ConfigLayers {
             .ok()
             .filter(|n| *n >= 0)
             .ok_or_else(|| invalid("node.id", "expected a whole number from 0 to 2147483647".into()))?;
+        let cluster_id = match get("cluster.id").0.trim() {
+            "" => None,
+            id if id.len() == 22 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                Some(id.to_string())
+            }
+            id => {
+                return Err(invalid(
+                    "cluster.id",
+                    format!("{id:?} is not a cluster id: 22 characters of A-Z, a-z, 0-9, '-' and '_' (a UUID in base64url, as Kafka's)"),
+                ))
+            }
+        };
         let listeners = parse_listeners(get("listeners").0).map_err(|why| invalid("listeners", why))?;
         let controller_names: Vec<String> = get("controller.listener.names")
             .0
@@ -1248,6 +1270,7 @@ impl ConfigLayers {
             settings,
             groups,
             node_id,
+            cluster_id,
             listener: Listener {
                 bind,
                 advertised_host,

@@ -339,8 +339,16 @@ impl ControllerApis for Controller {
             broker_epoch: -1,
             ..Default::default()
         };
-        if r.cluster_id != self.cluster_id {
-            tracing::warn!(broker = r.broker_id, theirs = %r.cluster_id, ours = %self.cluster_id, "a broker of another cluster tried to register");
+        // The log's word on the cluster's id (this node's may be what it would have
+        // bootstrapped with, had it been the first leader).
+        let ours = self
+            .metadata
+            .image()
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| self.cluster_id.clone());
+        if r.cluster_id != ours {
+            tracing::warn!(broker = r.broker_id, theirs = %r.cluster_id, %ours, "a broker of another cluster tried to register");
             return refuse(ErrorCode::InconsistentClusterId);
         }
         let epoch = self.metadata.end_offset();

@@ -59,15 +59,9 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, MetaError> {
     })
 }
 
-/// Reads the cluster id from `meta.properties`, creating the file (with a new random cluster
-/// id) on first start. The file is written atomically: temp file, fsync, rename, fsync dir.
-pub fn load_or_create(
-    fs: &dyn storage::Fs,
-    dir: &Path,
-    node_id: i32,
-    random: &crate::random::Random,
-    fresh_id: Option<&str>,
-) -> Result<String, MetaError> {
+/// Reads the cluster id from `meta.properties` (`None`: no file, a new data directory),
+/// checking that it was written for `node_id`.
+pub fn read(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<String>, MetaError> {
     let path = dir.join("meta.properties");
     match fs.read_all(&path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(text) => {
@@ -95,22 +89,51 @@ pub fn load_or_create(
                     configured: node_id,
                 });
             }
-            Ok(cluster_id)
+            Ok(Some(cluster_id))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = fresh_id.map_or_else(|| base64_url(&random.bytes16()), str::to_string);
-            let text = format!("# Written by sluice on first start; do not edit.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            write_atomically(fs, &path, text.as_bytes())?;
-            Ok(cluster_id)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
 }
 
-/// The cluster id every node of a cluster writes on its first start, from the quorum's voters
-/// (`controller.quorum.voters` as configured, sorted): the same on every node with no format
-/// step. (An interim: Kafka's first leader writes one and the others learn it; two clusters
-/// configured with the same voter addresses would share an id.)
+/// Writes `meta.properties` for `node_id` in `cluster_id` (atomically: temp file, fsync,
+/// rename, fsync dir).
+pub fn write(fs: &dyn storage::Fs, dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), MetaError> {
+    let text = format!(
+        "# Written by sluice on first start; do not edit.\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
+    );
+    write_atomically(fs, &dir.join("meta.properties"), text.as_bytes())
+}
+
+/// Reads the cluster id from `meta.properties`, creating the file (with `fresh_id`, or a new
+/// random cluster id) on first start.
+pub fn load_or_create(
+    fs: &dyn storage::Fs,
+    dir: &Path,
+    node_id: i32,
+    random: &crate::random::Random,
+    fresh_id: Option<&str>,
+) -> Result<String, MetaError> {
+    match read(fs, dir, node_id)? {
+        Some(id) => Ok(id),
+        None => {
+            let cluster_id = fresh_id.map_or_else(|| new_cluster_id(random), str::to_string);
+            write(fs, dir, node_id, &cluster_id)?;
+            Ok(cluster_id)
+        }
+    }
+}
+
+/// A new random cluster id, in Kafka's form: 16 random bytes in URL-safe base64 without
+/// padding (22 characters).
+pub fn new_cluster_id(random: &crate::random::Random) -> String {
+    base64_url(&random.bytes16())
+}
+
+/// The cluster id of a cluster whose metadata log holds none: one bootstrapped by Sluice
+/// before the first leader wrote its id into the log, when every node derived it from the
+/// voters (`controller.quorum.voters` as configured, sorted). Kept so such a cluster's nodes
+/// still agree.
 pub fn cluster_id_for_voters(voters: &std::collections::BTreeMap<i32, String>) -> String {
     let text: Vec<String> = voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
     let text = text.join(",");
@@ -171,12 +194,6 @@ pub fn random_id() -> [u8; 16] {
     bytes
 }
 
-/// A random id in Kafka's form: URL-safe base64 without padding (22 characters).
-#[cfg(test)]
-fn new_cluster_id() -> String {
-    base64_url(&random_id())
-}
-
 pub fn base64_url(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
@@ -198,9 +215,10 @@ mod tests {
 
     #[test]
     fn cluster_ids_look_like_kafkas_and_differ() {
-        let a = new_cluster_id();
+        let random = crate::random::Random::from_os();
+        let a = new_cluster_id(&random);
         assert_eq!(a.len(), 22);
-        assert_ne!(a, new_cluster_id());
+        assert_ne!(a, new_cluster_id(&random));
         assert_eq!(base64_url(b"\xfb\xff"), "-_8");
     }
 

@@ -98,7 +98,11 @@ struct Opened {
 
 /// The data directory's identity and metadata log, opened before anything reads the image.
 struct Metadata {
+    /// In a cluster, until the node has caught up: the id it would bootstrap a new cluster
+    /// with, unless `cluster_id_known`.
     cluster_id: String,
+    /// `cluster_id` is what `meta.properties` says (not a candidate).
+    cluster_id_known: bool,
     clean: bool,
     metadata: Arc<crate::metadata_log::MetadataLog>,
     /// The log held nothing when opened.
@@ -120,8 +124,31 @@ fn open_metadata(
     })?;
     let q = &config.quorum;
     let alone = q.is_alone(config.node_id);
-    let fresh_id = (!alone).then(|| meta::cluster_id_for_voters(&q.voters));
-    let cluster_id = meta::load_or_create(&**fs, dir, config.node_id, random, fresh_id.as_deref())?;
+    let known = meta::read(&**fs, dir, config.node_id)?;
+    if let (Some(known), Some(given)) = (&known, &config.cluster_id) {
+        if known != given {
+            return Err(StartError::Topics(format!(
+                "{} belongs to cluster {known}, not to the cluster.id given ({given}); give this node an empty data directory to join {given}",
+                dir.join("meta.properties").display()
+            )));
+        }
+    }
+    let cluster_id_known = known.is_some();
+    let cluster_id = match known {
+        Some(id) => id,
+        None => {
+            let id = config
+                .cluster_id
+                .clone()
+                .unwrap_or_else(|| meta::new_cluster_id(random));
+            // A node alone is its cluster; in a cluster the id is the quorum's, written once
+            // this node has caught up (`join_quorum`).
+            if alone {
+                meta::write(&**fs, dir, config.node_id, &id)?;
+            }
+            id
+        }
+    };
     let clean = meta::take_clean_shutdown_marker(&**fs, dir)?;
     let settings = if alone {
         crate::metadata_log::QuorumSettings::alone(config.node_id)
@@ -146,6 +173,7 @@ fn open_metadata(
     .map_err(StartError::Topics)?;
     Ok(Metadata {
         cluster_id,
+        cluster_id_known,
         clean,
         metadata: Arc::new(opened.log),
         empty: opened.empty,
@@ -161,8 +189,15 @@ fn open_state(
     random: &Arc<crate::random::Random>,
 ) -> Result<Opened, StartError> {
     let m = open_metadata(config, &fs, clock, random)?;
-    crate::upgrade::prepare(&*fs, &config.data_dir, &m.metadata, m.empty, config.node_id)
-        .map_err(StartError::Topics)?;
+    crate::upgrade::prepare(
+        &*fs,
+        &config.data_dir,
+        &m.metadata,
+        m.empty,
+        config.node_id,
+        &m.cluster_id,
+    )
+    .map_err(StartError::Topics)?;
     open_the_rest(config, fs, clock, random, m)
 }
 
@@ -232,7 +267,7 @@ async fn join_quorum(
     ),
     StartError,
 > {
-    let m = open_metadata(config, &fs, clock, random)?;
+    let mut m = open_metadata(config, &fs, clock, random)?;
     let listener = match config.quorum.listener {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -272,13 +307,40 @@ async fn join_quorum(
             // The first leader of an empty quorum bootstraps the cluster (as a node alone
             // does its own data directory).
             let (metadata, dir, node) = (m.metadata.clone(), config.data_dir.clone(), config.node_id);
-            let fs2 = fs.clone();
-            tokio::task::spawn_blocking(move || crate::upgrade::prepare(&*fs2, &dir, &metadata, true, node))
+            let (fs2, id) = (fs.clone(), m.cluster_id.clone());
+            tokio::task::spawn_blocking(move || crate::upgrade::prepare(&*fs2, &dir, &metadata, true, node, &id))
                 .await
                 .map_err(|e| StartError::Topics(e.to_string()))?
                 .map_err(StartError::Topics)?;
         }
         crate::controller::wait_for_bootstrap(&m.metadata).await;
+    }
+    // The cluster's id is the one its first leader wrote into the log: a node of another
+    // cluster (its meta.properties says so) refuses to go on; a new node takes it.
+    let quorum_id = m
+        .metadata
+        .image()
+        .cluster_id
+        .clone()
+        .unwrap_or_else(|| meta::cluster_id_for_voters(&config.quorum.voters));
+    if m.cluster_id_known && quorum_id != m.cluster_id {
+        return Err(StartError::Topics(format!(
+            "{} says this node belongs to cluster {}, but the metadata quorum of controller.quorum.voters is cluster {quorum_id}: \
+             this data directory belongs to another cluster; give the node an empty data directory to join this one, or point \
+             controller.quorum.voters at its own cluster",
+            config.data_dir.join("meta.properties").display(),
+            m.cluster_id
+        )));
+    }
+    if let Some(given) = config.cluster_id.as_ref().filter(|g| **g != quorum_id) {
+        return Err(StartError::Topics(format!(
+            "cluster.id is {given}, but the metadata quorum of controller.quorum.voters is cluster {quorum_id}"
+        )));
+    }
+    if !m.cluster_id_known {
+        meta::write(&*fs, &config.data_dir, config.node_id, &quorum_id)?;
+        info!(cluster_id = %quorum_id, "joined the cluster: its id is written to meta.properties");
+        m.cluster_id = quorum_id;
     }
     let opened = open_the_rest(config, fs, clock, random, m)?;
     Ok((opened, quorum, controller))

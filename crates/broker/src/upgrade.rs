@@ -154,10 +154,12 @@ pub fn config_record(kind: i8, resource: &str, name: &str, value: Option<&String
     })
 }
 
-fn feature_record() -> MetadataRecord {
+/// The bootstrap record: `metadata.version`, carrying the cluster's id.
+fn feature_record(cluster_id: &str) -> MetadataRecord {
     MetadataRecord::FeatureLevelRecord(FeatureLevelRecord {
         name: "metadata.version".into(),
         feature_level: metadata::METADATA_VERSION_LEVEL,
+        sluice_cluster_id: Some(cluster_id.to_string()),
     })
 }
 
@@ -172,7 +174,12 @@ fn read_json<T: serde::de::DeserializeOwned>(fs: &dyn storage::Fs, path: &Path) 
 }
 
 /// Reads the old files of `dir` into the records of one batch. `None`: there are none.
-fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<Vec<MetadataRecord>>, String> {
+fn old_records(
+    fs: &dyn storage::Fs,
+    dir: &Path,
+    node_id: i32,
+    cluster_id: &str,
+) -> Result<Option<Vec<MetadataRecord>>, String> {
     let topics_path = dir.join("topics.json");
     let topics: Option<Vec<OldTopic>> = read_json(fs, &topics_path)?;
     let configs: Option<OldBrokerConfigs> = read_json(fs, &dir.join("broker-configs.json"))?;
@@ -191,7 +198,7 @@ fn old_records(fs: &dyn storage::Fs, dir: &Path, node_id: i32) -> Result<Option<
     if topics.is_none() && configs.is_none() && next_producer_id.is_none() {
         return Ok(None);
     }
-    let mut records = vec![feature_record()];
+    let mut records = vec![feature_record(cluster_id)];
     if let Some(topics) = topics {
         let ids = check_old_topics(&topics_path, &topics)?;
         for (t, id) in topics.iter().zip(ids) {
@@ -237,15 +244,22 @@ fn retire_old_files(fs: &dyn storage::Fs, dir: &Path) {
     }
 }
 
-/// Brings an empty metadata log up to date with `dir` (see the module doc). `empty`: the log
-/// held nothing when opened.
-pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool, node_id: i32) -> Result<(), String> {
+/// Brings an empty metadata log up to date with `dir` (see the module doc), writing
+/// `cluster_id` on its first record. `empty`: the log held nothing when opened.
+pub fn prepare(
+    fs: &dyn storage::Fs,
+    dir: &Path,
+    log: &MetadataLog,
+    empty: bool,
+    node_id: i32,
+    cluster_id: &str,
+) -> Result<(), String> {
     if !empty {
         // Converted before, and a crash came before the old files were renamed.
         retire_old_files(fs, dir);
         return Ok(());
     }
-    let records = match old_records(fs, dir, node_id)? {
+    let records = match old_records(fs, dir, node_id, cluster_id)? {
         Some(records) => {
             tracing::info!(
                 records = records.len(),
@@ -273,7 +287,7 @@ pub fn prepare(fs: &dyn storage::Fs, dir: &Path, log: &MetadataLog, empty: bool,
                     crate::metadata_log::DIR,
                 ));
             }
-            vec![feature_record()]
+            vec![feature_record(cluster_id)]
         }
     };
     log.commit_now(records)

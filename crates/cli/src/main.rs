@@ -64,6 +64,9 @@ struct ServerArgs {
     /// This broker's numeric id (node.id).
     #[arg(long)]
     node_id: Option<String>,
+    /// The id of a new cluster (cluster.id); empty: a random one.
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// Address to accept clients on, host:port (listeners).
     #[arg(long)]
     listeners: Option<String>,
@@ -113,6 +116,7 @@ fn layers(args: &ServerArgs) -> Result<ConfigLayers> {
     }
     let flags = [
         ("node.id", &args.node_id),
+        ("cluster.id", &args.cluster_id),
         ("listeners", &args.listeners),
         ("advertised.listeners", &args.advertised_listeners),
         ("admin.listeners", &args.admin_listeners),

@@ -287,6 +287,18 @@ impl MetadataDelta {
                 self.changes.producer_ids = true;
             }
             MetadataRecord::FeatureLevelRecord(r) => {
+                if let Some(id) = &r.sluice_cluster_id {
+                    match &next.cluster_id {
+                        Some(ours) if ours != id => {
+                            return Err(err(
+                                offset,
+                                record,
+                                format!("names cluster {id}, but the log belongs to cluster {ours}"),
+                            ))
+                        }
+                        _ => next.cluster_id = Some(id.clone()),
+                    }
+                }
                 if r.feature_level == 0 {
                     next.features.remove(&r.name);
                 } else {

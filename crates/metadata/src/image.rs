@@ -111,6 +111,9 @@ pub struct MetadataImage {
     /// Leader epoch of the batch that record was in.
     pub epoch: i32,
     pub features: BTreeMap<String, i16>,
+    /// The cluster's id, as its first leader wrote it on the `metadata.version` record (Sluice's
+    /// tagged field); `None` in a log bootstrapped before it was written there.
+    pub cluster_id: Option<String>,
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     pub(crate) topics_by_id: BTreeMap<Uuid, Arc<TopicImage>>,
     pub(crate) topic_ids: BTreeMap<String, Uuid>,

@@ -40,10 +40,25 @@ pub fn parse_file_name(name: &str) -> Option<(i64, i32)> {
 /// with its partitions, configs, producer ids.
 pub fn records(image: &MetadataImage) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
+    if image.cluster_id.is_some() && !image.features.contains_key("metadata.version") {
+        // Never so in a log this node bootstrapped (metadata.version is its first record);
+        // the id still needs a record to ride on: a level of 0 sets no feature.
+        out.push(MetadataRecord::FeatureLevelRecord(FeatureLevelRecord {
+            name: "metadata.version".into(),
+            feature_level: 0,
+            sluice_cluster_id: image.cluster_id.clone(),
+        }));
+    }
     for (name, level) in &image.features {
         out.push(MetadataRecord::FeatureLevelRecord(FeatureLevelRecord {
             name: name.clone(),
             feature_level: *level,
+            // The cluster id rides on metadata.version, the record every snapshot begins with.
+            sluice_cluster_id: if name == "metadata.version" {
+                image.cluster_id.clone()
+            } else {
+                None
+            },
         }));
     }
     for b in image.brokers.values() {

@@ -233,6 +233,7 @@ fn change(image: &MetadataImage, pick: u8, n: u8) -> Vec<MetadataRecord> {
         _ => vec![MetadataRecord::FeatureLevelRecord(FeatureLevelRecord {
             name: "metadata.version".into(),
             feature_level: n as i16,
+            sluice_cluster_id: (n % 3 == 0).then(|| "c1uster1d".to_string()),
         })],
     }
 }

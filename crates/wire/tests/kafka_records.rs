@@ -283,6 +283,7 @@ fn feature_level_record_v0() {
     let r = FeatureLevelRecord {
         name: "metadata.version".into(),
         feature_level: 22,
+        sluice_cluster_id: None,
     };
     let expected = G::default()
         .u8(1) // frame version
@@ -291,6 +292,25 @@ fn feature_level_record_v0() {
         .cstr("metadata.version") // Name
         .i16(22) // FeatureLevel
         .u8(0); // no tagged fields
+    check_metadata(r.into(), 0, expected);
+    // Sluice's cluster id is a tagged field (tag 10000, a uvarint of two bytes), which
+    // Kafka's readers skip.
+    let r = FeatureLevelRecord {
+        name: "metadata.version".into(),
+        feature_level: 22,
+        sluice_cluster_id: Some("abc".into()),
+    };
+    let expected = G::default()
+        .u8(1) // frame version
+        .u8(12) // record type: FeatureLevelRecord
+        .u8(0) // version
+        .cstr("metadata.version") // Name
+        .i16(22) // FeatureLevel
+        .u8(1) // one tagged field
+        .u8(0x90) // tag 10000 = 0x2710: 0x90 0x4e as a uvarint
+        .u8(0x4e)
+        .u8(4) // its size: the compact string's length byte and 3 bytes
+        .cstr("abc"); // SluiceClusterId
     check_metadata(r.into(), 0, expected);
 }
 

@@ -12,6 +12,8 @@ pub struct FeatureLevelRecord {
     pub name: String,
     /// The current finalized feature level of this feature for the cluster, a value of 0 means feature not supported.
     pub feature_level: i16,
+    /// The cluster's id (Sluice only), on the metadata.version record its first leader wrote
+    pub sluice_cluster_id: Option<String>,
 }
 
 impl Default for FeatureLevelRecord {
@@ -19,6 +21,7 @@ impl Default for FeatureLevelRecord {
         Self {
             name: String::new(),
             feature_level: 0,
+            sluice_cluster_id: None,
         }
     }
 }
@@ -35,7 +38,25 @@ impl c::Encode for FeatureLevelRecord {
         c::put_string(buf, &self.name, flexible)?;
         c::put_i16(buf, self.feature_level);
         if flexible {
-            c::put_uvarint(buf, 0);
+            let mut tagged_count = 0u32;
+            if self.sluice_cluster_id != None {
+                tagged_count += 1;
+            }
+            c::put_uvarint(buf, tagged_count);
+            if self.sluice_cluster_id != None {
+                c::put_uvarint(buf, 10000);
+                let mut tmp = ::bytes::BytesMut::new();
+                match &self.sluice_cluster_id {
+                    Some(v) => {
+                        c::put_string(&mut tmp, v, flexible)?;
+                    }
+                    None => {
+                        c::put_null_string(&mut tmp, flexible);
+                    }
+                }
+                c::put_uvarint(buf, tmp.len() as u32);
+                buf.extend_from_slice(&tmp);
+            }
         }
         Ok(())
     }
@@ -58,7 +79,11 @@ impl c::Decode for FeatureLevelRecord {
             for _ in 0..tagged_count {
                 let tag = c::get_uvarint(buf)?;
                 let size = c::get_uvarint(buf)? as usize;
-                let _ = (tag, c::take(buf, size)?);
+                let mut field = c::take(buf, size)?;
+                match tag {
+                    10000 => this.sluice_cluster_id = c::get_nullable_string(&mut field, flexible)?,
+                    _ => {}
+                }
             }
         }
         Ok(this)
