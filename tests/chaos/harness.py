@@ -25,9 +25,10 @@ unless --faults is given). A run passes when `sluice verify check` finds every s
 (lost, unexpected, duplicated, inconsistent_offsets, order_violations, poll_skips, non_monotonic,
 committed_regressions) at 0, something was acknowledged and read, and every node came back.
 
-Designed for clusters: a Cluster holds Nodes, each with its own id, address, ports, data
-directory (and tmpfs) and log, and every fault names the node it hits. Today a cluster is one
-node.
+A Cluster holds Nodes, each with its own id, address, ports, data directory (and tmpfs) and
+log, and every fault names the node it hits. `--nodes N` runs N combined nodes as one cluster
+(every one a voter of the metadata quorum; partitions have one replica each, so a killed
+node's partitions are unavailable until it is back, and its clients retry).
 """
 
 import argparse
@@ -74,10 +75,11 @@ PYTHON = os.environ.get("SLUICE_CHAOS_PYTHON") or next(
 )
 
 
-def rerun(seed, seconds, kinds) -> str:
+def rerun(seed, seconds, kinds, nodes=1) -> str:
     """The command that reruns one schedule exactly."""
     env = "" if GIVEN_BINARY == ROOT / "target" / "debug" / "sluice" else f"SLUICE_BIN={GIVEN_BINARY} "
-    return f"{env}tests/chaos/harness.py run --seed {seed} --seconds {seconds:g} --faults {','.join(kinds)}"
+    nodes = f" --nodes {nodes}" if nodes > 1 else ""
+    return f"{env}tests/chaos/harness.py run --seed {seed} --seconds {seconds:g} --faults {','.join(kinds)}{nodes}"
 
 
 def kinds_for(seed: int):
@@ -141,11 +143,14 @@ class Node:
     """One `sluice server` process: its id, address, ports, data directory and log. Restarting
     it reuses all of them, as an operator's restart would."""
 
-    def __init__(self, node_id: int, host: str, workdir: Path, data_dir: Path, extra_args=()):
+    def __init__(self, node_id: int, host: str, workdir: Path, data_dir: Path, extra_args=(), clustered=False):
         self.node_id = node_id
         self.host = host
         self.port = free_port(host)
         self.admin_port = free_port(host)
+        # A node of a cluster: its CONTROLLER listener, and every voter's (set by `Cluster`).
+        self.controller_port = free_port(host) if clustered else None
+        self.voters = None
         self.data_dir = data_dir
         self.log_path = workdir / f"broker-{node_id}.log"
         self.extra_args = list(extra_args)
@@ -158,16 +163,26 @@ class Node:
         return f"{self.host}:{self.port}"
 
     def command(self):
+        if self.controller_port is None:
+            listeners, quorum = self.bootstrap, []
+        else:
+            listeners = f"PLAINTEXT://{self.bootstrap},CONTROLLER://{self.host}:{self.controller_port}"
+            quorum = ["-s", f"controller.quorum.voters={self.voters}"]
         return [
             str(BINARY), "server",
             "--node-id", str(self.node_id),
-            "--listeners", self.bootstrap,
+            "--listeners", listeners,
+            *quorum,
             "--admin-listeners", f"{self.host}:{self.admin_port}",
             "--data-dir", str(self.data_dir),
             *self.extra_args,
         ]
 
     def start(self, timeout=30.0):
+        self.launch()
+        self.wait_listening(timeout)
+
+    def launch(self):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== harness: start #{self.starts + 1} at {datetime.datetime.now().isoformat()}\n".encode())
@@ -176,6 +191,10 @@ class Node:
                                          preexec_fn=_die_with_parent, env=child_env())
         self.starts += 1
         self.paused = False
+
+    def wait_listening(self, timeout=30.0):
+        """Until the client port accepts: the node is loaded (in a cluster: caught up with the
+        metadata quorum, registered and unfenced)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -223,11 +242,23 @@ class Node:
 
 
 class Cluster:
-    """The nodes of a run. One today; a cluster's nodes would each get their own loopback
-    address (127.0.0.N), so that a cut can name one node's address and port."""
+    """The nodes of a run: one, or several combined nodes forming one cluster (a metadata
+    quorum of all of them, on loopback ports of their own, so that a cut can name one node's
+    address and port)."""
 
     def __init__(self, nodes):
         self.nodes = nodes
+        if len(nodes) > 1:
+            voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
+            for n in nodes:
+                n.voters = voters
+
+    def start(self, timeout=60.0):
+        """Every node at once: none serves before a majority of the voters is up."""
+        for n in self.nodes:
+            n.launch()
+        for n in self.nodes:
+            n.wait_listening(timeout)
 
     @property
     def bootstrap(self) -> str:
@@ -510,7 +541,7 @@ def make_clients(workdir: Path, bootstrap: str, seconds: float, seed: int, nativ
 
 
 def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, native=None, python=True,
-                 keep=False, quiet=False, rate=100.0):
+                 keep=False, quiet=False, rate=100.0, nodes=1):
     """Runs one schedule and checks its histories: a dict of what happened (see `summary`)."""
     kinds = tuple(kinds or kinds_for(seed))
     for k in kinds:
@@ -525,7 +556,7 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
     out = Output(workdir / "harness.log", quiet=quiet)
     started = time.monotonic()
     result = {
-        "seed": seed, "seconds": seconds, "kinds": list(kinds), "label": label(kinds),
+        "seed": seed, "seconds": seconds, "kinds": list(kinds), "label": label(kinds), "nodes": nodes,
         "workdir": str(workdir), "schedule": [], "injected": {k: 0 for k in KINDS}, "skipped": {},
         "problems": [], "check": None, "passed": False, "ran": True,
     }
@@ -535,8 +566,9 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
             out.loud(f"`sluice verify run` is not in {BINARY}: the native workload is left out of this run")
             result["problems"].append("native workload missing from the binary (not run)")
 
-    schedule = make_schedule(seed, seconds, kinds)
-    out(f"seed {seed}: {seconds:g}s, fault kinds {','.join(kinds)}; rerun with: {rerun(seed, seconds, kinds)}")
+    node_ids = tuple(range(1, nodes + 1))
+    schedule = make_schedule(seed, seconds, kinds, node_ids)
+    out(f"seed {seed}: {seconds:g}s, {nodes} node(s), fault kinds {','.join(kinds)}; rerun with: {rerun(seed, seconds, kinds, nodes)}")
     out("schedule:")
     for f in schedule:
         out("  " + f.describe())
@@ -544,7 +576,6 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
     disks, nft, cluster, clients = {}, None, None, []
     try:
         # The machinery each fault kind needs; a kind that cannot run here is skipped, loudly.
-        node_ids = (1,)
         if "diskfull" in kinds:
             for nid in node_ids:
                 disk = Tmpfs(workdir / f"disk-{nid}")
@@ -569,14 +600,14 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
             result["ran"] = False
             raise _NotRun()
 
-        nodes = []
+        members = []
         for nid in node_ids:
             data_dir = (disks[nid].path if nid in disks else workdir / f"node-{nid}") / "data"
-            nodes.append(Node(nid, "127.0.0.1", workdir, data_dir, ["-s", "group.initial.rebalance.delay.ms=500"]))
-        cluster = Cluster(nodes)
-        for n in nodes:
-            n.start()
-        out(f"started {len(nodes)} node(s): {cluster.bootstrap} (logs: {', '.join(str(n.log_path) for n in nodes)})")
+            members.append(Node(nid, "127.0.0.1", workdir, data_dir, ["-s", "group.initial.rebalance.delay.ms=500"],
+                                clustered=nodes > 1))
+        cluster = Cluster(members)
+        cluster.start()
+        out(f"started {len(members)} node(s): {cluster.bootstrap} (logs: {', '.join(str(n.log_path) for n in members)})")
         create_topic(cluster.bootstrap, out)
 
         clients, wait_file = make_clients(workdir, cluster.bootstrap, seconds, seed, native, python, rate)
@@ -829,7 +860,7 @@ def report(result, clients, cluster, out):
     if result["passed"]:
         out(f"PASSED seed {result['seed']} ({result['label']}) in {result['elapsed']}s")
         return
-    out(f"FAILED seed {result['seed']} ({result['label']}); rerun: {rerun(result['seed'], result['seconds'], result['kinds'])}")
+    out(f"FAILED seed {result['seed']} ({result['label']}); rerun: {rerun(result['seed'], result['seconds'], result['kinds'], result.get('nodes', 1))}")
     out(f"work dir (kept): {result['workdir']}")
     if cluster is not None:
         for n in cluster.nodes:
@@ -1018,6 +1049,7 @@ def main(argv=None):
     r = sub.add_parser("run", help="one schedule")
     r.add_argument("--seed", type=int, required=True)
     r.add_argument("--seconds", type=float, default=12.0)
+    r.add_argument("--nodes", type=int, default=1, help="combined nodes forming one cluster (default 1)")
     r.add_argument("--faults", default=None, help=f"comma-separated kinds ({','.join(KINDS)}) or all; default: from the seed")
     r.add_argument("--workdir", default=None)
     r.add_argument("--keep", action="store_true", help="keep the work dir of a passing run")
@@ -1046,11 +1078,11 @@ def main(argv=None):
     if a.faults:
         kinds = KINDS if a.faults == "all" else tuple(k.strip() for k in a.faults.split(",") if k.strip())
     if a.print_schedule:
-        for f in make_schedule(a.seed, a.seconds, kinds or kinds_for(a.seed)):
+        for f in make_schedule(a.seed, a.seconds, kinds or kinds_for(a.seed), tuple(range(1, a.nodes + 1))):
             print(f.describe())
         return 0
     res = run_schedule(a.seed, a.seconds, kinds, workdir=a.workdir, keep=a.keep,
-                       native=False if a.no_native else None, python=not a.no_python)
+                       native=False if a.no_native else None, python=not a.no_python, nodes=a.nodes)
     print(json.dumps({k: res[k] for k in ("seed", "label", "passed", "injected", "skipped", "problems", "elapsed")}))
     print(json.dumps(top_level(res["check"])))
     if res["passed"] is None:

@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
 
 def explain(r) -> str:
     counts = harness.top_level(r["check"])
-    return (f"seed {r['seed']} ({r['label']}) failed: rerun with {harness.rerun(r['seed'], r['seconds'], r['kinds'])}"
+    return (f"seed {r['seed']} ({r['label']}) failed: rerun with {harness.rerun(r['seed'], r['seconds'], r['kinds'], r.get('nodes', 1))}"
             f"\nproblems: {r['problems']}\n"
             f"check: {json.dumps(counts)}\nwork dir (broker and client logs, histories): {r['workdir']}")
 

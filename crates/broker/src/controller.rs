@@ -397,10 +397,20 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Waits until this node holds everything the quorum has committed (its leader's high
 /// watermark), however long it takes: a cluster's nodes start in any order, and none can
 /// answer for the cluster before a majority of the voters is up.
-pub async fn wait_for_quorum(metadata: &MetadataLog) {
+///
+/// Gives up when a voter refuses this node as one of another cluster (its `meta.properties`
+/// names another cluster than the quorum's).
+pub async fn wait_for_quorum(metadata: &MetadataLog, quorum: &net::QuorumNode, cluster_id: &str) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut reported = started;
     loop {
+        if let Some(voter) = quorum.refused_by() {
+            return Err(format!(
+                "voter {voter} refused this node as one of another cluster (INCONSISTENT_CLUSTER_ID): this node's meta.properties \
+                 says it belongs to cluster {cluster_id}, so this data directory belongs to another cluster than the quorum of \
+                 controller.quorum.voters; give the node an empty data directory to join, or point controller.quorum.voters at its own cluster"
+            ));
+        }
         if metadata.caught_up() {
             let (role, leader, hw, _) = metadata.quorum();
             tracing::info!(
@@ -410,7 +420,7 @@ pub async fn wait_for_quorum(metadata: &MetadataLog) {
                 seconds = started.elapsed().as_secs_f64(),
                 "caught up with the metadata quorum"
             );
-            return;
+            return Ok(());
         }
         if reported.elapsed() >= REPORT_EVERY {
             let (role, leader, hw, _) = metadata.quorum();

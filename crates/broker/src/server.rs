@@ -298,10 +298,12 @@ async fn join_quorum(
         m.metadata.clone(),
         &config.quorum.voters,
         listener,
-        m.cluster_id.clone(),
+        m.cluster_id_known.then(|| m.cluster_id.clone()),
         apis,
     );
-    crate::controller::wait_for_quorum(&m.metadata).await;
+    crate::controller::wait_for_quorum(&m.metadata, &quorum, &m.cluster_id)
+        .await
+        .map_err(StartError::Topics)?;
     if m.metadata.image().features.is_empty() {
         if m.metadata.leader() == Some(config.node_id) {
             // The first leader of an empty quorum bootstraps the cluster (as a node alone
@@ -342,6 +344,7 @@ async fn join_quorum(
         info!(cluster_id = %quorum_id, "joined the cluster: its id is written to meta.properties");
         m.cluster_id = quorum_id;
     }
+    quorum.set_cluster_id(&m.cluster_id);
     let opened = open_the_rest(config, fs, clock, random, m)?;
     Ok((opened, quorum, controller))
 }

@@ -61,7 +61,7 @@ async fn start(
         l.set_nonblocking(true).unwrap();
         tokio::net::TcpListener::from_std(l).unwrap()
     });
-    let quorum = QuorumNode::start(log.clone(), voters, listener, "quorum-test".into(), None);
+    let quorum = QuorumNode::start(log.clone(), voters, listener, Some("quorum-test".into()), None);
     Node {
         id,
         dir: dir.to_path_buf(),
@@ -208,7 +208,7 @@ async fn three_voters_elect_commit_fail_over_and_catch_up_over_sockets() {
         .unwrap()
         .log,
     );
-    let observer = QuorumNode::start(observer_log.clone(), &voters, None, "quorum-test".into(), None);
+    let observer = QuorumNode::start(observer_log.clone(), &voters, None, Some("quorum-test".into()), None);
     until("the observer to hold t0..t19", Duration::from_secs(15), || {
         let image = observer_log.image();
         (0..20).all(|i| image.topic(&format!("t{i}")).is_some())
@@ -227,6 +227,38 @@ async fn three_voters_elect_commit_fail_over_and_catch_up_over_sockets() {
     })
     .await;
     observer.stop();
+
+    // A node of another cluster is refused (INCONSISTENT_CLUSTER_ID) and learns nothing.
+    let stranger_dir = temp_dir("stranger");
+    let fs: Arc<dyn storage::Fs> = Arc::new(storage::RealFs::new(64));
+    let stranger_log = Arc::new(
+        MetadataLog::open_quorum(
+            &stranger_dir,
+            fs,
+            SNAPSHOT_BYTES,
+            QuorumSettings::new(5, vec![1, 2, 3], 5),
+            Arc::new(broker::clock::SystemClock::new()),
+        )
+        .unwrap()
+        .log,
+    );
+    let stranger = QuorumNode::start(
+        stranger_log.clone(),
+        &voters,
+        None,
+        Some("another-cluster".into()),
+        None,
+    );
+    until("a voter to refuse the stranger", Duration::from_secs(15), || {
+        stranger.refused_by().is_some()
+    })
+    .await;
+    assert!(
+        stranger_log.image().topic("t0").is_none(),
+        "a refused node learns nothing"
+    );
+    stranger.stop();
+    let _ = std::fs::remove_dir_all(&stranger_dir);
     for n in &mut nodes {
         n.stop();
         let _ = std::fs::remove_dir_all(&n.dir);

@@ -96,6 +96,18 @@ pub struct Net {
     inbox: mpsc::SyncSender<Option<(NodeId, Message<Bytes>)>>,
     waiting: Mutex<Waiting>,
     lanes: BTreeMap<NodeId, Lanes>,
+    /// This node's cluster, sent with every request and checked on every one received
+    /// (`None`: not known yet; a new node learns it from the log).
+    cluster_id: std::sync::RwLock<Option<String>>,
+    /// A voter that answered INCONSISTENT_CLUSTER_ID (-1: none): this node is of another
+    /// cluster than the quorum it was pointed at.
+    refused_by: std::sync::atomic::AtomicI32,
+}
+
+impl Net {
+    fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Outbox for Net {
@@ -147,6 +159,18 @@ pub struct QuorumNode {
 }
 
 impl QuorumNode {
+    /// This node's cluster, once learned from the log: sent with every request from now on,
+    /// and checked on every one received.
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.net.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = Some(id.to_string());
+    }
+
+    /// A voter that refused this node as one of another cluster, if any has.
+    pub fn refused_by(&self) -> Option<NodeId> {
+        let n = self.net.refused_by.load(std::sync::atomic::Ordering::Acquire);
+        (n >= 0).then_some(n)
+    }
+
     /// Starts the driver thread and the connections to the other voters, and serves
     /// `listener` (the controller listener; `None` for an observer, which only fetches) on
     /// the current tokio runtime.
@@ -154,7 +178,7 @@ impl QuorumNode {
         log: Arc<MetadataLog>,
         voters: &VoterAddresses,
         listener: Option<TcpListener>,
-        cluster_id: String,
+        cluster_id: Option<String>,
         apis: Option<Arc<dyn ControllerApis>>,
     ) -> QuorumNode {
         let me = log.settings().node_id;
@@ -177,20 +201,15 @@ impl QuorumNode {
             inbox: inbox_tx,
             waiting: Mutex::new(Waiting::default()),
             lanes,
+            cluster_id: std::sync::RwLock::new(cluster_id),
+            refused_by: std::sync::atomic::AtomicI32::new(-1),
         });
         log.set_outbox(net.clone());
         let fetch_wait = Duration::from_millis(raft::Config::new(me, [me], 0).fetch_max_wait_ms);
         let mut tasks = Vec::new();
         for (id, addr, fetch_rx, other_rx) in receivers {
             for rx in [fetch_rx, other_rx] {
-                tasks.push(tokio::spawn(lane(
-                    id,
-                    addr.clone(),
-                    rx,
-                    net.clone(),
-                    cluster_id.clone(),
-                    fetch_wait,
-                )));
+                tasks.push(tokio::spawn(lane(id, addr.clone(), rx, net.clone(), fetch_wait)));
             }
         }
         if let Some(listener) = listener {
@@ -255,14 +274,13 @@ async fn lane(
     addr: String,
     mut rx: tokio::sync::mpsc::Receiver<Message<Bytes>>,
     net: Arc<Net>,
-    cluster_id: String,
     fetch_wait: Duration,
 ) {
     let mut conn: Option<TcpStream> = None;
     let mut correlation_id: i32 = 0;
     let mut last_error = String::new();
     while let Some(message) = rx.recv().await {
-        let Some((request, asked)) = qwire::request(&cluster_id, to, &message) else {
+        let Some((request, asked)) = qwire::request(net.cluster_id().as_deref(), to, &message) else {
             continue;
         };
         if conn.is_none() {
@@ -294,6 +312,9 @@ async fn lane(
             }
             Ok(Ok(Sent::Acknowledged)) => last_error.clear(),
             Ok(Err(e)) => {
+                if e == INCONSISTENT {
+                    net.refused_by.store(to, std::sync::atomic::Ordering::Release);
+                }
                 note_error(&mut last_error, to, &addr, &e);
                 conn = None;
             }
@@ -304,6 +325,9 @@ async fn lane(
         }
     }
 }
+
+/// What `exchange` says when a voter refused this node as one of another cluster.
+const INCONSISTENT: &str = "INCONSISTENT_CLUSTER_ID: the voter belongs to another cluster";
 
 /// Logs a peer's trouble once, not once per message, until it goes away or changes.
 fn note_error(last: &mut String, to: NodeId, addr: &str, error: &str) {
@@ -341,9 +365,18 @@ async fn exchange(stream: &mut TcpStream, correlation_id: i32, request: Request,
         ResponseBody::Vote(v) => Response::Vote(v),
         ResponseBody::Fetch(f) => Response::Fetch(f),
         ResponseBody::FetchSnapshot(f) => Response::FetchSnapshot(f),
+        ResponseBody::BeginQuorumEpoch(b) if b.error_code == ErrorCode::InconsistentClusterId.code() => {
+            return Err(INCONSISTENT.into())
+        }
+        ResponseBody::EndQuorumEpoch(e) if e.error_code == ErrorCode::InconsistentClusterId.code() => {
+            return Err(INCONSISTENT.into())
+        }
         ResponseBody::BeginQuorumEpoch(_) | ResponseBody::EndQuorumEpoch(_) => return Ok(Sent::Acknowledged),
         other => return Err(format!("an answer of another kind: {:?}", other.api_key())),
     };
+    if response_error(&response) == Some(ErrorCode::InconsistentClusterId.code()) {
+        return Err(INCONSISTENT.into());
+    }
     if let Some(code) = response_error(&response) {
         // The peer could not answer (REQUEST_TIMED_OUT: the core never did): a lost message.
         return Err(format!("answered with error {code}"));
@@ -557,6 +590,16 @@ async fn quorum_answer(
         _ => return Err(format!("{key:?} is not served on the controller listener")),
     };
     let (from, mut message) = qwire::from_request(&request)?;
+    // A node of another cluster takes no part (Kafka's check): its vote could otherwise make
+    // a foreign log the quorum's.
+    if let (Some(theirs), Some(ours)) = (qwire::cluster_id_of(&request), net.cluster_id()) {
+        if theirs != ours {
+            if let Some(suppressed) = crate::ratelog::allow("quorum-foreign-cluster") {
+                tracing::warn!(node = from, theirs, %ours, suppressed, "metadata quorum: refused a request from a node of another cluster (INCONSISTENT_CLUSTER_ID)");
+            }
+            return error_frame(cid, key, version, ErrorCode::InconsistentClusterId);
+        }
+    }
     let wait = match &message {
         Message::Fetch { .. } | Message::FetchSnapshot { .. } => fetch_wait + ANSWER_SLACK,
         _ => ANSWER_SLACK,
@@ -598,15 +641,34 @@ async fn quorum_answer(
         Some(Response::Vote(v)) => response_frame(cid, key, version, &v),
         Some(Response::Fetch(f)) => response_frame(cid, key, version, &f),
         Some(Response::FetchSnapshot(f)) => response_frame(cid, key, version, &f),
-        None => timed_out(cid, key, version),
+        None => error_frame(cid, key, version, ErrorCode::RequestTimedOut),
     }
 }
 
-/// REQUEST_TIMED_OUT for a request the core did not answer.
-fn timed_out(cid: i32, key: ApiKey, version: i16) -> Result<BytesMut, String> {
+/// An answer of `key`'s kind carrying only `code`: REQUEST_TIMED_OUT for a request the core
+/// did not answer, INCONSISTENT_CLUSTER_ID for one from another cluster.
+fn error_frame(cid: i32, key: ApiKey, version: i16, code: ErrorCode) -> Result<BytesMut, String> {
     use wire::messages::{FetchResponse, FetchSnapshotResponse, VoteResponse};
-    let error_code = ErrorCode::RequestTimedOut.code();
+    let error_code = code.code();
     match key {
+        ApiKey::BeginQuorumEpoch => response_frame(
+            cid,
+            key,
+            version,
+            &BeginQuorumEpochResponse {
+                error_code,
+                ..Default::default()
+            },
+        ),
+        ApiKey::EndQuorumEpoch => response_frame(
+            cid,
+            key,
+            version,
+            &EndQuorumEpochResponse {
+                error_code,
+                ..Default::default()
+            },
+        ),
         ApiKey::Vote => response_frame(
             cid,
             key,

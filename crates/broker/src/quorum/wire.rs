@@ -92,8 +92,10 @@ fn code_of(e: Option<FetchError>) -> i16 {
 
 /// A request for the core's message `m` to node `to`, and what to remember to read its answer;
 /// `None` for a message that answers a request (see [`response`]).
-pub fn request(cluster_id: &str, to: NodeId, m: &Message<Bytes>) -> Option<(Request, Asked)> {
-    let cluster_id = Some(cluster_id.to_string());
+/// `cluster_id`: this node's cluster, or `None` while it does not know it yet (a new node that
+/// learns it from the log).
+pub fn request(cluster_id: Option<&str>, to: NodeId, m: &Message<Bytes>) -> Option<(Request, Asked)> {
+    let cluster_id = cluster_id.map(str::to_string);
     Some(match m {
         Message::Vote {
             epoch,
@@ -249,6 +251,17 @@ fn only_partition<'a, T>(what: &str, parts: &'a [T], index: impl Fn(&T) -> i32) 
 
 /// The core's message for a request from a peer, with the peer's node id. A fetch's id is 0:
 /// it matters only to the fetcher, which matches the answer by its own [`Asked`].
+/// The cluster a request says its sender belongs to (`None`: it does not say).
+pub fn cluster_id_of(r: &Request) -> Option<&str> {
+    match r {
+        Request::Vote(v) => v.cluster_id.as_deref(),
+        Request::BeginQuorumEpoch(b) => b.cluster_id.as_deref(),
+        Request::EndQuorumEpoch(e) => e.cluster_id.as_deref(),
+        Request::Fetch(f) => f.cluster_id.as_deref(),
+        Request::FetchSnapshot(f) => f.cluster_id.as_deref(),
+    }
+}
+
 pub fn from_request(r: &Request) -> Result<(NodeId, Message<Bytes>), String> {
     match r {
         Request::Vote(v) => {
@@ -613,11 +626,11 @@ mod tests {
             ),
         ];
         for (from, m) in sent {
-            let (req, _) = request("cluster", 9, &m).expect("a request");
+            let (req, _) = request(Some("cluster"), 9, &m).expect("a request");
             assert_eq!(from_request(&carry(req)).unwrap(), (from, m));
         }
         assert!(request(
-            "c",
+            Some("c"),
             1,
             &Message::<Bytes>::VoteResponse {
                 epoch: 1,
@@ -777,7 +790,7 @@ mod tests {
     #[test]
     fn requests_for_anything_but_the_metadata_partition_are_refused() {
         let (Request::Vote(mut v), _) = request(
-            "c",
+            Some("c"),
             2,
             &Message::<Bytes>::Vote {
                 epoch: 1,
@@ -797,7 +810,7 @@ mod tests {
         assert!(from_request(&Request::Vote(v)).is_err());
         // A client's fetch of the metadata log (no replica id) is not the quorum's.
         let (Request::Fetch(mut f), _) = request(
-            "c",
+            Some("c"),
             2,
             &Message::<Bytes>::Fetch {
                 id: 1,
