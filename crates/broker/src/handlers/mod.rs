@@ -17,6 +17,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 pub(crate) mod quorum;
@@ -81,6 +82,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 10),
+    // Kafka 4.0 serves versions 2 to 4 (KIP-896 removed 0 and 1).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -383,6 +386,7 @@ async fn dispatch(ctx: &Ctx<'_>, peer: SocketAddr, body: RequestBody) -> Outcome
             }
         }
         RequestBody::ListOffsets(req) => respond(ctx, &list_offsets::handle(broker, version, req)),
+        RequestBody::OffsetForLeaderEpoch(req) => respond(ctx, &offset_for_leader_epoch::handle(broker, version, req)),
         // These may create or delete topics: file work, and a lock held for as long as it
         // takes, so never on an async worker. A Metadata request that will auto-create (within
         // a per-request budget) goes to the blocking pool; the others are answered in place.
@@ -595,6 +599,7 @@ mod tests {
             Produce => ProduceRequest,
             Fetch => FetchRequest,
             ListOffsets => ListOffsetsRequest,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
             Metadata => MetadataRequest,
             ApiVersions => ApiVersionsRequest,
             CreateTopics => CreateTopicsRequest,
