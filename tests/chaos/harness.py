@@ -404,18 +404,22 @@ class Nft:
 class Fault:
     at: float  # seconds after the clients start
     kind: str
-    node: int
+    node: int  # CONTROLLER: whichever node is the active controller when the fault comes
     hold: float  # seconds the fault lasts (a killed node is down this long before its restart)
 
     def describe(self) -> str:
+        node = "the active controller" if self.node == CONTROLLER else f"node {self.node}"
         what = {
-            "kill": f"SIGKILL node {self.node}, restart after {self.hold:.2f}s",
-            "pause": f"SIGSTOP node {self.node}, SIGCONT after {self.hold:.2f}s",
-            "diskfull": f"fill node {self.node}'s disk, free it after {self.hold:.2f}s",
-            "cut": f"cut node {self.node} off, heal after {self.hold:.2f}s",
+            "kill": f"SIGKILL {node}, restart after {self.hold:.2f}s",
+            "pause": f"SIGSTOP {node}, SIGCONT after {self.hold:.2f}s",
+            "diskfull": f"fill {node}'s disk, free it after {self.hold:.2f}s",
+            "cut": f"cut {node} off, heal after {self.hold:.2f}s",
         }[self.kind]
         return f"+{self.at:6.2f}s {self.kind:8s} {what}"
 
+
+# A fault's node meaning "the active controller", in a cluster's schedules.
+CONTROLLER = 0
 
 HOLD = {"kill": (0.3, 2.0), "pause": (1.0, 5.0), "diskfull": (2.0, 4.0), "cut": (2.0, 5.0)}
 
@@ -425,6 +429,8 @@ def make_schedule(seed: int, seconds: float, kinds, node_ids=(1,)):
     the last healed a second and a half before the clients stop."""
     rng = random.Random(seed)
     kinds = list(kinds)
+    # In a cluster, the active controller is one of the targets, whichever node it is then.
+    targets = list(node_ids) + ([CONTROLLER] if len(node_ids) > 1 else [])
     faults = []
     t = rng.uniform(2.5, 3.5)
     end = seconds - 1.5
@@ -441,7 +447,7 @@ def make_schedule(seed: int, seconds: float, kinds, node_ids=(1,)):
                 hold = lo  # every schedule injects at least one fault
             else:
                 break
-        faults.append(Fault(round(t, 2), kind, rng.choice(list(node_ids)), round(hold, 2)))
+        faults.append(Fault(round(t, 2), kind, rng.choice(targets), round(hold, 2)))
         t += hold + rng.uniform(1.0, 2.5)
     return faults
 
@@ -768,7 +774,25 @@ def create_topic(bootstrap, out, timeout=20.0):
         time.sleep(0.3)
 
 
+def active_controller(cluster: Cluster) -> int:
+    """The metadata quorum's leader, as `sluice cluster describe` says (asked of every node)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        p = subprocess.run([str(BINARY), "cluster", "describe", "-b", cluster.bootstrap, "-o", "json"],
+                           capture_output=True, text=True, timeout=15)
+        if p.returncode == 0:
+            c = json.loads(p.stdout).get("controller", -1)
+            if any(n.node_id == c for n in cluster.nodes):
+                return c
+        time.sleep(0.2)
+    raise RuntimeError("no active controller named within 15s")
+
+
 def inject(f: Fault, cluster: Cluster, disks, nft, out, result):
+    if f.node == CONTROLLER:
+        f = dataclasses.replace(f, node=active_controller(cluster))
+        out(f"{f.kind}: the active controller is node {f.node}")
+        result["controller_faults"] = result.get("controller_faults", 0) + 1
     node = cluster.node(f.node)
     if f.kind == "kill":
         out(f"kill: SIGKILL node {node.node_id} (pid {node.proc.pid})")

@@ -57,15 +57,17 @@ def test_a_schedule_loses_duplicates_and_reorders_nothing(runs, name):
 
 
 def test_a_cluster_with_kills_loses_duplicates_and_reorders_nothing(tmp_path):
-    """Three combined nodes as one cluster (one replica per partition), SIGKILLs of a node (the
-    metadata quorum's leader when the schedule's node won the election), every history
-    checked. Stricter than the single-node schedules: every client must also reach the end
-    offsets, which kafka-python does only if the brokers answer OffsetForLeaderEpoch (it checks
-    its position with it when a restart moves the partition's leader epoch)."""
-    seed = SEEDS["kill"]
+    """Three combined nodes as one cluster (one replica per partition): SIGKILL of the active
+    controller, then of node 2 (seed 1020's schedule at 8 s), every history checked. Stricter
+    than the single-node schedules: every client must also reach the end offsets, which
+    kafka-python does only if the brokers answer OffsetForLeaderEpoch (it checks its position
+    with it when a restart moves the partition's leader epoch)."""
+    seed = 1020
+    assert harness.kinds_for(seed) == ("kill",)
     r = harness.run_schedule(seed, SECONDS, ("kill",), workdir=tmp_path, keep=True, nodes=3)
     assert r["passed"], explain(r)
     assert r["injected"]["kill"] >= 1, f"no kill was injected: {r}"
+    assert r.get("controller_faults", 0) >= 1, f"the active controller was not killed: {r}"
     assert not r["problems"], explain(r)
 
 

@@ -80,7 +80,9 @@ def test_topic_lifecycle_and_configs(fbroker):
 
     cluster = sluice_json(fbroker, "cluster", "describe")
     assert cluster["controller"] == 1
-    assert cluster["brokers"] == [{"id": 1, "host": "127.0.0.1", "port": fbroker.port, "rack": None}]
+    (b,) = cluster["brokers"]
+    assert b == {"id": 1, "host": "127.0.0.1", "port": fbroker.port, "rack": None, "fenced": False, "epoch": b["epoch"]}
+    assert b["epoch"] >= 0
 
     sluice(fbroker, "topic", "delete", t)
     assert t not in {x["name"] for x in sluice_json(fbroker, "topic", "list")}

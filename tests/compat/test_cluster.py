@@ -297,6 +297,14 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     live_ids = sorted(n.node_id for n in live)
     until("the dead broker to be fenced", 30, lambda: cluster_view(live[0].bootstrap)[1] == live_ids)
     print(f"the dead broker fenced {time.monotonic() - killed_at:.2f}s after the kill")
+    # `sluice cluster describe` (DescribeCluster v2 with the fenced brokers) says which.
+    out = subprocess.run(
+        [str(BINARY), "cluster", "describe", "-b", live[0].bootstrap, "-o", "json"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    brokers = json.loads(out.stdout)["brokers"]
+    assert {b["id"]: b["fenced"] for b in brokers} == {controller: True, **{i: False for i in live_ids}}, brokers
+    assert all(b["epoch"] > 0 for b in brokers), brokers
     until("orders to lose the dead broker's leader", 10, lambda: cluster_view(live[1].bootstrap)[2].get("orders") == [-1] + live_ids)
     # New partitions go to the live brokers only.
     until("a topic created after the controller's death", 30, lambda: create(live_bootstrap, "after-kill", 2) or True)

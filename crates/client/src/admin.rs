@@ -152,6 +152,21 @@ pub struct ClusterDescription {
     pub cluster_id: Option<String>,
     pub controller: i32,
     pub brokers: Vec<BrokerInfo>,
+    /// Every registered broker, fenced ones too, from DescribeCluster v2 (empty when the
+    /// broker cannot say).
+    pub registered: Vec<RegisteredBroker>,
+}
+
+/// A broker as the cluster's metadata registers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
+    /// Its epoch (the offset of its registration), where the broker says (Sluice); else -1.
+    pub epoch: i64,
 }
 
 pub struct Admin {
@@ -489,10 +504,31 @@ impl Admin {
 
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         self.client.refresh(&[]).await?;
+        let req = wire::messages::DescribeClusterRequest {
+            include_fenced_brokers: true,
+            endpoint_type: 1,
+            ..Default::default()
+        };
+        let registered = match self.client.send_any(&req).await {
+            Ok(r) if r.error_code == 0 => r
+                .brokers
+                .into_iter()
+                .map(|b| RegisteredBroker {
+                    id: b.broker_id,
+                    host: b.host,
+                    port: b.port,
+                    rack: b.rack,
+                    fenced: b.is_fenced,
+                    epoch: b.sluice_broker_epoch,
+                })
+                .collect(),
+            _ => vec![],
+        };
         Ok(ClusterDescription {
             cluster_id: self.client.cluster_id(),
             controller: self.client.controller(),
             brokers: self.client.brokers(),
+            registered,
         })
     }
 

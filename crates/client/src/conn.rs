@@ -63,7 +63,7 @@ requests! {
     DescribeConfigsRequest => DescribeConfigsResponse, 4;
     IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse, 1;
     CreatePartitionsRequest => CreatePartitionsResponse, 3;
-    DescribeClusterRequest => DescribeClusterResponse, 1;
+    DescribeClusterRequest => DescribeClusterResponse, 2;
     DescribeQuorumRequest => DescribeQuorumResponse, 1;
 }
 

@@ -70,7 +70,10 @@ pub fn delete_records(broker: &Broker, _version: i16, req: DeleteRecordsRequest)
     }
 }
 
-pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
+/// DescribeCluster: the cluster's id, the active controller and the unfenced brokers (v2
+/// with `include_fenced_brokers`: every registered broker, `is_fenced` saying which), each with
+/// its epoch in Sluice's tagged field.
+pub fn describe_cluster(broker: &Broker, version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
     // Endpoint type 1 is brokers; 2 (controllers) has no separate listener here.
     if req.endpoint_type != 1 {
         return DescribeClusterResponse {
@@ -84,14 +87,22 @@ pub fn describe_cluster(broker: &Broker, _version: i16, req: DescribeClusterRequ
         endpoint_type: 1,
         cluster_id: broker.cluster_id.clone(),
         controller_id: broker.metadata.leader().unwrap_or(-1),
-        brokers: super::live_brokers(broker)
-            .into_iter()
-            .map(|b| DescribeClusterBroker {
-                broker_id: b.id,
-                host: b.host,
-                port: i32::from(b.port),
-                rack: b.rack,
-                ..Default::default()
+        brokers: broker
+            .metadata
+            .image()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced || (version >= 2 && req.include_fenced_brokers))
+            .filter_map(|b| {
+                let e = b.endpoints.first()?;
+                Some(DescribeClusterBroker {
+                    broker_id: b.id,
+                    host: e.host.clone(),
+                    port: i32::from(e.port),
+                    rack: b.rack.clone(),
+                    is_fenced: b.fenced,
+                    sluice_broker_epoch: b.epoch,
+                })
             })
             .collect(),
         cluster_authorized_operations: super::operations::if_asked(

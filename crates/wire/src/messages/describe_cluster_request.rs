@@ -4,7 +4,7 @@
 
 use crate::codec as c;
 
-/// DescribeClusterRequest (valid versions 0-1, flexible versions 0+).
+/// DescribeClusterRequest (valid versions 0-2, flexible versions 0+).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeClusterRequest {
@@ -12,6 +12,8 @@ pub struct DescribeClusterRequest {
     pub include_cluster_authorized_operations: bool,
     /// The endpoint type to describe. 1=brokers, 2=controllers.
     pub endpoint_type: i8,
+    /// Whether to include fenced brokers when listing brokers.
+    pub include_fenced_brokers: bool,
 }
 
 impl Default for DescribeClusterRequest {
@@ -19,13 +21,14 @@ impl Default for DescribeClusterRequest {
         Self {
             include_cluster_authorized_operations: false,
             endpoint_type: 1,
+            include_fenced_brokers: false,
         }
     }
 }
 
 impl c::Encode for DescribeClusterRequest {
     fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::EncodeError::UnsupportedVersion {
                 message: "DescribeClusterRequest",
                 version,
@@ -36,6 +39,9 @@ impl c::Encode for DescribeClusterRequest {
         if version >= 1 {
             c::put_i8(buf, self.endpoint_type);
         }
+        if version >= 2 {
+            c::put_bool(buf, self.include_fenced_brokers);
+        }
         if flexible {
             c::put_uvarint(buf, 0);
         }
@@ -45,7 +51,7 @@ impl c::Encode for DescribeClusterRequest {
 
 impl c::Decode for DescribeClusterRequest {
     fn decode(buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::DecodeError::UnsupportedVersion {
                 message: "DescribeClusterRequest",
                 version,
@@ -56,6 +62,9 @@ impl c::Decode for DescribeClusterRequest {
         this.include_cluster_authorized_operations = c::get_bool(buf)?;
         if version >= 1 {
             this.endpoint_type = c::get_i8(buf)?;
+        }
+        if version >= 2 {
+            this.include_fenced_brokers = c::get_bool(buf)?;
         }
         if flexible {
             let tagged_count = c::get_uvarint(buf)?;
@@ -72,7 +81,7 @@ impl c::Decode for DescribeClusterRequest {
 impl c::Message for DescribeClusterRequest {
     const NAME: &'static str = "DescribeClusterRequest";
     const MIN_VERSION: i16 = 0;
-    const MAX_VERSION: i16 = 1;
+    const MAX_VERSION: i16 = 2;
     const FLEXIBLE_MIN: i16 = 0;
 }
 

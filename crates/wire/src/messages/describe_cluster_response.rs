@@ -4,7 +4,7 @@
 
 use crate::codec as c;
 
-/// DescribeClusterResponse (valid versions 0-1, flexible versions 0+).
+/// DescribeClusterResponse (valid versions 0-2, flexible versions 0+).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct DescribeClusterResponse {
@@ -43,7 +43,7 @@ impl Default for DescribeClusterResponse {
 
 impl c::Encode for DescribeClusterResponse {
     fn encode(&self, buf: &mut ::bytes::BytesMut, version: i16) -> Result<(), c::EncodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::EncodeError::UnsupportedVersion {
                 message: "DescribeClusterResponse",
                 version,
@@ -79,7 +79,7 @@ impl c::Encode for DescribeClusterResponse {
 
 impl c::Decode for DescribeClusterResponse {
     fn decode(buf: &mut ::bytes::Bytes, version: i16) -> Result<Self, c::DecodeError> {
-        if !(0..=1).contains(&version) {
+        if !(0..=2).contains(&version) {
             return Err(c::DecodeError::UnsupportedVersion {
                 message: "DescribeClusterResponse",
                 version,
@@ -121,7 +121,7 @@ impl c::Decode for DescribeClusterResponse {
 impl c::Message for DescribeClusterResponse {
     const NAME: &'static str = "DescribeClusterResponse";
     const MIN_VERSION: i16 = 0;
-    const MAX_VERSION: i16 = 1;
+    const MAX_VERSION: i16 = 2;
     const FLEXIBLE_MIN: i16 = 0;
 }
 
@@ -151,6 +151,10 @@ pub struct DescribeClusterBroker {
     pub port: i32,
     /// The rack of the broker, or null if it has not been assigned to a rack.
     pub rack: Option<String>,
+    /// Whether the broker is fenced
+    pub is_fenced: bool,
+    /// The broker's epoch: the offset of its registration in the metadata log (Sluice only)
+    pub sluice_broker_epoch: i64,
 }
 
 impl Default for DescribeClusterBroker {
@@ -160,6 +164,8 @@ impl Default for DescribeClusterBroker {
             host: String::new(),
             port: 0,
             rack: None,
+            is_fenced: false,
+            sluice_broker_epoch: -1,
         }
     }
 }
@@ -178,8 +184,22 @@ impl c::Encode for DescribeClusterBroker {
                 c::put_null_string(buf, flexible);
             }
         }
+        if version >= 2 {
+            c::put_bool(buf, self.is_fenced);
+        }
         if flexible {
-            c::put_uvarint(buf, 0);
+            let mut tagged_count = 0u32;
+            if self.sluice_broker_epoch != -1 {
+                tagged_count += 1;
+            }
+            c::put_uvarint(buf, tagged_count);
+            if self.sluice_broker_epoch != -1 {
+                c::put_uvarint(buf, 10000);
+                let mut tmp = ::bytes::BytesMut::new();
+                c::put_i64(&mut tmp, self.sluice_broker_epoch);
+                c::put_uvarint(buf, tmp.len() as u32);
+                buf.extend_from_slice(&tmp);
+            }
         }
         Ok(())
     }
@@ -193,12 +213,19 @@ impl c::Decode for DescribeClusterBroker {
         this.host = c::get_string(buf, flexible)?;
         this.port = c::get_i32(buf)?;
         this.rack = c::get_nullable_string(buf, flexible)?;
+        if version >= 2 {
+            this.is_fenced = c::get_bool(buf)?;
+        }
         if flexible {
             let tagged_count = c::get_uvarint(buf)?;
             for _ in 0..tagged_count {
                 let tag = c::get_uvarint(buf)?;
                 let size = c::get_uvarint(buf)? as usize;
-                let _ = (tag, c::take(buf, size)?);
+                let mut field = c::take(buf, size)?;
+                match tag {
+                    10000 => this.sluice_broker_epoch = c::get_i64(&mut field)?,
+                    _ => {}
+                }
             }
         }
         Ok(this)
