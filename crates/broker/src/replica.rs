@@ -531,6 +531,16 @@ impl Partition {
         }
     }
 
+    /// Whether this node may serve clients' reads of the partition: the leader epoch a client
+    /// believes current checks out, and this node leads (consumers read from the leader).
+    pub fn check_serves_clients(&self, current: i32) -> Result<(), ErrorCode> {
+        self.check_leader_epoch(current)?;
+        if self.role() != Role::Leader {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        Ok(())
+    }
+
     /// Whether a seal failure at `now_ms` should be logged: at most once a minute.
     pub fn should_report_seal_failure(&self, now_ms: i64) -> bool {
         let last = self.seal_failure_reported_ms.load(Ordering::Relaxed);

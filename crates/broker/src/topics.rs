@@ -1523,6 +1523,16 @@ impl Topics {
         assignments.iter().filter(|r| r.contains(&node)).count()
     }
 
+    /// The indexes of new partitions `first`, `first + 1`, … (one per replica list in
+    /// `assignments`) that have a replica on this node.
+    fn placed_here(&self, first: i32, assignments: &[Vec<i32>]) -> Vec<i32> {
+        (first..)
+            .zip(assignments)
+            .filter(|(_, r)| r.contains(&self.node_id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Replica lists for `partitions` new partitions over the image's unfenced brokers (see
     /// `metadata::placement`). A node alone that has not registered yet (a test's `Topics`)
     /// places on itself. Replication factors above 1 are refused until replication exists
@@ -1599,11 +1609,7 @@ impl Topics {
             }
         };
         let records = crate::upgrade::topic_records(name, id, assignments, &overrides);
-        let here: Vec<i32> = (0..)
-            .zip(assignments)
-            .filter(|(_, r)| r.contains(&self.node_id))
-            .map(|(i, _)| i)
-            .collect();
+        let here = self.placed_here(0, assignments);
         let topic = self.materialize(name, id, &here, overrides, false, true)?;
         if let Err(e) = self.commit(records) {
             drop(topic);
@@ -1803,11 +1809,7 @@ impl Topics {
         if validate_only {
             return Ok(());
         }
-        let here: Vec<i32> = (current..)
-            .zip(&assignments)
-            .filter(|(_, r)| r.contains(&self.node_id))
-            .map(|(i, _)| i)
-            .collect();
+        let here = self.placed_here(current, &assignments);
         let local = self.get(name).filter(|t| t.id == image_topic.id);
         let mut partitions = local.as_ref().map(|t| t.partitions.clone()).unwrap_or_default();
         for &index in &here {

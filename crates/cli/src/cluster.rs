@@ -62,12 +62,8 @@ fn describe(conn: &Conn) -> Result<()> {
             print_json(&json!({
                 "cluster_id": c.cluster_id,
                 "controller": c.controller,
-                "brokers": if c.registered.is_empty() {
-                    c.brokers.iter().map(|b| json!({"id": b.id, "host": b.host, "port": b.port, "rack": b.rack})).collect::<Vec<_>>()
-                } else {
-                    c.registered.iter().map(|b| json!({"id": b.id, "host": b.host, "port": b.port, "rack": b.rack,
-                        "fenced": b.fenced, "epoch": b.epoch})).collect::<Vec<_>>()
-                },
+                "brokers": c.registered.iter().map(|b| json!({"id": b.id, "host": b.host, "port": b.port, "rack": b.rack,
+                    "fenced": b.fenced, "epoch": b.epoch})).collect::<Vec<_>>(),
                 "quorum": match &q {
                     Ok(q) => json!({
                         "leader": q.leader, "epoch": q.epoch, "high_watermark": q.high_watermark,
@@ -83,41 +79,25 @@ fn describe(conn: &Conn) -> Result<()> {
                 c.cluster_id.as_deref().unwrap_or("-"),
                 c.controller
             );
-            if c.registered.is_empty() {
-                let rows: Vec<Vec<String>> = c
-                    .brokers
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.id.to_string(),
-                            b.host.clone(),
-                            b.port.to_string(),
-                            b.rack.clone().unwrap_or("-".into()),
-                        ]
-                    })
-                    .collect();
-                print_table(&["ID", "HOST", "PORT", "RACK"], &rows);
-            } else {
-                let rows: Vec<Vec<String>> = c
-                    .registered
-                    .iter()
-                    .map(|b| {
-                        vec![
-                            b.id.to_string(),
-                            b.host.clone(),
-                            b.port.to_string(),
-                            b.rack.clone().unwrap_or("-".into()),
-                            if b.fenced { "fenced" } else { "unfenced" }.to_string(),
-                            if b.epoch < 0 {
-                                "-".to_string()
-                            } else {
-                                b.epoch.to_string()
-                            },
-                        ]
-                    })
-                    .collect();
-                print_table(&["ID", "HOST", "PORT", "RACK", "STATE", "EPOCH"], &rows);
-            }
+            let rows: Vec<Vec<String>> = c
+                .registered
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.host.clone(),
+                        b.port.to_string(),
+                        b.rack.clone().unwrap_or("-".into()),
+                        if b.fenced { "fenced" } else { "unfenced" }.to_string(),
+                        if b.epoch < 0 {
+                            "-".to_string()
+                        } else {
+                            b.epoch.to_string()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "HOST", "PORT", "RACK", "STATE", "EPOCH"], &rows);
             println!();
             match &q {
                 Ok(q) => {

@@ -152,8 +152,8 @@ pub struct ClusterDescription {
     pub cluster_id: Option<String>,
     pub controller: i32,
     pub brokers: Vec<BrokerInfo>,
-    /// Every registered broker, fenced ones too, from DescribeCluster v2 (empty when the
-    /// broker cannot say).
+    /// Every registered broker, fenced ones too, from DescribeCluster v2; when the broker
+    /// cannot say, Metadata's brokers (all unfenced, epochs unknown).
     pub registered: Vec<RegisteredBroker>,
 }
 
@@ -522,7 +522,19 @@ impl Admin {
                     epoch: b.sluice_broker_epoch,
                 })
                 .collect(),
-            _ => vec![],
+            _ => self
+                .client
+                .brokers()
+                .into_iter()
+                .map(|b| RegisteredBroker {
+                    id: b.id,
+                    host: b.host,
+                    port: b.port,
+                    rack: b.rack,
+                    fenced: false,
+                    epoch: -1,
+                })
+                .collect(),
         };
         Ok(ClusterDescription {
             cluster_id: self.client.cluster_id(),

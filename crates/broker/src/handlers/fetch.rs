@@ -45,13 +45,8 @@ fn read_partition(
         records: Some(Bytes::new()),
         ..Default::default()
     };
-    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
+    if let Err(code) = part.check_serves_clients(p.current_leader_epoch) {
         r.error_code = code as i16;
-        return r;
-    }
-    // Consumers read from the leader only (no replica is a follower yet: issue 20).
-    if part.role() != crate::replica::Role::Leader {
-        r.error_code = ErrorCode::NotLeaderOrFollower as i16;
         return r;
     }
     let state = part.lock();

@@ -12,7 +12,6 @@
 use crate::Broker;
 use wire::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use wire::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use wire::ErrorCode;
 
 pub fn handle(broker: &Broker, _version: i16, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let image = broker.metadata.image();
@@ -36,12 +35,8 @@ pub fn handle(broker: &Broker, _version: i16, req: OffsetForLeaderEpochRequest) 
                         r.error_code = super::not_held(known.map(|t| &**t), p.partition) as i16;
                         return r;
                     };
-                    if let Err(code) = part.check_leader_epoch(p.current_leader_epoch) {
+                    if let Err(code) = part.check_serves_clients(p.current_leader_epoch) {
                         r.error_code = code as i16;
-                        return r;
-                    }
-                    if part.role() != crate::replica::Role::Leader {
-                        r.error_code = ErrorCode::NotLeaderOrFollower as i16;
                         return r;
                     }
                     let (epoch, end) = part.lock().log.end_offset_for_epoch(p.leader_epoch);
