@@ -335,6 +335,54 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
         assert "panicked" not in n.logs(), n.logs()
 
 
+def test_dynamic_broker_configs_reach_every_broker(cluster):
+    """A cluster-wide dynamic config (resource "") and one broker's own (resource = its id),
+    each changed through a node that is not the active controller (which forwards it), take
+    effect on the brokers they address, and only there."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    controller = cluster_view(cluster[1].bootstrap)[0]
+    others = [i for i in cluster if i != controller]
+
+    def change(bootstrap, resource, key, value):
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+        (future,) = admin.incremental_alter_configs([ConfigResource("broker", resource, incremental_configs=[entry])]).values()
+        future.result(15)
+
+    def described(node_id, key):
+        # Kafka's admin clients send a broker's DescribeConfigs to that broker.
+        admin = AdminClient({"bootstrap.servers": cluster[node_id].bootstrap})
+        (future,) = admin.describe_configs([ConfigResource("broker", str(node_id))]).values()
+        entry = future.result(10)[key]
+        return entry.value, int(entry.source)
+
+    # librdkafka refuses a broker resource without a name, so the cluster default goes raw.
+    import kafka_raw as raw
+
+    s = raw.connect(cluster[others[0]].port, timeout=30)
+    assert raw.incremental_alter_configs_v0(s, 4, "", [("log.retention.ms", 0, "3600000")]) == (0, None)
+    s.close()
+    for i in cluster:
+        until(f"broker {i} to take up the cluster default", 10, lambda: described(i, "log.retention.ms") == ("3600000", 3))
+
+    # Broker others[1]'s own value, sent to it (as the admin client sends a broker resource):
+    # it forwards the change, the controller writes it, and only that broker takes it up.
+    target = others[1]
+    change(cluster[target].bootstrap, str(target), "log.retention.ms", "7200000")
+    until("the broker's own value", 10, lambda: described(target, "log.retention.ms") == ("7200000", 2))
+    for i in cluster:
+        if i != target:
+            assert described(i, "log.retention.ms") == ("3600000", 3), i
+    # A value the controller refuses is refused for the client, wherever it was sent.
+    with pytest.raises(Exception, match="log.retention.ms"):
+        change(cluster[target].bootstrap, str(target), "log.retention.ms", "soon")
+    # Kept across a restart of the broker (it reads its layer from the metadata log).
+    assert cluster[target].stop() == 0
+    cluster[target].launch().wait_serving()
+    assert described(target, "log.retention.ms") == ("7200000", 2)
+
+
 def test_a_broker_only_node_follows_the_quorum_as_an_observer(cluster, tmp_path):
     voters = cluster[1].voters
     observer = Node(tmp_path, 4, voters, None).launch()

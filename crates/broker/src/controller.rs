@@ -11,9 +11,8 @@
 //! Session times are the active controller's memory, not the log's: a new active controller
 //! gives every broker a whole session from the moment it takes over (as Kafka's does).
 //!
-//! Not yet (issue 19): forwarding of clients' admin requests. A change a client asks of a
-//! broker that is not the active controller is answered NOT_CONTROLLER; Kafka's admin clients
-//! send those requests to the controller Metadata names, which is the quorum's leader.
+//! Clients' admin requests that other brokers forward (`handlers::FORWARDED`) are answered
+//! here by this node's broker (`Controller::attach`).
 
 use crate::metadata_log::{CommitError, MetadataLog};
 use crate::quorum::net::{self, ControllerApis, VoterAddresses};

@@ -6,8 +6,10 @@
 //! As in Kafka there are two layers over the static settings (file, environment, flags): the
 //! cluster-wide default (resource name "") and this broker's own (resource name = node id),
 //! which wins. Both are ConfigRecords of the metadata log (`crate::metadata_log`), committed
-//! before a change takes effect. Every other setting is read-only at runtime, and a change to one is
-//! refused as Kafka refuses it (`INVALID_REQUEST`, "Cannot update these configs dynamically").
+//! before a change takes effect. In a cluster the active controller makes every change (the
+//! brokers forward them), for any broker's layer (`alter_other`), and each broker takes up its
+//! layers from the image as it moves (`reload`, by the publisher). Every other setting is
+//! read-only at runtime, and a change to one is refused as Kafka refuses it (`INVALID_REQUEST`, "Cannot update these configs dynamically").
 
 use crate::config::{self, UpdateMode};
 use crate::metadata_log::MetadataLog;
@@ -149,6 +151,80 @@ impl DynamicConfigs {
         topics.set_config_defaults(defaults, false)?;
         tracing::info!(?layer, "dynamic broker configs changed");
         Ok(())
+    }
+
+    /// Changes another broker's own layer (resource name = its id), as the active controller
+    /// does for a change a client sent to that broker and it forwarded here. The values are
+    /// checked as for this broker's layer; that they leave that broker's topics valid is its
+    /// own business when it applies them (`reload`), as Kafka's controller checks only the
+    /// values. `change` starts from that broker's layer in the metadata image.
+    pub fn alter_other(
+        &self,
+        broker_id: i32,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
+    ) -> Result<(), ApiError> {
+        // Serialised with this broker's own changes, so each diff is against the newest image.
+        let _layers = self.layers();
+        let resource = broker_id.to_string();
+        let before = self
+            .metadata
+            .image()
+            .configs(&ConfigResource::broker(&resource))
+            .clone();
+        let values = change(&before)?;
+        check(Layer::Broker, &values)?;
+        if validate_only {
+            return Ok(());
+        }
+        let records = crate::upgrade::config_changes(resource_type::BROKER, &resource, &before, &values);
+        self.metadata.commit_now(records).map_err(ApiError::from)?;
+        tracing::info!(broker = broker_id, "dynamic broker configs of another broker changed");
+        Ok(())
+    }
+
+    /// The dynamic layer of broker `broker_id` as the metadata image holds it, over the
+    /// cluster's: what an APPEND or SUBTRACT of IncrementalAlterConfigs starts from for
+    /// another broker (whose static settings this node cannot know; its own are used).
+    pub fn value_for(&self, broker_id: i32, key: &str) -> Option<String> {
+        let image = self.metadata.image();
+        let layers = Layers {
+            cluster: image.configs(&ConfigResource::broker("")).clone(),
+            broker: image.configs(&ConfigResource::broker(&broker_id.to_string())).clone(),
+        };
+        lookup(&layers, &self.statics, key).into_iter().next().map(|s| s.value)
+    }
+
+    /// Takes up the layers the metadata image now holds (called by the publisher each time
+    /// the image moves): a change committed by the active controller, made for the cluster
+    /// or for this broker through another node, takes effect here. A value this broker
+    /// cannot take is logged and its layer left as it was (the controller checked it, so
+    /// only a newer node's setting can do that).
+    pub fn reload(&self, topics: &Topics) {
+        let image = self.metadata.image();
+        let mut layers = self.layers();
+        let next = Layers {
+            cluster: image.configs(&ConfigResource::broker("")).clone(),
+            broker: image
+                .configs(&ConfigResource::broker(&self.node_id.to_string()))
+                .clone(),
+        };
+        if next.cluster == layers.cluster && next.broker == layers.broker {
+            return;
+        }
+        for (layer, values) in [(Layer::Cluster, &next.cluster), (Layer::Broker, &next.broker)] {
+            if let Err(e) = check(layer, values) {
+                tracing::warn!(?layer, error = %e.message, "dynamic broker configs in the metadata log not taken up");
+                return;
+            }
+        }
+        let defaults = topic_defaults(&next, &self.statics);
+        if let Err(e) = topics.set_config_defaults(defaults, false) {
+            tracing::warn!(error = %e.message, "dynamic broker configs in the metadata log not taken up");
+            return;
+        }
+        *layers = next;
+        tracing::info!("dynamic broker configs changed through the active controller");
     }
 }
 

@@ -720,7 +720,8 @@ const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The publisher: makes this node's partition logs follow the metadata image — each time the
 /// image moves, `Topics::reconcile` opens the partitions the controller placed here, removes
-/// the logs of deleted topics and applies changed topic configs — until shutdown. Changes this
+/// the logs of deleted topics and applies changed topic configs, and the dynamic broker
+/// configs take up the image's (`DynamicConfigs::reload`) — until shutdown. Changes this
 /// node made as the controller are already done when it looks (they hold the same lock), so it
 /// finds nothing to do for them. File work: on the blocking pool.
 async fn publish_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
@@ -729,7 +730,11 @@ async fn publish_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let offset = broker.metadata.image().offset;
         if done != Some(offset) {
             let b = broker.clone();
-            match tokio::task::spawn_blocking(move || b.topics.reconcile()).await {
+            let publish = move || {
+                b.dynamic.reload(&b.topics);
+                b.topics.reconcile()
+            };
+            match tokio::task::spawn_blocking(publish).await {
                 Ok(Ok(())) => done = Some(offset),
                 Ok(Err(e)) => {
                     if let Some(suppressed) = crate::ratelog::allow("publish-failed") {

@@ -24,6 +24,28 @@ fn unsupported_resource(resource_type: i8) -> ApiError {
     )
 }
 
+/// What a change to a broker resource addresses.
+enum Target {
+    /// A layer this broker holds: the cluster default ("") or its own.
+    Mine(Layer),
+    /// Another broker's own layer: this node is the active controller, and that broker
+    /// forwarded its client's change here.
+    Other(i32),
+}
+
+/// The broker resource a change names: "" the cluster default, this broker, or another
+/// registered broker by id (a change its broker forwarded to this node, the active
+/// controller; Kafka's admin clients send a broker's change to that broker).
+fn alter_target(broker: &Broker, name: &str) -> Result<Target, ApiError> {
+    if let Ok(layer) = broker_layer(broker, name) {
+        return Ok(Target::Mine(layer));
+    }
+    match name.parse::<i32>() {
+        Ok(id) if broker.metadata.image().brokers.contains_key(&id) => Ok(Target::Other(id)),
+        _ => broker_layer(broker, name).map(Target::Mine),
+    }
+}
+
 /// The layer a broker resource name addresses: "" the cluster default, else this broker.
 fn broker_layer(broker: &Broker, name: &str) -> Result<Layer, ApiError> {
     if name.is_empty() {
@@ -221,10 +243,11 @@ pub fn alter(broker: &Broker, _version: i16, req: AlterConfigsRequest) -> AlterC
                         .into_iter()
                         .filter_map(|c| c.value.map(|v| (c.name, v)))
                         .collect();
-                    broker_layer(broker, &r.resource_name).and_then(|layer| {
-                        broker
+                    alter_target(broker, &r.resource_name).and_then(|target| match target {
+                        Target::Mine(layer) => broker
                             .dynamic
-                            .alter(&broker.topics, layer, req.validate_only, |_| Ok(values))
+                            .alter(&broker.topics, layer, req.validate_only, |_| Ok(values)),
+                        Target::Other(id) => broker.dynamic.alter_other(id, req.validate_only, |_| Ok(values)),
                     })
                 }
                 t => Err(unsupported_resource(t)),
@@ -314,21 +337,29 @@ pub fn incremental_alter(
                             |name: &str| crate::topics::topic_config(name).is_some_and(|d| d.kind == config_type::LIST);
                         apply_incremental(t.overrides.clone(), r.configs, |name| t.config.value(name), is_list)
                     }),
-                BROKER => broker_layer(broker, &r.resource_name).and_then(|layer| {
+                BROKER => alter_target(broker, &r.resource_name).and_then(|target| {
                     // Read before `alter` takes the layers' lock.
                     let in_effect: BTreeMap<String, String> = r
                         .configs
                         .iter()
-                        .filter_map(|c| Some((c.name.clone(), broker.dynamic.lookup(&c.name).first()?.value.clone())))
-                        .collect();
-                    broker
-                        .dynamic
-                        .alter(&broker.topics, layer, req.validate_only, |current| {
-                            let now = |name: &str| in_effect.get(name).cloned();
-                            apply_incremental(current.clone(), r.configs, now, |name| {
-                                config::broker_config_type(name) == config_type::LIST
-                            })
+                        .filter_map(|c| {
+                            let value = match target {
+                                Target::Mine(_) => broker.dynamic.lookup(&c.name).first()?.value.clone(),
+                                Target::Other(id) => broker.dynamic.value_for(id, &c.name)?,
+                            };
+                            Some((c.name.clone(), value))
                         })
+                        .collect();
+                    let change = |current: &BTreeMap<String, String>| {
+                        let now = |name: &str| in_effect.get(name).cloned();
+                        apply_incremental(current.clone(), r.configs, now, |name| {
+                            config::broker_config_type(name) == config_type::LIST
+                        })
+                    };
+                    match target {
+                        Target::Mine(layer) => broker.dynamic.alter(&broker.topics, layer, req.validate_only, change),
+                        Target::Other(id) => broker.dynamic.alter_other(id, req.validate_only, change),
+                    }
                 }),
                 t => Err(unsupported_resource(t)),
             };
