@@ -8,56 +8,28 @@
 //! cluster waits for the metadata quorum before it opens anything that reads the image, and
 //! for its unfencing before it listens.
 //!
-//! Session times are the active controller's memory, not the log's: a new active controller
-//! gives every broker a whole session from the moment it takes over (as Kafka's does).
+//! The rules themselves (what to write for a registration, a heartbeat, an expired session)
+//! are `metadata::sessions`, pure and driven by its seeded simulation; this module commits
+//! what they decide. Session times are the active controller's memory, not the log's: a new
+//! active controller gives every broker a whole session from the moment it takes over (as
+//! Kafka's does).
 //!
 //! Clients' admin requests that other brokers forward (`handlers::FORWARDED`) are answered
 //! here by this node's broker (`Controller::attach`).
 
 use crate::metadata_log::{CommitError, MetadataLog};
 use crate::quorum::net::{self, ControllerApis, VoterAddresses};
+use metadata::sessions::Heartbeat;
 use metadata::MetadataRecord;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wire::kafka_records::metadata::{
-    register_broker_record, FenceBrokerRecord, PartitionChangeRecord, RegisterBrokerRecord, UnfenceBrokerRecord,
-};
 use wire::messages::{
     broker_registration_request as brr, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 use wire::{ErrorCode, Uuid};
 
-/// A broker's registration as the metadata log records it. Its epoch is the log's end offset
-/// when it is written (as Kafka uses the registration record's offset): above every earlier
-/// one.
-pub fn registration_record(
-    broker_id: i32,
-    incarnation_id: Uuid,
-    epoch: i64,
-    listeners: Vec<(String, String, u16)>,
-    rack: Option<String>,
-) -> MetadataRecord {
-    MetadataRecord::RegisterBrokerRecord(RegisterBrokerRecord {
-        broker_id,
-        incarnation_id,
-        broker_epoch: epoch,
-        end_points: listeners
-            .into_iter()
-            .map(|(name, host, port)| register_broker_record::BrokerEndpoint {
-                name,
-                host,
-                port,
-                security_protocol: 0,
-            })
-            .collect(),
-        rack,
-        fenced: false,
-        in_controlled_shutdown: false,
-        ..Default::default()
-    })
-}
+pub use metadata::sessions::registration_record;
 
 /// Commits the next block of producer ids for `broker_id` (ProducerIdsRecord): where the
 /// image's last block ended, `producers::ID_BLOCK` long. A block another allocation committed
@@ -83,54 +55,15 @@ pub fn allocate_producer_ids(metadata: &MetadataLog, broker_id: i32) -> Result<(
     Err(CommitError::Refused("producer-id blocks kept racing; try again".into()))
 }
 
-/// The active controller's view of broker sessions.
-#[derive(Default)]
-struct Sessions {
-    /// The quorum epoch in which these sessions started: a new epoch starts them all again.
-    epoch: i32,
-    /// When each broker was last heard from (the controller's clock, ms).
-    last: HashMap<i32, i64>,
-    /// The metadata offset each fenced broker must reach before it is unfenced: the end of the
-    /// log when it registered, or when this controller first heard from it.
-    catch_up_to: HashMap<i32, i64>,
-}
-
 /// The active controller's answers on the controller listener, and its broker sessions.
 pub struct Controller {
     metadata: Arc<MetadataLog>,
     cluster_id: String,
     clock: Arc<dyn crate::clock::Clock>,
-    session_timeout_ms: i64,
-    sessions: Mutex<Sessions>,
+    sessions: Mutex<metadata::sessions::Sessions>,
     /// The broker on this node, once assembled: it answers the admin requests other brokers
     /// forward (its handlers make the change, as for a client of its own).
     broker: std::sync::OnceLock<std::sync::Weak<crate::Broker>>,
-}
-
-/// Records moving the leadership of `broker`'s partitions: away from it (`lead` false: every
-/// partition it leads gets no leader), or back to it (`lead`: every leaderless partition whose
-/// ISR holds it). One replica per partition, so there is nobody else to elect (issue 20 elects
-/// from the ISR).
-fn leadership_changes(image: &metadata::MetadataImage, broker: i32, lead: bool) -> Vec<MetadataRecord> {
-    let mut out = vec![];
-    for t in image.topics() {
-        for (&index, p) in &t.partitions {
-            let leader = if lead {
-                (p.leader == -1 && p.isr.contains(&broker)).then_some(broker)
-            } else {
-                (p.leader == broker).then_some(-1)
-            };
-            if let Some(leader) = leader {
-                out.push(MetadataRecord::PartitionChangeRecord(PartitionChangeRecord {
-                    partition_id: index,
-                    topic_id: t.id,
-                    leader,
-                    ..Default::default()
-                }));
-            }
-        }
-    }
-    out
 }
 
 impl Controller {
@@ -144,8 +77,7 @@ impl Controller {
             metadata,
             cluster_id,
             clock,
-            session_timeout_ms: session_timeout_ms as i64,
-            sessions: Mutex::new(Sessions::default()),
+            sessions: Mutex::new(metadata::sessions::Sessions::new(session_timeout_ms as i64)),
             broker: std::sync::OnceLock::new(),
         }
     }
@@ -160,15 +92,9 @@ impl Controller {
     }
 
     /// The sessions, started again if the quorum's epoch moved since they began.
-    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, metadata::sessions::Sessions> {
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let epoch = self.metadata.leader_epoch();
-        if s.epoch != epoch {
-            *s = Sessions {
-                epoch,
-                ..Default::default()
-            };
-        }
+        s.in_epoch(self.metadata.leader_epoch());
         s
     }
 
@@ -181,34 +107,20 @@ impl Controller {
         }
         let now = self.clock.now_ms();
         let image = self.metadata.image();
-        let expired: Vec<(i32, i64, i64)> = {
-            let mut s = self.sessions();
-            image
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .filter_map(|b| {
-                    let last = *s.last.entry(b.id).or_insert(now);
-                    (now - last >= self.session_timeout_ms).then_some((b.id, b.epoch, now - last))
-                })
-                .collect()
-        };
-        for (id, epoch, silent_ms) in expired {
-            let mut records = vec![MetadataRecord::FenceBrokerRecord(FenceBrokerRecord { id, epoch })];
-            records.extend(leadership_changes(&image, id, false));
-            let moved = records.len() - 1;
-            match self.metadata.commit_now(records) {
+        let expired = self.sessions().expired(&image, now);
+        for e in expired {
+            let moved = e.records.len() - 1;
+            match self.metadata.commit_now(e.records) {
                 Ok(_) => {
                     tracing::warn!(
-                        broker = id,
-                        silent_ms,
+                        broker = e.broker,
+                        silent_ms = e.silent_ms,
                         partitions_without_leader = moved,
                         "broker fenced: no heartbeat within broker.session.timeout.ms"
                     );
-                    let mut s = self.sessions();
-                    s.catch_up_to.remove(&id);
+                    self.sessions().fenced(e.broker);
                 }
-                Err(e) => tracing::warn!(broker = id, error = %e, "cannot fence a broker; tried again"),
+                Err(err) => tracing::warn!(broker = e.broker, error = %err, "cannot fence a broker; tried again"),
             }
         }
     }
@@ -226,37 +138,39 @@ impl Controller {
             return answer(ErrorCode::NotController, false, true);
         }
         let image = self.metadata.image();
-        let Some(b) = image.brokers.get(&r.broker_id) else {
-            return answer(ErrorCode::BrokerIdNotRegistered, false, true);
+        let now = self.clock.now_ms();
+        let decided = self.sessions().heartbeat(
+            &image,
+            r.broker_id,
+            r.broker_epoch,
+            r.current_metadata_offset,
+            r.want_fence,
+            now,
+        );
+        let records = match decided {
+            Heartbeat::Answer {
+                error,
+                caught_up,
+                fenced,
+            } => return answer(error, caught_up, fenced),
+            Heartbeat::Unfence { records } => records,
         };
-        if b.epoch != r.broker_epoch {
-            return answer(ErrorCode::StaleBrokerEpoch, false, true);
-        }
-        let target = {
-            let mut s = self.sessions();
-            s.last.insert(r.broker_id, self.clock.now_ms());
-            *s.catch_up_to.entry(r.broker_id).or_insert(image.offset)
-        };
-        let caught_up = r.current_metadata_offset >= target;
-        if !b.fenced || !caught_up || r.want_fence {
-            return answer(ErrorCode::None, caught_up, b.fenced);
-        }
-        let mut records = vec![MetadataRecord::UnfenceBrokerRecord(UnfenceBrokerRecord {
-            id: b.id,
-            epoch: b.epoch,
-        })];
-        records.extend(leadership_changes(&image, b.id, true));
         let led = records.len() - 1;
         match self.metadata.commit_now(records) {
             Ok(_) => {
-                tracing::info!(broker = b.id, epoch = b.epoch, partitions_led = led, "broker unfenced");
+                tracing::info!(
+                    broker = r.broker_id,
+                    epoch = r.broker_epoch,
+                    partitions_led = led,
+                    "broker unfenced"
+                );
                 answer(ErrorCode::None, true, false)
             }
-            Err(CommitError::NotController { .. }) => answer(ErrorCode::NotController, caught_up, true),
+            Err(CommitError::NotController { .. }) => answer(ErrorCode::NotController, true, true),
             // A fence or registration raced this one; the next heartbeat tries again.
             Err(e) => {
-                tracing::debug!(broker = b.id, error = %e, "cannot unfence a broker yet");
-                answer(ErrorCode::None, caught_up, true)
+                tracing::debug!(broker = r.broker_id, error = %e, "cannot unfence a broker yet");
+                answer(ErrorCode::None, true, true)
             }
         }
     }
@@ -351,26 +265,18 @@ impl ControllerApis for Controller {
             return refuse(ErrorCode::InconsistentClusterId);
         }
         let epoch = self.metadata.end_offset();
-        let mut record = registration_record(
+        let record = registration_record(
             r.broker_id,
             r.incarnation_id,
             epoch,
             r.listeners.into_iter().map(|l| (l.name, l.host, l.port)).collect(),
             r.rack,
         );
-        // Fenced until its heartbeat shows it caught up; an earlier incarnation's partitions
-        // lose their leader until then.
-        if let MetadataRecord::RegisterBrokerRecord(rec) = &mut record {
-            rec.fenced = true;
-        }
-        let mut records = vec![record];
-        records.extend(leadership_changes(&self.metadata.image(), r.broker_id, false));
+        let records = metadata::sessions::registration(&self.metadata.image(), record);
         match self.metadata.commit_now(records) {
             Ok((image, _)) => {
-                let mut s = self.sessions();
-                s.last.insert(r.broker_id, self.clock.now_ms());
-                s.catch_up_to.insert(r.broker_id, image.offset);
-                drop(s);
+                self.sessions()
+                    .registered(r.broker_id, self.clock.now_ms(), image.offset);
                 tracing::info!(broker = r.broker_id, epoch, "broker registered");
                 BrokerRegistrationResponse {
                     error_code: 0,

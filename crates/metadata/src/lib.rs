@@ -11,16 +11,19 @@
 //! - [`frame`]: one record to and from the bytes of a record value, and a change to and from
 //!   one record batch, in Kafka's layout (`MetadataRecordSerde`), so Kafka's tools read our log.
 //! - [`placement`]: where new partitions' replicas go (round robin, rack-aware).
+//! - [`sessions`]: the active controller's rules for broker sessions (registration,
+//!   heartbeats, fencing and unfencing), with their seeded simulation.
 //! - [`snapshot`]: an image as the records that rebuild it, written as Kafka's snapshot files
 //!   are (header control batch, data batches, footer control batch).
 //!
 //! Pure: no I/O, no tokio, no clock. The broker owns the log files and decides when to
-//! snapshot; the controller (later) decides which records to write.
+//! snapshot and commits what these rules decide.
 
 pub mod delta;
 pub mod frame;
 pub mod image;
 pub mod placement;
+pub mod sessions;
 pub mod snapshot;
 
 pub use delta::{Changes, MetadataDelta, ReplayError};
