@@ -14,10 +14,12 @@ Fault kinds:
 - diskfull: each node's data directory lives on a tmpfs of fixed size mounted by the harness;
   a filler file takes every free byte (until ENOSPC), is held a few seconds, then deleted.
 - cut: nftables rules, in a table of the harness's own, drop every packet to and from a node's
-  address and port; then the table is deleted. Each node has its own address and port, so the
-  same rule cuts one node of a cluster off.
-diskfull needs root and mount(8), cut needs root and nft(8): without them those kinds are
-skipped, loudly, and never reported as run.
+  address and ports; then the table is deleted. In a cluster every node shares the loopback
+  address, and a node's own connections to the others leave from ephemeral ports, so each node
+  runs in a cgroup (v2) of its own and the cut also drops every packet its sockets send
+  (`socket cgroupv2`): the node is cut off from clients and from the other nodes alike.
+diskfull needs root and mount(8), cut needs root and nft(8) (and a cgroup v2 hierarchy for a
+cluster): without them those kinds are skipped, loudly, and never reported as run.
 
 The seed fixes the schedule (random.Random(seed)); the schedule is printed before the run, so a
 failing run is rerun exactly with `run --seed N` (the fault kinds too: they follow from the seed
@@ -101,6 +103,26 @@ def _die_with_parent():
         pass
 
 
+def _join_cgroup(path):
+    """A preexec_fn that moves the child into the cgroup `path` (then dies with the parent)."""
+
+    def pre():
+        with open(Path(path) / "cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+        _die_with_parent()
+
+    return pre
+
+
+def cgroup2_root():
+    """Where the cgroup v2 hierarchy is mounted (None: nowhere)."""
+    for line in read_text("/proc/mounts").splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return Path(fields[1])
+    return None
+
+
 def child_env():
     """The harness's own settings (SLUICE_BIN, SLUICE_CHAOS_*) are not the broker's: sluice
     reads SLUICE_* variables as settings and warns about unknown ones."""
@@ -157,6 +179,12 @@ class Node:
         self.proc = None
         self.paused = False
         self.starts = 0
+        # The cgroup this node runs in (set by the harness when it can cut a cluster's node).
+        self.cgroup = None
+
+    @property
+    def ports(self):
+        return [p for p in (self.port, self.controller_port) if p is not None]
 
     @property
     def bootstrap(self) -> str:
@@ -187,8 +215,9 @@ class Node:
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== harness: start #{self.starts + 1} at {datetime.datetime.now().isoformat()}\n".encode())
             log.flush()
+            pre = _join_cgroup(self.cgroup) if self.cgroup is not None else _die_with_parent
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent, env=child_env())
+                                         preexec_fn=pre, env=child_env())
         self.starts += 1
         self.paused = False
 
@@ -339,12 +368,44 @@ class Tmpfs:
 
 class Nft:
     """Cuts nodes off with nftables: one table of the harness's own per cut node, holding an
-    input-hook chain that drops every packet to or from the node's address and port (on
-    loopback both directions pass the input hook). Healing deletes the table."""
+    input-hook chain that drops every packet to or from the node's address and ports (on
+    loopback both directions pass the input hook) and, for a node in a cgroup of its own, an
+    output-hook chain that drops every packet its sockets send (its connections to the other
+    nodes leave from ephemeral ports on the same address). Healing deletes the table."""
 
     def __init__(self):
         self.prefix = f"sluice_chaos_{os.getpid()}"
         self.cut_nodes = set()
+        self.cgroups = []
+
+    def cgroup_for(self, node_id):
+        """A cgroup v2 of the harness's own for `node` (a child of the hierarchy's root, as
+        `socket cgroupv2 level 1` matches), or the reason there cannot be one."""
+        root = cgroup2_root()
+        if root is None:
+            return None, "no cgroup v2 hierarchy is mounted (a cluster's node cannot be cut off)"
+        if not root.is_relative_to("/sys/fs/cgroup"):
+            return None, f"the cgroup v2 hierarchy is at {root}, not under /sys/fs/cgroup where nft(8) looks"
+        path = root / f"{self.prefix}_n{node_id}"
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as e:
+            return None, f"cannot make a cgroup at {path}: {e}"
+        self.cgroups.append(path)
+        return path, None
+
+    def remove_cgroups(self):
+        """Once the nodes have stopped (a cgroup with processes cannot be removed)."""
+        left = []
+        for path in self.cgroups:
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                left.append(f"{path}: {e}")
+        self.cgroups = []
+        return left
 
     def table(self, node) -> str:
         return f"{self.prefix}_n{node.node_id}"
@@ -366,13 +427,24 @@ class Nft:
 
     def cut(self, node):
         family = "ip6" if ":" in node.host else "ip"
+        ports = ", ".join(map(str, node.ports))
+        output = ""
+        if node.cgroup is not None:
+            relative = Path(node.cgroup).relative_to(Path("/sys/fs/cgroup"))
+            output = (
+                f"  chain output {{\n"
+                f"    type filter hook output priority -150; policy accept;\n"
+                f"    socket cgroupv2 level 1 \"{relative}\" drop\n"
+                f"  }}\n"
+            )
         rules = (
             f"table inet {self.table(node)} {{\n"
             f"  chain input {{\n"
             f"    type filter hook input priority -150; policy accept;\n"
-            f"    {family} daddr {node.host} tcp dport {node.port} drop\n"
-            f"    {family} saddr {node.host} tcp sport {node.port} drop\n"
+            f"    {family} daddr {node.host} tcp dport {{ {ports} }} drop\n"
+            f"    {family} saddr {node.host} tcp sport {{ {ports} }} drop\n"
             f"  }}\n"
+            f"{output}"
             f"}}\n"
         )
         out = self.nft("-f", "-", stdin=rules)
@@ -579,7 +651,7 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
     for f in schedule:
         out("  " + f.describe())
 
-    disks, nft, cluster, clients = {}, None, None, []
+    disks, nft, cluster, clients, cgroups = {}, None, None, [], {}
     try:
         # The machinery each fault kind needs; a kind that cannot run here is skipped, loudly.
         if "diskfull" in kinds:
@@ -593,9 +665,15 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
         if "cut" in kinds:
             nft = Nft()
             why = nft.probe()
+            for nid in node_ids if nodes > 1 and not why else ():
+                cgroups[nid], why = nft.cgroup_for(nid)
+                if why:
+                    break
             if why:
                 result["skipped"]["cut"] = why
+                nft.remove_cgroups()
                 nft = None
+                cgroups = {}
         for kind, why in result["skipped"].items():
             n = sum(1 for f in schedule if f.kind == kind)
             out.loud(f"SKIPPED fault kind {kind}: {why} -- its {n} fault(s) in this schedule are NOT injected")
@@ -611,6 +689,7 @@ def run_schedule(seed: int, seconds: float = 12.0, kinds=None, workdir=None, nat
             data_dir = (disks[nid].path if nid in disks else workdir / f"node-{nid}") / "data"
             members.append(Node(nid, "127.0.0.1", workdir, data_dir, ["-s", "group.initial.rebalance.delay.ms=500"],
                                 clustered=nodes > 1))
+            members[-1].cgroup = cgroups.get(nid)
         cluster = Cluster(members)
         cluster.start()
         out(f"started {len(members)} node(s): {cluster.bootstrap} (logs: {', '.join(str(n.log_path) for n in members)})")
@@ -714,6 +793,13 @@ def cleanup(clients, nft, disks, cluster, out, result):
 
     for n in cluster.nodes if cluster is not None else ():
         attempt(f"node {n.node_id}", lambda n=n: stop(n))
+
+    def remove_cgroups():
+        for left in nft.remove_cgroups():
+            result["problems"].append(f"harness: a cgroup was left behind: {left}")
+
+    if nft is not None:
+        attempt("the cgroups", remove_cgroups)
 
     def unmount(disk):
         why = disk.unmount()
@@ -914,31 +1000,31 @@ def pin_binary():
     return original, version
 
 
-def run_suite(schedules: int, seed: int, seconds: float, write_docs: bool, keep=False, native=None):
+def run_suite(schedules: int, seed: int, seconds: float, write_docs: bool, keep=False, native=None, nodes=1):
     original, version = pin_binary()
     print(f"binary: {original} ({version}), copied to {BINARY} for the suite", flush=True)
     try:
-        return _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version)
+        return _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version, nodes)
     finally:
         shutil.rmtree(BINARY.parent, ignore_errors=True)
 
 
-def _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version):
+def _run_suite(schedules, seed, seconds, write_docs, keep, native, original, version, nodes):
     started = time.monotonic()
     when = datetime.datetime.now(datetime.timezone.utc)
     results = []
     for i in range(schedules):
         s = seed + i
         print(f"\n=== schedule {i + 1}/{schedules}: seed {s} ({label(kinds_for(s))})", flush=True)
-        r = run_schedule(s, seconds, kinds_for(s), keep=keep, quiet=False, native=native)
+        r = run_schedule(s, seconds, kinds_for(s), keep=keep, quiet=False, native=native, nodes=nodes)
         results.append(r)
         verdict = {True: "passed", False: "FAILED", None: "SKIPPED (its fault kinds cannot run here)"}[r["passed"]]
         print(f"=== seed {s}: {verdict} in {r['elapsed']}s", flush=True)
     elapsed = time.monotonic() - started
-    section = render(results, seed, seconds, when, elapsed, original, version)
+    section = render(results, seed, seconds, when, elapsed, original, version, nodes)
     print("\n" + section)
     if write_docs:
-        write_section(section)
+        write_section(section, nodes)
         print(f"wrote {DOCS}")
     failed = [r for r in results if r["passed"] is False]
     skipped = [r for r in results if r["passed"] is None]
@@ -948,7 +1034,7 @@ def _run_suite(schedules, seed, seconds, write_docs, keep, native, original, ver
     if failed:
         print(f"\n{len(failed)} of {len(results)} schedules FAILED; rerun each with:")
         for r in failed:
-            print(f"  {rerun(r['seed'], r['seconds'], r['kinds'])}   # {r['workdir']}")
+            print(f"  {rerun(r['seed'], r['seconds'], r['kinds'], nodes)}   # {r['workdir']}")
         return 1
     print(f"\nall {len(results) - len(skipped)} schedules that ran passed in {elapsed / 60:.1f} min")
     return 0
@@ -963,7 +1049,7 @@ def git_commit(where=ROOT) -> str:
         return "unknown"
 
 
-def render(results, seed, seconds, when, elapsed, binary=None, version="") -> str:
+def render(results, seed, seconds, when, elapsed, binary=None, version="", nodes=1) -> str:
     def c(r, k):
         return (r["check"] or {}).get(k, 0) or 0
 
@@ -993,6 +1079,7 @@ def render(results, seed, seconds, when, elapsed, binary=None, version="") -> st
         ]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in ran if not r["passed"]]
+    on_controller = sum(r.get("controller_faults", 0) for r in ran)
     native = all("native workload missing from the binary (not run)" not in r["problems"] for r in ran)
     binary = Path(binary or BINARY)
     source = binary.resolve().parents[2]  # <repo>/target/debug/sluice
@@ -1002,17 +1089,23 @@ def render(results, seed, seconds, when, elapsed, binary=None, version="") -> st
     binary = f"`{binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary}`" + (f" ({version})" if version else "") + built
     out = [
         f"Last run: {when:%Y-%m-%d %H:%M} UTC, harness at commit `{git_commit()}`, `chaos/run --schedules {len(results)} "
-        f"--seed {seed} --seconds {seconds:g}` (seeds {seed} to {seed + len(results) - 1}, {seconds:g} s of "
+        f"--seed {seed} --seconds {seconds:g}{f' --nodes {nodes}' if nodes > 1 else ''}` (seeds {seed} to {seed + len(results) - 1}, {seconds:g} s of "
         f"faults and traffic each), {elapsed / 60:.1f} minutes on {os.cpu_count()} cores, binary {binary}.",
         "",
         "Clients per schedule: " + ("`sluice verify run` (2 idempotent acks=all producers, 2 consumers), " if native else
                                     "(the native `sluice verify run` workload was NOT part of this run), ")
         + "a confluent-kafka producer (idempotent, acks=all, lz4), a kafka-python producer (acks=1, "
         "uncompressed), one group of a confluent-kafka and a kafka-python member (committing), and an assigned "
-        "confluent-kafka and kafka-python consumer of every partition; a topic of 4 partitions on one node.",
+        "confluent-kafka and kafka-python consumer of every partition; "
+        + ("a topic of 4 partitions on one node." if nodes == 1 else
+           f"a topic of 4 partitions (one replica each) spread over a cluster of {nodes} combined nodes, every one a "
+           "voter of the metadata quorum; each fault hits one node or, as often as any node, the active controller "
+           "(a cut drops every packet to and from the node, clients' and the other nodes' alike)."),
         "",
         *lines,
         "",
+        *([f"Faults that hit the active controller: {on_controller} of {sum(sum(r['injected'].values()) for r in ran)}.", ""]
+          if nodes > 1 else []),
         "Other violations: unexpected reads, order violations, poll skips, non-monotonic reads and committed "
         "regressions. Unknown: records whose producer got no definite answer (allowed either way). "
         "Unverified: acknowledged records no consumer read past (nothing can be said of them).",
@@ -1032,12 +1125,16 @@ def render(results, seed, seconds, when, elapsed, binary=None, version="") -> st
     return "\n".join(out)
 
 
-def write_section(section: str):
+def write_section(section: str, nodes=1):
+    """Into docs/reliability.md, between the markers of this node count (a cluster's run has
+    markers of its own, so neither replaces the other)."""
+    start, end = (START, END) if nodes == 1 else (START.replace(":start", f"-nodes-{nodes}:start"),
+                                                   END.replace(":end", f"-nodes-{nodes}:end"))
     text = DOCS.read_text() if DOCS.exists() else ""
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     DOCS.write_text(text)
@@ -1055,6 +1152,13 @@ def cleanup_leftovers() -> int:
                 family, name = line.split()[1:3]
                 subprocess.run(["nft", "delete", "table", family, name])
                 print(f"deleted nft table {family} {name}")
+    root = cgroup2_root()
+    for path in root.glob("sluice_chaos_*") if root is not None else ():
+        try:
+            path.rmdir()
+            print(f"removed cgroup {path}")
+        except OSError as e:
+            print(f"cannot remove cgroup {path}: {e} (a node of a killed harness may still run in it)")
     for line in Path("/proc/mounts").read_text().splitlines():
         source, target = line.split()[:2]
         if source == "sluice-chaos":
@@ -1084,6 +1188,7 @@ def main(argv=None):
     s.add_argument("--schedules", type=int, default=100)
     s.add_argument("--seed", type=int, default=1, help="the first seed; schedule i runs seed+i")
     s.add_argument("--seconds", type=float, default=12.0)
+    s.add_argument("--nodes", type=int, default=1, help="combined nodes forming one cluster (default 1)")
     s.add_argument("--write-docs", action="store_true", help=f"write the results into {DOCS.relative_to(ROOT)}")
     s.add_argument("--keep", action="store_true")
     s.add_argument("--no-native", action="store_true")
@@ -1097,7 +1202,8 @@ def main(argv=None):
         print(f"{BINARY} is missing: build it (cargo build --bin sluice) or set SLUICE_BIN", file=sys.stderr)
         return 2
     if a.cmd == "suite":
-        return run_suite(a.schedules, a.seed, a.seconds, a.write_docs, keep=a.keep, native=False if a.no_native else None)
+        return run_suite(a.schedules, a.seed, a.seconds, a.write_docs, keep=a.keep, native=False if a.no_native else None,
+                         nodes=a.nodes)
     kinds = None
     if a.faults:
         kinds = KINDS if a.faults == "all" else tuple(k.strip() for k in a.faults.split(",") if k.strip())

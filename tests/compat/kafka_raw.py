@@ -101,6 +101,30 @@ def create_topics_v2(s, name, partitions, correlation_id=1, timeout_ms=15000):
     return err, message
 
 
+def create_topics_v2_many(s, topics, correlation_id=1, timeout_ms=15000):
+    """`topics`: (name, partitions, [(config, value)]), the default replication factor.
+    Returns [(name, error code)] in the response's order."""
+    body = struct.pack(">i", len(topics))
+    for name, partitions, configs in topics:
+        body += string(name) + struct.pack(">ih", partitions, -1) + struct.pack(">i", 0)
+        body += struct.pack(">i", len(configs)) + b"".join(string(k) + string(v) for k, v in configs)
+    body += struct.pack(">i", timeout_ms) + b"\x00"  # validate_only
+    s.sendall(request_v1(19, 2, correlation_id, body))
+    frame = read_frame(s)
+    off = 4 + 4  # correlation id, throttle
+    (count,) = struct.unpack(">i", frame[off : off + 4])
+    off += 4
+    out = []
+    for _ in range(count):
+        (name_len,) = struct.unpack(">h", frame[off : off + 2])
+        name = frame[off + 2 : off + 2 + name_len].decode()
+        off += 2 + name_len
+        (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
+        off += 4 + max(msg_len, 0)
+        out.append((name, err))
+    return out
+
+
 def incremental_alter_configs_v0(s, resource_type, name, configs, correlation_id=1):
     """One resource; `configs`: (key, operation, value). Returns (error code, message). The
     Java admin client can address the cluster-wide broker default (resource name ""); none of

@@ -363,6 +363,15 @@ def test_dynamic_broker_configs_reach_every_broker(cluster):
     s = raw.connect(cluster[others[0]].port, timeout=30)
     assert raw.incremental_alter_configs_v0(s, 4, "", [("log.retention.ms", 0, "3600000")]) == (0, None)
     s.close()
+    # A forwarded request as large as a client's may be (here 1.3 MB of CreateTopics, above the
+    # 1 MiB the quorum's own requests are held to) reaches the controller, which makes it (a
+    # forward that failed would be answered NOT_CONTROLLER by the node itself).
+    throttled = ",".join(["0:1"] * 8000)
+    configs = [("leader.replication.throttled.replicas", throttled), ("follower.replication.throttled.replicas", throttled)]
+    big = [(f"big-{i}", 1, configs) for i in range(20)]
+    s = raw.connect(cluster[others[0]].port, timeout=30)
+    assert raw.create_topics_v2_many(s, big) == [(f"big-{i}", 0) for i in range(20)]
+    s.close()
     for i in cluster:
         until(f"broker {i} to take up the cluster default", 10, lambda: described(i, "log.retention.ms") == ("3600000", 3))
 

@@ -201,6 +201,15 @@ impl ControllerApis for Controller {
         Controller::broker_heartbeat(self, r)
     }
 
+    fn request_bytes_max(&self) -> usize {
+        let client_max = self
+            .broker
+            .get()
+            .and_then(|b| b.upgrade())
+            .map(|b| b.config.request_frame_bytes_max);
+        client_max.unwrap_or(0).max(net::REQUEST_BYTES_MAX)
+    }
+
     fn forwarded(&self, version: i16, request: wire::messages::RequestBody) -> Option<wire::messages::ResponseBody> {
         let broker = self.broker.get()?.upgrade()?;
         crate::handlers::answer_forwarded(&broker, version, request)

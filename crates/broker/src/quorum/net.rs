@@ -8,7 +8,8 @@
 //! arriving when it is full is dropped, as a lossy network would; the core sends again);
 //! each outgoing lane holds [`LANE`] messages (the same); the controller listener takes
 //! [`CONNECTIONS_MAX`] connections (more wait to be accepted) and requests of up to
-//! [`REQUEST_BYTES_MAX`]; a response of more than [`RESPONSE_BYTES_MAX`] closes the
+//! [`REQUEST_BYTES_MAX`] (on a controller, `socket.request.max.bytes` if larger, as a
+//! forwarded admin request is a client's); a response of more than [`RESPONSE_BYTES_MAX`] closes the
 //! connection. A request the core does not answer in time (a fetch it replaced with a newer
 //! one) is answered with REQUEST_TIMED_OUT, which the asking node reads as a lost message.
 
@@ -36,7 +37,8 @@ pub const INBOX: usize = 4096;
 pub const LANE: usize = 64;
 /// Connections the controller listener serves at once (voters and observing brokers).
 pub const CONNECTIONS_MAX: usize = 1024;
-/// The largest request a peer may send (quorum requests are small).
+/// The largest request a peer may send to a node without controller APIs (quorum requests
+/// are small); a controller's listener takes `ControllerApis::request_bytes_max`.
 pub const REQUEST_BYTES_MAX: usize = 1 << 20;
 /// The largest response read from a peer: a fetch answer or a snapshot chunk, and some room.
 pub const RESPONSE_BYTES_MAX: usize = (qwire::FETCH_MAX_BYTES as usize) + (1 << 20);
@@ -74,6 +76,12 @@ pub trait ControllerApis: Send + Sync {
     /// DescribeQuorum as the leader answers it (brokers forward theirs here).
     fn describe_quorum(&self, request: wire::messages::DescribeQuorumRequest)
         -> wire::messages::DescribeQuorumResponse;
+    /// The largest request frame this listener reads: a forwarded admin request may be as
+    /// large as a client's (`socket.request.max.bytes`), so a controller takes what its
+    /// brokers' clients may send.
+    fn request_bytes_max(&self) -> usize {
+        REQUEST_BYTES_MAX
+    }
 }
 
 /// Requests this node received that wait for the core's answer.
@@ -332,12 +340,20 @@ const INCONSISTENT: &str = "INCONSISTENT_CLUSTER_ID: the voter belongs to anothe
 /// Logs a peer's trouble once, not once per message, until it goes away or changes.
 fn note_error(last: &mut String, to: NodeId, addr: &str, error: &str) {
     if last != error {
-        tracing::info!(
-            peer = to,
-            addr,
-            error,
-            "metadata quorum: cannot reach a voter (retried)"
-        );
+        if error == INCONSISTENT {
+            tracing::warn!(
+                peer = to,
+                addr,
+                "metadata quorum: the voter refused this node as one of another cluster (INCONSISTENT_CLUSTER_ID)"
+            );
+        } else {
+            tracing::info!(
+                peer = to,
+                addr,
+                error,
+                "metadata quorum: cannot reach a voter (retried)"
+            );
+        }
         *last = error.to_string();
     }
 }
@@ -504,7 +520,8 @@ async fn connection(
     apis: Option<Arc<dyn ControllerApis>>,
 ) -> Result<(), String> {
     loop {
-        let mut frame = read_frame(&mut stream, REQUEST_BYTES_MAX).await?;
+        let limit = apis.as_ref().map_or(REQUEST_BYTES_MAX, |a| a.request_bytes_max());
+        let mut frame = read_frame(&mut stream, limit).await?;
         let header = wire::frame::decode_request_header(&mut frame).map_err(|e| e.to_string())?;
         let version = header.request_api_version;
         let Some(key) = ApiKey::from_i16(header.request_api_key) else {
