@@ -160,6 +160,15 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
         role = "leader" if i == controller else "follower"
         assert float(values[f'sluice_raft_current_state{{state="{role}"}}']) == 1, (i, values)
         assert float(values["sluice_raft_high_watermark"]) > 0, values
+        applied = [l for l in text.splitlines() if l.startswith("sluice_metadata_last_applied_record_offset ")]
+        assert len(applied) == 1 and float(applied[0].split()[1]) > 0, applied
+        # The leader reports each voter's lag behind the high watermark; the others none.
+        lags = sorted(k for k in values if k.startswith("sluice_raft_replica_fetch_lag{"))
+        if i == controller:
+            assert lags == [f'sluice_raft_replica_fetch_lag{{replica="{v}",kind="voter"}}' for v in (1, 2, 3)], lags
+            assert all(float(values[k]) >= 0 for k in lags), values
+        else:
+            assert lags == [], lags
 
     # kafka-python's describe-quorum, at the controller: three voters, every one caught up.
     from kafka import KafkaAdminClient

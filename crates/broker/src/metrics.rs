@@ -296,7 +296,7 @@ impl Collector for StateCollector {
 
         // The metadata quorum, as this node sees it (Kafka's raft-metrics: current-leader,
         // current-epoch, high-watermark, log-end-offset, current-state, commit latency).
-        let (role, leader, hw, _) = broker.metadata.quorum();
+        let (role, leader, hw, described) = broker.metadata.quorum();
         let (_, log_end) = broker.metadata.offsets();
         gauge(
             &mut e,
@@ -342,6 +342,31 @@ impl Collector for StateCollector {
                 ("resigned", raft::RoleName::Resigned),
             ] {
                 ConstGauge::new(i64::from(role == r)).encode(family.encode_family(&[("state", name)])?)?;
+            }
+        }
+        gauge(
+            &mut e,
+            "metadata_last_applied_record_offset",
+            "The offset of the last metadata record this node applied to its image (Kafka's broker-metadata-metrics last-applied-record-offset)",
+            None,
+            broker.metadata.image().offset as f64,
+        )?;
+        // On the leader: how far each voter and observer is behind the high watermark, as
+        // DescribeQuorum reports their log ends (one series per replica: bounded by the
+        // cluster's nodes).
+        if let Some(d) = described {
+            let mut family = e.encode_descriptor(
+                "raft_replica_fetch_lag",
+                "On the quorum's leader: records each voter and observer lacks up to the high watermark",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (kind, replicas) in [("voter", &d.voters), ("observer", &d.observers)] {
+                for r in replicas {
+                    let id = r.id.to_string();
+                    let lag = (d.high_watermark - r.end_offset).max(0);
+                    ConstGauge::new(lag).encode(family.encode_family(&[("replica", id.as_str()), ("kind", kind)])?)?;
+                }
             }
         }
         let (commits, commit_seconds) = broker.metadata.commit_stats();
