@@ -166,6 +166,8 @@ impl MetadataDelta {
                         leader_recovery_state: r.leader_recovery_state,
                         leader_epoch: r.leader_epoch,
                         partition_epoch: r.partition_epoch,
+                        elr: r.eligible_leader_replicas.clone().unwrap_or_default(),
+                        last_known_elr: r.last_known_elr.clone().unwrap_or_default(),
                     },
                 );
                 if !self.changes.created_topics.contains(&r.topic_id) {
@@ -198,6 +200,12 @@ impl MetadataDelta {
                 if let Some(v) = &r.adding_replicas {
                     p.adding_replicas = v.clone();
                 }
+                if let Some(v) = &r.eligible_leader_replicas {
+                    p.elr = v.clone();
+                }
+                if let Some(v) = &r.last_known_elr {
+                    p.last_known_elr = v.clone();
+                }
                 if r.leader != -2 {
                     p.leader = r.leader;
                     p.leader_epoch = p
@@ -212,11 +220,17 @@ impl MetadataDelta {
                     .partition_epoch
                     .checked_add(1)
                     .ok_or_else(|| err(offset, record, "partition epoch overflow"))?;
-                if p.replicas.is_empty() || !p.isr.iter().all(|b| p.replicas.contains(b)) {
+                if p.replicas.is_empty()
+                    || !p.isr.iter().chain(&p.elr).all(|b| p.replicas.contains(b))
+                    || p.elr.iter().any(|b| p.isr.contains(b))
+                {
                     return Err(err(
                         offset,
                         record,
-                        format!("replicas {:?} and ISR {:?} do not fit", p.replicas, p.isr),
+                        format!(
+                            "replicas {:?}, ISR {:?} and ELR {:?} do not fit",
+                            p.replicas, p.isr, p.elr
+                        ),
                     ));
                 }
                 Arc::make_mut(topic).partitions.insert(r.partition_id, p);

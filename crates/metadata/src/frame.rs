@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use wire::codec as c;
-use wire::kafka_records::metadata::{MetadataRecord, MetadataRecordType, FRAME_VERSION};
+use wire::kafka_records::metadata::{MetadataRecord, FRAME_VERSION};
 use wire::records::{BatchBuilder, RecordBatch};
 use wire::Compression;
 
@@ -22,20 +22,35 @@ pub enum FrameError {
     Record { offset: i64, why: String },
 }
 
-/// The version each record type is written in: the one Kafka writes at
-/// [`crate::METADATA_VERSION_LEVEL`] for the fields Sluice sets.
-pub fn write_version(t: MetadataRecordType) -> i16 {
-    match t {
-        MetadataRecordType::RegisterBrokerRecord => 3,
-        MetadataRecordType::PartitionRecord | MetadataRecordType::PartitionChangeRecord => 0,
-        other => other.versions().0,
+/// The version each record is written in: the one Kafka writes at
+/// [`crate::METADATA_VERSION_LEVEL`] for the fields Sluice sets, and version 2 of a
+/// partition's records when they carry eligible leader replicas (KIP-966, whose fields exist
+/// only from there).
+pub fn write_version(record: &MetadataRecord) -> i16 {
+    match record {
+        MetadataRecord::RegisterBrokerRecord(_) => 3,
+        MetadataRecord::PartitionRecord(r) => {
+            if r.eligible_leader_replicas.is_some() || r.last_known_elr.is_some() {
+                2
+            } else {
+                0
+            }
+        }
+        MetadataRecord::PartitionChangeRecord(r) => {
+            if r.eligible_leader_replicas.is_some() || r.last_known_elr.is_some() {
+                2
+            } else {
+                0
+            }
+        }
+        other => other.record_type().versions().0,
     }
 }
 
 /// One record as the value of a batch record.
 pub fn encode(record: &MetadataRecord) -> Result<Bytes, c::EncodeError> {
     let t = record.record_type();
-    let version = write_version(t);
+    let version = write_version(record);
     let mut buf = BytesMut::new();
     c::put_uvarint(&mut buf, FRAME_VERSION);
     c::put_uvarint(&mut buf, t.id() as u32);

@@ -19,6 +19,12 @@ pub struct PartitionRegistration {
     pub leader_epoch: i32,
     /// Grows with every change to the registration.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was below
+    /// `min.insync.replicas` (so the high watermark stood still and they hold everything below
+    /// it); elected when no ISR member can lead. Never overlaps the ISR.
+    pub elr: Vec<i32>,
+    /// The ELR members last known before it emptied (KIP-966), for an operator's recovery.
+    pub last_known_elr: Vec<i32>,
 }
 
 impl PartitionRegistration {
@@ -33,6 +39,8 @@ impl PartitionRegistration {
             leader_recovery_state: 0,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: vec![],
+            last_known_elr: vec![],
         }
     }
 }

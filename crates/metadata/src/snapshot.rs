@@ -101,6 +101,8 @@ pub fn records(image: &MetadataImage) -> Vec<MetadataRecord> {
                 leader_recovery_state: p.leader_recovery_state,
                 leader_epoch: p.leader_epoch,
                 partition_epoch: p.partition_epoch,
+                eligible_leader_replicas: (!p.elr.is_empty()).then(|| p.elr.clone()),
+                last_known_elr: (!p.last_known_elr.is_empty()).then(|| p.last_known_elr.clone()),
                 ..Default::default()
             }));
         }

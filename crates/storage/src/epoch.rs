@@ -47,18 +47,24 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.epoch)
     }
 
-    /// A batch of `epoch` starts at `start_offset`: records a new entry when the epoch is
-    /// higher than the latest one (a negative epoch, "none", never makes one). Returns
-    /// whether the cache changed. The caller keeps epochs from going down.
+    /// A batch of `epoch` starts at `start_offset` (or a new leader's epoch begins at its log
+    /// end), as Kafka's `LeaderEpochFileCache.assign`: nothing changes for the latest epoch
+    /// at or after its start (a negative epoch, "none", never makes an entry); otherwise the
+    /// entries the new one supersedes — an epoch at or above it, or a start at or after it —
+    /// go, and it is added. So an epoch a leader put at its log end and never wrote is
+    /// replaced by the epoch of the next leader's batches there, even a lower one. Returns
+    /// whether the cache changed.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
         if epoch < 0 || start_offset < 0 {
             return false;
         }
         if let Some(last) = self.entries.last() {
-            if epoch <= last.epoch || start_offset <= last.start_offset {
+            if epoch == last.epoch && start_offset >= last.start_offset {
                 return false;
             }
         }
+        self.entries
+            .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
         self.entries.push(EpochEntry { epoch, start_offset });
         true
     }
@@ -147,7 +153,12 @@ impl LeaderEpochCache {
             let (Ok(epoch), Ok(start_offset)) = (epoch.parse::<i32>(), offset.parse::<i64>()) else {
                 return Err(format!("entry {line:?} is not two numbers"));
             };
-            if !cache.assign(epoch, start_offset) {
+            // Both strictly increasing in the file (no entry replaces another there).
+            let follows = cache
+                .entries
+                .last()
+                .is_none_or(|l| epoch > l.epoch && start_offset > l.start_offset);
+            if !follows || !cache.assign(epoch, start_offset) {
                 return Err(format!(
                     "entry {line:?} is negative or does not follow the one before it"
                 ));
@@ -234,6 +245,12 @@ mod tests {
         c
     }
 
+    fn entries(list: &[(i32, i64)]) -> Vec<EpochEntry> {
+        list.iter()
+            .map(|&(epoch, start_offset)| EpochEntry { epoch, start_offset })
+            .collect()
+    }
+
     #[test]
     fn end_offset_for_follows_kafka() {
         // Epochs 1, 3 (a gap: 2 never wrote), 4 and 7.
@@ -259,14 +276,20 @@ mod tests {
     }
 
     #[test]
-    fn assign_only_takes_higher_epochs_at_later_offsets() {
+    fn assign_adds_new_epochs_and_drops_what_they_supersede_as_kafka() {
         let mut c = cache(&[(2, 5)]);
-        assert!(!c.assign(2, 9), "same epoch");
-        assert!(!c.assign(1, 9), "lower epoch");
-        assert!(!c.assign(3, 5), "same start offset");
+        assert!(!c.assign(2, 9), "the latest epoch, later");
         assert!(!c.assign(-1, 20), "no epoch");
         assert!(c.assign(3, 9));
-        assert_eq!(c.latest_epoch(), Some(3));
+        assert_eq!(c.entries(), &entries(&[(2, 5), (3, 9)]));
+        // A leader elected again before it wrote a batch: its new epoch takes the old one's place.
+        assert!(c.assign(4, 9), "same start offset");
+        assert_eq!(c.entries(), &entries(&[(2, 5), (4, 9)]));
+        // Epoch 4 was a leader's that never wrote: the next leader's epoch-3 batches replace it.
+        assert!(c.assign(3, 9));
+        assert_eq!(c.entries(), &entries(&[(2, 5), (3, 9)]));
+        assert!(c.assign(3, 7), "the latest epoch, earlier");
+        assert_eq!(c.entries(), &entries(&[(2, 5), (3, 7)]));
     }
 
     #[test]

@@ -28,7 +28,9 @@ mod segment;
 pub mod sim;
 
 pub use crate::delete::{remove_dirs_later, wait_for_deletions};
-pub use crate::epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
+pub use crate::epoch::{
+    EpochEntry, LeaderEpochCache, LEADER_EPOCH_CHECKPOINT, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET,
+};
 pub use crate::flush::{GroupCommit, SyncTarget};
 pub use crate::fs::{Fs, FsFile, OpenMode, RealFs};
 pub use crate::log::{default_fs, AppendInfo, Log, LogConfig, SealError, SealWork, Skipped, STRAY_SUFFIX};
