@@ -315,6 +315,11 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     assert {b["id"]: b["fenced"] for b in brokers} == {controller: True, **{i: False for i in live_ids}}, brokers
     assert all(b["epoch"] > 0 for b in brokers), brokers
     until("orders to lose the dead broker's leader", 10, lambda: cluster_view(live[1].bootstrap)[2].get("orders") == [-1] + live_ids)
+    # The fenced broker leaves the ISR of its partition (KIP-966: it waits among the eligible
+    # leader replicas, the only one that may lead it again); the others keep theirs.
+    md = AdminClient({"bootstrap.servers": live[1].bootstrap}).list_topics("orders", timeout=10)
+    isrs = {p.leader: p.isrs for p in md.topics["orders"].partitions.values()}
+    assert isrs == {-1: [], **{i: [i] for i in live_ids}}, isrs
     # New partitions go to the live brokers only.
     until("a topic created after the controller's death", 30, lambda: create(live_bootstrap, "after-kill", 2) or True)
     until("after-kill's leaders", 10, lambda: cluster_view(live[1].bootstrap)[2].get("after-kill") == live_ids)
@@ -324,6 +329,8 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     until("the returning node to know after-kill", 15, lambda: "after-kill" in cluster_view(cluster[controller].bootstrap)[2])
     for n in cluster.values():
         until(f"node {n.node_id} to see orders led by all three again", 15, lambda: cluster_view(n.bootstrap)[2].get("orders") == [1, 2, 3])
+    md = AdminClient({"bootstrap.servers": live[1].bootstrap}).list_topics("orders", timeout=10)
+    assert all(p.isrs == [p.leader] for p in md.topics["orders"].partitions.values()), md.topics["orders"].partitions
     p = Producer({"bootstrap.servers": cluster[controller].bootstrap, "acks": "all"})
     for i in range(3):
         p.produce("orders", value=b"back", partition=i)

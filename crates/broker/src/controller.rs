@@ -91,6 +91,27 @@ impl Controller {
         self.metadata.leader() == Some(self.metadata.settings().node_id)
     }
 
+    /// The partition rules of a broker's leaving and return: ISR, eligible leader replicas and
+    /// elections (`replication::control`), each topic with its `min.insync.replicas` (its
+    /// override, else the broker default as the dynamic configs give it).
+    fn rules(&self) -> replication::control::IsrRules<impl Fn(&metadata::TopicImage) -> usize + '_> {
+        let image = self.metadata.image();
+        let default = self
+            .broker
+            .get()
+            .and_then(|b| b.upgrade())
+            .and_then(|b| b.dynamic.topic_defaults().get("min.insync.replicas").cloned());
+        let parse = |v: Option<&String>| v.and_then(|v| v.parse::<usize>().ok());
+        let default = parse(default.as_ref()).unwrap_or(1).max(1);
+        replication::control::IsrRules {
+            min_isr: move |t: &metadata::TopicImage| {
+                parse(image.topic_configs(&t.name).get("min.insync.replicas"))
+                    .unwrap_or(default)
+                    .max(1)
+            },
+        }
+    }
+
     /// The sessions, started again if the quorum's epoch moved since they began.
     fn sessions(&self) -> std::sync::MutexGuard<'_, metadata::sessions::Sessions> {
         let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,7 +128,7 @@ impl Controller {
         }
         let now = self.clock.now_ms();
         let image = self.metadata.image();
-        let expired = self.sessions().expired(&image, now);
+        let expired = self.sessions().expired(&image, now, &self.rules());
         for e in expired {
             let moved = e.records.len() - 1;
             match self.metadata.commit_now(e.records) {
@@ -146,6 +167,7 @@ impl Controller {
             r.current_metadata_offset,
             r.want_fence,
             now,
+            &self.rules(),
         );
         let records = match decided {
             Heartbeat::Answer {
@@ -281,7 +303,10 @@ impl ControllerApis for Controller {
             r.listeners.into_iter().map(|l| (l.name, l.host, l.port)).collect(),
             r.rack,
         );
-        let records = metadata::sessions::registration(&self.metadata.image(), record);
+        // Not yet (issue 20): telling an unclean shutdown from a clean one (Kafka's
+        // PreviousBrokerEpoch); every restart counts as clean, so a restarted broker keeps
+        // its place among a partition's eligible leader replicas.
+        let records = metadata::sessions::registration(&self.metadata.image(), record, false, &self.rules());
         match self.metadata.commit_now(records) {
             Ok((image, _)) => {
                 self.sessions()

@@ -54,11 +54,36 @@ pub fn registration_record(
     })
 }
 
+/// What a broker's leaving and return do to the partitions: the records to commit with its
+/// fencing (or its new registration) and with its unfencing. The broker uses the ISR and
+/// eligible-leader rules of `replication::control`; [`SingleReplica`] is the rule for one
+/// replica per partition, which the simulation here drives.
+pub trait PartitionRules {
+    /// `broker` is fenced, or registers again (`unclean`: after an unclean shutdown its data
+    /// may be lost). `image` still has it as it was.
+    fn broker_gone(&self, image: &MetadataImage, broker: i32, unclean: bool) -> Vec<MetadataRecord>;
+    /// `broker` is unfenced (`image` still has it fenced).
+    fn broker_back(&self, image: &MetadataImage, broker: i32) -> Vec<MetadataRecord>;
+}
+
+/// One replica per partition: a gone broker's partitions have no leader, and get it back
+/// when it returns.
+pub struct SingleReplica;
+
+impl PartitionRules for SingleReplica {
+    fn broker_gone(&self, image: &MetadataImage, broker: i32, _unclean: bool) -> Vec<MetadataRecord> {
+        leadership_changes(image, broker, false)
+    }
+
+    fn broker_back(&self, image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+        leadership_changes(image, broker, true)
+    }
+}
+
 /// Records moving the leadership of `broker`'s partitions: away from it (`lead` false: every
 /// partition it leads gets no leader), or back to it (`lead`: every leaderless partition whose
-/// ISR holds it). One replica per partition, so there is nobody else to elect (issue 20 elects
-/// from the ISR).
-pub fn leadership_changes(image: &MetadataImage, broker: i32, lead: bool) -> Vec<MetadataRecord> {
+/// ISR holds it).
+fn leadership_changes(image: &MetadataImage, broker: i32, lead: bool) -> Vec<MetadataRecord> {
     let mut out = vec![];
     for t in image.topics() {
         for (&index, p) in &t.partitions {
@@ -81,13 +106,21 @@ pub fn leadership_changes(image: &MetadataImage, broker: i32, lead: bool) -> Vec
 }
 
 /// The records of a registration: the broker, fenced until a heartbeat shows it caught up,
-/// and its earlier incarnation's partitions without a leader until then.
-pub fn registration(image: &MetadataImage, record: MetadataRecord) -> Vec<MetadataRecord> {
+/// and what its earlier incarnation's leaving does to the partitions (`unclean`: that
+/// incarnation did not shut down cleanly, so its data may be lost).
+pub fn registration(
+    image: &MetadataImage,
+    record: MetadataRecord,
+    unclean: bool,
+    rules: &impl PartitionRules,
+) -> Vec<MetadataRecord> {
     let mut records = vec![record];
     if let Some(MetadataRecord::RegisterBrokerRecord(r)) = records.first_mut() {
         r.fenced = true;
         let id = r.broker_id;
-        records.extend(leadership_changes(image, id, false));
+        if image.brokers.contains_key(&id) {
+            records.extend(rules.broker_gone(image, id, unclean));
+        }
     }
     records
 }
@@ -182,6 +215,7 @@ impl Sessions {
         metadata_offset: i64,
         want_fence: bool,
         now: i64,
+        rules: &impl PartitionRules,
     ) -> Heartbeat {
         let answer = |error, caught_up, fenced| Heartbeat::Answer {
             error,
@@ -209,13 +243,13 @@ impl Sessions {
             id: b.id,
             epoch: b.epoch,
         })];
-        records.extend(leadership_changes(image, b.id, true));
+        records.extend(rules.broker_back(image, b.id));
         Heartbeat::Unfence { records }
     }
 
     /// Every unfenced broker not heard from for the session timeout at `now`. A broker this
     /// controller has not heard from at all (it took over since) starts its session now.
-    pub fn expired(&mut self, image: &MetadataImage, now: i64) -> Vec<Expired> {
+    pub fn expired(&mut self, image: &MetadataImage, now: i64, rules: &impl PartitionRules) -> Vec<Expired> {
         #[allow(unused_mut)]
         let mut timeout = self.timeout_ms;
         #[cfg(test)]
@@ -237,7 +271,7 @@ impl Sessions {
             #[cfg(not(test))]
             let keep = false;
             if !keep {
-                records.extend(leadership_changes(image, b.id, false));
+                records.extend(rules.broker_gone(image, b.id, false));
             }
             out.push(Expired {
                 broker: b.id,

@@ -208,6 +208,65 @@ pub fn broker_back(registration: &PartitionRegistration, brokers: &impl Brokers)
     next.record(&before)
 }
 
+/// The partition rules of a broker's fencing, unclean restart and return, for the
+/// controller's broker sessions (`metadata::sessions`): ISR, ELR and elections as above, over
+/// every partition the broker is part of. `min_isr`: each topic's `min.insync.replicas`.
+pub struct IsrRules<F> {
+    pub min_isr: F,
+}
+
+/// May lead and join an ISR in `image`: registered, unfenced, not shutting down.
+fn eligible_in(image: &metadata::MetadataImage, b: BrokerId) -> bool {
+    image
+        .brokers
+        .get(&b)
+        .is_some_and(|r| !r.fenced && !r.in_controlled_shutdown)
+}
+
+impl<F: Fn(&metadata::TopicImage) -> usize> IsrRules<F> {
+    fn each(
+        &self,
+        image: &metadata::MetadataImage,
+        broker: BrokerId,
+        change: impl Fn(&PartitionRegistration, usize) -> Option<PartitionChangeRecord>,
+    ) -> Vec<metadata::MetadataRecord> {
+        let mut out = vec![];
+        for t in image.topics() {
+            let min_isr = (self.min_isr)(t);
+            for (&index, p) in &t.partitions {
+                let involved = p.leader == broker || p.isr.contains(&broker) || p.elr.contains(&broker);
+                if let Some(c) = involved.then(|| change(p, min_isr)).flatten() {
+                    out.push(metadata::MetadataRecord::PartitionChangeRecord(PartitionChangeRecord {
+                        topic_id: t.id,
+                        partition_id: index,
+                        ..c
+                    }));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<F: Fn(&metadata::TopicImage) -> usize> metadata::sessions::PartitionRules for IsrRules<F> {
+    fn broker_gone(
+        &self,
+        image: &metadata::MetadataImage,
+        broker: BrokerId,
+        unclean: bool,
+    ) -> Vec<metadata::MetadataRecord> {
+        let eligible = |b: BrokerId| b != broker && eligible_in(image, b);
+        self.each(image, broker, |p, min_isr| {
+            broker_gone(p, broker, min_isr, unclean, &eligible)
+        })
+    }
+
+    fn broker_back(&self, image: &metadata::MetadataImage, broker: BrokerId) -> Vec<metadata::MetadataRecord> {
+        let eligible = |b: BrokerId| b == broker || eligible_in(image, b);
+        self.each(image, broker, |p, _| broker_back(p, &eligible))
+    }
+}
+
 #[cfg(test)]
 thread_local! {
     /// `Broken::ElectOutOfSync`, for the simulation's own test.

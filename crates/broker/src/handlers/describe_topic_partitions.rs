@@ -49,8 +49,8 @@ fn partitions(topic: &TopicImage, start: i32, max: i32) -> (Vec<DescribeTopicPar
             leader_epoch: p.leader_epoch,
             replica_nodes: p.replicas.clone(),
             isr_nodes: p.isr.clone(),
-            eligible_leader_replicas: Some(vec![]),
-            last_known_elr: Some(vec![]),
+            eligible_leader_replicas: Some(p.elr.clone()),
+            last_known_elr: Some(p.last_known_elr.clone()),
             offline_replicas: vec![],
         })
         .collect();

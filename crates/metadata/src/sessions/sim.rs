@@ -299,7 +299,7 @@ impl Sim {
             Msg::Register { broker, incarnation } => {
                 let broker_epoch = self.image.offset + 1;
                 let record = registration_record(broker, Uuid([incarnation as u8; 16]), broker_epoch, vec![], None);
-                let records = registration(&self.image, record);
+                let records = registration(&self.image, record, false, &SingleReplica);
                 if self.commit(records).is_err() {
                     return;
                 }
@@ -323,11 +323,15 @@ impl Sim {
                     *r = (*r).max(offset);
                 }
                 let image = self.image.clone();
-                match self
-                    .sessions
-                    .in_epoch(epoch)
-                    .heartbeat(&image, broker, broker_epoch, offset, false, now)
-                {
+                match self.sessions.in_epoch(epoch).heartbeat(
+                    &image,
+                    broker,
+                    broker_epoch,
+                    offset,
+                    false,
+                    now,
+                    &SingleReplica,
+                ) {
                     Heartbeat::Answer { error, .. } => {
                         let again = matches!(error, ErrorCode::StaleBrokerEpoch | ErrorCode::BrokerIdNotRegistered);
                         self.seen.stale_heartbeats += again as u64;
@@ -349,7 +353,10 @@ impl Sim {
     /// The active controller's session check.
     fn check_sessions(&mut self) {
         let image = self.image.clone();
-        let expired = self.sessions.in_epoch(self.quorum_epoch).expired(&image, self.now);
+        let expired = self
+            .sessions
+            .in_epoch(self.quorum_epoch)
+            .expired(&image, self.now, &SingleReplica);
         for e in expired {
             if self.commit(e.records).is_ok() {
                 self.sessions.fenced(e.broker);
