@@ -198,6 +198,141 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// AlterPartition (v2+: topics by id): each partition's ISR change checked as Kafka checks
+    /// it (`replication::control::alter_partition`), all the changes committed together, then
+    /// each partition answered with its registration as committed, or its error. Top-level
+    /// errors: NOT_CONTROLLER, and STALE_BROKER_EPOCH for a leader that has registered again
+    /// since (KIP-903 checks each new member's epoch the same way).
+    pub fn alter_partition(&self, r: wire::messages::AlterPartitionRequest) -> wire::messages::AlterPartitionResponse {
+        use wire::messages::alter_partition_response::{PartitionData, TopicData};
+        let top = |code: ErrorCode| wire::messages::AlterPartitionResponse {
+            error_code: code.code(),
+            ..Default::default()
+        };
+        if !self.leading() {
+            return top(ErrorCode::NotController);
+        }
+        let image = self.metadata.image();
+        if image.brokers.get(&r.broker_id).map(|b| b.epoch) != Some(r.broker_epoch) {
+            return top(ErrorCode::StaleBrokerEpoch);
+        }
+        let rules = self.rules();
+        let eligible = |b: i32| {
+            image
+                .brokers
+                .get(&b)
+                .is_some_and(|x| !x.fenced && !x.in_controlled_shutdown)
+        };
+        let registered = |b: i32| image.brokers.get(&b).map(|x| x.epoch);
+        let answer = |index: i32, code: ErrorCode, p: Option<&metadata::PartitionRegistration>| PartitionData {
+            partition_index: index,
+            error_code: code.code(),
+            leader_id: p.map_or(-1, |p| p.leader),
+            leader_epoch: p.map_or(-1, |p| p.leader_epoch),
+            isr: p.map(|p| p.isr.clone()).unwrap_or_default(),
+            leader_recovery_state: p.map_or(0, |p| p.leader_recovery_state),
+            partition_epoch: p.map_or(-1, |p| p.partition_epoch),
+            ..Default::default()
+        };
+        // (topic, partition, result: Ok(changed) or the error), in the request's order.
+        let mut decided: Vec<(wire::Uuid, i32, Result<bool, ErrorCode>)> = vec![];
+        let mut records = vec![];
+        for t in &r.topics {
+            let topic = image.topic_by_id(&t.topic_id);
+            for p in &t.partitions {
+                let Some(topic) = topic else {
+                    decided.push((t.topic_id, p.partition_index, Err(ErrorCode::UnknownTopicId)));
+                    continue;
+                };
+                let Some(reg) = topic.partition(p.partition_index) else {
+                    decided.push((t.topic_id, p.partition_index, Err(ErrorCode::UnknownTopicOrPartition)));
+                    continue;
+                };
+                let (isr, broker_epochs) = if p.new_isr_with_epochs.is_empty() {
+                    (p.new_isr.clone(), vec![-1; p.new_isr.len()])
+                } else {
+                    p.new_isr_with_epochs
+                        .iter()
+                        .map(|b| (b.broker_id, b.broker_epoch))
+                        .unzip()
+                };
+                // KIP-704: a leader may end its recovery, never start one.
+                if p.leader_recovery_state == 1 && reg.leader_recovery_state == 0 {
+                    decided.push((t.topic_id, p.partition_index, Err(ErrorCode::InvalidRequest)));
+                    continue;
+                }
+                let change = replication::leader::IsrChange {
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr,
+                    broker_epochs,
+                };
+                let min_isr = (rules.min_isr)(topic);
+                let outcome =
+                    replication::control::alter_partition(reg, r.broker_id, &change, min_isr, &eligible, registered);
+                match outcome {
+                    Ok(record) => {
+                        let recovered = p.leader_recovery_state == 0 && reg.leader_recovery_state == 1;
+                        let record = match (record, recovered) {
+                            (None, false) => None,
+                            (r, _) => Some(wire::kafka_records::metadata::PartitionChangeRecord {
+                                leader_recovery_state: if recovered { 0 } else { -1 },
+                                ..r.unwrap_or_default()
+                            }),
+                        };
+                        let changed = record.is_some();
+                        if let Some(record) = record {
+                            records.push(MetadataRecord::PartitionChangeRecord(
+                                wire::kafka_records::metadata::PartitionChangeRecord {
+                                    topic_id: t.topic_id,
+                                    partition_id: p.partition_index,
+                                    ..record
+                                },
+                            ));
+                        }
+                        decided.push((t.topic_id, p.partition_index, Ok(changed)));
+                    }
+                    Err(code) => decided.push((t.topic_id, p.partition_index, Err(code))),
+                }
+            }
+        }
+        let after = if records.is_empty() {
+            image.clone()
+        } else {
+            match self.metadata.commit_now(records) {
+                Ok((image, _)) => image,
+                Err(CommitError::NotController { .. }) => return top(ErrorCode::NotController),
+                Err(CommitError::Timeout) => return top(ErrorCode::RequestTimedOut),
+                Err(e) => {
+                    tracing::warn!(broker = r.broker_id, error = %e, "cannot commit an ISR change");
+                    return top(ErrorCode::UnknownServerError);
+                }
+            }
+        };
+        let mut topics: Vec<TopicData> = vec![];
+        for (topic_id, index, result) in decided {
+            let reg = after.topic_by_id(&topic_id).and_then(|t| t.partition(index));
+            let data = match result {
+                Ok(_) => answer(index, ErrorCode::None, reg),
+                Err(code) => answer(index, code, None),
+            };
+            match topics.iter_mut().find(|t| t.topic_id == topic_id) {
+                Some(t) => t.partitions.push(data),
+                None => topics.push(TopicData {
+                    topic_id,
+                    partitions: vec![data],
+                    ..Default::default()
+                }),
+            }
+        }
+        wire::messages::AlterPartitionResponse {
+            topics,
+            ..Default::default()
+        }
+    }
+}
+
 /// Runs the active controller's session checks until `stop` is set: a thread of its own,
 /// since each fence waits for a commit.
 pub fn run_sessions(
@@ -264,6 +399,10 @@ impl ControllerApis for Controller {
                 refuse(ErrorCode::UnknownServerError)
             }
         }
+    }
+
+    fn alter_partition(&self, r: wire::messages::AlterPartitionRequest) -> wire::messages::AlterPartitionResponse {
+        Controller::alter_partition(self, r)
     }
 
     fn describe_quorum(

@@ -76,6 +76,9 @@ pub trait ControllerApis: Send + Sync {
     /// DescribeQuorum as the leader answers it (brokers forward theirs here).
     fn describe_quorum(&self, request: wire::messages::DescribeQuorumRequest)
         -> wire::messages::DescribeQuorumResponse;
+    /// AlterPartition: a partition leader's ISR change, committed before the answer.
+    fn alter_partition(&self, request: wire::messages::AlterPartitionRequest)
+        -> wire::messages::AlterPartitionResponse;
     /// The largest request frame this listener reads: a forwarded admin request may be as
     /// large as a client's (`socket.request.max.bytes`), so a controller takes what its
     /// brokers' clients may send.
@@ -498,6 +501,8 @@ fn versions() -> Vec<avr::ApiVersion> {
         ),
         (ApiKey::DescribeQuorum, 0, 2),
         (ApiKey::AllocateProducerIds, 0, 0),
+        // Topic ids (2) and member broker epochs (3, KIP-903).
+        (ApiKey::AlterPartition, 2, 3),
         (ApiKey::BrokerHeartbeat, 0, ApiKey::BrokerHeartbeat.versions().1),
     ]
     .into_iter()
@@ -554,6 +559,7 @@ async fn connection(
         let out = match body {
             RequestBody::BrokerRegistration(_)
             | RequestBody::AllocateProducerIds(_)
+            | RequestBody::AlterPartition(_)
             | RequestBody::BrokerHeartbeat(_)
             | RequestBody::CreateTopics(_)
             | RequestBody::DeleteTopics(_)
@@ -573,6 +579,7 @@ async fn connection(
                         response_frame(cid, key, version, &apis.allocate_producer_ids(r))
                     }
                     RequestBody::DescribeQuorum(r) => response_frame(cid, key, version, &apis.describe_quorum(r)),
+                    RequestBody::AlterPartition(r) => response_frame(cid, key, version, &apis.alter_partition(r)),
                     RequestBody::BrokerHeartbeat(r) => response_frame(cid, key, version, &apis.broker_heartbeat(r)),
                     forwarded => match apis.forwarded(version, forwarded) {
                         Some(answer) => response_frame(cid, key, version, &AnyResponse(&answer)),
