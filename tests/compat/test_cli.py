@@ -60,6 +60,7 @@ def test_topic_lifecycle_and_configs(fbroker):
     [desc] = sluice_json(fbroker, "topic", "describe", t)
     assert [p["partition"] for p in desc["partitions"]] == [0, 1, 2]
     assert all(p["leader"] == 1 and p["start_offset"] == 0 and p["end_offset"] == 0 for p in desc["partitions"])
+    assert all(p["isr"] == [1] and p["elr"] == [] for p in desc["partitions"])
     assert desc["configs"]["retention.ms"] == "3600000"
 
     sluice(fbroker, "topic", "alter", t, "--set", "retention.ms=7200000", "--set", "max.message.bytes=2097152")

@@ -320,6 +320,13 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     md = AdminClient({"bootstrap.servers": live[1].bootstrap}).list_topics("orders", timeout=10)
     isrs = {p.leader: p.isrs for p in md.topics["orders"].partitions.values()}
     assert isrs == {-1: [], **{i: [i] for i in live_ids}}, isrs
+    out = subprocess.run(
+        [str(BINARY), "topic", "describe", "orders", "-b", live[1].bootstrap, "-o", "json"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    [orders] = json.loads(out.stdout)
+    elr = {p["leader"]: p["elr"] for p in orders["partitions"]}
+    assert elr == {-1: [controller], **{i: [] for i in live_ids}}, orders
     # New partitions go to the live brokers only.
     until("a topic created after the controller's death", 30, lambda: create(live_bootstrap, "after-kill", 2) or True)
     until("after-kill's leaders", 10, lambda: cluster_view(live[1].bootstrap)[2].get("after-kill") == live_ids)

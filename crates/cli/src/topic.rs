@@ -147,9 +147,17 @@ pub fn run(args: TopicArgs) -> Result<()> {
             }
             TopicCmd::Describe { names } => {
                 let topics = admin.describe_topics(&names).await?;
+                let listed: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+                let elr = admin.eligible_leader_replicas(&listed).await?;
                 let mut out = vec![];
                 for t in &topics {
-                    let tps: Vec<(String, i32)> = t.partitions.iter().map(|p| (t.name.clone(), p.id)).collect();
+                    // A partition without a leader has no offsets to list: shown as "-" (null).
+                    let tps: Vec<(String, i32)> = t
+                        .partitions
+                        .iter()
+                        .filter(|p| p.leader >= 0)
+                        .map(|p| (t.name.clone(), p.id))
+                        .collect();
                     let starts = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
                     let ends = admin.list_offsets(&tps, OffsetSpec::Latest).await?;
                     let configs: Vec<_> = admin
@@ -168,6 +176,7 @@ pub fn run(args: TopicArgs) -> Result<()> {
                                 "leader": p.leader,
                                 "replicas": p.replicas,
                                 "isr": p.isr,
+                                "elr": elr.get(&(t.name.clone(), p.id)).cloned().unwrap_or_default(),
                                 "start_offset": starts.get(&(t.name.clone(), p.id)),
                                 "end_offset": ends.get(&(t.name.clone(), p.id)),
                             })).collect::<Vec<_>>(),
@@ -194,12 +203,16 @@ pub fn run(args: TopicArgs) -> Result<()> {
                                 p.leader.to_string(),
                                 list(&p.replicas),
                                 list(&p.isr),
+                                list(elr.get(&key).map_or(&[][..], |v| v.as_slice())),
                                 starts.get(&key).map_or("-".into(), |o| o.to_string()),
                                 ends.get(&key).map_or("-".into(), |o| o.to_string()),
                             ]
                         })
                         .collect();
-                    print_table(&["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END"], &rows);
+                    print_table(
+                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "ELR", "START", "END"],
+                        &rows,
+                    );
                 }
                 if conn.json() {
                     print_json(&json!(out));

@@ -502,6 +502,44 @@ impl Admin {
         commit_offsets(&self.client, group, -1, "", offsets).await
     }
 
+    /// Each partition's eligible leader replicas (KIP-966) from DescribeTopicPartitions, by
+    /// (topic, partition); empty for a broker that does not serve it (older than Kafka 3.7),
+    /// as for a partition without any. Up to 2,000 partitions per topic (the API's default
+    /// limit); a topic with more is read in pages.
+    pub async fn eligible_leader_replicas(&self, topics: &[String]) -> Result<BTreeMap<(String, i32), Vec<i32>>> {
+        use wire::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+        let mut out = BTreeMap::new();
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            let req = wire::messages::DescribeTopicPartitionsRequest {
+                topics: topics.iter().map(|name| TopicRequest { name: name.clone() }).collect(),
+                response_partition_limit: 2000,
+                cursor: cursor.take(),
+            };
+            let Ok(resp) = self.client.send_any(&req).await else {
+                return Ok(out);
+            };
+            for t in resp.topics.into_iter().filter(|t| t.error_code == 0) {
+                let name = t.name.unwrap_or_default();
+                for p in t.partitions {
+                    out.insert(
+                        (name.clone(), p.partition_index),
+                        p.eligible_leader_replicas.unwrap_or_default(),
+                    );
+                }
+            }
+            match resp.next_cursor {
+                Some(next) => {
+                    cursor = Some(Cursor {
+                        topic_name: next.topic_name,
+                        partition_index: next.partition_index,
+                    })
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         self.client.refresh(&[]).await?;
         let req = wire::messages::DescribeClusterRequest {

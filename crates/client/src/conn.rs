@@ -65,6 +65,7 @@ requests! {
     CreatePartitionsRequest => CreatePartitionsResponse, 3;
     DescribeClusterRequest => DescribeClusterResponse, 2;
     DescribeQuorumRequest => DescribeQuorumResponse, 1;
+    DescribeTopicPartitionsRequest => DescribeTopicPartitionsResponse, 0;
 }
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
