@@ -415,6 +415,46 @@ def test_dynamic_broker_configs_reach_every_broker(cluster):
     assert described(target, "log.retention.ms") == ("7200000", 2)
 
 
+def test_a_restart_after_a_reboot_counts_as_an_unclean_shutdown(cluster):
+    """A broker restarted without its machine rebooting names its last epoch (its page cache,
+    hence everything it wrote, survived); one whose machine rebooted (here: the boot id it
+    kept is not this machine's) and that did not shut down cleanly does not, and the
+    controller removes it from its partitions' eligible leader replicas (KIP-966). With one
+    replica each there is nobody else, so the partition falls back to it (Kafka 4's
+    last-known-leader rule) and is led again."""
+    controller = cluster_view(cluster[1].bootstrap)[0]
+    others = [i for i in cluster if i != controller]
+    everyone = ",".join(n.bootstrap for n in cluster.values())
+    create(everyone, "u", 3)
+    for n in cluster.values():
+        until(f"node {n.node_id} to know u", 10, lambda: cluster_view(n.bootstrap)[2].get("u") == [1, 2, 3])
+
+    def logs():
+        return "".join(n.logs() for n in cluster.values())
+
+    # A process crash (SIGKILL), same boot: it registers with its previous epoch.
+    a = cluster[others[0]]
+    a.stop(signal.SIGKILL)
+    a.launch().wait_serving()
+    until("u led by all three again", 15, lambda: cluster_view(cluster[controller].bootstrap)[2].get("u") == [1, 2, 3])
+    assert "after an unclean shutdown" not in logs()
+
+    # A "reboot": the boot id it kept is not this machine's.
+    b = cluster[others[1]]
+    b.stop(signal.SIGKILL)
+    path = b.data_dir / "data" / ".broker-epoch" if (b.data_dir / "data").exists() else b.data_dir / ".broker-epoch"
+    epoch = path.read_text().split()[0]
+    path.write_text(f"{epoch} 00000000-0000-0000-0000-000000000000\n")
+    b.launch().wait_serving()
+    until("the controller to see the unclean shutdown", 15, lambda: f"broker={b.node_id}" in "".join(
+        l for l in logs().splitlines() if "after an unclean shutdown" in l))
+    until("u led by all three again", 15, lambda: cluster_view(cluster[controller].bootstrap)[2].get("u") == [1, 2, 3])
+    p = Producer({"bootstrap.servers": everyone, "acks": "all"})
+    for i in range(3):
+        p.produce("u", value=b"after", partition=i)
+    assert p.flush(20) == 0
+
+
 def test_a_broker_only_node_follows_the_quorum_as_an_observer(cluster, tmp_path):
     voters = cluster[1].voters
     observer = Node(tmp_path, 4, voters, None).launch()

@@ -442,10 +442,21 @@ impl ControllerApis for Controller {
             r.listeners.into_iter().map(|l| (l.name, l.host, l.port)).collect(),
             r.rack,
         );
-        // Not yet (issue 20): telling an unclean shutdown from a clean one (Kafka's
-        // PreviousBrokerEpoch); every restart counts as clean, so a restarted broker keeps
-        // its place among a partition's eligible leader replicas.
-        let records = metadata::sessions::registration(&self.metadata.image(), record, false, &self.rules());
+        // An earlier incarnation whose epoch the broker does not name (Kafka's
+        // PreviousBrokerEpoch) may have lost data: it leaves the eligible leader replicas.
+        let image = self.metadata.image();
+        let unclean = image
+            .brokers
+            .get(&r.broker_id)
+            .is_some_and(|b| b.epoch != r.previous_broker_epoch);
+        if unclean {
+            tracing::warn!(
+                broker = r.broker_id,
+                previous_epoch = r.previous_broker_epoch,
+                "broker registers after an unclean shutdown: it leaves its partitions' eligible leader replicas"
+            );
+        }
+        let records = metadata::sessions::registration(&image, record, unclean, &self.rules());
         match self.metadata.commit_now(records) {
             Ok((image, _)) => {
                 self.sessions()
@@ -688,10 +699,13 @@ pub async fn heartbeat_loop(
 }
 
 /// This node's BrokerRegistration: its client listener as advertised.
+/// `previous_broker_epoch`: the epoch of this broker's last registration if its data is
+/// intact since (a clean shutdown, or no restart of the machine), else -1.
 pub fn registration_request(
     config: &crate::config::BrokerConfig,
     cluster_id: &str,
     incarnation: Uuid,
+    previous_broker_epoch: i64,
 ) -> BrokerRegistrationRequest {
     BrokerRegistrationRequest {
         broker_id: config.node_id,
@@ -703,7 +717,7 @@ pub fn registration_request(
             port: config.listener.advertised_port,
             security_protocol: 0,
         }],
-        previous_broker_epoch: -1,
+        previous_broker_epoch,
         ..Default::default()
     }
 }

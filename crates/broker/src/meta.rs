@@ -176,6 +176,39 @@ pub fn write_clean_shutdown_marker(fs: &dyn storage::Fs, dir: &Path) -> Result<(
     write_atomically(fs, &dir.join(CLEAN_SHUTDOWN), CLEAN_SHUTDOWN_FORMAT.as_bytes())
 }
 
+/// The epoch of this broker's last registration and the machine's boot id then: read at the
+/// next start to tell the controller whether its data is intact (`server.rs`).
+const BROKER_EPOCH: &str = ".broker-epoch";
+
+/// This machine's boot id (Linux: changes with every boot; `None` where there is none).
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The last registration's epoch and boot id (`None`: never registered, or an unreadable
+/// file, which counts the same: as after an unclean shutdown).
+pub fn read_broker_epoch(fs: &dyn storage::Fs, dir: &Path) -> Result<Option<(i64, Option<String>)>, MetaError> {
+    let path = dir.join(BROKER_EPOCH);
+    let text = match fs.read_all(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut fields = text.split_whitespace();
+    let Some(Ok(epoch)) = fields.next().map(str::parse::<i64>) else {
+        return Ok(None);
+    };
+    Ok(Some((epoch, fields.next().map(String::from))))
+}
+
+pub fn write_broker_epoch(fs: &dyn storage::Fs, dir: &Path, epoch: i64, boot: Option<&str>) -> Result<(), MetaError> {
+    let text = format!("{epoch} {}\n", boot.unwrap_or("-"));
+    write_atomically(fs, &dir.join(BROKER_EPOCH), text.as_bytes())
+}
+
 /// 16 random bytes (for cluster and topic ids). `RandomState` is seeded from the OS's random
 /// source; two of them, mixed with the time, give 16 bytes.
 pub fn random_id() -> [u8; 16] {

@@ -90,6 +90,8 @@ impl Drop for Membership {
 /// What a broker opens from its data directory before it listens.
 struct Opened {
     cluster_id: String,
+    /// The last run ended with a clean shutdown.
+    clean: bool,
     fs: Arc<dyn storage::Fs>,
     metadata: Arc<crate::metadata_log::MetadataLog>,
     dynamic: crate::dynamic_config::DynamicConfigs,
@@ -242,6 +244,7 @@ fn open_the_rest(
     );
     Ok(Opened {
         cluster_id,
+        clean,
         fs,
         metadata,
         dynamic,
@@ -364,6 +367,7 @@ fn assemble(
         metadata,
         dynamic,
         topics,
+        ..
     } = opened;
     if config.quorum.is_alone(config.node_id) {
         // In a cluster the node registered with the active controller before (`bind_with`).
@@ -481,8 +485,27 @@ impl Server {
             // Registered once the advertised port is known, and unfenced before listening, so
             // a client that reaches this broker finds it in the metadata, leading its
             // partitions.
-            let request =
-                crate::controller::registration_request(&config, &opened.cluster_id, wire::Uuid(random.bytes16()));
+            // The epoch of the last registration, if that incarnation's data is intact: it shut
+            // down cleanly, or the machine has not restarted since (a crashed process loses
+            // nothing it wrote). Otherwise -1, and the controller counts this start as after
+            // an unclean shutdown (KIP-966: it leaves its partitions' eligible leader replicas).
+            let boot = meta::boot_id();
+            let previous = match meta::read_broker_epoch(&*opened.fs, &config.data_dir) {
+                Ok(Some((epoch, was))) if opened.clean || (boot.is_some() && was.as_deref() == boot.as_deref()) => {
+                    epoch
+                }
+                Ok(_) => -1,
+                Err(e) => {
+                    warn!(error = %e, "cannot read this broker's last epoch: it registers as after an unclean shutdown");
+                    -1
+                }
+            };
+            let request = crate::controller::registration_request(
+                &config,
+                &opened.cluster_id,
+                wire::Uuid(random.bytes16()),
+                previous,
+            );
             let epoch = crate::controller::register(
                 &opened.metadata,
                 &config.quorum.voters,
@@ -492,7 +515,12 @@ impl Server {
             )
             .await
             .map_err(StartError::Topics)?;
-            info!(broker_epoch = epoch, "registered with the active controller");
+            info!(
+                broker_epoch = epoch,
+                previous_broker_epoch = previous,
+                "registered with the active controller"
+            );
+            meta::write_broker_epoch(&*opened.fs, &config.data_dir, epoch, boot.as_deref())?;
             let (unfenced_tx, mut unfenced) = tokio::sync::watch::channel(false);
             let heartbeats = tokio::spawn(crate::controller::heartbeat_loop(
                 opened.metadata.clone(),

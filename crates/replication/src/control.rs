@@ -55,8 +55,14 @@ impl PartitionState {
                 }
             }
         }
-        if elr.is_empty() && !before.is_empty() {
-            self.last_known_elr = before;
+        // Nobody in sync and nobody eligible: remember who was last (Kafka's LastKnownElr), the
+        // replicas to fall back to.
+        if isr.is_empty() && elr.is_empty() {
+            let mut last: Vec<BrokerId> = self.isr.clone();
+            last.extend(before.iter().filter(|r| !self.isr.contains(r)));
+            if !last.is_empty() {
+                self.last_known_elr = last;
+            }
         }
         self.isr = isr;
         self.elr = elr;
@@ -64,8 +70,9 @@ impl PartitionState {
 
     /// A new leader when the partition has none, or its leader can no longer lead: the first
     /// eligible ISR member in replica order; if none, the first eligible ELR member, which
-    /// becomes the whole ISR (KIP-966); else nobody (the partition stays without a leader
-    /// rather than lose acknowledged records: an unclean election is an operator's choice).
+    /// becomes the whole ISR (KIP-966); if the ISR and the ELR are both empty, the first
+    /// eligible of the last known ones (Kafka 4's fallback, as before ELR: the last replicas
+    /// standing all restarted uncleanly, and one of them is all there is); else nobody.
     fn elect(&mut self, replicas: &[BrokerId], brokers: &impl Brokers) {
         #[cfg(test)]
         if ELECT_OUT_OF_SYNC.with(|b| b.get()) {
@@ -92,6 +99,12 @@ impl PartitionState {
             self.leader = r;
             self.isr = vec![r];
             self.elr.retain(|&e| e != r);
+        } else if let Some(r) = replicas.iter().copied().find(|r| {
+            self.isr.is_empty() && self.elr.is_empty() && self.last_known_elr.contains(r) && brokers.eligible(*r)
+        }) {
+            self.leader = r;
+            self.isr = vec![r];
+            self.last_known_elr.clear();
         } else {
             self.leader = -1;
         }
@@ -234,7 +247,10 @@ impl<F: Fn(&metadata::TopicImage) -> usize> IsrRules<F> {
         for t in image.topics() {
             let min_isr = (self.min_isr)(t);
             for (&index, p) in &t.partitions {
-                let involved = p.leader == broker || p.isr.contains(&broker) || p.elr.contains(&broker);
+                let involved = p.leader == broker
+                    || p.isr.contains(&broker)
+                    || p.elr.contains(&broker)
+                    || p.last_known_elr.contains(&broker);
                 if let Some(c) = involved.then(|| change(p, min_isr)).flatten() {
                     out.push(metadata::MetadataRecord::PartitionChangeRecord(PartitionChangeRecord {
                         topic_id: t.id,
@@ -396,6 +412,22 @@ mod tests {
         assert_eq!(
             (c.leader, c.isr, c.eligible_leader_replicas),
             (1, Some(vec![1]), Some(vec![]))
+        );
+        // One replica, restarted uncleanly while in the ISR: nobody is eligible, so it is
+        // remembered as the last known one, and leads again when it is back (the fallback).
+        let r = reg(&[2], &[2], 2);
+        let c = broker_gone(&r, 2, 1, true, &|b| b != 2).unwrap();
+        assert_eq!(
+            (c.leader, c.isr.clone(), c.eligible_leader_replicas.clone()),
+            (-1, Some(vec![]), None)
+        );
+        assert_eq!(c.last_known_elr, Some(vec![2]));
+        let mut gone = reg(&[2], &[], -1);
+        gone.last_known_elr = vec![2];
+        let back = broker_back(&gone, &|_| true).unwrap();
+        assert_eq!(
+            (back.leader, back.isr, back.last_known_elr),
+            (2, Some(vec![2]), Some(vec![]))
         );
         // An ELR member coming back leads, alone in the ISR.
         let mut r = reg(&[1, 2, 3], &[], -1);
