@@ -225,8 +225,7 @@ impl Leader {
         let next: Vec<BrokerId> = if !out.is_empty() {
             isr.iter().copied().filter(|r| !out.contains(r)).collect()
         } else {
-            #[allow(unused_mut)]
-            let mut caught_up =
+            let caught_up =
                 |p: &FollowerPosition| p.log_end >= self.high_watermark && p.log_end >= self.epoch_start_offset;
             #[cfg(test)]
             let broken = self.broken == Some(crate::Broken::ExpandEarly);
