@@ -327,6 +327,19 @@ def test_three_nodes_are_one_cluster_that_survives_its_controllers_death(cluster
     [orders] = json.loads(out.stdout)
     elr = {p["leader"]: p["elr"] for p in orders["partitions"]}
     assert elr == {-1: [controller], **{i: [] for i in live_ids}}, orders
+    # The active controller's gauges (Kafka's KafkaController ones) say the same; the other
+    # live node reports none.
+    import urllib.request
+
+    def gauges(n):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{n.admin_port}/metrics", timeout=10).read().decode()
+        return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l.startswith("sluice_controller_")}
+
+    g = {n.node_id: gauges(n) for n in live}
+    assert g[new]["sluice_controller_active"] == 1 and g[new]["sluice_controller_fenced_brokers"] == 1, g
+    assert g[new]["sluice_controller_active_brokers"] == 2 and g[new]["sluice_controller_offline_partitions"] >= 1, g
+    other_live = next(i for i in live_ids if i != new)
+    assert g[other_live]["sluice_controller_active"] == 0 and g[other_live]["sluice_controller_offline_partitions"] == 0, g
     # New partitions go to the live brokers only.
     until("a topic created after the controller's death", 30, lambda: create(live_bootstrap, "after-kill", 2) or True)
     until("after-kill's leaders", 10, lambda: cluster_view(live[1].bootstrap)[2].get("after-kill") == live_ids)

@@ -383,6 +383,85 @@ impl Collector for StateCollector {
             MetricType::Counter,
         )?)?;
 
+        // The cluster's partitions as the metadata image has them (Kafka's KafkaController
+        // and ReplicaManager gauges). The controller's are reported by the active controller
+        // only (0 elsewhere, as Kafka's are); the replica ones count the partitions this
+        // broker leads. One pass over the image.
+        let image = broker.metadata.image();
+        let me = broker.config.node_id;
+        let active = broker.metadata.leader() == Some(me);
+        let (mut offline, mut imbalance, mut partitions) = (0u64, 0u64, 0u64);
+        let (mut under_replicated, mut under_min_isr) = (0u64, 0u64);
+        let min_isr_of = |v: Option<&String>| v.and_then(|v| v.parse::<usize>().ok());
+        let default_min_isr = min_isr_of(broker.dynamic.topic_defaults().get("min.insync.replicas")).unwrap_or(1);
+        for t in image.topics() {
+            let min_isr =
+                min_isr_of(image.topic_configs(&t.name).get("min.insync.replicas")).unwrap_or(default_min_isr);
+            for p in t.partitions.values() {
+                partitions += 1;
+                if p.leader == -1 {
+                    offline += 1;
+                } else if p.replicas.first() != Some(&p.leader) {
+                    imbalance += 1;
+                }
+                if p.leader == me {
+                    under_replicated += u64::from(p.isr.len() < p.replicas.len());
+                    under_min_isr += u64::from(p.isr.len() < min_isr);
+                }
+            }
+        }
+        let fenced = image.brokers.values().filter(|b| b.fenced).count() as u64;
+        let only_active = |v: u64| if active { v as f64 } else { 0.0 };
+        for (name, help, v) in [
+            (
+                "controller_active",
+                "1 on the active controller (Kafka's ActiveControllerCount)",
+                f64::from(u8::from(active)),
+            ),
+            (
+                "controller_offline_partitions",
+                "Partitions without a leader (OfflinePartitionsCount)",
+                only_active(offline),
+            ),
+            (
+                "controller_preferred_replica_imbalance",
+                "Partitions led by another replica than their first (PreferredReplicaImbalanceCount)",
+                only_active(imbalance),
+            ),
+            (
+                "controller_partitions",
+                "Partitions in the cluster (GlobalPartitionCount)",
+                only_active(partitions),
+            ),
+            (
+                "controller_topics",
+                "Topics in the cluster (GlobalTopicCount)",
+                only_active(image.topic_count() as u64),
+            ),
+            (
+                "controller_fenced_brokers",
+                "Registered brokers that are fenced (FencedBrokerCount)",
+                only_active(fenced),
+            ),
+            (
+                "controller_active_brokers",
+                "Registered brokers that are not fenced (ActiveBrokerCount)",
+                only_active(image.brokers.len() as u64 - fenced),
+            ),
+            (
+                "under_replicated_partitions",
+                "Partitions this broker leads whose ISR lacks some replica (UnderReplicatedPartitions)",
+                under_replicated as f64,
+            ),
+            (
+                "under_min_isr_partitions",
+                "Partitions this broker leads whose ISR is below min.insync.replicas (UnderMinIsrPartitionCount)",
+                under_min_isr as f64,
+            ),
+        ] {
+            gauge(&mut e, name, help, None, v)?;
+        }
+
         // Consumer groups: members, and lag per committed partition.
         // Group ids are any string a client picks: escaped here, since the encoder writes label
         // values as they are (a `"` or a newline would break the whole page). Series per group
