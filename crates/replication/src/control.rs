@@ -442,4 +442,66 @@ mod tests {
         let r = reg(&[3, 1, 2], &[1, 2], -1);
         assert_eq!(broker_back(&r, &|b| b == 3), None);
     }
+
+    /// The rules over a whole image, as the controller's sessions use them: every partition a
+    /// broker is part of — led, in the ISR or ELR, or only among the last known replicas —
+    /// and no other.
+    #[test]
+    fn the_isr_rules_reach_every_partition_a_broker_is_part_of() {
+        use metadata::sessions::PartitionRules;
+        use metadata::{MetadataDelta, MetadataImage, MetadataRecord, Uuid};
+        use std::sync::Arc;
+        use wire::kafka_records::metadata::{PartitionRecord, TopicRecord};
+        let topic = Uuid([4; 16]);
+        // Partition 0: led by 2. Partition 1: 2 is only among the last known replicas.
+        // Partition 2: 2 has no part in it.
+        let part = |index, replicas: Vec<i32>, isr: Vec<i32>, leader, last_known: Option<Vec<i32>>| {
+            MetadataRecord::PartitionRecord(PartitionRecord {
+                partition_id: index,
+                topic_id: topic,
+                replicas,
+                isr,
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                last_known_elr: last_known,
+                ..Default::default()
+            })
+        };
+        let mut records = vec![MetadataRecord::TopicRecord(TopicRecord {
+            name: "t".into(),
+            topic_id: topic,
+        })];
+        records.push(part(0, vec![2], vec![2], 2, None));
+        records.push(part(1, vec![2], vec![], -1, Some(vec![2])));
+        records.push(part(2, vec![3], vec![3], 3, None));
+        for b in [2, 3] {
+            records.push(crate::control::tests::registration(b));
+        }
+        let mut delta = MetadataDelta::new(Arc::new(MetadataImage::empty()));
+        for (i, r) in records.iter().enumerate() {
+            delta.replay(i as i64, 0, r).unwrap();
+        }
+        let image = delta.apply().0;
+        let rules = IsrRules {
+            min_isr: |_: &metadata::TopicImage| 1,
+        };
+        let touched = |records: Vec<MetadataRecord>| -> Vec<(i32, i32)> {
+            records
+                .into_iter()
+                .map(|r| match r {
+                    MetadataRecord::PartitionChangeRecord(c) => (c.partition_id, c.leader),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // 2 leaves: partition 0 loses its leader; the others are not touched.
+        assert_eq!(touched(rules.broker_gone(&image, 2, false)), vec![(0, -1)]);
+        // 2 comes back: partition 1, whose only candidate it is, is led by it again.
+        assert_eq!(touched(rules.broker_back(&image, 2)), vec![(1, 2)]);
+    }
+
+    pub(super) fn registration(b: i32) -> metadata::MetadataRecord {
+        metadata::sessions::registration_record(b, metadata::Uuid([b as u8; 16]), 10 + b as i64, vec![], None)
+    }
 }
