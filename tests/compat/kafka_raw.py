@@ -88,22 +88,13 @@ def produce_v3(s, topic, partition, batch: bytes, correlation_id=1, acks=-1):
 
 def create_topics_v2(s, name, partitions, correlation_id=1, timeout_ms=15000):
     """One topic, the default replication factor, no configs. Returns (error code, message)."""
-    body = struct.pack(">i", 1) + string(name) + struct.pack(">ih", partitions, -1)
-    body += struct.pack(">ii", 0, 0)  # no assignments, no configs
-    body += struct.pack(">i", timeout_ms) + b"\x00"  # validate_only
-    s.sendall(request_v1(19, 2, correlation_id, body))
-    frame = read_frame(s)
-    off = 4 + 4 + 4  # correlation id, throttle, topic count
-    (name_len,) = struct.unpack(">h", frame[off : off + 2])
-    off += 2 + name_len
-    (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
-    message = None if msg_len < 0 else frame[off + 4 : off + 4 + msg_len].decode()
+    [(_name, err, message)] = create_topics_v2_many(s, [(name, partitions, [])], correlation_id, timeout_ms)
     return err, message
 
 
 def create_topics_v2_many(s, topics, correlation_id=1, timeout_ms=15000):
     """`topics`: (name, partitions, [(config, value)]), the default replication factor.
-    Returns [(name, error code)] in the response's order."""
+    Returns [(name, error code, message)] in the response's order."""
     body = struct.pack(">i", len(topics))
     for name, partitions, configs in topics:
         body += string(name) + struct.pack(">ih", partitions, -1) + struct.pack(">i", 0)
@@ -120,8 +111,9 @@ def create_topics_v2_many(s, topics, correlation_id=1, timeout_ms=15000):
         name = frame[off + 2 : off + 2 + name_len].decode()
         off += 2 + name_len
         (err, msg_len) = struct.unpack(">hh", frame[off : off + 4])
+        message = None if msg_len < 0 else frame[off + 4 : off + 4 + msg_len].decode()
         off += 4 + max(msg_len, 0)
-        out.append((name, err))
+        out.append((name, err, message))
     return out
 
 

@@ -406,7 +406,7 @@ def test_dynamic_broker_configs_reach_every_broker(cluster):
     configs = [("leader.replication.throttled.replicas", throttled), ("follower.replication.throttled.replicas", throttled)]
     big = [(f"big-{i}", 1, configs) for i in range(20)]
     s = raw.connect(cluster[others[0]].port, timeout=30)
-    assert raw.create_topics_v2_many(s, big) == [(f"big-{i}", 0) for i in range(20)]
+    assert raw.create_topics_v2_many(s, big) == [(f"big-{i}", 0, None) for i in range(20)]
     s.close()
     for i in cluster:
         until(f"broker {i} to take up the cluster default", 10, lambda: described(i, "log.retention.ms") == ("3600000", 3))

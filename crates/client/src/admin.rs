@@ -529,13 +529,14 @@ impl Admin {
                 }
             }
             match resp.next_cursor {
-                Some(next) => {
+                // A cursor that does not move on would page forever: stop there.
+                Some(next) if !out.contains_key(&(next.topic_name.clone(), next.partition_index)) => {
                     cursor = Some(Cursor {
                         topic_name: next.topic_name,
                         partition_index: next.partition_index,
                     })
                 }
-                None => return Ok(out),
+                _ => return Ok(out),
             }
         }
     }

@@ -13,6 +13,7 @@
 //! - [`placement`]: where new partitions' replicas go (round robin, rack-aware).
 //! - [`sessions`]: the active controller's rules for broker sessions (registration,
 //!   heartbeats, fencing and unfencing), with their seeded simulation.
+//! - [`seeded`]: the randomness and seed selection the cluster's simulations share.
 //! - [`snapshot`]: an image as the records that rebuild it, written as Kafka's snapshot files
 //!   are (header control batch, data batches, footer control batch).
 //!
@@ -23,6 +24,7 @@ pub mod delta;
 pub mod frame;
 pub mod image;
 pub mod placement;
+pub mod seeded;
 pub mod sessions;
 pub mod snapshot;
 

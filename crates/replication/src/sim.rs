@@ -25,6 +25,7 @@
 use crate::follower::{self, EpochEnd};
 use crate::leader::{IsrChange, Leader};
 use crate::{control, Broken, BrokerId};
+use metadata::seeded::Rng;
 use metadata::{MetadataDelta, MetadataImage, MetadataRecord, PartitionRegistration};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,25 +48,6 @@ const TOPIC: Uuid = Uuid([7; 16]);
 
 thread_local! {
     static TRACE: bool = std::env::var("REPLICATION_TRACE").is_ok();
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 /// A record: the leader epoch it was written in, and a value unique in the run.
@@ -896,10 +878,6 @@ impl Sim {
     }
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn run_seed(seed: u64, broken: Option<Broken>) -> Result<(u64, Seen), String> {
     control::ELECT_OUT_OF_SYNC.with(|b| b.set(broken == Some(Broken::ElectOutOfSync)));
     let out = Sim::new(seed, broken).run();
@@ -909,10 +887,7 @@ fn run_seed(seed: u64, broken: Option<Broken>) -> Result<(u64, Seen), String> {
 
 #[test]
 fn replication_keeps_its_invariants_and_recovers_under_every_seed() {
-    let seeds: Vec<u64> = match env("REPLICATION_SEED") {
-        Some(one) => vec![one],
-        None => (0..env("REPLICATION_SEEDS").unwrap_or(1000)).collect(),
-    };
+    let seeds = metadata::seeded::seeds("REPLICATION");
     let mut failures = vec![];
     let mut seen = Seen::default();
     for &seed in &seeds {

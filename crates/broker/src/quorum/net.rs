@@ -524,8 +524,9 @@ async fn connection(
     fetch_wait: Duration,
     apis: Option<Arc<dyn ControllerApis>>,
 ) -> Result<(), String> {
+    // Once per connection, not per frame: quorum fetches arrive every few hundred ms.
+    let limit = apis.as_ref().map_or(REQUEST_BYTES_MAX, |a| a.request_bytes_max());
     loop {
-        let limit = apis.as_ref().map_or(REQUEST_BYTES_MAX, |a| a.request_bytes_max());
         let mut frame = read_frame(&mut stream, limit).await?;
         let header = wire::frame::decode_request_header(&mut frame).map_err(|e| e.to_string())?;
         let version = header.request_api_version;

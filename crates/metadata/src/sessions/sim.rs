@@ -19,6 +19,7 @@
 //! `SESSIONS_SEEDS=N` runs N seeds (1,000 by default).
 
 use super::*;
+use crate::seeded::Rng;
 use crate::MetadataDelta;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,25 +55,6 @@ impl Seen {
         self.crashes += o.crashes;
         self.lost_commits += o.lost_commits;
         self.stale_heartbeats += o.stale_heartbeats;
-    }
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
     }
 }
 
@@ -522,20 +504,13 @@ impl Sim {
     }
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn run_seed(seed: u64, broken: Option<Broken>) -> Result<(u64, Seen), String> {
     Sim::new(seed, broken).run()
 }
 
 #[test]
 fn sessions_keep_their_invariants_and_recover_under_every_seed() {
-    let seeds: Vec<u64> = match env("SESSIONS_SEED") {
-        Some(one) => vec![one],
-        None => (0..env("SESSIONS_SEEDS").unwrap_or(1000)).collect(),
-    };
+    let seeds = crate::seeded::seeds("SESSIONS");
     let mut failures = vec![];
     let mut seen = Seen::default();
     for &seed in &seeds {
